@@ -1,0 +1,170 @@
+"""The `gandefect` command: thin wrappers that load the config and call a stage."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Iterator, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gandefect.config import PARAMS_FILE, Config, load_config
+from gandefect.errors import DataValidationError, GandefectError
+
+app = typer.Typer(help="Detect, localize and repair defects in GAN-generated images.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Inspect and validate the versioned real-image snapshot.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+
+class _State:
+    params: Path = Path(PARAMS_FILE)
+    profile: Optional[str] = None
+    debug: bool = False
+
+
+state = _State()
+
+
+@app.callback()
+def _global(
+    params: Path = typer.Option(Path(PARAMS_FILE), "--params", help="Parameter file (its folder is the project root)."),
+    profile: Optional[str] = typer.Option(None, "--profile", envvar="GANDEFECT_PROFILE",
+                                          help="Named profile in params.yaml: tiny, default, full."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks of unexpected errors."),
+) -> None:
+    state.params, state.profile, state.debug = params, profile, debug
+
+
+def _config() -> Config:
+    return load_config(state.params, state.profile)
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator:
+    """A rich progress bar fed by the stages' (stage, done, total) callback."""
+    bars = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        if done == total or done % 50 == 0:
+            bars.update(tasks[stage], completed=done, total=total)
+
+    with bars:
+        yield update
+
+
+@app.command()
+def ingest(
+    from_dirs: list[str] = typer.Option(None, "--from", metavar="DIR",
+                                        help="Folder of images to add (any format, size, mode); repeatable. Default: the embedded MNIST-5k digits."),
+    replace: bool = typer.Option(False, "--replace", help="Start a new snapshot instead of adding to the current one."),
+    labels_from_subfolders: bool = typer.Option(False, "--labels-from-subfolders",
+                                                help="Use each image's first subfolder under DIR as its class label."),
+    no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`)."),
+) -> None:
+    """Add real images to data/real, validate the snapshot, version it with DVC, log an MLflow run."""
+    from gandefect.stages import run_ingest
+
+    cfg = _config()
+    with _progress() as progress:
+        summary = run_ingest(cfg, from_dirs, replace=replace, labels_from_subfolders=labels_from_subfolders,
+                             version=not no_version, progress=progress)
+    r = summary.result
+    for name in r.skipped_sources:
+        out.print(f"[dim]{name}: unchanged since it was ingested; skipped[/dim]")
+    if r.rebuilt:
+        out.print("settings changed: the snapshot was rebuilt from its recorded sources")
+    out.print(f"ingested: {r.added} new, {r.duplicates} duplicate(s) skipped, {len(r.quarantined)} quarantined; "
+              f"snapshot has {r.total} images (train {r.counts.get('train', 0)}, val {r.counts.get('val', 0)}, "
+              f"test {r.counts.get('test', 0)})")
+    if summary.quarantine_path:
+        out.print(f"[yellow]quarantined {len(r.quarantined)} unreadable file(s), listed in {summary.quarantine_path}:[/yellow]")
+        for q in r.quarantined[:10]:
+            out.print(f"  {q.source}/{q.ref}: {q.reason}")
+    checks = summary.validation.checks
+    out.print(f"validation: [green]passed[/green] ({len(checks)}/{len(checks)} expectations), report {summary.report_path}")
+    out.print(f"data version: [bold]{summary.data_version}[/bold]"
+              + (f" (pushed to {summary.remote})" if summary.remote else ""))
+    out.print(f"mlflow run: {summary.run_id}")
+
+
+@data_app.command("status")
+def data_status() -> None:
+    """Print the data version (DVC hash), image counts per split and whether the remote has it."""
+    from gandefect.data.snapshot import read_manifest
+    from gandefect.lifecycle import versioning
+    from gandefect.stages import INGEST_STAGE
+
+    cfg = _config()
+    manifest = read_manifest(cfg.real_dir)
+    status = versioning.stage_status(cfg, INGEST_STAGE, cfg.data.real_dir)
+    table = Table(title=f"{cfg.data.real_dir} (profile {cfg.profile})", show_header=False)
+    table.add_row("data version", status.version or "none: run `gandefect ingest`")
+    table.add_row("workspace", "matches the version" if status.workspace_matches else "differs from the version (uncommitted changes)")
+    remote = {True: "has it", False: "does not have it: run `gandefect ingest` or `dvc push`", None: "unreachable"}[status.remote_has_it]
+    table.add_row(f"remote {cfg.versioning.remote_name}", f"{remote} ({versioning.remote_url(cfg)})")
+    counts = manifest["split"].value_counts() if len(manifest) else {}
+    for split in ("train", "val", "test"):
+        table.add_row(split, str(int(counts.get(split, 0))))
+    table.add_row("total", str(len(manifest)))
+    out.print(table)
+
+
+@data_app.command("validate")
+def data_validate() -> None:
+    """Run the Great Expectations data suite on the snapshot as it is on disk."""
+    from gandefect.stages import validate_snapshot
+
+    cfg = _config()
+    with _progress() as progress:
+        report, path = validate_snapshot(cfg, progress)
+    if not report.success:
+        raise DataValidationError(_failure_text(report, path), path)
+    out.print(f"validation: [green]passed[/green] ({len(report.checks)} expectations on {report.rows} images), report {path}")
+
+
+def _failure_text(report, path) -> str:
+    lines = [f"the snapshot failed {len(report.failures)} of {len(report.checks)} expectations (report: {path}):"]
+    for c in report.failures:
+        ex = f"; e.g. {c.examples[:3]}" if c.examples else ""
+        lines.append(f"  - {c.expectation} on {c.column}: {c.summary}{ex}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except DataValidationError as exc:
+        console.print(f"[red]data validation failed:[/red] {exc}")
+        sys.exit(exc.exit_code)
+    except GandefectError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # last resort: a readable line instead of a traceback
+        if state.debug:
+            raise
+        console.print(f"[red]unexpected error ({type(exc).__name__}):[/red] {exc}\nrerun with --debug for the traceback")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Real images: sources, the PNG encoding path, content-hash splits and snapshots."""

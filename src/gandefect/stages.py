@@ -1,0 +1,100 @@
+"""The lifecycle stages: one implementation each, called by the CLI, DVC and Prefect."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gandefect.config import Config
+from gandefect.data import snapshot, sources
+from gandefect.data.snapshot import IngestResult, Progress
+from gandefect.errors import DataValidationError
+from gandefect.lifecycle import tracking, validation, versioning
+
+INGEST_STAGE = "ingest"
+
+
+@dataclass
+class IngestSummary:
+    result: IngestResult
+    data_version: str
+    validation: validation.ValidationReport
+    report_path: Path
+    quarantine_path: Path | None = None
+    run_id: str | None = None
+    remote: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _write_quarantine(cfg: Config, result: IngestResult) -> Path | None:
+    if not result.quarantined:
+        return None
+    path = cfg.report_dir / "ingest-quarantine.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["source", "file", "reason"])
+        for q in result.quarantined:
+            writer.writerow([q.source, q.ref, q.reason])
+    return path
+
+
+def validate_snapshot(cfg: Config, progress: Progress | None = None) -> tuple[validation.ValidationReport, Path]:
+    """Run the data suite on the snapshot on disk and write its report under reports/."""
+    table = snapshot.image_table(cfg.real_dir, progress)
+    report = validation.validate_table(cfg, table)
+    md, _ = validation.write_report(report, cfg.report_dir, "data-validation",
+                                    f"Data validation: {cfg.data.real_dir}")
+    return report, md
+
+
+def run_ingest(
+    cfg: Config,
+    folders: list[str] | None = None,
+    replace: bool = False,
+    labels_from_subfolders: bool = False,
+    version: bool = True,
+    flow_run_id: str | None = None,
+    progress: Progress | None = None,
+) -> IngestSummary:
+    """Ingest real images, validate the snapshot, version it with DVC and record an MLflow run.
+
+    Raises DataValidationError (after writing and logging the report) when the suite fails;
+    a failing snapshot is neither committed to DVC nor pushed.
+    """
+    specs = folders or [cfg.data.source]
+    requested = [
+        sources.resolve_source(spec, cfg.data.max_images, labels_from_subfolders) for spec in specs
+    ]
+    result = snapshot.ingest(cfg, requested, replace=replace, progress=progress)
+    quarantine = _write_quarantine(cfg, result)
+    report, report_path = validate_snapshot(cfg, progress)
+
+    data_version, remote = versioning.UNVERSIONED, None
+    if version and cfg.versioning.enabled and report.success:
+        versioning.commit_stage(cfg, INGEST_STAGE)
+        versioning.push_stage(cfg, INGEST_STAGE)
+        data_version = versioning.stage_out_hash(cfg.root, INGEST_STAGE, cfg.data.real_dir) or data_version
+        remote = versioning.remote_url(cfg)
+
+    mlflow = tracking.setup(cfg)
+    with tracking.start_run(cfg, tracking.DATA_EXPERIMENT, "ingest", data_version, flow_run_id) as run:
+        mlflow.log_params({"ingest.sources": ",".join(s.name for s in requested), "ingest.replace": replace})
+        mlflow.log_metrics({
+            "n_images": result.total, "n_added": result.added, "n_duplicates": result.duplicates,
+            "n_quarantined": len(result.quarantined), "validation_success": float(report.success),
+            "validation_failed_expectations": len(report.failures),
+            **{f"n_{split}": n for split, n in result.counts.items()},
+        })
+        mlflow.set_tag("validation", "passed" if report.success else "failed")
+        tracking.log_artifacts([report_path, report_path.with_suffix(".json"), quarantine,
+                                cfg.real_dir / snapshot.SNAPSHOT], "data")
+    summary = IngestSummary(result, data_version, report, report_path, quarantine, run.info.run_id, remote)
+    if not report.success:
+        failed = ", ".join(f"{c.expectation}({c.column})" for c in report.failures)
+        raise DataValidationError(
+            f"snapshot failed the data suite: {failed}. Report: {report_path}. "
+            "It was not versioned; fix the data (or `dvc checkout data/real` to restore the last "
+            "valid version) and ingest again.", report_path)
+    return summary

@@ -1,0 +1,24 @@
+"""params.yaml is read once into a typed config with named profiles."""
+
+import pytest
+
+from gandefect.config import load_config
+from gandefect.errors import ConfigError
+from tests.conftest import REPO, write_params
+
+
+def test_profiles_override_the_base_values():
+    default = load_config(REPO / "params.yaml", "default")
+    tiny = load_config(REPO / "params.yaml", "tiny")
+    assert default.data.max_images is None and tiny.data.max_images == 400
+    assert tiny.data.image_size == default.data.image_size
+    assert tiny.params_hash() != default.params_hash()
+
+
+def test_invalid_values_and_unknown_profiles_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="unknown profile 'huge'"):
+        load_config(write_params(tmp_path), "huge")
+    with pytest.raises(ConfigError, match="data.splits"):
+        load_config(write_params(tmp_path, data={"splits": {"train": 0.9, "val": 0.2, "test": 0.1}}))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
