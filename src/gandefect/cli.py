@@ -21,7 +21,7 @@ app = typer.Typer(help="Detect, localize and repair defects in GAN-generated ima
 data_app = typer.Typer(help="Inspect and validate the versioned real-image snapshot.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 class _State:
@@ -97,6 +97,28 @@ def ingest(
     out.print(f"data version: [bold]{summary.data_version}[/bold]"
               + (f" (pushed to {summary.remote})" if summary.remote else ""))
     out.print(f"mlflow run: {summary.run_id}")
+
+
+@app.command("train-gans")
+def train_gans(
+    loss: list[str] = typer.Option(None, "--loss", metavar="L",
+                                   help="Train only this loss (repeatable): minimax, nonsaturating, lsgan, wgan, wgan-gp, hinge."),
+    resume: bool = typer.Option(False, "--resume", help="Continue each GAN from its last checkpoint (and MLflow run)."),
+) -> None:
+    """Train the GAN zoo: one tracked MLflow run and registered generator per adversarial loss."""
+    from gandefect.stages.gans import run_train_gans
+
+    cfg = _config()
+    with _progress() as progress:
+        summary = run_train_gans(cfg, loss, resume=resume, progress=progress)
+    out.print(f"feature net test accuracy {summary.feature_accuracy:.4f}; untrained generator FID {summary.baseline['fid']:.1f}")
+    table = Table(title=f"GAN zoo (data {summary.data_version}, {summary.seconds:.0f} s)")
+    for col in summary.table.columns:
+        table.add_column(col, justify="left" if col == "loss" else "right")
+    for row in summary.table.itertuples(index=False):
+        table.add_row(*[v if isinstance(v, str) else (f"{v:.0f}" if abs(v) >= 100 else f"{v:.3f}") for v in row])
+    out.print(table)
+    out.print(f"report {summary.report}; mlflow run {summary.run_id}")
 
 
 @data_app.command("status")

@@ -61,6 +61,38 @@ class VersioningConfig(_Section):
     remote_url: str = ".dvc-remote"
 
 
+LOSSES = ["minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"]
+
+
+class GANConfig(_Section):
+    losses: list[str] = LOSSES
+    generator_steps: int = Field(900, ge=1)  # generator updates per GAN
+    # Per-loss overrides: critic losses pay n_critic discriminator steps per generator update.
+    generator_steps_by_loss: dict[str, int] = {}
+    batch_size: int = Field(32, ge=2)
+    z_dim: int = Field(64, ge=1)
+    g_width: int = Field(16, ge=1)
+    d_width: int = Field(16, ge=1)
+    early_epochs: list[int] = [1]  # generators kept after these epochs as extra, cruder fakes
+    checkpoint_every: int = Field(100, ge=1)
+    eval_samples: int = Field(2000, ge=10)
+    grid_samples: int = Field(64, ge=1)
+    checkpoint_dir: str = "models/gans"
+
+    def steps_for(self, loss: str) -> int:
+        return self.generator_steps_by_loss.get(loss, self.generator_steps)
+
+
+class FeaturesConfig(_Section):
+    """The domain feature net: a classifier of real train images, the space for FID."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    n_features: int = Field(128, ge=2)
+    min_accuracy: float = Field(0.98, ge=0, le=1)  # below this the run is flagged, not failed
+
+
 class Config(_Section):
     profile: str = "default"
     seed: int = 1234
@@ -68,6 +100,9 @@ class Config(_Section):
     validation: ValidationConfig = ValidationConfig()
     tracking: TrackingConfig = TrackingConfig()
     versioning: VersioningConfig = VersioningConfig()
+    gan: GANConfig = GANConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads; null: torch's default
     root: Path = Path(".")
 
     def path(self, relative: str) -> Path:
@@ -95,7 +130,8 @@ class Config(_Section):
 def _deep_merge(base: dict, override: dict) -> dict:
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        # an empty mapping replaces (clears) the base one; a non-empty one merges into it
+        if isinstance(value, dict) and value and isinstance(merged.get(key), dict):
             merged[key] = _deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)

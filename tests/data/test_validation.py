@@ -83,3 +83,13 @@ def test_data_suite_fails_on_constant_images_and_skewed_splits(default_snapshot,
     manifest.to_csv(cfg.real_dir / snapshot.MANIFEST, index=False)
     failed = _failed(_validate(cfg))
     assert {"pixel_range", "is_test"} <= failed
+
+
+def test_data_suite_fails_when_labels_collapse_to_one_class(tmp_path):
+    cfg = load_config(write_params(tmp_path, profile="default"))
+    snapshot.ingest(cfg, [sources.resolve_source("mnist5k", 300)])
+    manifest = snapshot.read_manifest(cfg.real_dir)
+    assert manifest["label"].nunique() == 10  # a capped sample still spans every digit
+    manifest["label"] = "7"
+    manifest.to_csv(cfg.real_dir / snapshot.MANIFEST, index=False)
+    assert "label" in _failed(_validate(cfg))

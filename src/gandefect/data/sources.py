@@ -111,7 +111,11 @@ def iter_images(source: Source) -> Iterator[RawImage]:
 
 def _iter_mnist5k(max_images: int | None) -> Iterator[RawImage]:
     with gzip.open(mnist5k_path(), "rt") as fh:
-        table = np.loadtxt(fh, delimiter=",", dtype=np.int64, max_rows=max_images)
+        table = np.loadtxt(fh, delimiter=",", dtype=np.int64)
+    rows = np.arange(len(table))
+    if max_images and max_images < len(table):
+        # The file is sorted by digit: a capped subset must be a fixed random sample, not a prefix.
+        rows = np.sort(np.random.default_rng(0).permutation(len(table))[:max_images])
     pixels = table[:, :-1].clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
-    for row, (digit, label) in enumerate(zip(pixels, table[:, -1])):
-        yield RawImage(str(row), Image.fromarray(digit, mode="L"), str(int(label)))
+    for row in rows:
+        yield RawImage(str(row), Image.fromarray(pixels[row], mode="L"), str(int(table[row, -1])))

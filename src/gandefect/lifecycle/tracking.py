@@ -37,6 +37,8 @@ def setup(cfg: Config):
     # Schema migrations of a new SQLite store log at INFO on every first use; not news to a user.
     for name in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # We log PyTorch models as pickles on purpose (see registry.log_torch_model).
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
     mlflow.set_tracking_uri(tracking_uri(cfg))
     return mlflow
@@ -82,13 +84,23 @@ def start_run(
     run_name: str,
     data_version: str,
     flow_run_id: str | None = None,
-    nested: bool = False,
+    parent_run_id: str | None = None,
+    run_id: str | None = None,
 ) -> Iterator:
-    """An MLflow run with the project's tags and the effective parameters already logged."""
+    """An MLflow run with the project's tags and the effective parameters already logged.
+
+    `parent_run_id` nests it under another run; `run_id` continues an existing run (resume).
+    """
     mlflow = setup(cfg)
     exp_id = experiment_id(cfg, experiment)
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=nested,
-                          tags=run_tags(cfg, data_version, flow_run_id)) as run:
+    tags = run_tags(cfg, data_version, flow_run_id)
+    if run_id:
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None) as run:
+            mlflow.set_tags(tags)
+            yield run
+        return
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent_run_id,
+                          nested=parent_run_id is not None, tags=tags) as run:
         mlflow.log_params(flatten(cfg.to_params()))
         yield run
 

@@ -93,6 +93,8 @@ def build_suite(cfg: Config, table: pd.DataFrame):
                                           max_value=min(1.0, fraction + v.split_tolerance)))
     label_cols = [c for c in table.columns if c.startswith("is_label_")]
     if label_cols:
+        # one class is no class: a capped or filtered export that kept a single label
+        add(E.ExpectColumnUniqueValueCountToBeBetween(column="label", min_value=2))
         share = 1.0 / len(label_cols)
         tol = v.class_balance_tolerance
         for col in label_cols:

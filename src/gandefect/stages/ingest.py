@@ -1,4 +1,4 @@
-"""The lifecycle stages: one implementation each, called by the CLI, DVC and Prefect."""
+"""Ingest stage: real images in, validated, versioned with DVC, tracked in MLflow."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Evaluation: the domain feature net, generator metrics, detection and repair metrics."""

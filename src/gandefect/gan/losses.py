@@ -1,0 +1,126 @@
+"""One registry of adversarial losses. Adding a loss is adding one entry.
+
+Every loss works on raw discriminator outputs (logits / critic values). Log-sigmoid terms
+use softplus, since -log(sigmoid(t)) = softplus(-t) and -log(1 - sigmoid(t)) = softplus(t),
+which never takes the log of a number that can round to 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str  # adam | rmsprop
+    lr: float
+    betas: tuple[float, float] = (0.5, 0.999)
+
+    def build(self, params) -> torch.optim.Optimizer:
+        if self.name == "rmsprop":
+            return torch.optim.RMSprop(params, lr=self.lr)
+        return torch.optim.Adam(params, lr=self.lr, betas=self.betas)
+
+
+@dataclass(frozen=True)
+class AdversarialLoss:
+    name: str
+    d_loss: Callable[[Tensor, Tensor], Tensor]  # (real logits, fake logits) -> scalar
+    g_loss: Callable[[Tensor], Tensor]  # fake logits -> scalar
+    optimizer: OptimizerSpec
+    n_critic: int = 1  # discriminator steps per generator step
+    clip: float | None = None  # weight clipping bound (WGAN)
+    gp_weight: float = 0.0  # gradient penalty weight (WGAN-GP)
+    disc_norm: str = "batch"
+    wasserstein: bool = False  # D's output difference estimates a Wasserstein distance
+    paper: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+REGISTRY: dict[str, AdversarialLoss] = {}
+
+
+def register(loss: AdversarialLoss) -> AdversarialLoss:
+    REGISTRY[loss.name] = loss
+    return loss
+
+
+def get(name: str) -> AdversarialLoss:
+    from gandefect.errors import BadInputError
+
+    if name not in REGISTRY:
+        raise BadInputError(f"unknown loss {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+    """E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates x_hat (Gulrajani et al. 2017)."""
+    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
+    x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def clip_weights(critic: nn.Module, bound: float) -> None:
+    with torch.no_grad():
+        for p in critic.parameters():
+            p.clamp_(-bound, bound)
+
+
+ADAM_DCGAN = OptimizerSpec("adam", 2e-4, (0.5, 0.999))  # Radford et al. 2016
+
+# Goodfellow et al. 2014: D max log D(x) + log(1 - D(G(z))); G min log(1 - D(G(z))) (saturates).
+register(AdversarialLoss(
+    "minimax",
+    d_loss=lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
+    g_loss=lambda f: -F.softplus(f).mean(),
+    optimizer=ADAM_DCGAN, paper="Goodfellow et al. 2014 (saturating)"))
+
+# Same D; G min -log D(G(z)) (the non-saturating heuristic of the same paper).
+register(AdversarialLoss(
+    "nonsaturating",
+    d_loss=lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
+    g_loss=lambda f: F.softplus(-f).mean(),
+    optimizer=ADAM_DCGAN, paper="Goodfellow et al. 2014 (non-saturating)"))
+
+# Mao et al. 2017, coding a=0 (fake), b=1 (real), c=1 (what G wants D to say of fakes):
+# D min 1/2 E[(D(x) - b)^2] + 1/2 E[(D(G(z)) - a)^2]; G min 1/2 E[(D(G(z)) - c)^2].
+LSGAN_A, LSGAN_B, LSGAN_C = 0.0, 1.0, 1.0
+register(AdversarialLoss(
+    "lsgan",
+    d_loss=lambda r, f: 0.5 * ((r - LSGAN_B) ** 2).mean() + 0.5 * ((f - LSGAN_A) ** 2).mean(),
+    g_loss=lambda f: 0.5 * ((f - LSGAN_C) ** 2).mean(),
+    optimizer=ADAM_DCGAN, paper="Mao et al. 2017", extra={"a": LSGAN_A, "b": LSGAN_B, "c": LSGAN_C}))
+
+# Arjovsky et al. 2017: critic min E[D(G(z))] - E[D(x)]; clip to +-0.01; 5 critic steps; RMSprop 5e-5.
+register(AdversarialLoss(
+    "wgan",
+    d_loss=lambda r, f: f.mean() - r.mean(),
+    g_loss=lambda f: -f.mean(),
+    optimizer=OptimizerSpec("rmsprop", 5e-5), n_critic=5, clip=0.01, wasserstein=True,
+    paper="Arjovsky et al. 2017"))
+
+# Gulrajani et al. 2017: same objective, gradient penalty lambda=10, no batch norm in the
+# critic (layer norm instead), Adam lr 1e-4, betas (0, 0.9), 5 critic steps.
+register(AdversarialLoss(
+    "wgan-gp",
+    d_loss=lambda r, f: f.mean() - r.mean(),
+    g_loss=lambda f: -f.mean(),
+    optimizer=OptimizerSpec("adam", 1e-4, (0.0, 0.9)), n_critic=5, gp_weight=10.0,
+    disc_norm="layer", wasserstein=True, paper="Gulrajani et al. 2017"))
+
+# Lim & Ye 2017 / Miyato et al. 2018: D min E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]; G min -E[D(G(z))].
+register(AdversarialLoss(
+    "hinge",
+    d_loss=lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(),
+    g_loss=lambda f: -f.mean(),
+    optimizer=OptimizerSpec("adam", 2e-4, (0.0, 0.9)), paper="Lim & Ye 2017; Miyato et al. 2018"))
+
+LOSS_NAMES = tuple(REGISTRY)

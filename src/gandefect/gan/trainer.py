@@ -1,0 +1,165 @@
+"""The GAN training loop: owns the models, optimizers, checkpoints and step accounting.
+
+A step is one discriminator update on one real batch; the generator is updated after every
+`n_critic`-th step, so a run of G generator updates takes G * n_critic steps (training length
+is counted in generator updates, the same for every loss). An epoch is one pass of the
+discriminator over the real images. Randomness at step t comes from a seed derived from (seed, t), so a run
+resumed from a checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from gandefect.gan.losses import AdversarialLoss, clip_weights, gradient_penalty
+from gandefect.gan.models import DCGANConfig, Discriminator, Generator, init_weights
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainSettings:
+    generator_steps: int = 600
+    batch_size: int = 32
+    seed: int = 0
+    early_epochs: tuple[int, ...] = (1,)  # keep the generator after these epochs as extra, cruder fakes
+    checkpoint_every: int = 100  # steps between checkpoints (and at every epoch end)
+    log_every: int = 1  # steps between recorded metrics
+
+
+class Callback:
+    """Hooks the trainer calls; the lifecycle layer implements them (MLflow, progress bars)."""
+
+    def on_metrics(self, rows: list[tuple[int, dict[str, float]]]) -> None: ...
+    def on_epoch_end(self, epoch: int, trainer: "GANTrainer") -> None: ...
+    def on_early_generator(self, epoch: int, generator: Generator) -> None: ...
+    def on_step(self, step: int, total: int) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    generator_steps: int
+    resumed_from: int = 0
+    early: dict[int, Generator] = field(default_factory=dict)
+
+
+class GANTrainer:
+    def __init__(self, loss: AdversarialLoss, model_cfg: DCGANConfig, settings: TrainSettings,
+                 checkpoint_dir: Path | None = None, callback: Callback | None = None):
+        self.loss, self.settings, self.callback = loss, settings, callback or Callback()
+        self.model_cfg = DCGANConfig(**{**model_cfg.to_dict(), "disc_norm": loss.disc_norm})
+        self.checkpoint_dir = checkpoint_dir
+        torch.manual_seed(settings.seed)
+        self.G, self.D = Generator(self.model_cfg), Discriminator(self.model_cfg)
+        self.G.apply(init_weights)
+        self.D.apply(init_weights)
+        self.opt_g = loss.optimizer.build(self.G.parameters())
+        self.opt_d = loss.optimizer.build(self.D.parameters())
+        self.step = 0
+        self.generator_steps = 0
+
+    # -- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(), "step": self.step, "generator_steps": self.generator_steps,
+                "loss": self.loss.name, "model_cfg": self.model_cfg.to_dict()}
+
+    def save_checkpoint(self) -> Path | None:
+        if self.checkpoint_dir is None:
+            return None
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / CHECKPOINT
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)  # a kill mid-write never leaves a half checkpoint
+        return path
+
+    def load_checkpoint(self) -> bool:
+        path = self.checkpoint_dir / CHECKPOINT if self.checkpoint_dir else None
+        if path is None or not path.exists():
+            return False
+        state = torch.load(path, weights_only=False)
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step, self.generator_steps = state["step"], state["generator_steps"]
+        return True
+
+    # -- training ----------------------------------------------------------------------
+    def train_step(self, real: torch.Tensor) -> dict[str, float]:
+        loss, b = self.loss, real.shape[0]
+        z = torch.randn(b, self.model_cfg.z_dim)
+        with torch.no_grad():
+            fake = self.G(z)
+        real_out, fake_out = self.D(real), self.D(fake)
+        d_loss = loss.d_loss(real_out, fake_out)
+        metrics = {"d_loss": d_loss.item()}
+        total = d_loss
+        if loss.gp_weight:
+            gp = gradient_penalty(self.D, real, fake)
+            total = d_loss + loss.gp_weight * gp
+            metrics["gradient_penalty"] = gp.item()
+        if loss.wasserstein:
+            metrics["wasserstein_estimate"] = (real_out.mean() - fake_out.mean()).item()
+        self.opt_d.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_d.step()
+        if loss.clip is not None:
+            clip_weights(self.D, loss.clip)
+        if (self.step + 1) % loss.n_critic == 0:
+            g_loss = loss.g_loss(self.D(self.G(torch.randn(b, self.model_cfg.z_dim))))
+            self.opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.opt_g.step()
+            self.generator_steps += 1
+            metrics["g_loss"] = g_loss.item()
+        return metrics
+
+    def fit(self, real: torch.Tensor, resume: bool = False) -> TrainResult:
+        """Train on real images (N, C, H, W) in [-1, 1] for generator_steps * n_critic steps."""
+        s = self.settings
+        per_epoch = len(real) // s.batch_size
+        if per_epoch == 0:
+            raise ValueError(f"need at least batch_size={s.batch_size} real images, got {len(real)}")
+        total = s.generator_steps * self.loss.n_critic
+        resumed_from = self.step if resume and self.load_checkpoint() else 0
+        result = TrainResult(0, 0, resumed_from)
+        self.G.train()
+        self.D.train()
+        buffer: list[tuple[int, dict[str, float]]] = []
+        perm_epoch, perm = -1, None
+        while self.step < total:
+            epoch, pos = divmod(self.step, per_epoch)
+            if epoch != perm_epoch:
+                perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(s.seed * 7919 + epoch))
+                perm_epoch = epoch
+            torch.manual_seed(s.seed * 1_000_003 + self.step)
+            metrics = self.train_step(real[perm[pos * s.batch_size:(pos + 1) * s.batch_size]])
+            self.step += 1
+            if self.step % s.log_every == 0:
+                buffer.append((self.step, metrics))
+            self.callback.on_step(self.step, total)
+            epoch_done = self.step % per_epoch == 0
+            if epoch_done or self.step % s.checkpoint_every == 0 or self.step == total:
+                self.callback.on_metrics(buffer)
+                buffer = []
+                self.save_checkpoint()
+            if epoch_done:
+                finished = self.step // per_epoch
+                if finished in s.early_epochs:
+                    early = copy.deepcopy(self.G).eval()
+                    result.early[finished] = early
+                    self.callback.on_early_generator(finished, early)
+                self.callback.on_epoch_end(finished, self)
+        if buffer:
+            self.callback.on_metrics(buffer)
+        result.steps, result.generator_steps = self.step, self.generator_steps
+        self.G.eval()
+        return result

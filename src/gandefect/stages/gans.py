@@ -1,0 +1,224 @@
+"""GAN-zoo stage: the domain feature net, then one tracked, registered GAN per loss."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from gandefect.config import Config
+from gandefect.data.datasets import Split, image_grid, load_split
+from gandefect.data.snapshot import Progress
+from gandefect.evaluate.features import FeatureNet, FeatureNetConfig, accuracy, train_feature_net
+from gandefect.evaluate.generators import generator_metrics
+from gandefect.gan import losses as loss_registry
+from gandefect.gan.models import DCGANConfig, Generator, init_weights
+from gandefect.gan.trainer import Callback, GANTrainer, TrainSettings
+from gandefect.lifecycle import registry, tracking, versioning
+from gandefect.errors import BadInputError
+
+FEATURE_MODEL = "gandefect-features"
+GENERATOR_MODEL = "gandefect-generator-{loss}"
+RUN_ID_FILE = "mlflow_run_id"
+TABLE_COLUMNS = ["loss", "fid", "fid_ratio", "precision", "recall", "class_entropy_ratio",
+                 "confident_rate", "generator_steps", "train_seconds"]
+
+
+def data_version(cfg: Config) -> str:
+    from gandefect.stages.ingest import INGEST_STAGE
+
+    return versioning.stage_out_hash(cfg.root, INGEST_STAGE, cfg.data.real_dir) or versioning.UNVERSIONED
+
+
+def model_config(cfg: Config) -> DCGANConfig:
+    g = cfg.gan
+    return DCGANConfig(image_size=cfg.data.image_size, channels=1 if cfg.data.mode == "L" else 3,
+                       z_dim=g.z_dim, g_width=g.g_width, d_width=g.d_width)
+
+
+def ensure_feature_net(cfg: Config, train: Split, test: Split, version: str,
+                       progress: Progress | None = None) -> tuple[FeatureNet, float]:
+    """Load the feature net registered for this data version and profile, or train and register one."""
+    if train.labels is None or test.labels is None:
+        raise BadInputError("the domain feature net needs class labels on every train and test image; "
+                            "ingest labelled data (the default MNIST digits, or --labels-from-subfolders)")
+    tracking.setup(cfg)
+    key = f"{version}:{cfg.params_hash()}"
+    found = registry.latest_version_with_tag(FEATURE_MODEL, "data_key", key)
+    if found is not None and version != versioning.UNVERSIONED:
+        net = registry.load_torch_model(f"models:/{FEATURE_MODEL}/{found.version}")
+        return net, float(found.tags.get("test_accuracy", "nan"))
+    f = cfg.features
+    fcfg = FeatureNetConfig(cfg.data.image_size, train.images.shape[1], len(train.classes), f.n_features)
+    with tracking.start_run(cfg, tracking.GAN_EXPERIMENT, "feature-net", version) as run:
+        import mlflow
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            mlflow.log_metric("train_loss", loss, step=epoch)
+            if progress:
+                progress("feature net", epoch + 1, f.epochs)
+
+        net = train_feature_net(fcfg, train.images, train.labels, f.epochs, f.batch_size, f.lr, cfg.seed, on_epoch)
+        acc = accuracy(net, test.images, test.labels)
+        mlflow.log_metric("test_accuracy", acc)
+        mlflow.set_tag("accuracy_ok", str(acc >= f.min_accuracy))
+        registry.log_torch_model(net, "feature_net", test.images[:2], FEATURE_MODEL,
+                                 {"data_key": key, "data_version": version, "test_accuracy": f"{acc:.4f}",
+                                  "run_id": run.info.run_id})
+    return net, acc
+
+
+class _Tracker(Callback):
+    """Streams a GAN's metrics, sample grids and early generators into its MLflow run."""
+
+    def __init__(self, client, run_id: str, z: torch.Tensor, name: str, progress: Progress | None):
+        self.client, self.run_id, self.z, self.name, self.progress = client, run_id, z, name, progress
+
+    def on_metrics(self, rows):
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for step, m in rows for k, v in m.items() if math.isfinite(v)]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(self.run_id, metrics=batch[i:i + 1000], synchronous=True)
+
+    def on_epoch_end(self, epoch, trainer):
+        was_training = trainer.G.training
+        trainer.G.eval()
+        with torch.no_grad():
+            grid = image_grid(trainer.G(self.z))
+        trainer.G.train(was_training)
+        self.client.log_image(self.run_id, grid, artifact_file=f"samples/epoch_{epoch:03d}.png")
+
+    def on_early_generator(self, epoch, generator):
+        import mlflow
+
+        registry.log_torch_model(generator, f"generator_epoch{epoch}", self.z[:2])
+        mlflow.set_tag(f"early_generator_epoch{epoch}", f"runs:/{self.run_id}/generator_epoch{epoch}")
+
+    def on_step(self, step, total):
+        if self.progress:
+            self.progress(f"gan {self.name}", step, total)
+
+
+@torch.no_grad()
+def _samples(generator: Generator, n: int, seed: int) -> torch.Tensor:
+    generator.eval()
+    return generator.sample(n, torch.Generator().manual_seed(seed))
+
+
+def untrained_metrics(cfg: Config, net: FeatureNet, test: Split) -> dict[str, float]:
+    """Metrics of a freshly initialized generator: the reference every trained one must beat."""
+    torch.manual_seed(cfg.seed)
+    g = Generator(model_config(cfg))
+    g.apply(init_weights)
+    return generator_metrics(net, test.images, _samples(g, cfg.gan.eval_samples, cfg.seed))
+
+
+def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: FeatureNet,
+              baseline: dict[str, float], version: str, resume: bool = False,
+              parent_run_id: str | None = None, flow_run_id: str | None = None,
+              progress: Progress | None = None) -> dict[str, float]:
+    """Train one GAN with MLflow tracking, evaluate it, register its generator; returns its metrics."""
+    import mlflow
+
+    loss = loss_registry.get(loss_name)
+    g = cfg.gan
+    ckpt_dir = cfg.path(g.checkpoint_dir) / loss_name
+    run_file = ckpt_dir / RUN_ID_FILE
+    resume_run = run_file.read_text().strip() if resume and run_file.exists() else None
+    if not resume and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)  # a fresh run must not pick up an old checkpoint
+    settings = TrainSettings(g.steps_for(loss_name), g.batch_size, cfg.seed, tuple(g.early_epochs), g.checkpoint_every)
+    tracking.setup(cfg)
+    with tracking.start_run(cfg, tracking.GAN_EXPERIMENT, f"gan-{loss_name}", version, flow_run_id,
+                            parent_run_id=parent_run_id, run_id=resume_run) as run:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(run.info.run_id)
+        if not resume_run:
+            mlflow.log_params({"loss": loss_name, "loss.paper": loss.paper, "loss.n_critic": loss.n_critic,
+                               "loss.clip": loss.clip, "loss.gp_weight": loss.gp_weight,
+                               "optimizer": loss.optimizer.name, "optimizer.lr": loss.optimizer.lr,
+                               "optimizer.betas": loss.optimizer.betas, "disc_norm": loss.disc_norm,
+                               **{f"loss.{k}": v for k, v in loss.extra.items()}})
+        z = torch.randn(g.grid_samples, g.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
+        callback = _Tracker(mlflow.MlflowClient(), run.info.run_id, z, loss_name, progress)
+        trainer = GANTrainer(loss, model_config(cfg), settings, ckpt_dir, callback)
+        started = time.perf_counter()
+        result = trainer.fit(train.images, resume=resume)
+        seconds = time.perf_counter() - started
+        samples = _samples(trainer.G, g.eval_samples, cfg.seed + 1)
+        metrics = generator_metrics(net, test.images, samples)
+        metrics.update(fid_untrained=baseline["fid"], fid_ratio=metrics["fid"] / baseline["fid"],
+                       train_seconds=seconds, generator_steps=result.generator_steps, steps=result.steps,
+                       resumed_from_step=result.resumed_from)
+        mlflow.log_metrics(metrics)
+        mlflow.log_image(image_grid(samples[:64]), "samples/final.png")
+        registry.log_torch_model(trainer.G, "generator", z[:2], GENERATOR_MODEL.format(loss=loss_name),
+                                 {"data_version": version, "loss": loss_name, "fid": f"{metrics['fid']:.3f}",
+                                  "run_id": run.info.run_id})
+    return metrics
+
+
+@dataclass
+class ZooSummary:
+    table: pd.DataFrame
+    report: Path
+    run_id: str
+    baseline: dict[str, float]
+    feature_accuracy: float
+    data_version: str
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def zoo_table(rows: dict[str, dict[str, float]]) -> pd.DataFrame:
+    table = pd.DataFrame([{"loss": k, **v} for k, v in rows.items()])
+    return table[[c for c in TABLE_COLUMNS if c in table.columns]]
+
+
+def write_zoo_report(table: pd.DataFrame, baseline: dict, accuracy_: float, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# GAN zoo", "",
+             f"Feature net test accuracy: {accuracy_:.4f}. Untrained generator: FID {baseline['fid']:.1f}, "
+             f"class entropy ratio {baseline['class_entropy_ratio']:.3f}.", "",
+             "fid_ratio = FID / untrained FID (target <= 0.10); class_entropy_ratio = entropy of the "
+             "sample-class histogram / ln(n_classes) (target >= 0.9).", "",
+             table.to_markdown(index=False, floatfmt=".3f")]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_train_gans(cfg: Config, losses: list[str] | None = None, resume: bool = False,
+                   flow_run_id: str | None = None, progress: Progress | None = None) -> ZooSummary:
+    """Train the GAN zoo on the real train split; FID and precision/recall against the test split."""
+    names = losses or cfg.gan.losses
+    for name in names:
+        loss_registry.get(name)  # unknown names fail before any work
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    started = time.perf_counter()
+    version = data_version(cfg)
+    train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
+    net, acc = ensure_feature_net(cfg, train, test, version, progress)
+    baseline = untrained_metrics(cfg, net, test)
+    rows = {}
+    import mlflow
+
+    with tracking.start_run(cfg, tracking.GAN_EXPERIMENT, "train-gans", version, flow_run_id) as parent:
+        mlflow.log_metrics({"feature_net_accuracy": acc, **{f"untrained_{k}": v for k, v in baseline.items()}})
+        for name in names:
+            rows[name] = train_gan(cfg, name, train, test, net, baseline, version, resume,
+                                   parent.info.run_id, flow_run_id, progress)
+        table = zoo_table(rows)
+        report = write_zoo_report(table, baseline, acc, cfg.report_dir / "gan-zoo.md")
+        table.to_csv(report.with_suffix(".csv"), index=False)
+        tracking.log_artifacts([report, report.with_suffix(".csv")], "zoo")
+        seconds = time.perf_counter() - started
+        mlflow.log_metric("zoo_seconds", seconds)
+    return ZooSummary(table, report, parent.info.run_id, baseline, acc, version, seconds)

@@ -1,0 +1,117 @@
+"""Each adversarial loss is its formula; regularizers do what their papers say; the registry extends."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gandefect.gan import losses
+from gandefect.gan.losses import AdversarialLoss, OptimizerSpec, clip_weights, gradient_penalty
+from gandefect.gan.models import DCGANConfig
+from gandefect.gan.trainer import GANTrainer, TrainSettings
+
+REAL = torch.tensor([2.5, -1.0, 0.3, 40.0, -40.0], dtype=torch.float64)
+FAKE = torch.tensor([-3.0, 0.7, 0.0, -35.0, 35.0], dtype=torch.float64)
+
+
+def sig(t):
+    return 1 / (1 + math.exp(-t))
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def _log(p):  # exact log for the reference: safe where p is far from 0 in float64
+    return math.log(p) if p > 0 else -1e300
+
+
+R, F = REAL.tolist(), FAKE.tolist()
+
+
+def softplus(t):  # log(1 + e^t), computed exactly in Python floats
+    return max(t, 0) + math.log1p(math.exp(-abs(t)))
+
+
+EXPECTED = {
+    # -log D(x) - log(1 - D(G(z))), with -log(sigmoid(t)) = softplus(-t), -log(1 - sigmoid(t)) = softplus(t)
+    "minimax": (mean([softplus(-r) for r in R]) + mean([softplus(f) for f in F]),
+                mean([-softplus(f) for f in F])),  # log(1 - D(G(z)))
+    "nonsaturating": (mean([softplus(-r) for r in R]) + mean([softplus(f) for f in F]),
+                      mean([softplus(-f) for f in F])),  # -log D(G(z))
+    "lsgan": (0.5 * mean([(r - 1) ** 2 for r in R]) + 0.5 * mean([f ** 2 for f in F]),
+              0.5 * mean([(f - 1) ** 2 for f in F])),
+    "wgan": (mean(F) - mean(R), -mean(F)),
+    "wgan-gp": (mean(F) - mean(R), -mean(F)),
+    "hinge": (mean([max(0, 1 - r) for r in R]) + mean([max(0, 1 + f) for f in F]), -mean(F)),
+}
+
+
+def test_registry_holds_the_six_losses():
+    assert set(losses.LOSS_NAMES) >= set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_each_loss_equals_its_formula_on_fixed_logits(name):
+    loss = losses.get(name)
+    d_expected, g_expected = EXPECTED[name]
+    assert loss.d_loss(REAL, FAKE).item() == pytest.approx(d_expected, abs=1e-6)
+    assert loss.g_loss(FAKE).item() == pytest.approx(g_expected, abs=1e-6)
+
+
+def test_sigmoid_losses_stay_finite_at_extreme_logits():
+    extreme = torch.tensor([1e4, -1e4])
+    for name in ("minimax", "nonsaturating"):
+        loss = losses.get(name)
+        values = [loss.d_loss(extreme, -extreme), loss.g_loss(extreme), loss.g_loss(-extreme)]
+        assert all(torch.isfinite(v) for v in values), name
+
+
+def test_small_cases_match_the_probability_form():
+    # where the sigmoid is not saturated, the logit form equals the textbook log-probability form
+    r, f = 0.4, -0.2
+    d = losses.get("minimax").d_loss(torch.tensor([r]), torch.tensor([f])).item()
+    assert d == pytest.approx(-_log(sig(r)) - _log(1 - sig(f)), abs=1e-6)
+
+
+def test_wgan_clipping_bounds_every_critic_weight():
+    trainer = GANTrainer(losses.get("wgan"), DCGANConfig(g_width=8, d_width=8), TrainSettings(generator_steps=1, batch_size=8))
+    with torch.no_grad():
+        for p in trainer.D.parameters():
+            p.mul_(100)  # far outside the bound before the step
+    trainer.fit(torch.rand(16, 1, 28, 28) * 2 - 1)
+    assert max(p.abs().max().item() for p in trainer.D.parameters()) <= 0.01 + 1e-12
+    clip_weights(trainer.D, 0.5)
+
+
+class Linear(nn.Module):
+    def __init__(self, norm: float):
+        super().__init__()
+        w = torch.randn(1, 1, 28, 28)
+        self.w = nn.Parameter(w / w.norm() * norm)
+
+    def forward(self, x):
+        return (x * self.w).flatten(1).sum(1)
+
+
+def test_gradient_penalty_is_zero_for_unit_gradient_and_positive_otherwise():
+    real, fake = torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28)
+    assert gradient_penalty(Linear(1.0), real, fake).item() == pytest.approx(0.0, abs=1e-10)
+    assert gradient_penalty(Linear(3.0), real, fake).item() == pytest.approx(4.0, rel=1e-5)
+    assert gradient_penalty(Linear(0.5), real, fake).item() == pytest.approx(0.25, rel=1e-5)
+
+
+def test_a_seventh_loss_needs_only_a_registry_entry():
+    toy = AdversarialLoss("toy-l1", d_loss=lambda r, f: (1 - r).abs().mean() + (1 + f).abs().mean(),
+                          g_loss=lambda f: (1 - f).abs().mean(), optimizer=OptimizerSpec("adam", 1e-3))
+    losses.register(toy)
+    try:
+        trainer = GANTrainer(losses.get("toy-l1"), DCGANConfig(g_width=8, d_width=8),
+                             TrainSettings(generator_steps=1, batch_size=8))
+        before = [p.clone() for p in trainer.G.parameters()]
+        result = trainer.fit(torch.rand(16, 1, 28, 28) * 2 - 1)
+        assert result.generator_steps == 1
+        assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters()))
+    finally:
+        del losses.REGISTRY["toy-l1"]

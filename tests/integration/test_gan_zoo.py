@@ -1,0 +1,94 @@
+"""`gandefect train-gans` end to end on the tiny profile: MLflow runs, registry, resume after a kill."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import run_cli
+
+LOSSES = ["minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"]
+
+
+@pytest.fixture
+def ingested(project):
+    run_cli(project, "ingest", check=True)
+    return project
+
+
+def _client(project):
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def test_train_gans_tracks_registers_and_reports_every_loss(ingested):
+    proc = run_cli(ingested, "train-gans", check=True)
+    assert "GAN zoo" in proc.stdout and all(name in proc.stdout for name in LOSSES)
+    client = _client(ingested)
+    exp = client.get_experiment_by_name("gandefect-gans")
+    runs = {r.data.tags["mlflow.runName"]: r for r in client.search_runs([exp.experiment_id])}
+    assert {f"gan-{n}" for n in LOSSES} | {"train-gans", "feature-net"} <= set(runs)
+    version = yaml.safe_load((ingested / "dvc.lock").read_text())["stages"]["ingest"]["outs"][0]["md5"]
+    for name in LOSSES:
+        run = runs[f"gan-{name}"]
+        assert run.data.tags["data_version"] == version and run.data.tags["git_commit"]
+        assert run.data.tags["mlflow.parentRunId"] == runs["train-gans"].info.run_id
+        assert run.data.params["loss"] == name and "fid" in run.data.metrics
+        history = client.get_metric_history(run.info.run_id, "d_loss")
+        assert len(history) == run.data.metrics["steps"]  # one point per step
+        assert client.get_metric_history(run.info.run_id, "g_loss")
+        arts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+        assert "samples/final.png" in arts and any("epoch_" in a for a in arts)
+    assert "gradient_penalty" in runs["gan-wgan-gp"].data.metrics
+    assert "wasserstein_estimate" in runs["gan-wgan"].data.metrics
+    zoo = {a.path for a in client.list_artifacts(runs["train-gans"].info.run_id, "zoo")}
+    assert "zoo/gan-zoo.md" in zoo
+
+    # The registered generator loads without the training code path and takes any batch size.
+    mlflow.set_tracking_uri(f"sqlite:///{ingested / 'mlflow.db'}")
+    versions = client.search_model_versions("name = 'gandefect-generator-hinge'")
+    assert len(versions) == 1 and versions[0].tags["data_version"] == version
+    model = mlflow.pytorch.load_model("models:/gandefect-generator-hinge/1")
+    for batch in (1, 5, 37):
+        with torch.no_grad():
+            assert model(torch.randn(batch, 64)).shape == (batch, 1, 28, 28)
+
+
+def test_unknown_loss_is_a_clear_error(ingested):
+    proc = run_cli(ingested, "train-gans", "--loss", "bogus")
+    assert proc.returncode == 2 and "unknown loss 'bogus'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_total_steps(ingested):
+    params = yaml.safe_load((ingested / "params.yaml").read_text())
+    params["profiles"]["tiny"]["gan"].update(generator_steps=400, checkpoint_every=10)
+    (ingested / "params.yaml").write_text(yaml.safe_dump(params))
+    ckpt = ingested / "models" / "gans" / "nonsaturating" / "checkpoint.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "gandefect.cli", "train-gans", "--loss", "nonsaturating"],
+                            cwd=ingested, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and torch.load(ckpt, weights_only=False)["step"] >= 30:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(ckpt, weights_only=False)["step"]
+    assert 30 <= killed_at < 400
+
+    run_cli(ingested, "train-gans", "--loss", "nonsaturating", "--resume", check=True)
+    client = _client(ingested)
+    exp = client.get_experiment_by_name("gandefect-gans")
+    runs = client.search_runs([exp.experiment_id], "tags.mlflow.runName = 'gan-nonsaturating'")
+    assert len(runs) == 1  # the resumed run continued the killed one
+    run = runs[0]
+    assert run.data.metrics["steps"] == 400 and run.data.metrics["generator_steps"] == 400
+    assert run.data.metrics["resumed_from_step"] == killed_at
+    assert torch.load(ckpt, weights_only=False)["step"] == 400
