@@ -91,6 +91,10 @@ def main() -> None:
     ap.add_argument("--g-width", type=int, default=16)
     ap.add_argument("--d-width", type=int, default=16)
     args = ap.parse_args()
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     loss = losses.get(args.loss)
     cfg = DCGANConfig(g_width=args.g_width, d_width=args.d_width, disc_norm=loss.disc_norm)
     real = torch.rand(4000, 1, 28, 28) * 2 - 1

@@ -48,7 +48,7 @@ def class_stats(net: FeatureNet, images: torch.Tensor, batch_size: int = 500) ->
     top, cls = probs.max(1)
     hist = torch.bincount(cls, minlength=net.cfg.n_classes).float()
     p = hist / hist.sum()
-    entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+    entropy = max(0.0, float(-(p[p > 0] * p[p > 0].log()).sum()))  # no "-0.0" for a single class
     return {"class_entropy": entropy, "class_entropy_ratio": entropy / math.log(net.cfg.n_classes),
             "confident_rate": float((top >= CONFIDENT).float().mean())}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import shutil
 import time
@@ -19,14 +21,15 @@ from gandefect.evaluate.generators import generator_metrics
 from gandefect.gan import losses as loss_registry
 from gandefect.gan.models import DCGANConfig, Generator, init_weights
 from gandefect.gan.trainer import Callback, GANTrainer, TrainSettings
-from gandefect.lifecycle import registry, tracking, versioning
 from gandefect.errors import BadInputError
+from gandefect.lifecycle import registry, tracking, versioning
 
 FEATURE_MODEL = "gandefect-features"
 GENERATOR_MODEL = "gandefect-generator-{loss}"
 RUN_ID_FILE = "mlflow_run_id"
 TABLE_COLUMNS = ["loss", "fid", "fid_ratio", "precision", "recall", "class_entropy_ratio",
-                 "confident_rate", "generator_steps", "train_seconds"]
+                 "confident_rate", "generator_steps", "train_seconds", "meets_targets"]
+MAX_FID_RATIO, MIN_ENTROPY_RATIO = 0.10, 0.9  # "good enough to be a realistic source of fakes"
 
 
 def data_version(cfg: Config) -> str:
@@ -48,7 +51,10 @@ def ensure_feature_net(cfg: Config, train: Split, test: Split, version: str,
         raise BadInputError("the domain feature net needs class labels on every train and test image; "
                             "ingest labelled data (the default MNIST digits, or --labels-from-subfolders)")
     tracking.setup(cfg)
-    key = f"{version}:{cfg.params_hash()}"
+    # Reuse across GAN runs: only the data and the feature net's own settings define it.
+    settings = json.dumps({"features": cfg.features.model_dump(), "seed": cfg.seed,
+                           "size": cfg.data.image_size, "mode": cfg.data.mode}, sort_keys=True)
+    key = f"{version}:{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
     found = registry.latest_version_with_tag(FEATURE_MODEL, "data_key", key)
     if found is not None and version != versioning.UNVERSIONED:
         net = registry.load_torch_model(f"models:/{FEATURE_MODEL}/{found.version}")
@@ -179,6 +185,8 @@ class ZooSummary:
 
 def zoo_table(rows: dict[str, dict[str, float]]) -> pd.DataFrame:
     table = pd.DataFrame([{"loss": k, **v} for k, v in rows.items()])
+    table["meets_targets"] = ((table["fid_ratio"] <= MAX_FID_RATIO)
+                              & (table["class_entropy_ratio"] >= MIN_ENTROPY_RATIO)).map({True: "yes", False: "no"})
     return table[[c for c in TABLE_COLUMNS if c in table.columns]]
 
 
