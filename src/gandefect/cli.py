@@ -121,6 +121,73 @@ def train_gans(
     out.print(f"report {summary.report}; mlflow run {summary.run_id}")
 
 
+@app.command("sample-fakes")
+def sample_fakes(no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`).")) -> None:
+    """Sample every registered generator (final and early) into data/fakes/<generator>/."""
+    from gandefect.stages.detectors import run_sample_fakes
+
+    cfg = _config()
+    if no_version:
+        cfg = cfg.model_copy(update={"versioning": cfg.versioning.model_copy(update={"enabled": False})})
+    with _progress() as progress:
+        sets, version = run_sample_fakes(cfg, progress)
+    for s in sets:
+        out.print(f"{s.name}: {s.count} images ({s.path})")
+    out.print(f"fakes version: [bold]{version}[/bold]")
+
+
+@app.command("ingest-fakes")
+def ingest_fakes(
+    folder: str = typer.Argument(..., metavar="DIR", help="Folder of generated images (any format, size, mode)."),
+    generator: str = typer.Option(..., "--generator", help="Name of the generator family these images come from."),
+) -> None:
+    """Add externally generated images as another generator for the detectors."""
+    from gandefect.stages.detectors import run_ingest_fakes
+
+    cfg = _config()
+    fake_set, skipped, version = run_ingest_fakes(cfg, folder, generator)
+    out.print(f"{fake_set.name}: {fake_set.count} images in {fake_set.path}"
+              + (f"; {skipped} unreadable file(s) skipped" if skipped else ""))
+    out.print(f"fakes version: [bold]{version}[/bold]")
+
+
+@app.command("train-detectors")
+def train_detectors(
+    no_sample: bool = typer.Option(False, "--no-sample", help="Use data/fakes as it is instead of re-sampling the generators."),
+) -> None:
+    """Train the CNN and spectral detectors, evaluate them leave-one-generator-out, register the winner."""
+    from gandefect.stages.detectors import run_train_detectors
+
+    cfg = _config()
+    with _progress() as progress:
+        summary = run_train_detectors(cfg, sample=not no_sample, progress=progress)
+    keys = ["auc_seen", "ap_seen", "auc_unseen_min", "auc_unseen_mean", "auc_jpeg90", "auc_jpeg75", "auc_jpeg50",
+            "auc_blur0.5", "auc_blur1.0", "auc_resize", "ece", "acc_real", "acc_fake", "images_per_second"]
+    table = Table(title=f"detectors (fakes {summary.fakes_version})")
+    table.add_column("metric")
+    for family in summary.results:
+        table.add_column(family + (" (winner)" if family == summary.winner else ""), justify="right")
+    for key in keys:
+        table.add_row(key, *[f"{r.metrics.get(key, float('nan')):.4f}" if key != "images_per_second"
+                             else f"{r.metrics[key]:.0f}" for r in summary.results.values()])
+    out.print(table)
+    out.print(f"registered gandefect-detector v{summary.detector_version} ({summary.winner})"
+              + (f", gandefect-judge v{summary.judge_version}" if summary.judge_version else ""))
+    out.print(f"report {summary.report}")
+
+
+@app.command("evaluate-detector")
+def evaluate_detector(model: Optional[str] = typer.Option(None, "--model", help="Model URI (default: latest gandefect-detector).")) -> None:
+    """Evaluate a detector on the current test split and fake sets."""
+    from gandefect.stages.detectors import run_evaluate_detector
+
+    uri, metrics = run_evaluate_detector(_config(), model)
+    table = Table(title=uri, show_header=False)
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}")
+    out.print(table)
+
+
 @data_app.command("status")
 def data_status() -> None:
     """Print the data version (DVC hash), image counts per split and whether the remote has it."""

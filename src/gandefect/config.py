@@ -93,6 +93,32 @@ class FeaturesConfig(_Section):
     min_accuracy: float = Field(0.98, ge=0, le=1)  # below this the run is flagged, not failed
 
 
+class CNNDetectorConfig(_Section):
+    width: int = Field(32, ge=2)
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    p_blur: float = Field(0.2, ge=0, le=1)
+    p_jpeg: float = Field(0.2, ge=0, le=1)
+
+
+class SpectralDetectorConfig(_Section):
+    C: float = Field(0.05, gt=0)
+    window: int = Field(12, ge=4)
+    stride: int = Field(2, ge=1)
+    windows_per_image: int = Field(4, ge=1)
+    p_blur: float = Field(0.2, ge=0, le=1)
+    p_jpeg: float = Field(0.2, ge=0, le=1)
+
+
+class DetectConfig(_Section):
+    fakes_per_generator: int = Field(500, ge=1)
+    families: list[Literal["cnn", "spectral"]] = ["cnn", "spectral"]
+    leave_one_out: bool = True
+    cnn: CNNDetectorConfig = CNNDetectorConfig()
+    spectral: SpectralDetectorConfig = SpectralDetectorConfig()
+
+
 class Config(_Section):
     profile: str = "default"
     seed: int = 1234
@@ -102,6 +128,7 @@ class Config(_Section):
     versioning: VersioningConfig = VersioningConfig()
     gan: GANConfig = GANConfig()
     features: FeaturesConfig = FeaturesConfig()
+    detect: DetectConfig = DetectConfig()
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; null: torch's default
     root: Path = Path(".")
 

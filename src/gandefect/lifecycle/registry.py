@@ -21,7 +21,9 @@ def pip_requirements() -> list[str]:
 
 def log_torch_model(model: torch.nn.Module, name: str, example_input: torch.Tensor,
                     registered_name: str | None = None, tags: dict | None = None):
-    """Log (and, given `registered_name`, register) a module with the MLflow PyTorch flavor as a pickle (not pt2, which needs an input example and
+    """Log (and, given `registered_name`, register) a module; returns (model info, version or None).
+
+    Logs with the MLflow PyTorch flavor as a pickle (not pt2, which needs an input example and
     can freeze the batch size), with gandefect's code attached so loading needs nothing else."""
     import mlflow
     from mlflow.models import infer_signature
@@ -34,9 +36,8 @@ def log_torch_model(model: torch.nn.Module, name: str, example_input: torch.Tens
         signature=infer_signature(example_input.numpy(), output.numpy()),
         pip_requirements=pip_requirements(),
     )
-    if registered_name:
-        return register(info.model_uri, registered_name, tags)
-    return None
+    version = register(info.model_uri, registered_name, tags) if registered_name else None
+    return info, version
 
 
 def register(model_uri: str, name: str, tags: dict | None = None):

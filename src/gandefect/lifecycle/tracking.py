@@ -39,6 +39,7 @@ def setup(cfg: Config):
         logging.getLogger(name).setLevel(logging.WARNING)
     # We log PyTorch models as pickles on purpose (see registry.log_torch_model).
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
 
     mlflow.set_tracking_uri(tracking_uri(cfg))
     return mlflow

@@ -104,8 +104,8 @@ class _Tracker(Callback):
     def on_early_generator(self, epoch, generator):
         import mlflow
 
-        registry.log_torch_model(generator, f"generator_epoch{epoch}", self.z[:2])
-        mlflow.set_tag(f"early_generator_epoch{epoch}", f"runs:/{self.run_id}/generator_epoch{epoch}")
+        info, _ = registry.log_torch_model(generator, f"generator_epoch{epoch}", self.z[:2])
+        mlflow.set_tag(f"early_generator_epoch{epoch}", info.model_uri)
 
     def on_step(self, step, total):
         if self.progress:

@@ -1,0 +1,86 @@
+"""Fake sets: `data/fakes/<generator>/images/<sha256>.png` + `manifest.csv`, one folder per generator.
+
+Samples go through exactly the encoding path of real images (gandefect.data.images) and are
+split train/val/test by content hash with the real images' fractions, so a detector never
+sees a format, resize or split difference between the two classes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+from PIL import Image
+
+from gandefect.config import Config
+from gandefect.data.images import encode_png, pixel_sha256, split_for, to_model_image
+
+FAKES_DIR = "data/fakes"
+MANIFEST = "manifest.csv"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+
+@dataclass
+class FakeSet:
+    name: str
+    family: str  # the loss (or external source) it belongs to: leave-one-out removes a whole family
+    count: int
+    path: Path
+
+
+def family_of(name: str) -> str:
+    """`hinge-epoch1` belongs to family `hinge`; external sets are their own family."""
+    return re.sub(r"-epoch\d+$", "", name)
+
+
+def fakes_root(cfg: Config) -> Path:
+    return cfg.path(FAKES_DIR)
+
+
+def write_fake_set(cfg: Config, name: str, images: Iterable[Image.Image], source: str) -> FakeSet:
+    """Replace data/fakes/<name>/ with these images, encoded like every real image."""
+    from gandefect.errors import BadInputError
+
+    if not NAME.match(name):
+        raise BadInputError(f"generator name {name!r}: use letters, digits and . _ + - (at most 64)")
+    d = cfg.data
+    target = fakes_root(cfg) / name
+    tmp = target.with_name(f".{name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    rows, seen = [], set()
+    for i, im in enumerate(images):
+        im = to_model_image(im, d.image_size, d.mode, d.resize)
+        sha = pixel_sha256(im)
+        if sha in seen:
+            continue
+        seen.add(sha)
+        (tmp / "images" / f"{sha}.png").write_bytes(encode_png(im))
+        rows.append({"path": f"images/{sha}.png", "sha256": sha, "generator": name,
+                     "family": family_of(name), "source": source, "source_ref": str(i),
+                     "split": split_for(sha, d.splits)})
+    if not rows:
+        shutil.rmtree(tmp)
+        raise BadInputError(f"no images for generator {name!r}; nothing was written")
+    pd.DataFrame(rows).sort_values("sha256").to_csv(tmp / MANIFEST, index=False, lineterminator="\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)  # the old set is replaced whole, never half-written
+    return FakeSet(name, family_of(name), len(rows), target)
+
+
+def read_fakes(cfg: Config) -> pd.DataFrame:
+    """Every fake image: path (relative to data/fakes), generator, family, split."""
+    frames = []
+    root = fakes_root(cfg)
+    for manifest in sorted(root.glob(f"*/{MANIFEST}")):
+        m = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        m["path"] = manifest.parent.name + "/" + m["path"]
+        frames.append(m)
+    if not frames:
+        return pd.DataFrame(columns=["path", "sha256", "generator", "family", "source", "source_ref", "split"])
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,1 @@
+"""Detectors of generated images behind one interface: `score` and `defect_map`."""

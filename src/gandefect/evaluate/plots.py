@@ -1,0 +1,78 @@
+"""Report figures (matplotlib, Agg): ROC per generator, robustness, reliability, error grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from gandefect.detect.common import Labeled  # noqa: E402
+
+
+def roc_per_generator(p: np.ndarray, test: Labeled, path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 5))
+    real = test.generators == "real"
+    for g in sorted(set(test.generators.tolist()) - {"real"}):
+        m = real | (test.generators == g)
+        fpr, tpr, _ = roc_curve(test.labels[m], p[m])
+        ax.plot(fpr, tpr, label=g, lw=1)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def robustness(results: dict[str, dict[str, float]], keys: list[str], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(1, len(results))
+    for i, (family, metrics) in enumerate(results.items()):
+        ax.bar(np.arange(len(keys)) + i * width, [metrics[f"auc_{k}"] for k in keys], width, label=family)
+    ax.set_xticks(np.arange(len(keys)) + width * (len(results) - 1) / 2, keys)
+    ax.set(ylabel="AUC", ylim=(0.4, 1.0), title="robustness to perturbations of the test images")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def reliability(probs: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, n_bins: int = 10) -> Path:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    edges = np.linspace(0, 1, n_bins + 1)
+    for family, (p, labels) in probs.items():
+        idx = np.clip(np.digitize(p, edges) - 1, 0, n_bins - 1)
+        conf = [p[idx == b].mean() for b in range(n_bins) if (idx == b).any()]
+        acc = [labels[idx == b].mean() for b in range(n_bins) if (idx == b).any()]
+        ax.plot(conf, acc, "o-", label=family)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="predicted p(fake)", ylabel="observed fraction fake", title="reliability (test split)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def error_grid(images: np.ndarray, maps: np.ndarray, captions: list[str], path: Path, title: str) -> Path:
+    """Each error as image over defect map, with its caption."""
+    n = max(1, len(images))
+    fig, axes = plt.subplots(2, n, figsize=(1.4 * n, 3.2), squeeze=False)
+    for i in range(len(images)):
+        axes[0, i].imshow(images[i], cmap="gray", vmin=0, vmax=255)
+        axes[0, i].set_title(captions[i], fontsize=6)
+        axes[1, i].imshow(maps[i], cmap="magma", vmin=0, vmax=1)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
