@@ -13,14 +13,19 @@ from mlflow.pyfunc import PythonModel
 from gandefect.detect.common import Detector
 
 
-class DetectorModel(PythonModel):
-    """mlflow.pyfunc model: predict(uint8 images N,H,W[,3]) -> p_fake. `.detector` is the object."""
+with warnings.catch_warnings():
+    # pyfunc warns at class creation that predict has no type hints; the signature logged with
+    # each model states the contract (uint8 images in, p_fake out).
+    warnings.simplefilter("ignore", UserWarning)
 
-    def load_context(self, context) -> None:
-        self.detector: Detector = torch.load(context.artifacts["detector"], weights_only=False)
+    class DetectorModel(PythonModel):
+        """mlflow.pyfunc model: predict(uint8 images N,H,W[,3]) -> p_fake. `.detector` is the object."""
 
-    def predict(self, context, model_input, params=None):
-        return self.detector.score(np.asarray(model_input, dtype=np.uint8))
+        def load_context(self, context) -> None:
+            self.detector: Detector = torch.load(context.artifacts["detector"], weights_only=False)
+
+        def predict(self, context, model_input, params=None):
+            return self.detector.score(np.asarray(model_input, dtype=np.uint8))
 
 
 def log_detector(detector: Detector, name: str, example: np.ndarray):

@@ -156,7 +156,8 @@ def _report(cfg: Config, results: dict[str, FamilyResult], test: Labeled, winner
     for f, r in results.items():
         wrong = np.flatnonzero((r.p_test >= r.detector.threshold) != test.labels.astype(bool))
         confidence = np.abs(r.p_test[wrong] - r.detector.threshold)
-        pick = np.r_[wrong[np.argsort(-confidence)[:6]], wrong[np.argsort(confidence)[:6]]] if len(wrong) else wrong
+        order = wrong[np.argsort(-confidence)]
+        pick = order if len(order) <= 12 else np.r_[order[:6], order[-6:]]
         caps = [f"{test.generators[i]} p={r.p_test[i]:.2f}" for i in pick]
         maps = r.detector.defect_map(test.images[pick]) if len(pick) else np.zeros((0,) + test.images.shape[1:3])
         figures.append(plots.error_grid(test.images[pick], maps, caps, out / f"errors-{f}.png",
