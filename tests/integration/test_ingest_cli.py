@@ -36,7 +36,7 @@ def test_ingest_versions_validates_and_tracks_the_default_data(project):
     assert "0 new" in second.stdout and "unchanged" in second.stdout
 
     # `dvc repro` sees nothing changed and skips the stage.
-    repro = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, capture_output=True, text=True)
+    repro = subprocess.run([sys.executable, "-m", "dvc", "repro", "ingest"], cwd=project, capture_output=True, text=True)
     assert repro.returncode == 0 and "didn't change, skipping" in repro.stdout
 
     runs = _runs(project)
