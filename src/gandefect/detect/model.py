@@ -12,6 +12,10 @@ from mlflow.pyfunc import PythonModel
 
 from gandefect.detect.common import Detector
 
+# pyfunc asks for type hints on predict (at class creation and at logging); the signature
+# logged with each model states the contract instead: uint8 images in, p_fake out.
+warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+
 
 with warnings.catch_warnings():
     # pyfunc warns at class creation that predict has no type hints; the signature logged with

@@ -77,7 +77,9 @@ def run_sample_fakes(cfg: Config, progress: Progress | None = None) -> tuple[lis
             z = torch.randn(n, g.cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 17))
             arr = to_uint8(g(z))
         mode = "L" if arr.ndim == 3 else "RGB"
-        sets.append(write_fake_set(cfg, name, [Image.fromarray(a, mode) for a in arr], uri))
+        # the manifest names the generator, not its (run-specific) URI, so identical samples
+        # give an identical DVC hash on every machine
+        sets.append(write_fake_set(cfg, name, [Image.fromarray(a, mode) for a in arr], f"generator:{name}"))
         if progress:
             progress("sampling fakes", i, len(generators))
     return sets, _version_fakes(cfg)
@@ -227,6 +229,8 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
     for family, r in results.items():
         with tracking.start_run(cfg, tracking.DETECTOR_EXPERIMENT, f"detector-{family}", version, flow_run_id) as run:
             mlflow.set_tag("fakes_version", fakes_version)
+            if sample:
+                mlflow.log_dict(registered_generators(cfg), "generators.json")
             mlflow.log_params({"family": family, "trained_on": ",".join(r.detector.trained_on),
                                "platt_a": r.detector.platt[0], "platt_b": r.detector.platt[1]})
             mlflow.log_metrics({k: v for k, v in r.metrics.items() if np.isfinite(v)})
