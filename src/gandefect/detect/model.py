@@ -12,24 +12,19 @@ from mlflow.pyfunc import PythonModel
 
 from gandefect.detect.common import Detector
 
-# pyfunc asks for type hints on predict (at class creation and at logging); the signature
-# logged with each model states the contract instead: uint8 images in, p_fake out.
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
+class DetectorModel(PythonModel):
+    """mlflow.pyfunc model: predict(uint8 images N,H,W[,3]) -> p_fake. `.detector` is the object.
 
-with warnings.catch_warnings():
-    # pyfunc warns at class creation that predict has no type hints; the signature logged with
-    # each model states the contract (uint8 images in, p_fake out).
-    warnings.simplefilter("ignore", UserWarning)
+    predict has no type hints on purpose: MLflow would then convert inputs itself; the
+    signature logged with each model states the contract (pyfunc warns about this once).
+    """
 
-    class DetectorModel(PythonModel):
-        """mlflow.pyfunc model: predict(uint8 images N,H,W[,3]) -> p_fake. `.detector` is the object."""
+    def load_context(self, context) -> None:
+        self.detector: Detector = torch.load(context.artifacts["detector"], weights_only=False)
 
-        def load_context(self, context) -> None:
-            self.detector: Detector = torch.load(context.artifacts["detector"], weights_only=False)
-
-        def predict(self, context, model_input, params=None):
-            return self.detector.score(np.asarray(model_input, dtype=np.uint8))
+    def predict(self, context, model_input, params=None):
+        return self.detector.score(np.asarray(model_input, dtype=np.uint8))
 
 
 def log_detector(detector: Detector, name: str, example: np.ndarray):
