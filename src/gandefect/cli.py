@@ -188,6 +188,36 @@ def evaluate_detector(model: Optional[str] = typer.Option(None, "--model", help=
     out.print(table)
 
 
+@app.command("build-spliced")
+def build_spliced(no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`).")) -> None:
+    """Build the spliced-defect benchmark: real val/test images with a generated region and its mask."""
+    from gandefect.stages.localize import run_build_spliced
+
+    manifest, version = run_build_spliced(_config(), version=not no_version)
+    counts = manifest["split"].value_counts()
+    out.print(f"spliced benchmark: {counts.get('val', 0)} val, {counts.get('test', 0)} test images; "
+              f"mask area {manifest['area'].min():.2f}-{manifest['area'].max():.2f}")
+    out.print(f"spliced version: [bold]{version}[/bold]")
+
+
+@app.command("evaluate-localization")
+def evaluate_localization_cmd(model: Optional[str] = typer.Option(None, "--model", help="Detector URI (default: latest gandefect-detector).")) -> None:
+    """Pixel AP and IoU of a detector's defect maps on the spliced benchmark."""
+    from gandefect.detect.model import load_detector
+    from gandefect.lifecycle import tracking
+    from gandefect.stages.detectors import DETECTOR_MODEL, _latest_uri
+    from gandefect.stages.localize import evaluate_localization
+
+    cfg = _config()
+    tracking.setup(cfg)
+    uri = model or _latest_uri(DETECTOR_MODEL)
+    metrics = evaluate_localization(cfg, load_detector(uri))
+    table = Table(title=f"localization: {uri}", show_header=False)
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}")
+    out.print(table)
+
+
 @data_app.command("status")
 def data_status() -> None:
     """Print the data version (DVC hash), image counts per split and whether the remote has it."""

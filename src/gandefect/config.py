@@ -119,6 +119,15 @@ class DetectConfig(_Section):
     spectral: SpectralDetectorConfig = SpectralDetectorConfig()
 
 
+class SplicedConfig(_Section):
+    """The spliced-defect benchmark (real val/test images with generated regions)."""
+
+    min_area: float = Field(0.05, gt=0, lt=1)
+    max_area: float = Field(0.40, gt=0, le=1)
+    kinds: list[Literal["rect", "blob"]] = ["rect", "blob"]
+    dilate: int = Field(0, ge=0)  # pixels of dilation applied to predicted masks
+
+
 class Config(_Section):
     profile: str = "default"
     seed: int = 1234
@@ -129,6 +138,7 @@ class Config(_Section):
     gan: GANConfig = GANConfig()
     features: FeaturesConfig = FeaturesConfig()
     detect: DetectConfig = DetectConfig()
+    spliced: SplicedConfig = SplicedConfig()
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; null: torch's default
     root: Path = Path(".")
 

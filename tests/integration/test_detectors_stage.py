@@ -120,3 +120,24 @@ def test_evaluate_detector_and_external_fakes(trained, tmp_path):
     assert "external-gan: 12 images" in proc.stdout and "1 unreadable" in proc.stdout
     bad = run_cli(root, "ingest-fakes", str(folder), "--generator", "bad/name")
     assert bad.returncode == 2 and "generator name" in bad.stderr
+
+
+def test_spliced_benchmark_and_localization_metrics(trained):
+    root, _ = trained
+    proc = run_cli(root, "build-spliced", check=True)
+    assert "spliced version:" in proc.stdout and ".dir" in proc.stdout
+    cfg = load_config(root / "params.yaml")
+    from gandefect.stages.localize import load_spliced
+
+    images, masks, manifest = load_spliced(cfg, "test")
+    assert len(images) == len(masks) == len(manifest) > 0
+    assert manifest["area"].between(cfg.spliced.min_area, cfg.spliced.max_area).all()
+    real = load_labeled(cfg, "test")
+    first = manifest.iloc[0]
+    original = real.images[: int((real.labels == 0).sum())]
+    # outside its mask, a spliced image is exactly one of the real test images
+    assert any(np.array_equal(images[0][~masks[0]], o[~masks[0]]) for o in original)
+    proc = run_cli(root, "evaluate-localization", check=True)
+    assert "pixel_ap" in proc.stdout and "iou" in proc.stdout
+    metrics = json.loads((root / "reports" / "localization.json").read_text())
+    assert 0 <= metrics["pixel_ap"] <= 1 and 0 <= metrics["iou"] <= 1 and first["kind"] in ("rect", "blob")

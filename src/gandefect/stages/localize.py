@@ -1,0 +1,93 @@
+"""Spliced-defect benchmark stage and the localization evaluation of a detector."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from gandefect.config import Config
+from gandefect.data.fakes import fakes_root, read_fakes
+from gandefect.data.images import encode_png
+from gandefect.data.snapshot import read_manifest
+from gandefect.data.spliced import MaskSpec, make_spliced
+from gandefect.errors import BadInputError
+from gandefect.evaluate.localization import binarize, choose_map_threshold, mean_iou, pixel_ap
+from gandefect.lifecycle import versioning
+
+SPLICED_DIR = "data/spliced"
+SPLICED_STAGE = "spliced"
+
+
+def _load(paths, root: Path) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(root / p)) for p in paths])
+
+
+def _mode(arr: np.ndarray) -> str:
+    return "L" if arr.ndim == 2 else "RGB"
+
+
+def run_build_spliced(cfg: Config, version: bool = True) -> tuple[pd.DataFrame, str]:
+    """Write data/spliced/{images,masks}/ and manifest.csv from real val/test images and fakes."""
+    s = cfg.spliced
+    spec = MaskSpec(s.min_area, s.max_area, tuple(s.kinds))
+    real, fakes = read_manifest(cfg.real_dir), read_fakes(cfg)
+    if fakes.empty:
+        raise BadInputError("no fake sets in data/fakes: run `gandefect train-detectors` first")
+    root = cfg.path(SPLICED_DIR)
+    tmp = root.with_name(".spliced.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    (tmp / "masks").mkdir()
+    rows = []
+    for offset, split in enumerate(("val", "test")):
+        r = real[real["split"] == split]
+        f = fakes[fakes["split"] == split]
+        images, masks, kinds, picks = make_spliced(_load(r["path"], cfg.real_dir), _load(f["path"], fakes_root(cfg)),
+                                                   spec, cfg.seed + 101 + offset)
+        for i, (img, mask, kind, j) in enumerate(zip(images, masks, kinds, picks)):
+            name = f"{split}-{i:05d}.png"
+            (tmp / "images" / name).write_bytes(encode_png(Image.fromarray(img, _mode(img))))
+            (tmp / "masks" / name).write_bytes(encode_png(Image.fromarray(mask.astype(np.uint8) * 255, "L")))
+            rows.append({"path": f"images/{name}", "mask_path": f"masks/{name}", "split": split, "kind": kind,
+                         "area": round(float(mask.mean()), 6), "real_sha256": r["sha256"].iloc[i],
+                         "generator": f["generator"].iloc[j]})
+    manifest = pd.DataFrame(rows)
+    manifest.to_csv(tmp / "manifest.csv", index=False, lineterminator="\n")
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+    data_version = versioning.UNVERSIONED
+    if version and cfg.versioning.enabled and versioning.is_dvc_repo(cfg.root):
+        versioning.commit_stage(cfg, SPLICED_STAGE)
+        versioning.push_stage(cfg, SPLICED_STAGE)
+        data_version = versioning.stage_out_hash(cfg.root, SPLICED_STAGE, SPLICED_DIR) or data_version
+    return manifest, data_version
+
+
+def load_spliced(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    root = cfg.path(SPLICED_DIR)
+    if not (root / "manifest.csv").exists():
+        raise BadInputError("no spliced benchmark: run `gandefect build-spliced` first")
+    m = pd.read_csv(root / "manifest.csv")
+    m = m[m["split"] == split]
+    return _load(m["path"], root), _load(m["mask_path"], root) > 127, m
+
+
+def evaluate_localization(cfg: Config, detector) -> dict[str, float]:
+    """Threshold the detector's defect maps on the val part; pixel AP and IoU on the test part."""
+    val_images, val_masks, _ = load_spliced(cfg, "val")
+    test_images, test_masks, _ = load_spliced(cfg, "test")
+    threshold = choose_map_threshold(detector.defect_map(val_images), val_masks, cfg.spliced.dilate)
+    maps = detector.defect_map(test_images)
+    pred = binarize(maps, threshold, cfg.spliced.dilate)
+    metrics = {"pixel_ap": pixel_ap(maps, test_masks), "iou": mean_iou(pred, test_masks),
+               "map_threshold": threshold, "spliced_test_images": float(len(test_images))}
+    path = cfg.report_dir / "localization.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
