@@ -130,7 +130,7 @@ def sample_fakes(no_version: bool = typer.Option(False, "--no-version", help="Sk
     if no_version:
         cfg = cfg.model_copy(update={"versioning": cfg.versioning.model_copy(update={"enabled": False})})
     with _progress() as progress:
-        sets, version = run_sample_fakes(cfg, progress)
+        sets, version, _ = run_sample_fakes(cfg, progress)
     for s in sets:
         out.print(f"{s.name}: {s.count} images ({s.path})")
     out.print(f"fakes version: [bold]{version}[/bold]")

@@ -11,7 +11,7 @@ from gandefect.config import load_config
 from gandefect.data.fakes import read_fakes, write_fake_set
 from gandefect.data.snapshot import read_manifest
 from gandefect.detect.model import load_detector
-from gandefect.evaluate.detection import _auc
+from gandefect.evaluate.detection import auc
 from gandefect.stages.detectors import load_labeled
 from tests.conftest import make_image_folder, run_cli
 
@@ -108,7 +108,7 @@ def test_no_detector_can_read_format_traces(trained, tmp_path):
         det = load_detector(f"models:/{name}/1")
         p = np.r_[det.score(real), det.score(reencoded)]
         labels = np.r_[np.zeros(len(real)), np.ones(len(reencoded))]
-        assert 0.4 <= _auc(labels, p) <= 0.6
+        assert 0.4 <= auc(labels, p) <= 0.6
 
 
 def test_evaluate_detector_and_external_fakes(trained, tmp_path):

@@ -23,6 +23,11 @@ def to_tensor(images: list[Image.Image] | np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.float32) / 127.5 - 1.0)
 
 
+def load_pngs(paths, root: Path) -> np.ndarray:
+    """Stack the stored PNGs at root/path as one uint8 array (N, H, W[, 3])."""
+    return np.stack([np.asarray(Image.open(root / p)) for p in paths])
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """float tensor N,C,H,W in [-1, 1] -> uint8 array N,H,W (gray) or N,H,W,3."""
     arr = ((x.detach().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()

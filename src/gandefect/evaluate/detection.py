@@ -16,13 +16,13 @@ def ece(p: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     return float(metric(torch.from_numpy(p.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))))
 
 
-def _auc(labels: np.ndarray, p: np.ndarray) -> float:
+def auc(labels: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(labels, p)) if len(set(labels.tolist())) == 2 else float("nan")
 
 
-def per_generator_auc(p: np.ndarray, test: Labeled) -> dict[str, float]:
+def per_generatorauc(p: np.ndarray, test: Labeled) -> dict[str, float]:
     real = test.generators == "real"
-    return {g: _auc(test.labels[real | (test.generators == g)], p[real | (test.generators == g)])
+    return {g: auc(test.labels[real | (test.generators == g)], p[real | (test.generators == g)])
             for g in sorted(set(test.generators.tolist()) - {"real"})}
 
 
@@ -31,7 +31,7 @@ def evaluate(detector: Detector, test: Labeled) -> tuple[dict[str, float], np.nd
     p = detector.score(test.images)
     pred = p >= detector.threshold
     metrics = {
-        "auc_seen": _auc(test.labels, p),
+        "auc_seen": auc(test.labels, p),
         "ap_seen": float(average_precision_score(test.labels, p)),
         "ece": ece(p, test.labels),
         "threshold": detector.threshold,
@@ -39,8 +39,8 @@ def evaluate(detector: Detector, test: Labeled) -> tuple[dict[str, float], np.nd
         "acc_fake": float(pred[test.labels == 1].mean()),
     }
     for name, perturb in PERTURBATIONS.items():
-        metrics[f"auc_{name}"] = _auc(test.labels, detector.score(perturb(test.images)))
-    metrics.update({f"auc_gen_{g}": v for g, v in per_generator_auc(p, test).items()})
+        metrics[f"auc_{name}"] = auc(test.labels, detector.score(perturb(test.images)))
+    metrics.update({f"auc_gen_{g}": v for g, v in per_generatorauc(p, test).items()})
     return metrics, p
 
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from gandefect.config import Config
 from gandefect.data import sources
-from gandefect.data.datasets import to_uint8
-from gandefect.data.fakes import FakeSet, fakes_root, read_fakes, write_fake_set
+from gandefect.data.datasets import load_pngs, to_uint8
+from gandefect.data.fakes import FakeSet, family_of, fakes_root, read_fakes, write_fake_set
 from gandefect.data.snapshot import Progress, read_manifest
 from gandefect.detect.cnn import CNNConfig, CNNDetector
 from gandefect.detect.common import Detector, Labeled
@@ -23,8 +23,7 @@ from gandefect.detect.model import load_detector, log_detector
 from gandefect.detect.spectral import SpectralConfig, SpectralDetector
 from gandefect.errors import BadInputError
 from gandefect.evaluate import plots
-from gandefect.evaluate.detection import _auc as auc
-from gandefect.evaluate.detection import evaluate, robustness_mean
+from gandefect.evaluate.detection import auc, evaluate, robustness_mean
 from gandefect.evaluate.perturb import PERTURBATIONS
 from gandefect.lifecycle import registry, tracking, versioning
 
@@ -66,8 +65,10 @@ def registered_generators(cfg: Config) -> dict[str, str]:
     return found
 
 
-def run_sample_fakes(cfg: Config, progress: Progress | None = None) -> tuple[list[FakeSet], str]:
-    """Sample every registered generator with a fixed seed into data/fakes/<name>/."""
+def run_sample_fakes(cfg: Config, progress: Progress | None = None) -> tuple[list[FakeSet], str, dict[str, str]]:
+    """Sample every registered generator with a fixed seed into data/fakes/<name>/.
+
+    Returns the fake sets, their DVC version and the generator URIs they came from."""
     sets = []
     n = cfg.detect.fakes_per_generator
     generators = registered_generators(cfg)
@@ -82,7 +83,7 @@ def run_sample_fakes(cfg: Config, progress: Progress | None = None) -> tuple[lis
         sets.append(write_fake_set(cfg, name, [Image.fromarray(a, mode) for a in arr], f"generator:{name}"))
         if progress:
             progress("sampling fakes", i, len(generators))
-    return sets, _version_fakes(cfg)
+    return sets, _version_fakes(cfg), generators
 
 
 def run_ingest_fakes(cfg: Config, folder: str, name: str) -> tuple[FakeSet, int, str]:
@@ -95,18 +96,14 @@ def run_ingest_fakes(cfg: Config, folder: str, name: str) -> tuple[FakeSet, int,
 
 
 # -- data ------------------------------------------------------------------------------
-def _load(paths, root: Path) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(root / p)) for p in paths])
-
-
-def load_labeled(cfg: Config, split: str, exclude_families: tuple[str, ...] = ()) -> Labeled:
+def load_labeled(cfg: Config, split: str) -> Labeled:
     real = read_manifest(cfg.real_dir)
     real = real[real["split"] == split]
     fakes = read_fakes(cfg)
     if fakes.empty:
         raise BadInputError("no fake sets in data/fakes: run `gandefect train-detectors` after `train-gans`")
-    fakes = fakes[(fakes["split"] == split) & ~fakes["family"].isin(exclude_families)]
-    images = np.concatenate([_load(real["path"], cfg.real_dir), _load(fakes["path"], fakes_root(cfg))])
+    fakes = fakes[fakes["split"] == split]
+    images = np.concatenate([load_pngs(real["path"], cfg.real_dir), load_pngs(fakes["path"], fakes_root(cfg))])
     labels = np.r_[np.zeros(len(real), int), np.ones(len(fakes), int)]
     return Labeled(images, labels, np.r_[np.array(["real"] * len(real)), fakes["generator"].to_numpy()])
 
@@ -130,17 +127,25 @@ class FamilyResult:
     loo_trained_on: dict[str, list[str]] = field(default_factory=dict)
 
 
-def leave_one_out(cfg: Config, family: str, test: Labeled, progress: Progress | None = None):
+def _families(data: Labeled) -> np.ndarray:
+    return np.array([g if g == "real" else family_of(g) for g in data.generators])
+
+
+def without_family(data: Labeled, family: str) -> Labeled:
+    """The same images minus every fake of one generator family (order kept)."""
+    keep = _families(data) != family
+    return Labeled(data.images[keep], data.labels[keep], data.generators[keep])
+
+
+def leave_one_out(cfg: Config, family: str, train: Labeled, val: Labeled, test: Labeled,
+                  progress: Progress | None = None):
     """For each generator family L: train without any of L's samples, score real test vs L's test."""
-    fams = sorted(read_fakes(cfg)["family"].unique())
+    test_families = _families(test)
+    fams = sorted(set(_families(train)) - {"real"})
     unseen, trained_on = {}, {}
-    real = test.generators == "real"
     for loss in fams:
-        train = load_labeled(cfg, "train", (loss,))
-        val = load_labeled(cfg, "val", (loss,))
-        det = make_detector(cfg, family).fit(train).calibrate(val)
-        held_out = real | np.isin(test.generators, [g for g in set(test.generators) if g != "real"
-                                                    and (g == loss or g.startswith(loss + "-epoch"))])
+        det = make_detector(cfg, family).fit(without_family(train, loss)).calibrate(without_family(val, loss))
+        held_out = (test_families == "real") | (test_families == loss)
         unseen[loss] = auc(test.labels[held_out], det.score(test.images[held_out]))
         trained_on[loss] = det.trained_on
         if progress:
@@ -203,7 +208,11 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    fakes_version = run_sample_fakes(cfg, progress)[1] if sample else _version_fakes(cfg)
+    generators = None
+    if sample:
+        _, fakes_version, generators = run_sample_fakes(cfg, progress)
+    else:
+        fakes_version = _version_fakes(cfg)
     version = data_version(cfg)
     train, val, test = (load_labeled(cfg, s) for s in ("train", "val", "test"))
     results: dict[str, FamilyResult] = {}
@@ -215,7 +224,7 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
         metrics.update(train_seconds=seconds, images_per_second=_images_per_second(det, test.images))
         result = FamilyResult(family, det, metrics, p, seconds)
         if cfg.detect.leave_one_out:
-            result.unseen, result.loo_trained_on = leave_one_out(cfg, family, test, progress)
+            result.unseen, result.loo_trained_on = leave_one_out(cfg, family, train, val, test, progress)
             metrics.update({f"auc_unseen_{k}": v for k, v in result.unseen.items()})
             metrics["auc_unseen_min"] = float(np.nanmin(list(result.unseen.values())))
             metrics["auc_unseen_mean"] = float(np.nanmean(list(result.unseen.values())))
@@ -229,8 +238,8 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
     for family, r in results.items():
         with tracking.start_run(cfg, tracking.DETECTOR_EXPERIMENT, f"detector-{family}", version, flow_run_id) as run:
             mlflow.set_tag("fakes_version", fakes_version)
-            if sample:
-                mlflow.log_dict(registered_generators(cfg), "generators.json")
+            if generators:
+                mlflow.log_dict(generators, "generators.json")
             mlflow.log_params({"family": family, "trained_on": ",".join(r.detector.trained_on),
                                "platt_a": r.detector.platt[0], "platt_b": r.detector.platt[1]})
             mlflow.log_metrics({k: v for k, v in r.metrics.items() if np.isfinite(v)})

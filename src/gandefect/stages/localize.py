@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from gandefect.config import Config
+from gandefect.data.datasets import load_pngs
 from gandefect.data.fakes import fakes_root, read_fakes
 from gandefect.data.images import encode_png
 from gandefect.data.snapshot import read_manifest
@@ -22,10 +22,6 @@ from gandefect.lifecycle import versioning
 
 SPLICED_DIR = "data/spliced"
 SPLICED_STAGE = "spliced"
-
-
-def _load(paths, root: Path) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(root / p)) for p in paths])
 
 
 def _mode(arr: np.ndarray) -> str:
@@ -48,7 +44,7 @@ def run_build_spliced(cfg: Config, version: bool = True) -> tuple[pd.DataFrame, 
     for offset, split in enumerate(("val", "test")):
         r = real[real["split"] == split]
         f = fakes[fakes["split"] == split]
-        images, masks, kinds, picks = make_spliced(_load(r["path"], cfg.real_dir), _load(f["path"], fakes_root(cfg)),
+        images, masks, kinds, picks = make_spliced(load_pngs(r["path"], cfg.real_dir), load_pngs(f["path"], fakes_root(cfg)),
                                                    spec, cfg.seed + 101 + offset)
         for i, (img, mask, kind, j) in enumerate(zip(images, masks, kinds, picks)):
             name = f"{split}-{i:05d}.png"
@@ -75,7 +71,7 @@ def load_spliced(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray, pd.Da
         raise BadInputError("no spliced benchmark: run `gandefect build-spliced` first")
     m = pd.read_csv(root / "manifest.csv")
     m = m[m["split"] == split]
-    return _load(m["path"], root), _load(m["mask_path"], root) > 127, m
+    return load_pngs(m["path"], root), load_pngs(m["mask_path"], root) > 127, m
 
 
 def evaluate_localization(cfg: Config, detector) -> dict[str, float]:
