@@ -162,7 +162,7 @@ def train_detectors(
     with _progress() as progress:
         summary = run_train_detectors(cfg, sample=not no_sample, progress=progress)
     keys = ["auc_seen", "ap_seen", "auc_unseen_min", "auc_unseen_mean", "auc_jpeg90", "auc_jpeg75", "auc_jpeg50",
-            "auc_blur0.5", "auc_blur1.0", "auc_resize", "ece", "acc_real", "acc_fake", "images_per_second"]
+            "auc_blur0.5", "auc_blur1.0", "auc_resize", "ece", "acc_real", "acc_fake", "pixel_ap", "iou", "images_per_second"]
     table = Table(title=f"detectors (fakes {summary.fakes_version})")
     table.add_column("metric")
     for family in summary.results:
@@ -205,17 +205,108 @@ def evaluate_localization_cmd(model: Optional[str] = typer.Option(None, "--model
     """Pixel AP and IoU of a detector's defect maps on the spliced benchmark."""
     from gandefect.detect.model import load_detector
     from gandefect.lifecycle import tracking
-    from gandefect.stages.detectors import DETECTOR_MODEL, _latest_uri
+    from gandefect.lifecycle.registry import latest_uri
+    from gandefect.stages.detectors import DETECTOR_MODEL
     from gandefect.stages.localize import evaluate_localization
 
     cfg = _config()
     tracking.setup(cfg)
-    uri = model or _latest_uri(DETECTOR_MODEL)
+    uri = model or latest_uri(DETECTOR_MODEL, "train-detectors")
     metrics = evaluate_localization(cfg, load_detector(uri))
     table = Table(title=f"localization: {uri}", show_header=False)
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4f}")
     out.print(table)
+
+
+@app.command("train-repairer")
+def train_repairer_cmd(
+    no_evaluate: bool = typer.Option(False, "--no-evaluate", help="Skip the repair evaluation after training."),
+) -> None:
+    """Train the inpainting repairer on real images, register gandefect-repairer and evaluate the repair loop."""
+    from gandefect.stages.repair import run_train_repairer
+
+    with _progress() as progress:
+        summary = run_train_repairer(_config(), evaluate=not no_evaluate, progress=progress)
+    out.print(f"registered gandefect-repairer v{summary.version} (trained in {summary.train_seconds:.0f} s)")
+    if summary.evaluation:
+        _print_repair_evaluation(summary.evaluation)
+
+
+@app.command("evaluate-repair")
+def evaluate_repair_cmd(
+    model: Optional[str] = typer.Option(None, "--model", help="Repairer URI (default: latest gandefect-repairer)."),
+) -> None:
+    """Repair samples of every generator and the spliced benchmark; FID, judge and PSNR before/after."""
+    from gandefect.stages.repair import load_repairer, run_evaluate_repair
+
+    cfg = _config()
+    with _progress() as progress:
+        evaluation = run_evaluate_repair(cfg, load_repairer(cfg, model), progress=progress)
+    _print_repair_evaluation(evaluation)
+
+
+def _print_repair_evaluation(evaluation) -> None:
+    table = Table(title="repair per generator")
+    cols = ["fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after", "judge_ratio",
+            "mask_area", "iterations", "outside_mask_change"]
+    table.add_column("generator")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for name, row in evaluation.table.iterrows():
+        table.add_row(name, *[f"{row[c]:.3f}" if c not in ("outside_mask_change",) else f"{row[c]:.0f}" for c in cols])
+    out.print(table)
+    m = evaluation.metrics
+    out.print(f"psnr_mask on spliced test: repairer {m['psnr_mask']:.2f} dB, mean fill {m['psnr_mask_mean_fill']:.2f} dB, "
+              f"biharmonic {m['psnr_mask_biharmonic']:.2f} dB")
+    out.print(f"report {evaluation.report}")
+
+
+@app.command("repair")
+def repair_cmd(
+    images: list[Path] = typer.Argument(..., help="Image files (any format and size; converted as at ingest)."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Mask image (white = rewrite), same size as the model input; "
+                                                           "skips detection and inpaints exactly there."),
+    out_dir: Path = typer.Option(Path("repaired"), "--out", help="Folder for <name>.png, <name>.mask.png and repair.csv."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="Most detect -> mask -> inpaint passes (default: params)."),
+) -> None:
+    """Detect, mask, inpaint and re-score images with the registered detector and repairer."""
+    from gandefect.stages.repair import run_repair
+
+    table, folder = run_repair(_config(), [str(p) for p in images], str(mask) if mask else None, str(out_dir), iterations)
+    _print_rows(table, f"repaired into {folder}")
+
+
+@app.command("generate")
+def generate_cmd(
+    generator: str = typer.Option(..., "--generator", help="Loss of a registered generator, e.g. hinge."),
+    n: int = typer.Option(16, "--n", min=1, help="Number of images."),
+    clean: bool = typer.Option(False, "--clean", help="Repair every sample with the detector and repairer."),
+    reject: bool = typer.Option(False, "--reject", help="Draw repair.reject_factor x n and keep the n least suspicious."),
+    out_dir: Path = typer.Option(Path("generated"), "--out", help="Output folder."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (default: params seed)."),
+) -> None:
+    """Sample a registered generator, optionally cleaned by the repair pipeline."""
+    from gandefect.stages.repair import run_generate
+
+    table, folder = run_generate(_config(), generator, n, clean, reject, str(out_dir), seed)
+    if clean:
+        _print_rows(table, f"{n} cleaned samples in {folder}")
+        out.print(f"mean p_fake {table['score_before'].mean():.3f} -> {table['score_after'].mean():.3f}")
+    else:
+        out.print(f"{n} samples in {folder}")
+
+
+def _print_rows(table, title: str) -> None:
+    shown = Table(title=title)
+    for c in ["image", "score_before", "score_after", "mask_area", "iterations", "stopped"]:
+        shown.add_column(c, justify="left" if c in ("image", "stopped") else "right")
+    for _, row in table.head(20).iterrows():
+        shown.add_row(str(row["image"]), f"{row['score_before']:.3f}", f"{row['score_after']:.3f}",
+                      f"{row['mask_area']:.3f}", str(row["iterations"]), row["stopped"])
+    out.print(shown)
+    if len(table) > 20:
+        out.print(f"... {len(table) - 20} more rows in the CSV")
 
 
 @data_app.command("status")

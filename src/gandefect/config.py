@@ -100,6 +100,7 @@ class CNNDetectorConfig(_Section):
     lr: float = Field(2e-3, gt=0)
     p_blur: float = Field(0.2, ge=0, le=1)
     p_jpeg: float = Field(0.2, ge=0, le=1)
+    p_splice: float = Field(0.5, ge=0, le=1)
 
 
 class SpectralDetectorConfig(_Section):
@@ -128,6 +129,32 @@ class SplicedConfig(_Section):
     dilate: int = Field(0, ge=0)  # pixels of dilation applied to predicted masks
 
 
+class RepairConfig(_Section):
+    """The inpainting repairer and the repair loop."""
+
+    width: int = Field(16, ge=8)  # U-Net feature maps at full resolution (a multiple of 8)
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    hole_weight: float = Field(6.0, ge=0)
+    adversarial_loss: str = "hinge"  # any entry of gandefect's loss registry
+    adversarial_weight: float = Field(0.05, ge=0)
+    mask_min_area: float = Field(0.02, gt=0, lt=1)  # random training masks
+    mask_max_area: float = Field(0.6, gt=0, lt=1)
+    iterations: int = Field(5, ge=1)  # k: passes of detect -> mask -> inpaint per image
+    max_area: float = Field(0.5, gt=0, lt=1)  # most of an image one pass may rewrite
+    eval_samples: int = Field(500, ge=2)  # samples per generator in the repair evaluation
+    reject_factor: int = Field(2, ge=1)  # generate --clean --reject: sample this many times n, keep the n best
+
+    @model_validator(mode="after")
+    def _check(self) -> "RepairConfig":
+        if self.width % 8:
+            raise ValueError(f"repair.width must be a multiple of 8, got {self.width}")
+        if self.mask_min_area > self.mask_max_area:
+            raise ValueError("repair.mask_min_area must not exceed repair.mask_max_area")
+        return self
+
+
 class Config(_Section):
     profile: str = "default"
     seed: int = 1234
@@ -139,6 +166,7 @@ class Config(_Section):
     features: FeaturesConfig = FeaturesConfig()
     detect: DetectConfig = DetectConfig()
     spliced: SplicedConfig = SplicedConfig()
+    repair: RepairConfig = RepairConfig()
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; null: torch's default
     root: Path = Path(".")
 

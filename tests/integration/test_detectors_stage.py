@@ -141,3 +141,86 @@ def test_spliced_benchmark_and_localization_metrics(trained):
     assert "pixel_ap" in proc.stdout and "iou" in proc.stdout
     metrics = json.loads((root / "reports" / "localization.json").read_text())
     assert 0 <= metrics["pixel_ap"] <= 1 and 0 <= metrics["iou"] <= 1 and first["kind"] in ("rect", "blob")
+
+
+def test_detectors_carry_their_localization_threshold_and_metrics(trained):
+    root, _ = trained
+    client = _client(root)
+    detector = client.get_model_version("gandefect-detector", "1")
+    assert 0 < float(detector.tags["map_threshold"]) < 1
+    run = client.get_run(detector.tags["run_id"])
+    for key in ["pixel_ap", "iou", "map_threshold"]:
+        assert 0 <= run.data.metrics[key] <= 1, key
+    assert run.data.tags["spliced_version"].endswith(".dir")
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    det = load_detector("models:/gandefect-detector/1")
+    assert det.map_threshold == pytest.approx(float(detector.tags["map_threshold"]), abs=1e-6)
+
+
+def test_repairer_trains_registers_and_repairs_from_the_cli(trained, tmp_path):
+    root, _ = trained
+    proc = run_cli(root, "train-repairer", check=True)
+    assert "registered gandefect-repairer v1" in proc.stdout and "psnr_mask" in proc.stdout
+    metrics = json.loads((root / "reports" / "repair" / "repair.json").read_text())
+    assert metrics["outside_mask_change"] == 0 and metrics["spliced_outside_mask_change"] == 0
+    for key in ["psnr_mask", "psnr_mask_mean_fill", "psnr_mask_biharmonic", "fid_before_hinge", "fid_after_hinge",
+                "judge_pfake_before_hinge", "judge_pfake_after_hinge"]:
+        assert np.isfinite(metrics[key]), key
+    for name in ["repair.md", "repair.csv", "repair-grid.png", "spliced-grid.png"]:
+        assert (root / "reports" / "repair" / name).stat().st_size > 0, name
+    client = _client(root)
+    version = client.get_model_version("gandefect-repairer", "1")
+    run = client.get_run(version.run_id)
+    assert {"l1_hole", "g_adv", "d_loss", "psnr_mask", "outside_mask_change"} <= set(run.data.metrics)
+    assert run.data.tags["data_version"].endswith(".dir") and "git_commit" in run.data.tags
+
+    # repair two user files of other sizes and modes; then again inside a given mask
+    cfg = load_config(root / "params.yaml")
+    src = tmp_path / "in"
+    src.mkdir()
+    real = load_labeled(cfg, "test").images
+    Image.fromarray(real[0]).resize((56, 56)).save(src / "a.png")
+    Image.fromarray(real[1]).convert("RGB").save(src / "b.jpg", quality=95)
+    proc = run_cli(root, "repair", str(src / "a.png"), str(src / "b.jpg"), "--out", str(tmp_path / "out"), check=True)
+    assert "score_before" in proc.stdout
+    table = __import__("pandas").read_csv(tmp_path / "out" / "repair.csv")
+    assert list(table["image"].map(lambda p: p.rsplit("/", 1)[-1])) == ["a.png", "b.jpg"]
+    for stem in ("a", "b"):
+        assert Image.open(tmp_path / "out" / f"{stem}.png").size == (28, 28)
+        assert Image.open(tmp_path / "out" / f"{stem}.mask.png").size == (28, 28)
+    mask = np.zeros((28, 28), np.uint8)
+    mask[8:20, 8:20] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    Image.fromarray(real[2]).save(src / "c.png")
+    run_cli(root, "repair", str(src / "c.png"), "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "m"), check=True)
+    repaired = np.asarray(Image.open(tmp_path / "m" / "c.png"))
+    assert np.array_equal(repaired[mask == 0], real[2][mask == 0])
+
+    # bad masks and bad images: one clear line, exit 2, nothing written
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "empty.png")
+    Image.fromarray(np.full((28, 28), 255, np.uint8)).save(tmp_path / "full.png")
+    Image.fromarray(np.full((14, 28), 255, np.uint8)).save(tmp_path / "small.png")
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    for args, message in [(["--mask", str(tmp_path / "empty.png")], "empty"),
+                          (["--mask", str(tmp_path / "full.png")], "whole image"),
+                          (["--mask", str(tmp_path / "small.png")], "mask is 28x14 but the image is 28x28"),
+                          (["--mask", str(tmp_path / "junk.png")], "not a readable image")]:
+        bad = run_cli(root, "repair", str(src / "c.png"), *args, "--out", str(tmp_path / "bad"))
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
+    bad = run_cli(root, "repair", str(tmp_path / "junk.png"), "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "not a readable image" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_generate_clean_repairs_samples_and_reject_keeps_the_least_suspicious(trained, tmp_path):
+    root, _ = trained
+    proc = run_cli(root, "generate", "--generator", "hinge", "--n", "6", "--out", str(tmp_path / "raw"), check=True)
+    assert "6 samples" in proc.stdout and len(list((tmp_path / "raw").glob("*.png"))) == 6
+    proc = run_cli(root, "generate", "--generator", "hinge", "--n", "6", "--clean", "--reject",
+                   "--out", str(tmp_path / "clean"), check=True)
+    table = __import__("pandas").read_csv(tmp_path / "clean" / "generate.csv")
+    assert len(table) == 6 and (table["iterations"] >= 0).all() and "mean p_fake" in proc.stdout
+    bad = run_cli(root, "generate", "--generator", "no-such-loss", "--n", "2", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "gandefect-generator-no-such-loss" in bad.stderr

@@ -4,7 +4,6 @@ import re
 import subprocess
 import sys
 
-import mlflow
 import yaml
 from mlflow.tracking import MlflowClient
 

@@ -25,6 +25,19 @@ def open_image(source: str | Path | bytes) -> Image.Image:
         return ImageOps.exif_transpose(im)
 
 
+def open_image_file(path: str | Path, what: str = "") -> Image.Image:
+    """`open_image` for a user's file: a missing or unreadable file is a BadInputError naming it."""
+    from gandefect.errors import BadInputError
+
+    label = f"{what} {path}".strip()
+    if not Path(path).is_file():
+        raise BadInputError(f"{label}: no such file")
+    try:
+        return open_image(path)
+    except IMAGE_ERRORS as exc:
+        raise BadInputError(f"{label}: not a readable image ({type(exc).__name__}: {exc})") from None
+
+
 def _to_8bit(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)

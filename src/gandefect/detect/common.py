@@ -34,6 +34,7 @@ class Detector(ABC):
     def __init__(self) -> None:
         self.platt = (1.0, 0.0)  # p = sigmoid(a * raw + b); identity until calibrated
         self.threshold = 0.5
+        self.map_threshold = 0.5  # defect-map level that marks a pixel defective (set on spliced val)
         self.trained_on: list[str] = []  # generator names seen in training
 
     @abstractmethod
@@ -53,6 +54,12 @@ class Detector(ABC):
     def defect_map(self, images: np.ndarray) -> np.ndarray:
         """Per-pixel likelihood of generated content, (N, H, W) in [0, 1]."""
         return np.clip(self.raw_maps(images), 0.0, 1.0)
+
+    def defect_mask(self, images: np.ndarray, dilate: int = 0) -> np.ndarray:
+        """Boolean (N, H, W): the defect map at the localization threshold."""
+        from gandefect.evaluate.localization import binarize
+
+        return binarize(self.defect_map(images), getattr(self, "map_threshold", 0.5), dilate)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return (self.score(images) >= self.threshold).astype(int)

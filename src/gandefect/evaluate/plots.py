@@ -76,3 +76,27 @@ def error_grid(images: np.ndarray, maps: np.ndarray, captions: list[str], path: 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def panel_grid(rows: list[tuple[str, list[np.ndarray]]], columns: list[str], path: Path, title: str) -> Path:
+    """One row per example (caption, images left to right); float maps in [0, 1] use a heat map."""
+    n = max(1, len(rows))
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.3 * len(columns), 1.3 * n + 0.4), squeeze=False)
+    for r, (caption, panels) in enumerate(rows):
+        for c, panel in enumerate(panels):
+            ax = axes[r, c]
+            if panel.dtype == np.uint8:
+                ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=255)
+            else:
+                ax.imshow(panel.astype(float), cmap="magma", vmin=0, vmax=1)
+            if r == 0:
+                ax.set_title(columns[c], fontsize=7)
+        axes[r, 0].set_ylabel(caption, fontsize=6)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

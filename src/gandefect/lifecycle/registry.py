@@ -68,6 +68,21 @@ def latest_version_with_tag(name: str, key: str, value: str):
     return max(matching, key=lambda v: int(v.version)) if matching else None
 
 
+def latest_uri(name: str, hint: str) -> str:
+    """models:/name/<newest version>; a clear error naming the command that makes one if none."""
+    import mlflow
+
+    from gandefect.errors import BadInputError
+
+    try:
+        versions = mlflow.MlflowClient().search_model_versions(f"name = '{name}'")
+    except mlflow.exceptions.MlflowException:
+        versions = []
+    if not versions:
+        raise BadInputError(f"no registered {name}: run `gandefect {hint}` first")
+    return f"models:/{name}/{max(int(v.version) for v in versions)}"
+
+
 def load_torch_model(uri: str) -> torch.nn.Module:
     import mlflow
 

@@ -170,7 +170,8 @@ def _report(cfg: Config, results: dict[str, FamilyResult], test: Labeled, winner
         figures.append(plots.error_grid(test.images[pick], maps, caps, out / f"errors-{f}.png",
                                         f"{f}: most (left) and least confident errors with defect maps"))
     keys = ["auc_seen", "ap_seen", "auc_unseen_min", "auc_unseen_mean"] + [f"auc_{k}" for k in PERTURBATIONS] + \
-           ["ece", "threshold", "acc_real", "acc_fake", "train_seconds", "images_per_second"]
+           ["ece", "threshold", "acc_real", "acc_fake", "pixel_ap", "iou", "map_threshold", "train_seconds",
+            "images_per_second"]
     table = pd.DataFrame({f: {k: r.metrics.get(k, float("nan")) for k in keys} for f, r in results.items()})
     unseen = pd.DataFrame({f: r.unseen for f, r in results.items()})
     lines = ["# Detectors", "", f"Winner (by auc_unseen_min, ties by robustness): **{winner}**.", "",
@@ -195,6 +196,7 @@ class DetectorSummary:
     winner: str
     report: Path
     fakes_version: str
+    spliced_version: str = ""
     detector_version: str | None = None
     judge_version: str | None = None
 
@@ -213,6 +215,10 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
         _, fakes_version, generators = run_sample_fakes(cfg, progress)
     else:
         fakes_version = _version_fakes(cfg)
+    # the spliced benchmark follows the fake sets it is made of
+    from gandefect.stages.localize import localize, run_build_spliced
+
+    _, spliced_version = run_build_spliced(cfg)
     version = data_version(cfg)
     train, val, test = (load_labeled(cfg, s) for s in ("train", "val", "test"))
     results: dict[str, FamilyResult] = {}
@@ -222,6 +228,7 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
         seconds = time.perf_counter() - started
         metrics, p = evaluate(det, test)
         metrics.update(train_seconds=seconds, images_per_second=_images_per_second(det, test.images))
+        metrics.update({k: v for k, v in localize(cfg, det).items() if k != "spliced_test_images"})
         result = FamilyResult(family, det, metrics, p, seconds)
         if cfg.detect.leave_one_out:
             result.unseen, result.loo_trained_on = leave_one_out(cfg, family, train, val, test, progress)
@@ -233,11 +240,11 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
                       robustness_mean(results[f].metrics))
     winner = max(results, key=rank)
     report, figures = _report(cfg, results, test, winner)
-    summary = DetectorSummary(results, winner, report, fakes_version)
+    summary = DetectorSummary(results, winner, report, fakes_version, spliced_version)
     tracking.setup(cfg)
     for family, r in results.items():
         with tracking.start_run(cfg, tracking.DETECTOR_EXPERIMENT, f"detector-{family}", version, flow_run_id) as run:
-            mlflow.set_tag("fakes_version", fakes_version)
+            mlflow.set_tags({"fakes_version": fakes_version, "spliced_version": spliced_version})
             if generators:
                 mlflow.log_dict(generators, "generators.json")
             mlflow.log_params({"family": family, "trained_on": ",".join(r.detector.trained_on),
@@ -249,7 +256,8 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
             info = log_detector(r.detector, "detector", test.images[:2])
             role = DETECTOR_MODEL if family == winner else JUDGE_MODEL
             tags = {"data_version": version, "fakes_version": fakes_version, "family": family,
-                    "threshold": f"{r.detector.threshold:.6f}", "run_id": run.info.run_id,
+                    "threshold": f"{r.detector.threshold:.6f}", "map_threshold": f"{r.detector.map_threshold:.6f}",
+                    "pixel_ap": f"{r.metrics['pixel_ap']:.4f}", "iou": f"{r.metrics['iou']:.4f}", "run_id": run.info.run_id,
                     "auc_unseen_min": f"{r.metrics.get('auc_unseen_min', float('nan')):.4f}"}
             mv = registry.register(info.model_uri, role, tags)
             if role == DETECTOR_MODEL:
@@ -262,22 +270,10 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
 def run_evaluate_detector(cfg: Config, model_uri: str | None = None) -> tuple[str, dict[str, float]]:
     """Score a registered (or any logged) detector on the current test split."""
     tracking.setup(cfg)
-    uri = model_uri or _latest_uri(DETECTOR_MODEL)
+    uri = model_uri or registry.latest_uri(DETECTOR_MODEL, "train-detectors")
     det = load_detector(uri)
     metrics, _ = evaluate(det, load_labeled(cfg, "test"))
     path = cfg.report_dir / "detectors" / "evaluate.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"model": uri, **metrics}, indent=2) + "\n")
     return uri, metrics
-
-
-def _latest_uri(name: str) -> str:
-    import mlflow
-
-    try:
-        versions = mlflow.MlflowClient().search_model_versions(f"name = '{name}'")
-    except mlflow.exceptions.MlflowException:
-        versions = []
-    if not versions:
-        raise BadInputError(f"no registered {name}: run `gandefect train-detectors` first")
-    return f"models:/{name}/{max(int(v.version) for v in versions)}"

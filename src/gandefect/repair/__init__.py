@@ -1,0 +1,1 @@
+"""Repairer: mask-conditioned inpainting and the detect -> mask -> inpaint -> re-score loop."""

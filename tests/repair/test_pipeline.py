@@ -1,0 +1,112 @@
+"""The repair loop: the composite rule (nothing outside the mask changes) and the stop rule."""
+
+import numpy as np
+import torch
+
+from gandefect.detect.common import Detector, Labeled
+from gandefect.repair.model import InpaintUNet, RepairerConfig
+from gandefect.repair.pipeline import Repairer, repair
+from gandefect.repair.train import RepairTrainSettings, train_repairer
+from gandefect.stages.repair import biharmonic, mean_fill, outside_change
+
+
+class BrightPixelDetector(Detector):
+    """A real (if simple) detector: bright pixels are 'generated'. Score = share of them * 10;
+    the map marks them. Inpainting with a net that outputs black removes them."""
+
+    family = "bright"
+
+    def fit(self, train: Labeled, progress=None):
+        return self
+
+    def raw_scores(self, images):
+        return (images > 200).mean(axis=(1, 2)) * 10
+
+    def raw_maps(self, images):
+        return (images > 200).astype(np.float32)
+
+
+class BlackNet(InpaintUNet):
+    """A U-Net whose output is black everywhere (the last conv's bias pinned very negative)."""
+
+    def __init__(self):
+        super().__init__(RepairerConfig(1, 8))
+        with torch.no_grad():
+            self.out.weight.zero_()
+            self.out.bias.fill_(-20.0)
+
+
+def _detector(threshold=0.5):
+    d = BrightPixelDetector()
+    d.threshold, d.map_threshold = threshold, 0.5
+    d.platt = (1.0, -0.1)  # an image without bright pixels scores sigmoid(-0.1) < 0.5
+    return d
+
+
+def test_outside_mask_change_is_exactly_zero_on_random_images_and_masks():
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    repairer = Repairer(InpaintUNet(RepairerConfig(1, 8)))  # untrained: arbitrary output
+    for shape in [(16, 28, 28), (5, 20, 36)]:
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        masks = rng.random(shape) < rng.uniform(0.05, 0.6)
+        out = repairer.inpaint(images, masks)
+        assert np.array_equal(out[~masks], images[~masks])
+        assert outside_change(images, out, masks) == 0
+        assert (out[masks] != images[masks]).mean() > 0.5  # the inside was rewritten
+
+
+def test_rgb_composite_keeps_every_channel_outside_the_mask():
+    rng = np.random.default_rng(1)
+    repairer = Repairer(InpaintUNet(RepairerConfig(3, 8)))
+    images = rng.integers(0, 256, (4, 24, 24, 3), dtype=np.uint8)
+    masks = rng.random((4, 24, 24)) < 0.3
+    out = repairer.inpaint(images, masks)
+    assert np.array_equal(out[~masks], images[~masks]) and outside_change(images, out, masks) == 0
+
+
+def test_the_loop_stops_once_the_score_is_below_threshold():
+    images = np.zeros((3, 28, 28), np.uint8)
+    images[0, 2:6, 2:6] = 255  # 16 bright pixels: score sigmoid(0.2 - 0.1) > 0.5 -> repaired in one pass
+    images[2, :, :4] = 255     # 112 bright pixels; max_area 0.05 (39 px) per pass: needs 3 passes
+    result = repair(images, _detector(), Repairer(BlackNet()), iterations=5, max_area=0.05)
+    assert list(result.iterations) == [1, 0, 3]
+    assert result.stopped == ["below-threshold", "below-threshold", "below-threshold"]
+    assert (result.images <= 200).all() and (result.score_after < 0.5).all()
+    assert outside_change(images, result.images, result.masks) == 0
+
+
+def test_the_loop_stops_after_k_passes_or_when_no_region_is_flagged():
+    images = np.zeros((2, 28, 28), np.uint8)
+    images[0, :, :8] = 255  # 224 bright pixels, 39 per pass: 2 passes are not enough
+    images[1, 10:12, 10:12] = 255
+    detector = _detector(threshold=0.0)  # everything is 'flagged'; image 1 has a region, then none
+    result = repair(images, detector, Repairer(BlackNet()), iterations=2, max_area=0.05)
+    assert list(result.iterations) == [2, 1]
+    assert result.stopped == ["max-iterations", "no-region"]
+    assert (result.images[0] > 200).sum() == 224 - 2 * 39
+
+
+def test_a_given_mask_is_inpainted_once_exactly_there():
+    images = np.full((2, 28, 28), 255, np.uint8)
+    masks = np.zeros((2, 28, 28), bool)
+    masks[:, 5:9, 5:9] = True
+    result = repair(images, _detector(), Repairer(BlackNet()), masks=masks)
+    assert list(result.iterations) == [1, 1] and result.stopped == ["given-mask"] * 2
+    assert (result.images[masks] == 0).all() and (result.images[~masks] == 255).all()
+
+
+def test_a_trained_repairer_beats_mean_fill_on_held_out_structure():
+    """One short training run on striped images: the net learns to continue the stripes."""
+    rng = np.random.default_rng(3)
+    x = np.zeros((256, 16, 16), np.uint8)
+    for img in x:
+        img[:, int(rng.integers(0, 4))::4] = 255  # vertical stripes, random phase
+    net = train_repairer(x[:192], RepairerConfig(1, 8), RepairTrainSettings(epochs=8, batch_size=32, lr=3e-3,
+                                                                              adversarial_weight=0.0, seed=0))
+    test, masks = x[192:], np.zeros((64, 16, 16), bool)
+    masks[:, 4:12, 4:12] = True
+    repaired = Repairer(net).inpaint(test, masks)
+    err = lambda a: np.abs(a[masks].astype(float) - test[masks]).mean()  # noqa: E731
+    assert err(repaired) < 0.7 * err(mean_fill(test, masks))
+    assert err(biharmonic(test, masks)) > 0  # the classical baseline runs on the same input
