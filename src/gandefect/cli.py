@@ -154,13 +154,14 @@ def ingest_fakes(
 @app.command("train-detectors")
 def train_detectors(
     no_sample: bool = typer.Option(False, "--no-sample", help="Use data/fakes as it is instead of re-sampling the generators."),
+    no_gate: bool = typer.Option(False, "--no-gate", help="Register the winner without judging it by the model gate."),
 ) -> None:
     """Train the CNN and spectral detectors, evaluate them leave-one-generator-out, register the winner."""
     from gandefect.stages.detectors import run_train_detectors
 
     cfg = _config()
     with _progress() as progress:
-        summary = run_train_detectors(cfg, sample=not no_sample, progress=progress)
+        summary = run_train_detectors(cfg, sample=not no_sample, progress=progress, gate=not no_gate)
     keys = ["auc_seen", "ap_seen", "auc_unseen_min", "auc_unseen_mean", "auc_jpeg90", "auc_jpeg75", "auc_jpeg50",
             "auc_blur0.5", "auc_blur1.0", "auc_resize", "ece", "acc_real", "acc_fake", "pixel_ap", "iou", "images_per_second"]
     table = Table(title=f"detectors (fakes {summary.fakes_version})")
@@ -174,6 +175,80 @@ def train_detectors(
     out.print(f"registered gandefect-detector v{summary.detector_version} ({summary.winner})"
               + (f", gandefect-judge v{summary.judge_version}" if summary.judge_version else ""))
     out.print(f"report {summary.report}")
+    if summary.gate is not None:
+        _print_gate(summary.gate)
+        if not summary.gate.passed:
+            raise typer.Exit(4)
+
+
+def _print_gate(result) -> None:
+    verdict = "[green]passed[/green]" if result.passed else "[red]failed gate[/red]"
+    moved = ", ".join(f"{a} -> v{v}" for a, v in result.aliases.items()) or "aliases untouched"
+    out.print(f"model gate {result.name} v{result.version}: {verdict} ({moved}); report {result.report}")
+    for reason in result.reasons:
+        out.print(f"  - {reason}")
+
+
+MODEL_NAMES = ["gandefect-detector", "gandefect-repairer"]
+
+
+@app.command("gate")
+def gate_cmd(
+    version: Optional[str] = typer.Argument(None, help="Version to judge (default: the newest)."),
+    model: str = typer.Option("gandefect-detector", "--model", help="Registered model name."),
+    apply: bool = typer.Option(True, "--apply/--dry-run", help="Move the aliases when it passes."),
+) -> None:
+    """Judge a registered version by the model suite and against the champion; exit 4 when it fails."""
+    from gandefect.lifecycle import gates, registry, tracking
+
+    cfg = _config()
+    tracking.setup(cfg)
+    version = version or registry.latest_uri(model, "train-detectors").rsplit("/", 1)[-1]
+    result = gates.gate(cfg, model, version)
+    if apply:
+        gates.apply_gate(cfg, result)
+    _print_gate(result)
+    if not result.passed:
+        raise typer.Exit(4)
+
+
+@app.command("promote")
+def promote_cmd(
+    version: str = typer.Argument(..., help="Registered version to make champion."),
+    model: str = typer.Option("gandefect-detector", "--model", help="Registered model name."),
+) -> None:
+    """Point the `champion` alias at VERSION (no gate: an operator's decision)."""
+    from gandefect.lifecycle import gates, tracking
+
+    tracking.setup(_config())
+    previous = gates.promote(model, version)
+    out.print(f"{model}: champion -> v{version}" + (f" (was v{previous})" if previous else ""))
+
+
+@app.command("rollback")
+def rollback_cmd(model: str = typer.Option("gandefect-detector", "--model", help="Registered model name.")) -> None:
+    """Move `champion` back to the version that held it before."""
+    from gandefect.lifecycle import gates, tracking
+
+    tracking.setup(_config())
+    current, target = gates.rollback(model)
+    out.print(f"{model}: champion v{current} -> v{target}")
+
+
+@app.command("status")
+def status_cmd() -> None:
+    """Champions, challengers, their data versions and metrics."""
+    from gandefect.lifecycle import gates, tracking
+
+    tracking.setup(_config())
+    table = Table(title="models")
+    for col in ["model", "champion", "challenger", "latest", "data version", "champion metrics"]:
+        table.add_column(col)
+    for row in gates.status(MODEL_NAMES):
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(row.get("metrics", {}).items()))
+        table.add_row(row["model"], *[f"v{row[k]}" if row.get(k) else "-" for k in ("champion", "challenger", "latest")],
+                      row.get("data_version") or "-", metrics or "-")
+    out.print(table)
 
 
 @app.command("evaluate-detector")
@@ -354,7 +429,9 @@ def _failure_text(report, path) -> str:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode click returns typer.Exit's code
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

@@ -155,6 +155,16 @@ class RepairConfig(_Section):
         return self
 
 
+class GatesConfig(_Section):
+    """Model gates: thresholds on the candidate's metrics and non-regression against the champion."""
+
+    floor: dict[str, float] = {"auc_gen": 0.9, "auc_seen": 0.95, "auc_unseen_min": 0.85, "pixel_ap": 0.5, "iou": 0.3}
+    ceiling: dict[str, float] = {"ece": 0.1}
+    compare: list[str] = ["auc_seen", "auc_unseen_min", "pixel_ap", "iou"]  # checked against the champion too
+    margin: float = Field(0.02, ge=0)  # the candidate may trail the champion by at most this, per generator
+    auto_promote: bool = True  # a candidate that passes becomes champion (else only challenger)
+
+
 class Config(_Section):
     profile: str = "default"
     seed: int = 1234
@@ -167,6 +177,7 @@ class Config(_Section):
     detect: DetectConfig = DetectConfig()
     spliced: SplicedConfig = SplicedConfig()
     repair: RepairConfig = RepairConfig()
+    gates: GatesConfig = GatesConfig()
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; null: torch's default
     root: Path = Path(".")
 

@@ -224,3 +224,57 @@ def test_generate_clean_repairs_samples_and_reject_keeps_the_least_suspicious(tr
     assert len(table) == 6 and (table["iterations"] >= 0).all() and "mean p_fake" in proc.stdout
     bad = run_cli(root, "generate", "--generator", "no-such-loss", "--n", "2", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "gandefect-generator-no-such-loss" in bad.stderr
+
+
+def _alias(client, alias):
+    return str(client.get_model_version_by_alias("gandefect-detector", alias).version)
+
+
+def test_model_gate_keeps_a_worse_candidate_out_promotes_a_better_one_and_rolls_back(trained):
+    """v1 (from the fixture) passed the gate as the first champion. A detector that cannot
+    learn (lr 1e-9) fails against it; once an operator forces it in, a normal detector beats
+    it and takes over; rollback walks the champions back."""
+    import yaml
+
+    from gandefect.lifecycle import gates
+
+    root, first = trained
+    assert "model gate gandefect-detector v1: passed" in first.stdout
+    client = _client(root)
+    assert _alias(client, "champion") == "1"
+    params_path = root / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["profiles"]["tiny"]["detect"]["cnn"]["lr"] = 1e-9
+    params["detect"]["families"] = ["cnn"]
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        worse = run_cli(root, "train-detectors", "--no-sample")
+        assert worse.returncode == 4, worse.stdout + worse.stderr
+        assert "failed gate" in worse.stdout and "worse than the champion" in worse.stdout
+        assert _alias(client, "champion") == "1"
+        assert _alias(client, "challenger") == "1"
+        version = client.get_model_version("gandefect-detector", "2")
+        assert version.tags["family"] == "cnn"
+        run_cli(root, "promote", "2", check=True)  # an operator's decision, not the gate's
+        assert _alias(client, "champion") == "2"
+        params["profiles"]["tiny"]["detect"]["cnn"]["lr"] = 0.002
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        better = run_cli(root, "train-detectors", "--no-sample", check=True)
+        assert "model gate gandefect-detector v3: passed" in better.stdout
+        assert _alias(client, "champion") == "3"
+        report = (root / "reports" / "gates" / "gandefect-detector-v3.md").read_text()
+        assert "Champion: v2" in report and "auc_gen" in report
+    finally:
+        params_path.write_text(original)
+    proc = run_cli(root, "status", check=True)
+    assert "gandefect-detector" in proc.stdout and "v3" in proc.stdout
+    assert "champion v3 -> v2" in run_cli(root, "rollback", check=True).stdout
+    assert "champion v2 -> v1" in run_cli(root, "rollback", check=True).stdout
+    assert _alias(client, "champion") == "1"
+    last = run_cli(root, "rollback")
+    assert last.returncode == 2 and "no previous champion" in last.stderr
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    assert gates.alias_version("gandefect-detector", "champion") == "1"

@@ -83,6 +83,13 @@ def latest_uri(name: str, hint: str) -> str:
     return f"models:/{name}/{max(int(v.version) for v in versions)}"
 
 
+def served_uri(name: str, hint: str) -> str:
+    """models:/name@champion when a champion is set, else the newest version."""
+    from gandefect.lifecycle.gates import CHAMPION, alias_version
+
+    return f"models:/{name}@{CHAMPION}" if alias_version(name, CHAMPION) else latest_uri(name, hint)
+
+
 def load_torch_model(uri: str) -> torch.nn.Module:
     import mlflow
 

@@ -199,10 +199,11 @@ class DetectorSummary:
     spliced_version: str = ""
     detector_version: str | None = None
     judge_version: str | None = None
+    gate: object | None = None  # gandefect.lifecycle.gates.GateResult of the new detector
 
 
 def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | None = None,
-                        progress: Progress | None = None) -> DetectorSummary:
+                        progress: Progress | None = None, gate: bool = True) -> DetectorSummary:
     """Sample fakes, train and evaluate both families, register the winner and the judge."""
     import mlflow
 
@@ -264,6 +265,10 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
                 summary.detector_version = mv.version
             else:
                 summary.judge_version = mv.version
+    if gate and summary.detector_version:
+        from gandefect.lifecycle import gates
+
+        summary.gate = gates.apply_gate(cfg, gates.gate(cfg, DETECTOR_MODEL, summary.detector_version))
     return summary
 
 

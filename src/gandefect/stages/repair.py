@@ -97,14 +97,14 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
 # -- loading the served parts ---------------------------------------------------------------
 def load_repairer(cfg: Config, uri: str | None = None) -> Repairer:
     tracking.setup(cfg)
-    return Repairer(registry.load_torch_model(uri or registry.latest_uri(REPAIRER_MODEL, "train-repairer")))
+    return Repairer(registry.load_torch_model(uri or registry.served_uri(REPAIRER_MODEL, "train-repairer")))
 
 
 def load_served_detector(cfg: Config, uri: str | None = None):
     from gandefect.stages.detectors import DETECTOR_MODEL
 
     tracking.setup(cfg)
-    return load_detector(uri or registry.latest_uri(DETECTOR_MODEL, "train-detectors"))
+    return load_detector(uri or registry.served_uri(DETECTOR_MODEL, "train-detectors"))
 
 
 # -- repair of user images ---------------------------------------------------------------------

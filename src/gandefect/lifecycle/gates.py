@@ -1,0 +1,229 @@
+"""Model gates and promotion: a Great Expectations suite over a metrics table (one row per
+generator x metric) plus non-regression against the current `champion`, and the
+`champion` / `challenger` aliases of the MLflow model registry (with a rollback history).
+
+The table's columns: generator ("all" for whole-test metrics), metric, value, floor / ceiling
+(thresholds from params.yaml `gates`), champion_value, and two derived columns the suite
+checks: `headroom` (how far inside its threshold the value is; >= 0 passes) and
+`regression` (how much worse than the champion; <= margin passes; empty without a champion).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gandefect.config import Config
+from gandefect.errors import BadInputError
+from gandefect.lifecycle.validation import ValidationReport, _summarize
+
+SUITE_NAME = "gandefect-model"
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG = "champion_history"  # registered-model tag: versions that held `champion`, oldest first
+LOWER_IS_BETTER = {"ece"}
+
+
+def _client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def version_metrics(name: str, version: str) -> dict[str, float]:
+    """The metrics of the run that logged model version `version` of `name`."""
+    client = _client()
+    try:
+        mv = client.get_model_version(name, str(version))
+    except Exception:  # noqa: BLE001 - MLflow raises its own exception types per store
+        raise BadInputError(f"{name} has no version {version}") from None
+    run_id = mv.tags.get("run_id") or mv.run_id
+    return dict(client.get_run(run_id).data.metrics) if run_id else {}
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    try:
+        return str(_client().get_model_version_by_alias(name, alias).version)
+    except Exception:  # noqa: BLE001 - no such alias or model
+        return None
+
+
+def metrics_table(cfg: Config, candidate: dict[str, float], champion: dict[str, float] | None) -> pd.DataFrame:
+    """One row per (generator, metric) the gates name, with thresholds and the champion's value."""
+    g = cfg.gates
+    rows = []
+
+    def add(generator: str, metric: str, key: str, threshold: str) -> None:
+        bound = g.floor.get(threshold) if threshold not in LOWER_IS_BETTER else g.ceiling.get(threshold)
+        value = candidate.get(key, np.nan)
+        champ = np.nan if champion is None else champion.get(key, np.nan)
+        rows.append({"generator": generator, "metric": metric, "value": value, "threshold": bound,
+                     "champion_value": champ, "key": key})
+
+    for metric in sorted(set(g.floor) | set(g.ceiling) | set(g.compare)):
+        if metric == "auc_gen":
+            continue
+        add("all", metric, metric, metric)
+    gens = {k.removeprefix("auc_gen_") for k in candidate if k.startswith("auc_gen_")}
+    if champion:
+        gens |= {k.removeprefix("auc_gen_") for k in champion if k.startswith("auc_gen_")}
+    for gen in sorted(gens):
+        add(gen, "auc_gen", f"auc_gen_{gen}", "auc_gen")
+    t = pd.DataFrame(rows)
+    sign = np.where(t["metric"].isin(LOWER_IS_BETTER), -1.0, 1.0)
+    t["headroom"] = sign * (t["value"] - t["threshold"])
+    t.loc[t["threshold"].isna(), "headroom"] = 0.0
+    t.loc[t["value"].isna(), "headroom"] = -np.inf  # a metric the gates need but the candidate lacks
+    t["regression"] = sign * (t["champion_value"] - t["value"])
+    lost = t["champion_value"].notna() & t["value"].isna()  # the champion was judged on it, the candidate not
+    t.loc[lost, "regression"] = np.inf
+    t["row"] = t["generator"] + ":" + t["metric"]
+    return t.drop(columns=["key"])
+
+
+def run_suite(cfg: Config, table: pd.DataFrame) -> ValidationReport:
+    """The model suite, run with a real (ephemeral) Great Expectations context."""
+    import great_expectations as gx
+
+    E = gx.expectations
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    suite = gx.ExpectationSuite(name=SUITE_NAME)
+    suite.add_expectation(E.ExpectTableRowCountToBeBetween(min_value=1))
+    suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="headroom", min_value=0))
+    suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="regression", max_value=cfg.gates.margin))
+    data = table.replace([np.inf, -np.inf], [1e9, -1e9])
+    batch = context.data_sources.add_pandas("metrics").add_dataframe_asset("table") \
+        .add_batch_definition_whole_dataframe("all")
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name="model-gate", data=batch, suite=context.suites.add(suite)))
+    result = definition.run(batch_parameters={"dataframe": data},
+                            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["row"]})
+    return ValidationReport(SUITE_NAME, bool(result.success), len(table), [_summarize(r) for r in result.results])
+
+
+@dataclass
+class GateResult:
+    name: str
+    version: str
+    champion: str | None
+    passed: bool
+    reasons: list[str]
+    table: pd.DataFrame
+    report: Path | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+def _reasons(table: pd.DataFrame, margin: float) -> list[str]:
+    out = []
+    for _, r in table.iterrows():
+        if r["headroom"] < 0:
+            bound = "at most" if r["metric"] in LOWER_IS_BETTER else "at least"
+            out.append(f"{r['row']} = {r['value']:.4f}, needs {bound} {r['threshold']:.4f}")
+        if pd.notna(r["regression"]) and r["regression"] > margin:
+            value = "missing" if pd.isna(r["value"]) else f"{r['value']:.4f}"
+            out.append(f"{r['row']} = {value}, worse than the champion's {r['champion_value']:.4f} "
+                       f"by more than {margin}")
+    return out
+
+
+def gate(cfg: Config, name: str, version: str) -> GateResult:
+    """Judge model version `version` of `name` against the thresholds and the current champion."""
+    champion = alias_version(name, CHAMPION)
+    champ_metrics = version_metrics(name, champion) if champion and champion != str(version) else None
+    table = metrics_table(cfg, version_metrics(name, version), champ_metrics)
+    report = run_suite(cfg, table)
+    reasons = _reasons(table, cfg.gates.margin)
+    passed = report.success and not reasons
+    result = GateResult(name, str(version), champion, passed, reasons, table)
+    result.report = _write(cfg, result, report)
+    return result
+
+
+def _write(cfg: Config, result: GateResult, report: ValidationReport) -> Path:
+    out = cfg.report_dir / "gates"
+    out.mkdir(parents=True, exist_ok=True)
+    verdict = "PASSED" if result.passed else "FAILED"
+    lines = [f"# Model gate: {result.name} v{result.version}: {verdict}", "",
+             f"Champion: {('v' + result.champion) if result.champion else 'none'}; margin {cfg.gates.margin}.", ""]
+    lines += [f"- {r}" for r in result.reasons] + ([""] if result.reasons else [])
+    cols = ["generator", "metric", "value", "threshold", "champion_value", "headroom", "regression"]
+    lines += [result.table[cols].to_markdown(index=False, floatfmt=".4f"), "", report.to_markdown("GX suite").strip()]
+    path = out / f"{result.name}-v{result.version}.md"
+    path.write_text("\n".join(lines) + "\n")
+    (path.with_suffix(".json")).write_text(json.dumps(
+        {"name": result.name, "version": result.version, "champion": result.champion, "passed": result.passed,
+         "reasons": result.reasons, "suite": report.to_dict()}, indent=2, default=str) + "\n")
+    return path
+
+
+# -- aliases ------------------------------------------------------------------------------------
+def _history(name: str) -> list[str]:
+    tags = _client().get_registered_model(name).tags
+    return [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
+
+
+def promote(name: str, version: str) -> str | None:
+    """Point `champion` at `version` (remembering the previous champion); returns the previous one."""
+    client = _client()
+    version = str(version)
+    version_metrics(name, version)  # a clear error for a version that does not exist
+    previous = alias_version(name, CHAMPION)
+    if previous == version:
+        return previous
+    client.set_registered_model_alias(name, CHAMPION, version)
+    history = _history(name) or ([previous] if previous else [])
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history + [version]))
+    return previous
+
+
+def rollback(name: str) -> tuple[str, str]:
+    """Move `champion` back to the version that held it before; returns (from, to)."""
+    history = _history(name)
+    current = alias_version(name, CHAMPION)
+    if current is None or len(history) < 2:
+        raise BadInputError(f"{name}: no previous champion to roll back to")
+    history = history[:-1]
+    target = history[-1]
+    client = _client()
+    client.set_registered_model_alias(name, CHAMPION, target)
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    return current, target
+
+
+def apply_gate(cfg: Config, result: GateResult) -> GateResult:
+    """Passed: `challenger` -> the candidate, and `champion` too when gates.auto_promote. Failed: nothing moves."""
+    if result.passed:
+        _client().set_registered_model_alias(result.name, CHALLENGER, result.version)
+        result.aliases[CHALLENGER] = result.version
+        if cfg.gates.auto_promote:
+            promote(result.name, result.version)
+            result.aliases[CHAMPION] = result.version
+    return result
+
+
+def status(names: list[str]) -> list[dict]:
+    """Per registered model: champion, challenger, latest version, the champion's data version and metrics."""
+    client = _client()
+    rows = []
+    for name in names:
+        try:
+            versions = client.search_model_versions(f"name = '{name}'")
+        except Exception:  # noqa: BLE001
+            versions = []
+        if not versions:
+            rows.append({"model": name, "champion": None, "challenger": None, "latest": None})
+            continue
+        champion = alias_version(name, CHAMPION)
+        row = {"model": name, "champion": champion, "challenger": alias_version(name, CHALLENGER),
+               "latest": str(max(int(v.version) for v in versions)), "history": _history(name)}
+        if champion:
+            mv = client.get_model_version(name, champion)
+            row["data_version"] = mv.tags.get("data_version")
+            row["metrics"] = {k: v for k, v in version_metrics(name, champion).items()
+                              if k in ("auc_seen", "auc_unseen_min", "pixel_ap", "iou", "ece", "psnr_mask")}
+        rows.append(row)
+    return rows

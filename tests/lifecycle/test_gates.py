@@ -1,0 +1,45 @@
+"""The model suite over the generator x metric table (real Great Expectations, no registry)."""
+
+import numpy as np
+
+from gandefect.config import load_config
+from gandefect.lifecycle.gates import _reasons, metrics_table, run_suite
+from tests.conftest import REPO
+
+CHAMPION = {"auc_seen": 0.99, "auc_unseen_min": 0.95, "pixel_ap": 0.8, "iou": 0.6, "ece": 0.02,
+            "auc_gen_hinge": 0.99, "auc_gen_lsgan": 0.98}
+
+
+def _judge(candidate, champion=CHAMPION):
+    cfg = load_config(REPO / "params.yaml", "default")
+    table = metrics_table(cfg, candidate, champion)
+    return table, run_suite(cfg, table), _reasons(table, cfg.gates.margin)
+
+
+def test_an_equal_candidate_passes_and_the_table_has_one_row_per_generator_and_metric():
+    table, report, reasons = _judge(dict(CHAMPION))
+    assert report.success and not reasons
+    assert set(table["row"]) >= {"hinge:auc_gen", "lsgan:auc_gen", "all:pixel_ap", "all:ece"}
+
+
+def test_forgetting_an_old_generator_fails_even_when_the_new_one_is_learned():
+    candidate = {**CHAMPION, "auc_gen_lsgan": 0.90, "auc_gen_newgan": 0.99}
+    table, report, reasons = _judge(candidate)
+    assert not report.success
+    assert any(r.startswith("lsgan:auc_gen = 0.9000, worse than the champion's 0.9800") for r in reasons)
+    assert not any(r.startswith("newgan") for r in reasons)
+
+
+def test_a_generator_the_candidate_was_not_judged_on_fails():
+    candidate = {k: v for k, v in CHAMPION.items() if k != "auc_gen_hinge"}
+    _, report, reasons = _judge(candidate)
+    assert not report.success and any("hinge:auc_gen = missing" in r for r in reasons)
+
+
+def test_thresholds_apply_without_a_champion_and_lower_is_better_for_ece():
+    candidate = {**CHAMPION, "ece": 0.3, "iou": 0.1}
+    table, report, reasons = _judge(candidate, champion=None)
+    assert not report.success and table["regression"].isna().all()
+    assert "all:ece = 0.3000, needs at most 0.1000" in reasons
+    assert "all:iou = 0.1000, needs at least 0.3000" in reasons
+    assert np.isfinite(table.loc[table["row"] == "all:auc_seen", "headroom"]).all()
