@@ -251,6 +251,23 @@ def status_cmd() -> None:
     out.print(table)
 
 
+@app.command("run")
+def run_cmd(
+    task_runner: str = typer.Option("threads", "--task-runner", help="threads, dask (a LocalCluster) or dask=ADDRESS."),
+    stages: Optional[list[str]] = typer.Option(None, "--stage", help="Run only these stages (ingest always runs): gans, detectors, repairer."),
+) -> None:
+    """Run the whole lifecycle once as the Prefect flow `retrain` (ephemeral Prefect server by default)."""
+    from gandefect.orchestrate import retrain, task_runner_for
+
+    runner = task_runner_for(task_runner)
+    result = retrain.with_options(task_runner=runner)(str(state.params), state.profile,
+                                                      ["ingest", *stages] if stages else None)
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    out.print(f"retrain {result.state}: data {result.data_version}; {times}")
+    if result.state != "completed":
+        raise typer.Exit(4)
+
+
 @app.command("evaluate-detector")
 def evaluate_detector(model: Optional[str] = typer.Option(None, "--model", help="Model URI (default: latest gandefect-detector).")) -> None:
     """Evaluate a detector on the current test split and fake sets."""

@@ -100,6 +100,9 @@ def start_run(
             mlflow.set_tags(tags)
             yield run
         return
+    active = mlflow.active_run()
+    if parent_run_id is None and active is not None:
+        parent_run_id = active.info.run_id  # a stage inside the retrain flow's run nests under it
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent_run_id,
                           nested=parent_run_id is not None, tags=tags) as run:
         mlflow.log_params(flatten(cfg.to_params()))
