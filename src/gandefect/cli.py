@@ -268,6 +268,23 @@ def run_cmd(
         raise typer.Exit(4)
 
 
+@app.command("schedule")
+def schedule_cmd(
+    cron: str = typer.Option(..., "--cron", help='Cron schedule, e.g. "0 3 * * 0" (Sundays 03:00).'),
+    name: str = typer.Option("weekly", "--name", help="Deployment name (retrain/<name>)."),
+    register_only: bool = typer.Option(False, "--register-only", help="Create the deployment and return; a worker or a later `gandefect schedule` runs it."),
+) -> None:
+    """Serve the retrain flow as a Prefect deployment on a cron schedule (needs PREFECT_API_URL: a Prefect server)."""
+    from gandefect.orchestrate import register_schedule, serve_schedule
+
+    params = str(state.params.resolve())
+    if register_only:
+        deployment_id = register_schedule(params, state.profile, cron, name)
+        out.print(f"deployment retrain/{name} ({deployment_id}) scheduled: {cron}")
+        return
+    serve_schedule(params, state.profile, cron, name)
+
+
 @app.command("evaluate-detector")
 def evaluate_detector(model: Optional[str] = typer.Option(None, "--model", help="Model URI (default: latest gandefect-detector).")) -> None:
     """Evaluate a detector on the current test split and fake sets."""

@@ -174,3 +174,33 @@ def summary_markdown(r: RetrainResult) -> str:
                   f"biharmonic {m.get('psnr_mask_biharmonic', float('nan')):.2f}); outside_mask_change "
                   f"{m.get('outside_mask_change', float('nan')):.0f}; worst fid ratio {m.get('fid_ratio_max', float('nan')):.3f}"]
     return "\n".join(lines) + "\n"
+
+
+DEPLOYMENT_NAME = "weekly"
+
+
+def register_schedule(params: str, profile: str | None, cron: str, name: str = DEPLOYMENT_NAME) -> str:
+    """Create (or update) the deployment `retrain/<name>` with a cron schedule; returns its id.
+
+    Needs a Prefect server that outlives this process (PREFECT_API_URL); the runs it schedules
+    are executed by `gandefect schedule` (which serves the deployment) or by a worker."""
+    check_cron(cron)
+    deployment = retrain.to_deployment(name=name, cron=cron, parameters={"params": params, "profile": profile})
+    return str(deployment.apply())
+
+
+def check_cron(cron: str) -> None:
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from gandefect.errors import BadInputError
+
+    try:
+        CronSchedule(cron=cron)
+    except ValueError:
+        raise BadInputError(f"--cron {cron!r} is not a valid cron expression (e.g. \"0 3 * * 0\")") from None
+
+
+def serve_schedule(params: str, profile: str | None, cron: str, name: str = DEPLOYMENT_NAME) -> None:
+    """Serve the deployment: a long-running process that runs the flow on its schedule."""
+    check_cron(cron)
+    retrain.serve(name=name, cron=cron, parameters={"params": params, "profile": profile})

@@ -33,3 +33,20 @@ def test_gan_zoo_part_of_the_flow_runs_on_a_dask_local_cluster(project, monkeypa
         assert client.get_registered_model(f"gandefect-generator-{loss}")
     assert any(p.name.startswith("retrain-") for p in (project / "reports").iterdir())
     assert os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+
+
+def test_schedule_registers_a_cron_deployment_without_blocking(project):
+    from prefect.client.orchestration import get_client
+
+    from gandefect.errors import BadInputError
+    from gandefect.orchestrate import register_schedule
+
+    deployment_id = register_schedule(str(project / "params.yaml"), "tiny", "0 3 * * 0", "weekly-test")
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(deployment_id)
+        assert deployment.name == "weekly-test"
+        assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * 0"]
+        assert deployment.parameters["profile"] == "tiny"
+        assert client.read_flow(deployment.flow_id).name == "retrain"
+    with pytest.raises(BadInputError, match="not a valid cron"):
+        register_schedule(str(project / "params.yaml"), "tiny", "every sunday", "bad")
