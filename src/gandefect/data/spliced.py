@@ -50,6 +50,11 @@ def random_mask(rng: np.random.Generator, h: int, w: int, spec: MaskSpec, tries:
     raise ValueError(f"could not draw a mask with area in [{spec.min_area}, {spec.max_area}] on {h}x{w}")
 
 
+def mask_pool(rng: np.random.Generator, shape: tuple[int, int], spec: MaskSpec, n: int) -> np.ndarray:
+    """n random masks (bool, n x H x W), drawn once so training loops only index into them."""
+    return np.stack([random_mask(rng, *shape, spec)[0] for _ in range(n)])
+
+
 def splice(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Real pixels outside the mask, generated pixels inside (uint8, gray or RGB)."""
     m = mask if real.ndim == 2 else mask[..., None]

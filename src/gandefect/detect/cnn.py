@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gandefect.data.spliced import MaskSpec, random_mask
+from gandefect.data.spliced import MaskSpec, mask_pool, splice
 from gandefect.detect.common import Detector, Labeled
 from gandefect.evaluate.perturb import augment
 
@@ -89,8 +89,9 @@ class CNNDetector(Detector):
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=max(1, c.epochs * steps_per_epoch))
         labels = train.labels.astype(np.float32)
         real_idx, fake_idx = np.flatnonzero(train.labels == 0), np.flatnonzero(train.labels == 1)
-        masks = self._mask_pool(rng, train.images.shape[1:3]) if c.p_splice > 0 and len(real_idx) and len(fake_idx) \
-            else None
+        spec = MaskSpec(c.splice_min_area, c.splice_max_area, ("rect", "blob"))
+        masks = mask_pool(rng, train.images.shape[1:3], spec, 2048) if c.p_splice > 0 and len(real_idx) \
+            and len(fake_idx) else None
         self.net.train()
         for epoch in range(c.epochs):
             order = rng.permutation(len(train.labels))
@@ -115,21 +116,17 @@ class CNNDetector(Detector):
         self.trained_on = sorted(set(train.generators) - {"real"})
         return self
 
-    def _mask_pool(self, rng: np.random.Generator, shape: tuple[int, int], n: int = 2048) -> np.ndarray:
-        spec = MaskSpec(self.cfg.splice_min_area, self.cfg.splice_max_area, ("rect", "blob"))
-        return np.stack([random_mask(rng, *shape, spec)[0] for _ in range(n)])
-
     def _splice_batch(self, rng, pool, real_idx, fake_idx, masks, images, target) -> None:
         """Replace a p_splice share of the batch by spliced images and their pixel targets (in place)."""
         for k in np.flatnonzero(rng.random(len(images)) < self.cfg.p_splice):
             real, fake = pool[rng.choice(real_idx)], pool[rng.choice(fake_idx)]
             mask = masks[rng.integers(len(masks))]
             if rng.random() < 0.5:  # the generated image as background, a real region pasted in
-                real, fake, mask = fake, real, mask
+                real, fake = fake, real
                 target[k] = ~mask
             else:
                 target[k] = mask
-            images[k] = np.where(mask if real.ndim == 2 else mask[..., None], fake, real)
+            images[k] = splice(real, fake, mask)
 
     @torch.no_grad()
     def _logit_maps(self, images: np.ndarray, batch_size: int = 512) -> torch.Tensor:

@@ -55,12 +55,6 @@ class Detector(ABC):
         """Per-pixel likelihood of generated content, (N, H, W) in [0, 1]."""
         return np.clip(self.raw_maps(images), 0.0, 1.0)
 
-    def defect_mask(self, images: np.ndarray, dilate: int = 0) -> np.ndarray:
-        """Boolean (N, H, W): the defect map at the localization threshold."""
-        from gandefect.evaluate.localization import binarize
-
-        return binarize(self.defect_map(images), getattr(self, "map_threshold", 0.5), dilate)
-
     def predict(self, images: np.ndarray) -> np.ndarray:
         return (self.score(images) >= self.threshold).astype(int)
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from gandefect.data.datasets import to_tensor
-from gandefect.data.spliced import MaskSpec, random_mask
+from gandefect.data.spliced import MaskSpec, mask_pool
 from gandefect.gan import losses
 from gandefect.repair.model import InpaintUNet, PatchDiscriminator, RepairerConfig, composite
 
@@ -34,10 +34,6 @@ class RepairTrainSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def mask_pool(rng: np.random.Generator, shape: tuple[int, int], spec: MaskSpec, n: int) -> np.ndarray:
-    return np.stack([random_mask(rng, *shape, spec)[0] for _ in range(n)])
 
 
 def train_repairer(images: np.ndarray, model_cfg: RepairerConfig, s: RepairTrainSettings,
