@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gandefect.config import PARAMS_FILE, Config, load_config
-from gandefect.errors import DataValidationError, GandefectError
+from gandefect.errors import BadInputError, DataValidationError, GandefectError
 
 app = typer.Typer(help="Detect, localize and repair defects in GAN-generated images.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -253,17 +253,27 @@ def status_cmd() -> None:
 
 @app.command("run")
 def run_cmd(
-    task_runner: str = typer.Option("threads", "--task-runner", help="threads, dask (a LocalCluster) or dask=ADDRESS."),
+    task_runner: str = typer.Option("processes", "--task-runner", help="processes (one worker per core), threads, dask (a LocalCluster) or dask=ADDRESS."),
     stages: Optional[list[str]] = typer.Option(None, "--stage", help="Run only these stages (ingest always runs): gans, detectors, repairer."),
+    force: bool = typer.Option(False, "--force", help="Retrain every stage even when its inputs are unchanged."),
 ) -> None:
-    """Run the whole lifecycle once as the Prefect flow `retrain` (ephemeral Prefect server by default)."""
-    from gandefect.orchestrate import retrain, task_runner_for
+    """Run the whole lifecycle once as the Prefect flow `retrain` (ephemeral Prefect server by default).
 
+    Stages whose inputs (data version, params, upstream models) are unchanged are reused from the cache."""
+    from gandefect.orchestrate import STAGES, retrain, task_runner_for
+
+    unknown = sorted(set(stages or []) - set(STAGES))
+    if unknown:
+        raise BadInputError(f"--stage {', '.join(unknown)}: stages are {', '.join(STAGES[1:])}")
     runner = task_runner_for(task_runner)
     result = retrain.with_options(task_runner=runner)(str(state.params), state.profile,
-                                                      ["ingest", *stages] if stages else None)
-    times = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+                                                      ["ingest", *stages] if stages else None, force)
+    times = ", ".join(f"{k} {v:.0f} s" + (" (cached)" if k in result.cached else "") for k, v in result.seconds.items())
     out.print(f"retrain {result.state}: data {result.data_version}; {times}")
+    if result.cached:
+        out.print(f"reused (inputs unchanged): {', '.join(result.cached)}")
+    for path in result.reports:
+        out.print(f"report {path}")
     if result.state != "completed":
         raise typer.Exit(4)
 
@@ -330,16 +340,21 @@ def evaluate_localization_cmd(model: Optional[str] = typer.Option(None, "--model
 
 @app.command("train-repairer")
 def train_repairer_cmd(
-    no_evaluate: bool = typer.Option(False, "--no-evaluate", help="Skip the repair evaluation after training."),
+    no_evaluate: bool = typer.Option(False, "--no-evaluate", help="Skip the repair evaluation (and so the gate) after training."),
+    no_gate: bool = typer.Option(False, "--no-gate", help="Register the repairer without judging it by the model gate."),
 ) -> None:
-    """Train the inpainting repairer on real images, register gandefect-repairer and evaluate the repair loop."""
+    """Train the inpainting repairer on real images, register gandefect-repairer, evaluate and gate it."""
     from gandefect.stages.repair import run_train_repairer
 
     with _progress() as progress:
-        summary = run_train_repairer(_config(), evaluate=not no_evaluate, progress=progress)
+        summary = run_train_repairer(_config(), evaluate=not no_evaluate, progress=progress, gate=not no_gate)
     out.print(f"registered gandefect-repairer v{summary.version} (trained in {summary.train_seconds:.0f} s)")
     if summary.evaluation:
         _print_repair_evaluation(summary.evaluation)
+    if summary.gate is not None:
+        _print_gate(summary.gate)
+        if not summary.gate.passed:
+            raise typer.Exit(4)
 
 
 @app.command("evaluate-repair")

@@ -155,13 +155,34 @@ class RepairConfig(_Section):
         return self
 
 
-class GatesConfig(_Section):
-    """Model gates: thresholds on the candidate's metrics and non-regression against the champion."""
+class ModelGateConfig(_Section):
+    """One model's gate: thresholds on the candidate's metrics and non-regression against the champion.
+
+    A metric named in `per_generator` is logged as `<metric>_<generator>` and judged per generator."""
+
+    floor: dict[str, float] = {}    # the metric must be at least this
+    ceiling: dict[str, float] = {}  # ... at most this (and lower is better when compared)
+    compare: list[str] = []         # checked against the champion even without a threshold
+    per_generator: list[str] = []
+    margin: float = Field(0.02, ge=0)  # the candidate may trail the champion by at most this, per row
+
+
+class RepairerGateConfig(ModelGateConfig):
+    floor: dict[str, float] = {"psnr_gain": 0.0}  # in-mask PSNR minus the best baseline's (dB)
+    ceiling: dict[str, float] = {"fid_ratio": 1.0, "outside_mask_change": 0.0}
+    compare: list[str] = ["psnr_mask"]
+    per_generator: list[str] = ["fid_ratio"]
+    margin: float = Field(0.25, ge=0)
+
+
+class GatesConfig(ModelGateConfig):
+    """The detector's gate (top level), the repairer's (`repairer`) and the promotion rule."""
 
     floor: dict[str, float] = {"auc_gen": 0.9, "auc_seen": 0.95, "auc_unseen_min": 0.85, "pixel_ap": 0.5, "iou": 0.3}
     ceiling: dict[str, float] = {"ece": 0.1}
-    compare: list[str] = ["auc_seen", "auc_unseen_min", "pixel_ap", "iou"]  # checked against the champion too
-    margin: float = Field(0.02, ge=0)  # the candidate may trail the champion by at most this, per generator
+    compare: list[str] = ["auc_seen", "auc_unseen_min", "pixel_ap", "iou"]
+    per_generator: list[str] = ["auc_gen"]
+    repairer: RepairerGateConfig = RepairerGateConfig()
     auto_promote: bool = True  # a candidate that passes becomes champion (else only challenger)
 
 

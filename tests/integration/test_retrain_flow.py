@@ -1,5 +1,6 @@
 """The Prefect `retrain` flow on the tiny profile: a real Prefect test server, a real Dask
-LocalCluster for the GAN zoo, and one MLflow parent run tagged with the flow run id."""
+LocalCluster for the GAN zoo, the default process-pool runner for the whole flow, its cache,
+and one MLflow parent run tagged with the flow run id."""
 
 import os
 
@@ -8,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
 from gandefect.orchestrate import retrain, task_runner_for
+from tests.conftest import make_image_folder
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,6 +35,52 @@ def test_gan_zoo_part_of_the_flow_runs_on_a_dask_local_cluster(project, monkeypa
         assert client.get_registered_model(f"gandefect-generator-{loss}")
     assert any(p.name.startswith("retrain-") for p in (project / "reports").iterdir())
     assert os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+    assert (project / "reports" / "gan-zoo.csv").read_text().count("\n") == 7  # one report, all six GANs
+
+
+def _versions(client) -> dict[str, int]:
+    return {m.name: len(client.search_model_versions(f"name = '{m.name}'")) for m in client.search_registered_models()}
+
+
+def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors(project, monkeypatch, tmp_path):
+    from gandefect.config import load_config
+    from gandefect.stages.detectors import run_ingest_fakes
+
+    monkeypatch.chdir(project)
+    params = str(project / "params.yaml")
+    flow = retrain.with_options(task_runner=task_runner_for(None))  # the default: a process pool
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+    first = flow(params, None)
+    assert first.state == "completed" and first.cached == []
+    for name, part in (("gandefect-detector", first.detector), ("gandefect-repairer", first.repairer)):
+        assert part["gate_passed"] is True
+        assert client.get_model_version_by_alias(name, "champion").version == part["version"]
+    page = next((project / "reports").glob("retrain-*.html")).read_text()
+    assert "data:image/png;base64," in page and "Gate table" in page and "repairer v1" in page.lower()
+    registered = _versions(client)
+
+    second = flow(params, None)  # nothing changed: every training stage comes from the cache
+    assert set(second.cached) == {"zoo-setup", "detectors", "repairer"} | {f"gan-{g}" for g in first.zoo}
+    assert _versions(client) == registered
+    assert second.detector["version"] == first.detector["version"] and second.zoo == first.zoo
+
+    folder = make_image_folder(tmp_path / "newgan", 60, seed=3)
+    run_ingest_fakes(load_config(params), str(folder), "newgan")
+    third = flow(params, None)  # a new generator family: the detectors (and what follows) retrain
+    assert {f"gan-{g}" for g in first.zoo} <= set(third.cached) and "detectors" not in third.cached
+    assert int(third.detector["version"]) == int(first.detector["version"]) + 1
+    run = client.get_run(client.get_model_version("gandefect-detector", third.detector["version"]).run_id)
+    assert "newgan" in run.data.params["trained_on"].split(",")
+    rows = {(r["generator"], r["metric"]): r for r in third.detector["gate_table"]}
+    assert ("newgan", "auc_gen") in rows
+    for gen in first.zoo:  # judged against the old champion on every old generator
+        assert rows[(gen, "auc_gen")]["champion_value"] == rows[(gen, "auc_gen")]["champion_value"]  # not NaN
+    champion = client.get_model_version_by_alias("gandefect-detector", "champion").version
+    if third.detector["gate_passed"]:
+        assert champion == third.detector["version"]
+    else:
+        assert champion == first.detector["version"] and third.state == "failed gate"
 
 
 def test_schedule_registers_a_cron_deployment_without_blocking(project):

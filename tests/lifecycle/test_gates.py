@@ -3,17 +3,17 @@
 import numpy as np
 
 from gandefect.config import load_config
-from gandefect.lifecycle.gates import _reasons, metrics_table, run_suite
+from gandefect.lifecycle.gates import REPAIRER, _reasons, metrics_table, run_suite, spec_for
 from tests.conftest import REPO
 
 CHAMPION = {"auc_seen": 0.99, "auc_unseen_min": 0.95, "pixel_ap": 0.8, "iou": 0.6, "ece": 0.02,
             "auc_gen_hinge": 0.99, "auc_gen_lsgan": 0.98}
 
 
-def _judge(candidate, champion=CHAMPION):
-    cfg = load_config(REPO / "params.yaml", "default")
-    table = metrics_table(cfg, candidate, champion)
-    return table, run_suite(cfg, table), _reasons(table, cfg.gates.margin)
+def _judge(candidate, champion=CHAMPION, model="gandefect-detector"):
+    spec = spec_for(load_config(REPO / "params.yaml", "default"), model)
+    table = metrics_table(spec, candidate, champion)
+    return table, run_suite(spec, table), _reasons(table, spec.margin)
 
 
 def test_an_equal_candidate_passes_and_the_table_has_one_row_per_generator_and_metric():
@@ -43,3 +43,21 @@ def test_thresholds_apply_without_a_champion_and_lower_is_better_for_ece():
     assert "all:ece = 0.3000, needs at most 0.1000" in reasons
     assert "all:iou = 0.1000, needs at least 0.3000" in reasons
     assert np.isfinite(table.loc[table["row"] == "all:auc_seen", "headroom"]).all()
+
+
+REPAIRER_CHAMPION = {"psnr_mask": 12.0, "psnr_gain": 2.0, "outside_mask_change": 0.0,
+                     "fid_ratio_hinge": 0.65, "fid_ratio_lsgan": 0.67}
+
+
+def test_the_repairer_gate_judges_fid_ratio_per_generator_lower_is_better():
+    table, report, reasons = _judge(dict(REPAIRER_CHAMPION), REPAIRER_CHAMPION, REPAIRER)
+    assert report.success and not reasons
+    assert set(table["row"]) == {"all:psnr_gain", "all:outside_mask_change", "all:psnr_mask",
+                                 "hinge:fid_ratio", "lsgan:fid_ratio"}
+    worse = {**REPAIRER_CHAMPION, "fid_ratio_hinge": 1.2, "outside_mask_change": 3.0, "psnr_mask": 11.0}
+    _, report, reasons = _judge(worse, REPAIRER_CHAMPION, REPAIRER)
+    assert not report.success
+    assert "hinge:fid_ratio = 1.2000, needs at most 1.0000" in reasons
+    assert "all:outside_mask_change = 3.0000, needs at most 0.0000" in reasons
+    assert any(r.startswith("all:psnr_mask = 11.0000, worse than the champion's 12.0000") for r in reasons)
+    assert not any(r.startswith("lsgan") for r in reasons)

@@ -7,6 +7,7 @@ sees a format, resize or split difference between the two classes.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -84,3 +85,14 @@ def read_fakes(cfg: Config) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["path", "sha256", "generator", "family", "source", "source_ref", "split"])
     return pd.concat(frames, ignore_index=True)
+
+
+def external_digest(cfg: Config) -> str:
+    """Content digest of the fake sets that were not sampled from registered generators
+    (`gandefect ingest-fakes`): a new or changed one must retrain the detectors."""
+    h = hashlib.sha256()
+    for manifest in sorted(fakes_root(cfg).glob(f"*/{MANIFEST}")):
+        m = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        if len(m) and not m["source"].iloc[0].startswith("generator:"):
+            h.update(manifest.parent.name.encode() + b"\0" + manifest.read_bytes())
+    return h.hexdigest()[:16]

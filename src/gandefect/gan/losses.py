@@ -7,7 +7,7 @@ which never takes the log of a number that can round to 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import torch
@@ -42,6 +42,11 @@ class AdversarialLoss:
     wasserstein: bool = False  # D's output difference estimates a Wasserstein distance
     paper: str = ""
     extra: dict = field(default_factory=dict)
+
+    def settings(self) -> dict:
+        """Everything but the loss functions, in a form that is the same in every process
+        (part of the cache key of a GAN trained with this loss)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if not callable(getattr(self, f.name))}
 
 
 REGISTRY: dict[str, AdversarialLoss] = {}

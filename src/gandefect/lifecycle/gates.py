@@ -17,14 +17,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gandefect.config import Config
+from gandefect.config import Config, ModelGateConfig
 from gandefect.errors import BadInputError
 from gandefect.lifecycle.validation import ValidationReport, _summarize
 
 SUITE_NAME = "gandefect-model"
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"  # registered-model tag: versions that held `champion`, oldest first
-LOWER_IS_BETTER = {"ece"}
+LOWER_IS_BETTER = {"ece", "fid_ratio", "outside_mask_change"}
+REPAIRER = "gandefect-repairer"
+
+
+def spec_for(cfg: Config, name: str) -> ModelGateConfig:
+    """The gate settings of a registered model: the repairer's own, else the detector's."""
+    return cfg.gates.repairer if name == REPAIRER else cfg.gates
+
+
+def _lower_is_better(spec: ModelGateConfig, metric: str) -> bool:
+    return metric in LOWER_IS_BETTER or metric in spec.ceiling
 
 
 def _client():
@@ -51,29 +61,30 @@ def alias_version(name: str, alias: str) -> str | None:
         return None
 
 
-def metrics_table(cfg: Config, candidate: dict[str, float], champion: dict[str, float] | None) -> pd.DataFrame:
-    """One row per (generator, metric) the gates name, with thresholds and the champion's value."""
-    g = cfg.gates
+def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: dict[str, float] | None) -> pd.DataFrame:
+    """One row per (generator, metric) the gate names, with its threshold and the champion's value."""
     rows = []
 
-    def add(generator: str, metric: str, key: str, threshold: str) -> None:
-        bound = g.floor.get(threshold) if threshold not in LOWER_IS_BETTER else g.ceiling.get(threshold)
+    def add(generator: str, metric: str, key: str) -> None:
+        lower = _lower_is_better(spec, metric)
+        bound = (spec.ceiling if lower else spec.floor).get(metric)
         value = candidate.get(key, np.nan)
         champ = np.nan if champion is None else champion.get(key, np.nan)
         rows.append({"generator": generator, "metric": metric, "value": value, "threshold": bound,
-                     "champion_value": champ, "key": key})
+                     "champion_value": champ, "lower": lower})
 
-    for metric in sorted(set(g.floor) | set(g.ceiling) | set(g.compare)):
-        if metric == "auc_gen":
-            continue
-        add("all", metric, metric, metric)
-    gens = {k.removeprefix("auc_gen_") for k in candidate if k.startswith("auc_gen_")}
-    if champion:
-        gens |= {k.removeprefix("auc_gen_") for k in champion if k.startswith("auc_gen_")}
-    for gen in sorted(gens):
-        add(gen, "auc_gen", f"auc_gen_{gen}", "auc_gen")
-    t = pd.DataFrame(rows)
-    sign = np.where(t["metric"].isin(LOWER_IS_BETTER), -1.0, 1.0)
+    for metric in sorted(set(spec.floor) | set(spec.ceiling) | set(spec.compare)):
+        if metric not in spec.per_generator:
+            add("all", metric, metric)
+    for metric in spec.per_generator:
+        prefix = f"{metric}_"
+        gens = {k.removeprefix(prefix) for k in candidate if k.startswith(prefix)}
+        if champion:
+            gens |= {k.removeprefix(prefix) for k in champion if k.startswith(prefix)}
+        for gen in sorted(gens):
+            add(gen, metric, prefix + gen)
+    t = pd.DataFrame(rows, columns=["generator", "metric", "value", "threshold", "champion_value", "lower"])
+    sign = np.where(t["lower"].astype(bool), -1.0, 1.0)
     t["headroom"] = sign * (t["value"] - t["threshold"])
     t.loc[t["threshold"].isna(), "headroom"] = 0.0
     t.loc[t["value"].isna(), "headroom"] = -np.inf  # a metric the gates need but the candidate lacks
@@ -81,10 +92,10 @@ def metrics_table(cfg: Config, candidate: dict[str, float], champion: dict[str, 
     lost = t["champion_value"].notna() & t["value"].isna()  # the champion was judged on it, the candidate not
     t.loc[lost, "regression"] = np.inf
     t["row"] = t["generator"] + ":" + t["metric"]
-    return t.drop(columns=["key"])
+    return t
 
 
-def run_suite(cfg: Config, table: pd.DataFrame) -> ValidationReport:
+def run_suite(spec: ModelGateConfig, table: pd.DataFrame) -> ValidationReport:
     """The model suite, run with a real (ephemeral) Great Expectations context."""
     import great_expectations as gx
 
@@ -94,8 +105,8 @@ def run_suite(cfg: Config, table: pd.DataFrame) -> ValidationReport:
     suite = gx.ExpectationSuite(name=SUITE_NAME)
     suite.add_expectation(E.ExpectTableRowCountToBeBetween(min_value=1))
     suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="headroom", min_value=0))
-    suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="regression", max_value=cfg.gates.margin))
-    data = table.replace([np.inf, -np.inf], [1e9, -1e9])
+    suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="regression", max_value=spec.margin))
+    data = table.drop(columns=["lower"]).replace([np.inf, -np.inf], [1e9, -1e9])
     batch = context.data_sources.add_pandas("metrics").add_dataframe_asset("table") \
         .add_batch_definition_whole_dataframe("all")
     definition = context.validation_definitions.add(
@@ -121,7 +132,7 @@ def _reasons(table: pd.DataFrame, margin: float) -> list[str]:
     out = []
     for _, r in table.iterrows():
         if r["headroom"] < 0:
-            bound = "at most" if r["metric"] in LOWER_IS_BETTER else "at least"
+            bound = "at most" if r["lower"] else "at least"
             out.append(f"{r['row']} = {r['value']:.4f}, needs {bound} {r['threshold']:.4f}")
         if pd.notna(r["regression"]) and r["regression"] > margin:
             value = "missing" if pd.isna(r["value"]) else f"{r['value']:.4f}"
@@ -134,9 +145,10 @@ def gate(cfg: Config, name: str, version: str) -> GateResult:
     """Judge model version `version` of `name` against the thresholds and the current champion."""
     champion = alias_version(name, CHAMPION)
     champ_metrics = version_metrics(name, champion) if champion and champion != str(version) else None
-    table = metrics_table(cfg, version_metrics(name, version), champ_metrics)
-    report = run_suite(cfg, table)
-    reasons = _reasons(table, cfg.gates.margin)
+    spec = spec_for(cfg, name)
+    table = metrics_table(spec, version_metrics(name, version), champ_metrics)
+    report = run_suite(spec, table)
+    reasons = _reasons(table, spec.margin)
     passed = report.success and not reasons
     result = GateResult(name, str(version), champion, passed, reasons, table)
     result.report = _write(cfg, result, report)
@@ -148,7 +160,8 @@ def _write(cfg: Config, result: GateResult, report: ValidationReport) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     verdict = "PASSED" if result.passed else "FAILED"
     lines = [f"# Model gate: {result.name} v{result.version}: {verdict}", "",
-             f"Champion: {('v' + result.champion) if result.champion else 'none'}; margin {cfg.gates.margin}.", ""]
+             f"Champion: {('v' + result.champion) if result.champion else 'none'}; "
+             f"margin {spec_for(cfg, result.name).margin}.", ""]
     lines += [f"- {r}" for r in result.reasons] + ([""] if result.reasons else [])
     cols = ["generator", "metric", "value", "threshold", "champion_value", "headroom", "regression"]
     lines += [result.table[cols].to_markdown(index=False, floatfmt=".4f"), "", report.to_markdown("GX suite").strip()]

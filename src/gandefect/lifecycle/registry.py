@@ -91,6 +91,17 @@ def served_uri(name: str, hint: str) -> str:
 
 
 def load_torch_model(uri: str) -> torch.nn.Module:
+    """Load a logged module with the installed gandefect code.
+
+    MLflow prepends the model's logged code directory to sys.path and leaves it there; a
+    process started afterwards (a task runner's worker inherits sys.path) would then import
+    that snapshot of gandefect instead of the installed one. The path is restored after the load."""
+    import sys
+
     import mlflow
 
-    return mlflow.pytorch.load_model(uri, map_location="cpu").eval()
+    saved = list(sys.path)
+    try:
+        return mlflow.pytorch.load_model(uri, map_location="cpu").eval()
+    finally:
+        sys.path[:] = saved

@@ -165,10 +165,10 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
                        resumed_from_step=result.resumed_from)
         mlflow.log_metrics(metrics)
         mlflow.log_image(image_grid(samples[:64]), "samples/final.png")
-        registry.log_torch_model(trainer.G, "generator", z[:2], GENERATOR_MODEL.format(loss=loss_name),
-                                 {"data_version": version, "loss": loss_name, "fid": f"{metrics['fid']:.3f}",
-                                  "run_id": run.info.run_id})
-    return metrics
+        _, mv = registry.log_torch_model(trainer.G, "generator", z[:2], GENERATOR_MODEL.format(loss=loss_name),
+                                         {"data_version": version, "loss": loss_name, "fid": f"{metrics['fid']:.3f}",
+                                          "run_id": run.info.run_id})
+    return {**metrics, "run_id": run.info.run_id, "model_version": mv.version}
 
 
 @dataclass
@@ -202,6 +202,43 @@ def write_zoo_report(table: pd.DataFrame, baseline: dict, accuracy_: float, path
     return path
 
 
+@dataclass
+class ZooSetup:
+    """What every GAN of the zoo is measured with: the data version, the feature net's test
+    accuracy and the untrained generator's metrics (the reference of fid_ratio)."""
+
+    data_version: str
+    feature_accuracy: float
+    baseline: dict[str, float]
+
+
+def prepare_zoo(cfg: Config, progress: Progress | None = None) -> ZooSetup:
+    version = data_version(cfg)
+    train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
+    net, acc = ensure_feature_net(cfg, train, test, version, progress)
+    return ZooSetup(version, acc, untrained_metrics(cfg, net, test))
+
+
+def train_zoo_member(cfg: Config, loss_name: str, setup: ZooSetup, resume: bool = False,
+                     parent_run_id: str | None = None, flow_run_id: str | None = None,
+                     progress: Progress | None = None) -> dict[str, float]:
+    """One GAN of the zoo in its own process or thread: loads the splits and the registered
+    feature net itself (nothing large crosses a process boundary)."""
+    loss_registry.get(loss_name)
+    train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
+    net, _ = ensure_feature_net(cfg, train, test, setup.data_version)
+    return train_gan(cfg, loss_name, train, test, net, setup.baseline, setup.data_version, resume,
+                     parent_run_id, flow_run_id, progress)
+
+
+def finish_zoo(cfg: Config, rows: dict[str, dict[str, float]], setup: ZooSetup) -> tuple[pd.DataFrame, Path]:
+    """The zoo table and report (reports/gan-zoo.md and .csv) over every GAN trained."""
+    table = zoo_table(rows)
+    report = write_zoo_report(table, setup.baseline, setup.feature_accuracy, cfg.report_dir / "gan-zoo.md")
+    table.to_csv(report.with_suffix(".csv"), index=False)
+    return table, report
+
+
 def run_train_gans(cfg: Config, losses: list[str] | None = None, resume: bool = False,
                    flow_run_id: str | None = None, progress: Progress | None = None) -> ZooSummary:
     """Train the GAN zoo on the real train split; FID and precision/recall against the test split."""
@@ -211,22 +248,20 @@ def run_train_gans(cfg: Config, losses: list[str] | None = None, resume: bool = 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
-    version = data_version(cfg)
+    setup = prepare_zoo(cfg, progress)
+    version = setup.data_version
     train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
-    net, acc = ensure_feature_net(cfg, train, test, version, progress)
-    baseline = untrained_metrics(cfg, net, test)
+    net, acc = ensure_feature_net(cfg, train, test, version)
     rows = {}
     import mlflow
 
     with tracking.start_run(cfg, tracking.GAN_EXPERIMENT, "train-gans", version, flow_run_id) as parent:
-        mlflow.log_metrics({"feature_net_accuracy": acc, **{f"untrained_{k}": v for k, v in baseline.items()}})
+        mlflow.log_metrics({"feature_net_accuracy": acc, **{f"untrained_{k}": v for k, v in setup.baseline.items()}})
         for name in names:
-            rows[name] = train_gan(cfg, name, train, test, net, baseline, version, resume,
+            rows[name] = train_gan(cfg, name, train, test, net, setup.baseline, version, resume,
                                    parent.info.run_id, flow_run_id, progress)
-        table = zoo_table(rows)
-        report = write_zoo_report(table, baseline, acc, cfg.report_dir / "gan-zoo.md")
-        table.to_csv(report.with_suffix(".csv"), index=False)
+        table, report = finish_zoo(cfg, rows, setup)
         tracking.log_artifacts([report, report.with_suffix(".csv")], "zoo")
         seconds = time.perf_counter() - started
         mlflow.log_metric("zoo_seconds", seconds)
-    return ZooSummary(table, report, parent.info.run_id, baseline, acc, version, seconds)
+    return ZooSummary(table, report, parent.info.run_id, setup.baseline, acc, version, seconds)

@@ -50,11 +50,13 @@ class RepairSummary:
     version: str
     train_seconds: float
     evaluation: "RepairEvaluation | None" = None
+    gate: object | None = None  # gandefect.lifecycle.gates.GateResult of the new repairer
 
 
 def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | None = None,
-                       progress: Progress | None = None) -> RepairSummary:
-    """Train on real train images with random masks, register gandefect-repairer, then evaluate it."""
+                       progress: Progress | None = None, gate: bool = True) -> RepairSummary:
+    """Train on real train images with random masks, register gandefect-repairer, then evaluate
+    and gate it (the gate needs the evaluation's metrics)."""
     import mlflow
 
     from gandefect.stages.gans import data_version
@@ -91,6 +93,10 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
             tracking.log_artifacts([summary.evaluation.report, *summary.evaluation.figures], "report")
             client.set_model_version_tag(REPAIRER_MODEL, mv.version, "psnr_mask",
                                          f"{summary.evaluation.metrics['psnr_mask']:.3f}")
+    if evaluate and gate:
+        from gandefect.lifecycle import gates
+
+        summary.gate = gates.apply_gate(cfg, gates.gate(cfg, REPAIRER_MODEL, mv.version))
     return summary
 
 
@@ -300,12 +306,14 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
     metrics = {
         **spliced,
         "outside_mask_change": float(table["outside_mask_change"].max()),
-        "fid_ratio_max": float(table["fid_ratio"].max()), "judge_ratio_max": float(table["judge_ratio"].max()),
+        "worst_fid_ratio": float(table["fid_ratio"].max()), "worst_judge_ratio": float(table["judge_ratio"].max()),
         "judge_pfake_real_test": float(j_real.mean()),
         "judge_flagged_real_test": float((j_real >= judge.threshold).mean()),
         **{f"{k}_{loss}": float(v) for loss, row in table.iterrows() for k, v in row.items()
-           if k in ("fid_before", "fid_after", "judge_pfake_before", "judge_pfake_after")},
+           if k in ("fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after")},
     }
+    # what the learned repairer adds over the better of the two classical fills (dB; the gate's floor)
+    metrics["psnr_gain"] = metrics["psnr_mask"] - max(metrics["psnr_mask_mean_fill"], metrics["psnr_mask_biharmonic"])
     out = cfg.report_dir / "repair"
     out.mkdir(parents=True, exist_ok=True)
     figures = [

@@ -1,0 +1,134 @@
+"""The retrain flow's summary: `reports/retrain-<date>.md` (also the Prefect markdown artifact)
+and a self-contained `reports/retrain-<date>.html` (tables, gate verdicts, picture grids inline)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from gandefect.config import Config
+
+if TYPE_CHECKING:
+    from gandefect.orchestrate import RetrainResult
+
+HEADLINE = ["auc_seen", "auc_unseen_min", "auc_jpeg75", "ece", "pixel_ap", "iou"]
+REPAIR_HEADLINE = ["psnr_mask", "psnr_mask_mean_fill", "psnr_mask_biharmonic", "psnr_gain",
+                   "outside_mask_change", "worst_fid_ratio", "worst_judge_ratio"]
+
+
+def stage_table(r: RetrainResult) -> pd.DataFrame:
+    rows = [{"stage": k, "seconds": round(v, 1), "cached": "yes" if k in r.cached else ""} for k, v in r.seconds.items()]
+    rows += [{"stage": k, "seconds": None, "cached": "yes"} for k in r.cached if k not in r.seconds]
+    return pd.DataFrame(rows)
+
+
+def zoo_table(r: RetrainResult) -> pd.DataFrame:
+    cols = ["fid", "fid_ratio", "class_entropy_ratio", "precision", "recall", "generator_steps", "train_seconds"]
+    return pd.DataFrame({loss: {c: row.get(c) for c in cols} for loss, row in r.zoo.items()}).T
+
+
+def gate_table(part: dict) -> pd.DataFrame:
+    """The candidate's metrics beside the champion it was judged against, with each row's verdict."""
+    t = pd.DataFrame(part.get("gate_table") or [])
+    if t.empty:
+        return t
+    reasons = part.get("gate_reasons", [])
+    t["verdict"] = ["fail" if any(x.startswith(f"{row} =") for x in reasons) else "ok" for row in t["row"]]
+    return t.drop(columns=["row"]).rename(columns={"value": "candidate", "champion_value": "champion before"})
+
+
+def _verdict(name: str, part: dict) -> str:
+    if part.get("gate_passed") is None:
+        return f"{name}: not gated"
+    before = f"v{part['champion_before']}" if part.get("champion_before") else "none"
+    if part["gate_passed"]:
+        return f"{name} v{part['version']}: gate passed (champion before: {before}); aliases {part['aliases'] or 'untouched'}"
+    return f"{name} v{part['version']}: FAILED gate (champion before: {before}, untouched)"
+
+
+def markdown(r: RetrainResult) -> str:
+    lines = [f"# retrain: {r.state}", "", f"Data version `{r.data_version}`.", "",
+             stage_table(r).to_markdown(index=False), ""]
+    if r.cached:
+        lines += [f"Reused from the cache (inputs unchanged): {', '.join(r.cached)}.", ""]
+    if r.zoo:
+        lines += ["## GAN zoo", "", zoo_table(r).to_markdown(floatfmt=".3f"), ""]
+    for name, part, keys in (("Detector", r.detector, HEADLINE), ("Repairer", r.repairer or {}, REPAIR_HEADLINE)):
+        if not part:
+            continue
+        title = f"## {name} v{part['version']}" + (f" ({part['winner']})" if part.get("winner") else "")
+        lines += [title, "", _verdict(name.lower(), part), ""]
+        lines += [f"- {reason}" for reason in part.get("gate_reasons", [])]
+        metrics = part.get("metrics", {})
+        lines += ["", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {metrics[k]:.4f} |" for k in keys if k in metrics]
+        t = gate_table(part)
+        if not t.empty:
+            lines += ["", "Gate table (candidate vs the champion it was judged against):", "",
+                      t.drop(columns=["headroom"]).to_markdown(index=False, floatfmt=".4f")]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _img(path: Path, caption: str) -> str:
+    if not path.exists():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}.ok{color:#17702b}.fail{color:#b00020;font-weight:600}figure{display:inline-block;margin:0 1em 1em 0}
+img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}.state{font-size:1.2em}"""
+
+
+def to_html(cfg: Config, r: RetrainResult, flow_run_id: str | None) -> str:
+    def table(df: pd.DataFrame, index: bool = False) -> str:
+        return df.to_html(index=index, float_format=lambda v: f"{v:.4f}", na_rep="", border=0) if not df.empty else ""
+
+    cls = "ok" if r.state == "completed" else "fail"
+    parts = [f"<!doctype html><meta charset='utf-8'><title>gandefect retrain {time.strftime('%Y-%m-%d')}</title>",
+             f"<style>{CSS}</style><h1>gandefect retrain</h1>",
+             f"<p class='state'>State: <span class='{cls}'>{html.escape(r.state)}</span> · data version "
+             f"<code>{html.escape(r.data_version)}</code> · flow run <code>{flow_run_id or '-'}</code></p>",
+             "<h2>Stages</h2>", table(stage_table(r))]
+    if r.zoo:
+        parts += ["<h2>GAN zoo</h2>", table(zoo_table(r), index=True)]
+    for name, part, keys in (("Detector", r.detector, HEADLINE), ("Repairer", r.repairer or {}, REPAIR_HEADLINE)):
+        if not part:
+            continue
+        ok = part.get("gate_passed")
+        parts += [f"<h2>{name} v{part['version']}</h2>",
+                  f"<p class='{'ok' if ok or ok is None else 'fail'}'>{html.escape(_verdict(name.lower(), part))}</p>"]
+        if part.get("gate_reasons"):
+            parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in part["gate_reasons"]) + "</ul>")
+        metrics = part.get("metrics", {})
+        parts.append(table(pd.DataFrame([{k: metrics[k] for k in keys if k in metrics}])))
+        t = gate_table(part)
+        if not t.empty:
+            parts += ["<p>Gate table: the candidate beside the champion it was judged against.</p>",
+                      table(t.drop(columns=["headroom"]))]
+    reports = cfg.report_dir
+    figures = [_img(reports / "detectors" / f"roc-{r.detector.get('winner', 'cnn')}.png", "ROC per generator (winner)"),
+               _img(reports / "repair" / "repair-grid.png", "repair of generated samples: input | map | mask | repaired"),
+               _img(reports / "repair" / "spliced-grid.png", "spliced test images repaired inside the true mask")]
+    if any(figures):
+        parts += ["<h2>Pictures</h2>", *figures]
+    return "\n".join(parts) + "\n"
+
+
+def write_retrain_reports(cfg: Config, r: RetrainResult, flow_run_id: str | None) -> list[Path]:
+    out = cfg.report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"retrain-{time.strftime('%Y-%m-%d')}"
+    md, page = out / f"{stem}.md", out / f"{stem}.html"
+    md.write_text(markdown(r))
+    page.write_text(to_html(cfg, r, flow_run_id))
+    return [md, page]
