@@ -95,7 +95,7 @@ class FeaturesConfig(_Section):
 
 class CNNDetectorConfig(_Section):
     width: int = Field(32, ge=2)
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(2, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0)
     p_blur: float = Field(0.2, ge=0, le=1)
@@ -143,7 +143,7 @@ class RepairConfig(_Section):
     mask_max_area: float = Field(0.6, gt=0, lt=1)
     iterations: int = Field(5, ge=1)  # k: passes of detect -> mask -> inpaint per image
     max_area: float = Field(0.5, gt=0, lt=1)  # most of an image one pass may rewrite
-    eval_samples: int = Field(500, ge=2)  # samples per generator in the repair evaluation
+    eval_samples: int = Field(300, ge=2)  # samples per generator in the repair evaluation
     reject_factor: int = Field(2, ge=1)  # generate --clean --reject: sample this many times n, keep the n best
 
     @model_validator(mode="after")
