@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -235,12 +236,18 @@ def rollback_cmd(model: str = typer.Option("gandefect-detector", "--model", help
     out.print(f"{model}: champion v{current} -> v{target}")
 
 
+def _reused(cached: str | None) -> str:
+    names = [n for n in (cached or "").split(",") if n and n != "none"]
+    return f"{len(names)} tasks" if names else "-"
+
+
 @app.command("status")
 def status_cmd() -> None:
-    """Champions, challengers, their data versions and metrics."""
+    """Champions, challengers, their data versions and metrics; the last retrain flow runs."""
     from gandefect.lifecycle import gates, tracking
 
-    tracking.setup(_config())
+    cfg = _config()
+    tracking.setup(cfg)
     table = Table(title="models")
     for col in ["model", "champion", "challenger", "latest", "data version", "champion metrics"]:
         table.add_column(col)
@@ -249,11 +256,21 @@ def status_cmd() -> None:
         table.add_row(row["model"], *[f"v{row[k]}" if row.get(k) else "-" for k in ("champion", "challenger", "latest")],
                       row.get("data_version") or "-", metrics or "-")
     out.print(table)
+    runs = tracking.last_runs(cfg, tracking.RETRAIN_EXPERIMENT, 5)
+    flows = Table(title="last retrain flow runs")
+    for col in ["started", "state", "data version", "seconds", "reused from cache", "flow run"]:
+        flows.add_column(col)
+    for r in runs:
+        tags, seconds = r.data.tags, sum(v for k, v in r.data.metrics.items() if k.startswith("seconds_"))
+        flows.add_row(time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000)),
+                      tags.get("state", r.info.status.lower()), tags.get("data_version", "-"),
+                      f"{seconds:.0f}" if seconds else "-", _reused(tags.get("cached")), tags.get("flow_run_id", "-"))
+    out.print(flows if runs else "no retrain flow runs yet: `gandefect run`")
 
 
 @app.command("run")
 def run_cmd(
-    task_runner: str = typer.Option("processes", "--task-runner", help="processes (one worker per core), threads, dask (a LocalCluster) or dask=ADDRESS."),
+    task_runner: Optional[str] = typer.Option(None, "--task-runner", help="processes (one worker per 2 cores), threads, dask (a LocalCluster) or dask=ADDRESS; default: processes with 4+ cores, else threads."),
     stages: Optional[list[str]] = typer.Option(None, "--stage", help="Run only these stages (ingest always runs): gans, detectors, repairer."),
     force: bool = typer.Option(False, "--force", help="Retrain every stage even when its inputs are unchanged."),
 ) -> None:

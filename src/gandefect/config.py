@@ -75,7 +75,7 @@ class GANConfig(_Section):
     d_width: int = Field(16, ge=1)
     early_epochs: list[int] = [1]  # generators kept after these epochs as extra, cruder fakes
     checkpoint_every: int = Field(100, ge=1)
-    eval_samples: int = Field(2000, ge=10)
+    eval_samples: int = Field(1000, ge=10)
     grid_samples: int = Field(64, ge=1)
     checkpoint_dir: str = "models/gans"
 
@@ -86,7 +86,7 @@ class GANConfig(_Section):
 class FeaturesConfig(_Section):
     """The domain feature net: a classifier of real train images, the space for FID."""
 
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(4, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0)
     n_features: int = Field(128, ge=2)
@@ -133,7 +133,7 @@ class RepairConfig(_Section):
     """The inpainting repairer and the repair loop."""
 
     width: int = Field(16, ge=8)  # U-Net feature maps at full resolution (a multiple of 8)
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(7, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(1e-3, gt=0)
     hole_weight: float = Field(6.0, ge=0)

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
 from gandefect.orchestrate import retrain, task_runner_for
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, run_cli
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,7 +48,8 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
 
     monkeypatch.chdir(project)
     params = str(project / "params.yaml")
-    flow = retrain.with_options(task_runner=task_runner_for(None))  # the default: a process pool
+    # a process pool: GAN workers are spawned processes that must report to this flow's server
+    flow = retrain.with_options(task_runner=task_runner_for("processes"))
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
 
     first = flow(params, None)
@@ -64,6 +65,8 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
     assert set(second.cached) == {"zoo-setup", "detectors", "repairer"} | {f"gan-{g}" for g in first.zoo}
     assert _versions(client) == registered
     assert second.detector["version"] == first.detector["version"] and second.zoo == first.zoo
+    status = run_cli(project, "status", check=True).stdout
+    assert "last retrain flow runs" in status and status.count("completed") >= 2 and "9 tasks" in status
 
     folder = make_image_folder(tmp_path / "newgan", 60, seed=3)
     run_ingest_fakes(load_config(params), str(folder), "newgan")
@@ -98,3 +101,15 @@ def test_schedule_registers_a_cron_deployment_without_blocking(project):
         assert client.read_flow(deployment.flow_id).name == "retrain"
     with pytest.raises(BadInputError, match="not a valid cron"):
         register_schedule(str(project / "params.yaml"), "tiny", "every sunday", "bad")
+
+
+def test_the_default_runner_fits_the_machine():
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+
+    runner = task_runner_for(None)
+    if (os.cpu_count() or 1) >= 4:
+        assert isinstance(runner, ProcessPoolTaskRunner) and runner._max_workers == os.cpu_count() // 2
+    else:
+        assert isinstance(runner, ThreadPoolTaskRunner)
+    with pytest.raises(Exception, match="threads, dask or dask=ADDRESS"):
+        task_runner_for("ray")

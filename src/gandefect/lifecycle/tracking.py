@@ -115,3 +115,13 @@ def log_artifacts(paths: list[Path], artifact_path: str | None = None) -> None:
     for path in paths:
         if path and Path(path).exists():
             mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def last_runs(cfg: Config, experiment: str, n: int) -> list:
+    """The newest `n` top-level runs of an experiment (none if it does not exist yet)."""
+    mlflow = setup(cfg)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return mlflow.MlflowClient().search_runs([exp.experiment_id], "", order_by=["attribute.start_time DESC"],
+                                            max_results=n)
