@@ -14,8 +14,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     echo "installing locked dependencies into .venv (first run: a few minutes)..."
     # --no-deps: the lock is complete and fully pinned, so pip resolves nothing and
     # cannot wander into other releases; --require-hashes: every file is the locked one.
-    # --no-compile: byte-code is compiled on first import, for the modules actually used
-    .venv/bin/python -m pip install --quiet --no-compile --no-deps --require-hashes -r requirements.lock
+    .venv/bin/python -m pip install --quiet --no-deps --require-hashes -r requirements.lock
     .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
     echo "$want" > "$stamp"
 fi

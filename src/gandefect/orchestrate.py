@@ -190,15 +190,16 @@ THREADS_PER_GAN = 2
 
 
 def task_runner_for(spec: str | None):
-    """`processes` (one worker per THREADS_PER_GAN cores), `threads`, `dask` (a real
-    LocalCluster) or `dask=ADDRESS` (an existing scheduler). None picks `processes` when that
-    gives two or more workers, else `threads` with one worker (no process to spawn)."""
+    """`processes` (the default: one worker process per THREADS_PER_GAN cores), `threads`,
+    `dask` (a real LocalCluster) or `dask=ADDRESS` (an existing scheduler).
+
+    Processes, even a single one on a 2-core machine: torch ops in a pool thread of the flow
+    process ran about 25 % slower than in a process of their own (measured), and a GAN
+    task's threads slower still while the flow's own thread was busy."""
     from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
     workers = max(1, (os.cpu_count() or 1) // THREADS_PER_GAN)
-    if not spec:  # the default: a process pool where GANs can run side by side, else one thread
-        spec = "processes" if workers > 1 else "threads"
-    if spec == "processes":
+    if not spec or spec == "processes":
         return ProcessPoolTaskRunner(max_workers=workers)
     if spec == "threads":
         return ThreadPoolTaskRunner(max_workers=workers)

@@ -48,8 +48,8 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
 
     monkeypatch.chdir(project)
     params = str(project / "params.yaml")
-    # a process pool: GAN workers are spawned processes that must report to this flow's server
-    flow = retrain.with_options(task_runner=task_runner_for("processes"))
+    # the default process pool: GAN workers are spawned processes that must report to this flow's server
+    flow = retrain.with_options(task_runner=task_runner_for(None))
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
 
     first = flow(params, None)
@@ -103,13 +103,11 @@ def test_schedule_registers_a_cron_deployment_without_blocking(project):
         register_schedule(str(project / "params.yaml"), "tiny", "every sunday", "bad")
 
 
-def test_the_default_runner_fits_the_machine():
-    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+def test_the_default_runner_is_a_process_pool_sized_to_the_machine():
+    from prefect.task_runners import ProcessPoolTaskRunner
 
     runner = task_runner_for(None)
-    if (os.cpu_count() or 1) >= 4:
-        assert isinstance(runner, ProcessPoolTaskRunner) and runner._max_workers == os.cpu_count() // 2
-    else:
-        assert isinstance(runner, ThreadPoolTaskRunner)
+    assert isinstance(runner, ProcessPoolTaskRunner)
+    assert runner._max_workers == max(1, (os.cpu_count() or 1) // 2)
     with pytest.raises(Exception, match="threads, dask or dask=ADDRESS"):
         task_runner_for("ray")
