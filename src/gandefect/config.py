@@ -133,7 +133,7 @@ class RepairConfig(_Section):
     """The inpainting repairer and the repair loop."""
 
     width: int = Field(16, ge=8)  # U-Net feature maps at full resolution (a multiple of 8)
-    epochs: int = Field(7, ge=1)
+    epochs: int = Field(6, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(1e-3, gt=0)
     hole_weight: float = Field(6.0, ge=0)

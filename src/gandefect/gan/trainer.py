@@ -103,7 +103,7 @@ class GANTrainer:
         metrics = {"d_loss": d_loss.item()}
         total = d_loss
         if loss.gp_weight:
-            gp = gradient_penalty(self.D, real, fake)
+            gp = gradient_penalty(self.D, real, fake, loss.extra.get("gp_fraction", 1.0))
             total = d_loss + loss.gp_weight * gp
             metrics["gradient_penalty"] = gp.item()
         if loss.wasserstein:
