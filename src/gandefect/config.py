@@ -66,7 +66,7 @@ LOSSES = ["minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"]
 
 class GANConfig(_Section):
     losses: list[str] = LOSSES
-    generator_steps: int = Field(900, ge=1)  # generator updates per GAN
+    generator_steps: int = Field(700, ge=1)  # generator updates per GAN
     # Per-loss overrides: critic losses pay n_critic discriminator steps per generator update.
     generator_steps_by_loss: dict[str, int] = {}
     batch_size: int = Field(32, ge=2)
@@ -113,7 +113,7 @@ class SpectralDetectorConfig(_Section):
 
 
 class DetectConfig(_Section):
-    fakes_per_generator: int = Field(500, ge=1)
+    fakes_per_generator: int = Field(400, ge=1)
     families: list[Literal["cnn", "spectral"]] = ["cnn", "spectral"]
     leave_one_out: bool = True
     cnn: CNNDetectorConfig = CNNDetectorConfig()

@@ -106,7 +106,9 @@ def run_suite(spec: ModelGateConfig, table: pd.DataFrame) -> ValidationReport:
     suite.add_expectation(E.ExpectTableRowCountToBeBetween(min_value=1))
     suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="headroom", min_value=0))
     suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="regression", max_value=spec.margin))
-    data = table.drop(columns=["lower"]).replace([np.inf, -np.inf], [1e9, -1e9])
+    data = table.drop(columns=["lower"])
+    numeric = data.select_dtypes("number").columns
+    data[numeric] = data[numeric].replace([np.inf, -np.inf], [1e9, -1e9])
     batch = context.data_sources.add_pandas("metrics").add_dataframe_asset("table") \
         .add_batch_definition_whole_dataframe("all")
     definition = context.validation_definitions.add(
