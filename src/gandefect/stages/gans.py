@@ -212,11 +212,15 @@ class ZooSetup:
     baseline: dict[str, float]
 
 
-def prepare_zoo(cfg: Config, progress: Progress | None = None) -> ZooSetup:
+def _zoo_inputs(cfg: Config, progress: Progress | None = None):
     version = data_version(cfg)
     train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
     net, acc = ensure_feature_net(cfg, train, test, version, progress)
-    return ZooSetup(version, acc, untrained_metrics(cfg, net, test))
+    return ZooSetup(version, acc, untrained_metrics(cfg, net, test)), train, test, net
+
+
+def prepare_zoo(cfg: Config, progress: Progress | None = None) -> ZooSetup:
+    return _zoo_inputs(cfg, progress)[0]
 
 
 def train_zoo_member(cfg: Config, loss_name: str, setup: ZooSetup, resume: bool = False,
@@ -248,10 +252,8 @@ def run_train_gans(cfg: Config, losses: list[str] | None = None, resume: bool = 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
-    setup = prepare_zoo(cfg, progress)
-    version = setup.data_version
-    train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
-    net, acc = ensure_feature_net(cfg, train, test, version)
+    setup, train, test, net = _zoo_inputs(cfg, progress)  # splits and feature net loaded once
+    version, acc = setup.data_version, setup.feature_accuracy
     rows = {}
     import mlflow
 
