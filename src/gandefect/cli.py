@@ -312,6 +312,43 @@ def schedule_cmd(
     serve_schedule(params, state.profile, cron, name)
 
 
+@app.command("build-bento")
+def build_bento_cmd(force: bool = typer.Option(False, "--force", help="Build even if a bento of the same champions exists.")) -> None:
+    """Package the champion detector and repairer as a bento (weights, thresholds, metadata; no MLflow needed to serve)."""
+    from gandefect.lifecycle import bento
+
+    built = bento.build(_config(), force)
+    out.print(f"bento {built.tag} ({'reused: same champions' if built.reused else 'built'}) at {built.path}")
+    out.print(f"models: {', '.join(built.models.values())}")
+    out.print(f"serve it: bentoml serve {built.tag}   (or: gandefect serve)")
+
+
+@app.command("serve")
+def serve_cmd(
+    port: Optional[int] = typer.Option(None, "--port", help="HTTP port (default: serve.port in params.yaml, 3000)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Build a new bento even if one of the same champions exists."),
+) -> None:
+    """Serve the champions over HTTP (BentoML): the web page at /, the APIs, /docs and /readyz.
+
+    Builds the bento first when the champions changed since the last build."""
+    import os
+    import subprocess
+
+    from gandefect.lifecycle import bento
+
+    cfg = _config()
+    built = bento.build(cfg, rebuild)
+    port = port or cfg.serve.port
+    out.print(f"serving {built.tag} on http://localhost:{port}/  (ready when /readyz answers 200; Ctrl-C stops)")
+    command = bento.serve_command(built.tag, port)
+    try:
+        code = subprocess.call(command, env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"})
+    except KeyboardInterrupt:
+        code = 0
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("evaluate-detector")
 def evaluate_detector(model: Optional[str] = typer.Option(None, "--model", help="Model URI (default: latest gandefect-detector).")) -> None:
     """Evaluate a detector on the current test split and fake sets."""

@@ -186,6 +186,16 @@ class GatesConfig(ModelGateConfig):
     auto_promote: bool = True  # a candidate that passes becomes champion (else only challenger)
 
 
+class ServeConfig(_Section):
+    """The BentoML service: its port, bento name and what it accepts from the public."""
+
+    port: int = Field(3000, ge=1, le=65535)
+    bento_name: str = Field("gandefect", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    max_upload_mb: float = Field(10.0, gt=0)  # request body; larger -> 413
+    max_pixels: int = Field(25_000_000, ge=1)  # per image, checked before decoding; larger -> 400
+    max_images: int = Field(64, ge=1)  # images per detect request
+
+
 class Config(_Section):
     profile: str = "default"
     seed: int = 1234
@@ -199,6 +209,7 @@ class Config(_Section):
     spliced: SplicedConfig = SplicedConfig()
     repair: RepairConfig = RepairConfig()
     gates: GatesConfig = GatesConfig()
+    serve: ServeConfig = ServeConfig()
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; null: torch's default
     root: Path = Path(".")
 

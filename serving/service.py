@@ -1,0 +1,349 @@
+"""The BentoML service of the champion detector and repairer, with its web page at `/`.
+
+Two services: `GanDefect` is the public one (uploads, checks, localization, repair, the page);
+`DetectorRunner` holds the detector's scoring behind an adaptively batched API, so concurrent
+`detect` requests are scored together. `gandefect build-bento` builds this file into a bento
+with the champions' weights; the build arguments name the models and the upload limits.
+
+    bentoml serve gandefect:latest            # a built bento
+    gandefect serve                           # build if the champions changed, then serve
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import typing as t
+from pathlib import Path
+
+import bentoml
+import numpy as np
+from _bentoml_impl import serde as _serde
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
+from starlette.datastructures import UploadFile
+from starlette.applications import Starlette
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+try:
+    import gandefect  # noqa: F401
+except ImportError:  # a bento served without gandefect installed: use the copy it carries
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from gandefect.data.images import encode_png  # noqa: E402
+from gandefect.data.uploads import UploadError, UploadLimits, bounding_boxes, decode, mask_for, to_model_array  # noqa: E402
+
+PAGE = Path(__file__).resolve().parent / "page" / "index.html"
+IMAGE_APIS = {"/detect": "images", "/localize": "image", "/repair": "image"}
+MAX_BATCH = 64
+
+
+class BentoArgs(BaseModel):
+    """Set by `gandefect build-bento` (`bentoml build --arg ...`) and stored in the bento."""
+
+    detector: str = "gandefect-detector:latest"
+    repairer: str = "gandefect-repairer:latest"
+    max_bytes: int = UploadLimits.max_bytes
+    max_pixels: int = UploadLimits.max_pixels
+    max_images: int = UploadLimits.max_images
+
+
+ARGS = bentoml.use_arguments(BentoArgs)
+LIMITS = UploadLimits(ARGS.max_bytes, ARGS.max_pixels, ARGS.max_images)
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+def _load(model, role: str):
+    import torch
+
+    return torch.load(model.path_of(f"{role}.pt"), weights_only=False, map_location="cpu")
+
+
+@bentoml.service(name="gandefect-detector-runner", traffic={"timeout": 60})
+class DetectorRunner:
+    """The detector's calibrated score, batched across concurrent requests."""
+
+    model = bentoml.models.BentoModel(ARGS.detector)
+
+    def __init__(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # requests are batched; one thread per worker avoids oversubscription
+        self.detector = _load(self.model, "detector")
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=20)
+    def score(self, images: np.ndarray) -> np.ndarray:
+        return self.detector.score(images).astype(np.float32)
+
+
+class UploadsOnly(_serde.MultipartSerde):
+    """BentoML's multipart parsing, except that an image field must be an uploaded file part.
+
+    BentoML would treat a text value in a file field as a URL and download it; a public
+    endpoint should not fetch URLs for its callers (and an unreachable one would be a 500)."""
+
+    async def parse_request(self, request, cls):
+        form = await request.form()  # Starlette keeps the parsed form for the parent's call
+        unknown = sorted(k for k in form if k not in cls.model_fields)
+        if unknown:
+            raise ValidationError.from_exception_data("Input", [{
+                "type": PydanticCustomError("unknown_field", "unknown field; this API takes {known}",
+                                            {"known": ", ".join(f"`{k}`" for k in cls.model_fields)}),
+                "loc": (k,), "input": "field"} for k in unknown])
+        return await super().parse_request(request, cls)
+
+    @staticmethod
+    async def ensure_file(obj):
+        if isinstance(obj, UploadFile):
+            return obj
+        raise ValidationError.from_exception_data("Input", [{
+            "type": PydanticCustomError("not_a_file", "image fields take an uploaded file, not a text value"),
+            "loc": ("form",), "input": "text"}])
+
+
+_serde.ALL_SERDE["multipart/form-data"] = UploadsOnly
+
+
+def _error_message(body: bytes) -> str | None:
+    """BentoML's own 4xx bodies ({"error", "detail": [pydantic errors]} or [{"error"}]) as one message."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        data = data[0]
+    if not isinstance(data, dict) or "error" not in data:
+        return None
+    details = data.get("detail")
+    if isinstance(details, list) and details:
+        return "; ".join(f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg', '')}".lstrip(": ")
+                         for d in details if isinstance(d, dict))
+    return str(data["error"])
+
+
+class BodyLimit:
+    """ASGI middleware: refuse oversized, empty or non-multipart uploads before anything reads them."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in IMAGE_APIS:
+            return await self.app(scope, receive, send)
+        field = IMAGE_APIS[scope["path"]]
+        headers = dict(scope["headers"])
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        length = headers.get(b"content-length")
+        too_large = f"the upload is larger than this service's limit of {self.max_bytes:,} bytes"
+        if length is not None:
+            try:
+                size = int(length)
+            except ValueError:
+                return await error(400, "invalid Content-Length header")(scope, receive, send)
+            if size > self.max_bytes:
+                return await error(413, f"{too_large} ({size:,} bytes sent)")(scope, receive, send)
+            if size == 0:
+                return await error(400, f"empty request: send the image as multipart/form-data field `{field}`")(scope, receive, send)
+        if ctype != b"multipart/form-data" and not length:
+            return await error(400, f"empty request: send the image as multipart/form-data field `{field}`")(scope, receive, send)
+        if ctype != b"multipart/form-data":
+            return await error(400, f"send the image as multipart/form-data field `{field}` "
+                                    f"(got Content-Type {ctype.decode() or 'none'})")(scope, receive, send)
+        if length is not None:
+            return await self.app(scope, receive, _uniform_errors(send))
+        # a chunked body has no length: read it up to the limit, then hand it on
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                return await error(413, too_large)(scope, receive, send)
+            if not message.get("more_body"):
+                break
+        if not body:
+            return await error(400, f"empty request: send the image as multipart/form-data field `{field}`")(scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        return await self.app(scope, replay, _uniform_errors(send))
+
+
+def _uniform_errors(send):
+    """Rewrite BentoML's own 4xx bodies for the image APIs to this service's {"error", "status"}."""
+    held: dict = {}
+
+    async def wrapped(message) -> None:
+        if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+            held["start"], held["body"] = message, b""
+            return
+        if "start" not in held:
+            return await send(message)
+        held["body"] += message.get("body", b"")
+        if message.get("more_body"):
+            return
+        start, body = held.pop("start"), held.pop("body")
+        text = _error_message(body)
+        if text is not None:
+            body = json.dumps({"error": text, "status": start["status"]}).encode()
+            headers = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")]
+            start = {**start, "headers": [*headers, (b"content-type", b"application/json"),
+                                          (b"content-length", str(len(body)).encode())]}
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return wrapped
+
+
+async def _page(_request) -> Response:
+    return HTMLResponse(PAGE.read_text())
+
+
+async def _swagger(_request) -> Response:
+    # BentoML's own OpenAPI page, moved to /docs because the web page takes /
+    import _bentoml_impl.server as impl
+
+    return FileResponse(Path(impl.__file__).parent / "main-openapi.html")
+
+
+pages = Starlette(routes=[Route("/", _page), Route("/docs", _swagger)])
+
+
+@bentoml.asgi_app(pages, path="/")
+@bentoml.service(name="gandefect", traffic={"timeout": 60})
+class GanDefect:
+    """Detect, localize and repair defects in generated images (the champion models)."""
+
+    runner = bentoml.depends(DetectorRunner)
+    detector_model = bentoml.models.BentoModel(ARGS.detector)
+    repairer_model = bentoml.models.BentoModel(ARGS.repairer)
+
+    def __init__(self) -> None:
+        import torch
+
+        from gandefect.repair.pipeline import Repairer
+
+        torch.set_num_threads(1)
+        self.detector = _load(self.detector_model, "detector")
+        self.repairer = Repairer(_load(self.repairer_model, "repairer"))
+        self.meta = {role: json.loads(Path(m.path_of("metadata.json")).read_text())
+                     for role, m in (("detector", self.detector_model), ("repairer", self.repairer_model))}
+        shape = self.meta["detector"]["input"]
+        self.size, self.mode, self.resize = shape["size"], shape["mode"], shape["resize"]
+
+    # -- input --------------------------------------------------------------------------------
+    def _read(self, path: Path | None, field: str):
+        if path is None:
+            raise UploadError(f"no `{field}` field: send the image as multipart/form-data field `{field}`")
+        im = decode(Path(path).read_bytes(), LIMITS, field)
+        return im, to_model_array(im, self.size, self.mode, self.resize)
+
+    def _version_headers(self) -> dict[str, str]:
+        return {"X-Detector-Version": self.meta["detector"]["version"],
+                "X-Repairer-Version": self.meta["repairer"]["version"]}
+
+    # -- APIs ------------------------------------------------------------------------------------
+    @bentoml.api
+    async def detect(self, images: list[Path] = [], image: Path = None) -> dict:  # noqa: B006, RUF013
+        """Probability that each image is generated, and the verdict at the calibrated threshold."""
+        files = [(f, "images") for f in images] + ([(image, "image")] if image is not None else [])
+        if not files:
+            return error(400, "no image: send one or more files as multipart/form-data field `images` (or `image`)")
+        if len(files) > LIMITS.max_images:
+            return error(413, f"{len(files)} images in one request; the limit is {LIMITS.max_images}")
+        try:
+            arrays = await asyncio.to_thread(lambda: [self._read(f, field)[1] for f, field in files])
+        except UploadError as exc:
+            return error(exc.status, str(exc))
+        p = await self.runner.to_async.score(np.stack(arrays))
+        threshold = float(self.detector.threshold)
+        return {"model": self.meta["detector"]["registered_model"], "model_version": self.meta["detector"]["version"],
+                "threshold": threshold,
+                "results": [{"index": i, "p_fake": float(v), "is_fake": bool(v >= threshold)} for i, v in enumerate(p)]}
+
+    @bentoml.api
+    def localize(self, image: Path = None) -> t.Annotated[Path, bentoml.validators.ContentType("image/png")]:  # noqa: RUF013
+        """The defect map as a PNG (white = likely generated); boxes and area in the X-Defect-* headers."""
+        try:
+            _, x = self._read(image, "image")
+        except UploadError as exc:
+            return error(exc.status, str(exc))
+        batch = x[None]
+        heat = self.detector.defect_map(batch)[0]
+        mask = heat >= getattr(self.detector, "map_threshold", 0.5)
+        p = float(self.detector.score(batch)[0])
+        png = encode_png(_gray(heat))
+        return Response(png, media_type="image/png", headers={
+            **self._version_headers(), "X-P-Fake": f"{p:.6f}", "X-Is-Fake": str(p >= self.detector.threshold).lower(),
+            "X-Defect-Area": f"{mask.mean():.6f}", "X-Defect-Boxes": json.dumps(bounding_boxes(mask)),
+            "X-Map-Threshold": f"{self.detector.map_threshold:.6f}", "X-Image-Size": f"{self.size}x{self.size}"})
+
+    @bentoml.api
+    def repair(self, image: Path = None,  # noqa: RUF013
+               mask: Path = None) -> t.Annotated[Path, bentoml.validators.ContentType("image/png")]:  # noqa: RUF013
+        """The repaired image as a PNG; scores before/after and the rewritten area in X-* headers.
+
+        Without `mask`, the detector finds the defects (detect -> mask -> inpaint, up to k passes);
+        with one (white = rewrite; the image's size or the model's), exactly that region is rewritten."""
+        from gandefect.repair.pipeline import repair
+
+        try:
+            im, x = self._read(image, "image")
+            masks = None
+            if mask is not None:
+                m = decode(Path(mask).read_bytes(), LIMITS, "mask")
+                masks = mask_for(m, im.size, self.size, self.resize)[None]
+        except UploadError as exc:
+            return error(exc.status, str(exc))
+        settings = self.meta["repairer"]["repair"]
+        result = repair(x[None], self.detector, self.repairer, settings["iterations"], settings["max_area"],
+                        settings["dilate"], masks)
+        out = result.images[0]
+        from PIL import Image
+
+        png = encode_png(Image.fromarray(out, "L" if out.ndim == 2 else "RGB"))
+        return Response(png, media_type="image/png", headers={
+            **self._version_headers(), "X-Score-Before": f"{result.score_before[0]:.6f}",
+            "X-Score-After": f"{result.score_after[0]:.6f}", "X-Mask-Area": f"{result.masks[0].mean():.6f}",
+            "X-Iterations": str(int(result.iterations[0])), "X-Stopped": result.stopped[0],
+            "X-Threshold": f"{self.detector.threshold:.6f}"})
+
+    @bentoml.api
+    def metadata(self) -> dict:
+        """The served models: names, versions, thresholds, data versions and their promotion metrics."""
+        det, rep = self.meta["detector"], self.meta["repairer"]
+        return {
+            "detector": {**_describe(det), "family": det["tags"].get("family"),
+                         "threshold": float(self.detector.threshold),
+                         "map_threshold": float(self.detector.map_threshold),
+                         "trained_on": list(self.detector.trained_on)},
+            "repairer": {**_describe(rep), **rep.get("repair", {})},
+            "input": det["input"],
+            "limits": {"max_bytes": LIMITS.max_bytes, "max_pixels": LIMITS.max_pixels, "max_images": LIMITS.max_images},
+        }
+
+
+def _describe(meta: dict) -> dict:
+    return {"name": meta["registered_model"], "version": meta["version"], "alias": "champion",
+            "run_id": meta["run_id"], "data_version": meta["tags"].get("data_version"), "metrics": meta["metrics"]}
+
+
+def _gray(values: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(np.clip(np.round(values * 255), 0, 255).astype(np.uint8), "L")
+
+
+GanDefect.add_asgi_middleware(BodyLimit, max_bytes=LIMITS.max_bytes)

@@ -1,0 +1,162 @@
+"""The champions as a bento: export from the MLflow registry, build with BentoML, serve.
+
+A bento carries the detector and repairer weights, the calibrated thresholds and the metadata
+they were promoted with, so serving it needs no MLflow store. Exported models are tagged
+`<registered name>:v<version>-<run id>`: the same champion is exported once, and two MLflow
+stores that both have a "version 1" never collide in BentoML's store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from gandefect.config import Config
+from gandefect.errors import BadInputError, ToolError
+from gandefect.lifecycle import registry, tracking
+
+SERVICE = "serving.service:GanDefect"
+# serving/ sits beside src/ in the source tree gandefect is installed from (pip install -e .)
+SOURCE_ROOT = registry.PACKAGE_DIR.parents[1]
+BENTOFILE = SOURCE_ROOT / "serving" / "bentofile.yaml"
+
+
+@dataclass
+class Champion:
+    name: str  # registered model name, also the BentoML model name
+    version: str
+    run_id: str
+    tags: dict
+    metrics: dict
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}:v{self.version}-{self.run_id[:12]}"
+
+
+def champions(cfg: Config) -> dict[str, Champion]:
+    """The detector's and the repairer's `champion` versions, with the metrics they were promoted with."""
+    from gandefect.lifecycle.gates import CHAMPION
+    from gandefect.stages.detectors import DETECTOR_MODEL
+    from gandefect.stages.repair import REPAIRER_MODEL
+
+    mlflow = tracking.setup(cfg)
+    client = mlflow.MlflowClient()
+    found = {}
+    for role, name in (("detector", DETECTOR_MODEL), ("repairer", REPAIRER_MODEL)):
+        try:
+            mv = client.get_model_version_by_alias(name, CHAMPION)
+        except mlflow.exceptions.MlflowException:
+            raise BadInputError(f"{name} has no `{CHAMPION}`: run `gandefect run` (or train and "
+                                f"`gandefect promote`) before building the service") from None
+        metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        found[role] = Champion(name, str(mv.version), mv.run_id or "norun", dict(mv.tags), dict(metrics))
+    return found
+
+
+def _stored(tag: str):
+    import bentoml
+
+    try:
+        return bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        return None
+
+
+def export_models(cfg: Config, found: dict[str, Champion]) -> dict[str, str]:
+    """Copy each champion into BentoML's model store (once per version); returns role -> tag."""
+    import bentoml
+    import torch
+
+    from gandefect.stages.repair import load_repairer, load_served_detector
+
+    tags = {}
+    for role, champ in found.items():
+        tags[role] = champ.tag
+        if _stored(champ.tag) is not None:
+            continue
+        uri = f"models:/{champ.name}/{champ.version}"
+        obj = load_served_detector(cfg, uri) if role == "detector" else load_repairer(cfg, uri).net
+        meta = {"registered_model": champ.name, "version": champ.version, "run_id": champ.run_id,
+                "tags": champ.tags, "metrics": {k: float(v) for k, v in champ.metrics.items()},
+                "input": {"size": cfg.data.image_size, "mode": cfg.data.mode, "resize": cfg.data.resize}}
+        if role == "repairer":
+            meta["repair"] = {"iterations": cfg.repair.iterations, "max_area": cfg.repair.max_area,
+                              "dilate": cfg.spliced.dilate}
+        with bentoml.models.create(champ.tag, metadata=meta,
+                                   labels={"registered_model": champ.name, "mlflow_version": champ.version}) as model:
+            torch.save(obj, model.path_of(f"{role}.pt"))
+            Path(model.path_of("metadata.json")).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return tags
+
+
+def bento_args(cfg: Config, tags: dict[str, str]) -> dict[str, str]:
+    """The build arguments the service reads (`bentoml.use_arguments`); stored in the bento."""
+    return {"detector": tags["detector"], "repairer": tags["repairer"],
+            "max_bytes": str(int(cfg.serve.max_upload_mb * 2**20)), "max_pixels": str(cfg.serve.max_pixels),
+            "max_images": str(cfg.serve.max_images)}
+
+
+def _matching_bento(name: str, args: dict[str, str]):
+    """The newest bento `name` built from the same models, limits and gandefect version, if any."""
+    import bentoml
+
+    import gandefect
+
+    try:
+        bentos = bentoml.list(name)
+    except bentoml.exceptions.NotFound:
+        return None
+    candidates = []
+    for bento in bentos:
+        info = bento.info
+        if {k: str(v) for k, v in (info.args or {}).items()} == args \
+                and info.labels.get("gandefect_version") == gandefect.__version__:
+            candidates.append(bento)
+    return max(candidates, key=lambda b: b.info.creation_time) if candidates else None
+
+
+@dataclass
+class BuiltBento:
+    tag: str
+    path: Path
+    reused: bool
+    models: dict[str, str]
+
+
+def build(cfg: Config, force: bool = False) -> BuiltBento:
+    """Export the champions and build the bento, reusing one built from the same champions."""
+    import bentoml
+
+    import gandefect
+
+    if not BENTOFILE.is_file():
+        raise BadInputError(f"serving/bentofile.yaml not found beside gandefect's source ({SOURCE_ROOT}): "
+                            "install gandefect from its source tree with `pip install -e .`")
+    found = champions(cfg)
+    tags = export_models(cfg, found)
+    args = bento_args(cfg, tags)
+    existing = None if force else _matching_bento(cfg.serve.bento_name, args)
+    if existing is not None:
+        return BuiltBento(str(existing.tag), Path(existing.path), True, tags)
+    # The real `bentoml build`, in its own process: it imports the service module with these arguments.
+    command = [str(Path(sys.executable).parent / "bentoml"), "build", "-f", str(BENTOFILE), "-o", "tag",
+               "--name", cfg.serve.bento_name, "--label", f"gandefect_version={gandefect.__version__}"]
+    for role, champ in found.items():
+        command += ["--label", f"{role}_version={champ.version}"]
+    for key, value in args.items():
+        command += ["--arg", f"{key}={value}"]
+    proc = subprocess.run([*command, str(SOURCE_ROOT)], capture_output=True, text=True,
+                          env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"})
+    if proc.returncode != 0:
+        raise ToolError(f"bentoml build failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    tag = proc.stdout.strip().splitlines()[-1].replace("__tag__:", "").strip()
+    return BuiltBento(tag, Path(bentoml.get(tag).path), False, tags)
+
+
+def serve_command(tag: str, port: int) -> list[str]:
+    return [str(Path(sys.executable).parent / "bentoml"), "serve", tag, "--port", str(port)]
