@@ -61,3 +61,14 @@ def test_the_repairer_gate_judges_fid_ratio_per_generator_lower_is_better():
     assert "all:outside_mask_change = 3.0000, needs at most 0.0000" in reasons
     assert any(r.startswith("all:psnr_mask = 11.0000, worse than the champion's 12.0000") for r in reasons)
     assert not any(r.startswith("lsgan") for r in reasons)
+
+
+def test_a_compare_only_metric_neither_model_has_does_not_fail_the_gate():
+    # leave_one_out: false gives no auc_unseen_min; in the tiny profile it has no threshold
+    spec = spec_for(load_config(REPO / "params.yaml", "tiny"), "gandefect-detector")
+    without = {k: v for k, v in CHAMPION.items() if k != "auc_unseen_min"}
+    table = metrics_table(spec, without, without)
+    reasons = _reasons(table, spec.margin)
+    assert run_suite(spec, table).success and not reasons
+    # ... but it still fails when the champion was judged on it
+    assert any("auc_unseen_min = missing" in r for r in _reasons(metrics_table(spec, without, CHAMPION), spec.margin))

@@ -101,11 +101,21 @@ def bento_args(cfg: Config, tags: dict[str, str]) -> dict[str, str]:
             "max_images": str(cfg.serve.max_images)}
 
 
-def _matching_bento(name: str, args: dict[str, str]):
-    """The newest bento `name` built from the same models, limits and gandefect version, if any."""
-    import bentoml
+def source_digest() -> str:
+    """Hash of the code a bento carries (serving/ and src/gandefect/): a changed service means a new bento."""
+    import hashlib
 
-    import gandefect
+    h = hashlib.sha256()
+    files = [*sorted((SOURCE_ROOT / "serving").rglob("*")), *sorted((SOURCE_ROOT / "src" / "gandefect").rglob("*.py"))]
+    for path in files:
+        if path.is_file() and "__pycache__" not in path.parts:
+            h.update(str(path.relative_to(SOURCE_ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _matching_bento(name: str, args: dict[str, str]):
+    """The newest bento `name` built from the same models, limits and code, if any."""
+    import bentoml
 
     try:
         bentos = bentoml.list(name)
@@ -115,7 +125,7 @@ def _matching_bento(name: str, args: dict[str, str]):
     for bento in bentos:
         info = bento.info
         if {k: str(v) for k, v in (info.args or {}).items()} == args \
-                and info.labels.get("gandefect_version") == gandefect.__version__:
+                and info.labels.get("source_digest") == source_digest():
             candidates.append(bento)
     return max(candidates, key=lambda b: b.info.creation_time) if candidates else None
 
@@ -145,7 +155,8 @@ def build(cfg: Config, force: bool = False) -> BuiltBento:
         return BuiltBento(str(existing.tag), Path(existing.path), True, tags)
     # The real `bentoml build`, in its own process: it imports the service module with these arguments.
     command = [str(Path(sys.executable).parent / "bentoml"), "build", "-f", str(BENTOFILE), "-o", "tag",
-               "--name", cfg.serve.bento_name, "--label", f"gandefect_version={gandefect.__version__}"]
+               "--name", cfg.serve.bento_name, "--label", f"gandefect_version={gandefect.__version__}",
+               "--label", f"source_digest={source_digest()}"]
     for role, champ in found.items():
         command += ["--label", f"{role}_version={champ.version}"]
     for key, value in args.items():

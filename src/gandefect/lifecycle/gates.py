@@ -87,7 +87,9 @@ def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: 
     sign = np.where(t["lower"].astype(bool), -1.0, 1.0)
     t["headroom"] = sign * (t["value"] - t["threshold"])
     t.loc[t["threshold"].isna(), "headroom"] = 0.0
-    t.loc[t["value"].isna(), "headroom"] = -np.inf  # a metric the gates need but the candidate lacks
+    # a thresholded metric the candidate lacks fails; a compare-only one (e.g. auc_unseen_min
+    # without leave-one-out runs) fails only if the champion had it (see regression)
+    t.loc[t["value"].isna() & t["threshold"].notna(), "headroom"] = -np.inf
     t["regression"] = sign * (t["champion_value"] - t["value"])
     lost = t["champion_value"].notna() & t["value"].isna()  # the champion was judged on it, the candidate not
     t.loc[lost, "regression"] = np.inf

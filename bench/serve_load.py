@@ -1,0 +1,171 @@
+"""Throughput and latency of the served `detect` API against the same model in-process.
+
+Builds the bento of the current champions (or reuses it), starts `bentoml serve` on a free
+port, then measures in one run:
+  - in-process: the detector the bento carries, scoring batches of 32 (one torch thread,
+    as each service worker uses), images/s;
+  - over HTTP: `detect` with one generated PNG per request at concurrency 1, 8 and 32
+    (aiohttp client on this machine), requests/s and p50 / p99 latency; and requests of 32
+    images at concurrency 8, in images/s;
+  - the ratio of HTTP requests/s to in-process images/s at each concurrency.
+Rounds alternate between in-process and HTTP so drift on a shared machine hits both alike.
+
+    .venv/bin/python bench/serve_load.py [--seconds 8] [--rounds 2] [--url http://host:port]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 180) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"bentoml serve exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"{url} not ready after {timeout:.0f} s")
+
+
+def generated_png(cfg) -> bytes:
+    """One generated image from the fake sets (the input the service is for); noise if there are none."""
+    from PIL import Image
+
+    fakes = sorted((cfg.root / "data" / "fakes").glob("*/images/*.png"))
+    if fakes:
+        return fakes[0].read_bytes()
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (cfg.data.image_size,) * 2, dtype=np.uint8), "L").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def in_process(detector, image: np.ndarray, seconds: float, batch: int = 32) -> float:
+    """images/s of detector.score on batches of `batch` copies of the image."""
+    x = np.repeat(image[None], batch, axis=0)
+    detector.score(x)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        detector.score(x)
+        n += batch
+    return n / (time.perf_counter() - start)
+
+
+async def http_load(url: str, png: bytes, concurrency: int, seconds: float, per_request: int = 1) -> dict:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker(session: aiohttp.ClientSession, deadline: float) -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            form = aiohttp.FormData()
+            for _ in range(per_request):
+                form.add_field("images", png, filename="image.png", content_type="image/png")
+            start = time.perf_counter()
+            async with session.post(f"{url}/detect", data=form) as response:
+                await response.read()
+                if response.status != 200:
+                    errors += 1
+            latencies.append(time.perf_counter() - start)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(worker(session, time.perf_counter() + 1.0) for _ in range(concurrency)))  # warm-up
+        latencies.clear()
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(session, start + seconds) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    ms = np.array(latencies) * 1000
+    return {"requests": len(ms), "rps": len(ms) / elapsed, "p50": float(np.percentile(ms, 50)),
+            "p99": float(np.percentile(ms, 99)), "errors": errors}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds per level and round")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--url", help="an already running service (default: build and start one)")
+    args = ap.parse_args()
+
+    import bentoml
+    import torch
+    from PIL import Image
+
+    from gandefect.config import load_config
+    from gandefect.lifecycle import bento
+
+    cfg = load_config(args.params)
+    built = bento.build(cfg)
+    print(f"bento {built.tag} ({'reused' if built.reused else 'built'})", flush=True)
+    torch.set_num_threads(1)  # as each service worker
+    detector = torch.load(Path(bentoml.models.get(built.models["detector"]).path) / "detector.pt", weights_only=False)
+    png = generated_png(cfg)
+    image = np.asarray(Image.open(io.BytesIO(png)).convert(cfg.data.mode))
+
+    proc = None
+    url = args.url
+    if url is None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(bento.serve_command(built.tag, port), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"})
+    try:
+        wait_ready(url, proc)
+        local, http, multi = [], {c: [] for c in args.concurrency}, []
+        for r in range(args.rounds):
+            local.append(in_process(detector, image, args.seconds))
+            for c in args.concurrency:
+                http[c].append(asyncio.run(http_load(url, png, c, args.seconds)))
+            multi.append(asyncio.run(http_load(url, png, 8, args.seconds, per_request=32)))
+            print(f"round {r + 1}/{args.rounds}: in-process {local[-1]:.0f} images/s; "
+                  + "; ".join(f"c={c} {http[c][-1]['rps']:.0f} req/s" for c in args.concurrency), flush=True)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+    base = statistics.median(local)
+    print(f"\nin-process detector.score, batch 32, 1 thread: {base:.0f} images/s (median of {len(local)})")
+    print(f"{'concurrency':>11} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'ratio':>7}")
+    for c, rows in http.items():
+        rps = statistics.median(r["rps"] for r in rows)
+        p50 = statistics.median(r["p50"] for r in rows)
+        p99 = statistics.median(r["p99"] for r in rows)
+        print(f"{c:>11} {rps:>8.0f} {p50:>8.1f} {p99:>8.1f} {sum(r['errors'] for r in rows):>6} {rps / base:>7.3f}")
+    images = statistics.median(r["rps"] for r in multi) * 32
+    print(f"{'8 x 32 img':>11} {images:>8.0f} {statistics.median(r['p50'] for r in multi):>8.1f} "
+          f"{statistics.median(r['p99'] for r in multi):>8.1f} {sum(r['errors'] for r in multi):>6} {images / base:>7.3f}"
+          "   (images/s: 32 images per request)")
+    print("ratio = HTTP requests/s (one image each) / in-process images/s at batch 32; "
+          f"{os.cpu_count()} cores shared by the client and the service's worker processes")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

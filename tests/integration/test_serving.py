@@ -1,0 +1,279 @@
+"""The BentoML service over HTTP: a tiny project's champions built into a bento and served by a
+real `bentoml serve` subprocess; every API on real uploads, every bad-input case, and the web
+page in headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from tests.conftest import REPO, run_cli, write_params
+
+LIMITS = {"max_upload_mb": 0.5, "max_pixels": 4_000_000, "max_images": 8}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A tiny project with champions, its bento exported and imported into an empty BentoML
+    store, and `bentoml serve` of it from an empty folder (no params.yaml, no MLflow store)."""
+    base = tmp_path_factory.mktemp("serving")
+    root = base / "project"
+    root.mkdir()
+    write_params(root, detect={"leave_one_out": False}, serve=LIMITS)
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copytree(REPO / "src" / "gandefect" / "data", root / "src" / "gandefect" / "data",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENTOML_HOME", str(base / "bentoml"))
+        mp.setenv("BENTOML_DO_NOT_TRACK", "true")
+        for stage in ("ingest", "train-gans", "train-detectors", "train-repairer"):
+            run_cli(root, stage, check=True)
+        built = run_cli(root, "build-bento", check=True)
+        tag = built.stdout.split("bento ", 1)[1].split()[0]
+        # ship it: export from the building machine's store, import into an empty one, serve that
+        bentoml_cli = str(Path(sys.executable).parent / "bentoml")
+        archive = base / "gandefect.bento"
+        subprocess.run([bentoml_cli, "export", tag, str(archive)], check=True, capture_output=True)
+        mp.setenv("BENTOML_HOME", str(base / "bentoml-served"))
+        subprocess.run([bentoml_cli, "import", str(archive)], check=True, capture_output=True)
+        port = _free_port()
+        elsewhere = base / "elsewhere"  # no params.yaml, no mlflow.db: the bento is all it has
+        elsewhere.mkdir()
+        log = open(base / "serve.log", "w")
+        proc = subprocess.Popen([bentoml_cli, "serve", tag, "--port", str(port)],
+                                cwd=elsewhere, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 180
+            while True:
+                assert proc.poll() is None, (base / "serve.log").read_text()[-3000:]
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.time() < deadline, "bentoml serve not ready after 180 s"
+                time.sleep(1)
+            yield {"url": url, "root": root, "tag": tag, "build_output": built.stdout, "base": base,
+                   "archive": archive}
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            log.close()
+
+
+def _champion(root: Path, name: str):
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}").get_model_version_by_alias(name, "champion")
+
+
+def _png(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _generated(root: Path) -> Path:
+    return sorted((root / "data" / "fakes").glob("*/images/*.png"))[0]
+
+
+def _ready(url: str) -> None:
+    assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+
+
+def test_detect_scores_png_and_jpeg_uploads_with_the_champion_version(served):
+    url, root = served["url"], served["root"]
+    fake = _generated(root).read_bytes()
+    real = next((root / "data" / "real").rglob("*.png"))
+    jpeg = _png(Image.open(real).convert("RGB"), "JPEG", quality=90)
+    r = httpx.post(f"{url}/detect", files=[("images", ("g.png", fake, "image/png")),
+                                           ("images", ("r.jpg", jpeg, "image/jpeg"))], timeout=30)
+    assert r.status_code == 200, r.text
+    results = r.json()
+    champion = _champion(root, "gandefect-detector")
+    assert len(results) == 2
+    for item in results:
+        assert 0.0 <= item["p_fake"] <= 1.0
+        assert item["is_fake"] == (item["p_fake"] >= item["threshold"])
+        assert item["model_version"] == str(champion.version)
+    assert results[0]["threshold"] == pytest.approx(float(champion.tags["threshold"]), abs=1e-5)
+
+
+def test_detect_accepts_every_format_and_mode_at_any_size(served):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (90, 60, 3), dtype=np.uint8)
+    files = [("images", ("a.png", _png(Image.fromarray(rgb[..., 0], "L")), "image/png")),
+             ("images", ("b.jpg", _png(Image.fromarray(rgb), "JPEG"), "image/jpeg")),
+             ("images", ("c.webp", _png(Image.fromarray(rgb).convert("RGBA"), "WEBP"), "image/webp")),
+             ("images", ("d.bmp", _png(Image.fromarray(rgb), "BMP"), "image/bmp")),
+             ("images", ("e.gif", _png(Image.fromarray(rgb).convert("P"), "GIF"), "image/gif")),
+             ("images", ("f.png", _png(Image.fromarray(rgb[:20, :33, 0].astype(np.uint16) * 257)), "image/png"))]
+    r = httpx.post(f"{served['url']}/detect", files=files, timeout=30)
+    assert r.status_code == 200, r.text
+    assert len(r.json()) == len(files)
+
+
+def test_localize_returns_a_png_defect_map_with_its_boxes_and_area(served):
+    r = httpx.post(f"{served['url']}/localize", files={"image": _generated(served["root"]).read_bytes()}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    heat = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert heat.shape == (28, 28) and heat.dtype == np.uint8
+    boxes = json.loads(r.headers["x-defect-boxes"])
+    area = float(r.headers["x-defect-area"])
+    mask = heat >= round(float(r.headers["x-map-threshold"]) * 255)
+    assert abs(mask.mean() - area) <= 0.05  # the mask behind the boxes is the map at the served threshold
+    assert sum(b["pixels"] for b in boxes) == pytest.approx(area * 28 * 28, abs=1)
+    for b in boxes:
+        assert 0 <= b["x0"] < b["x1"] <= 28 and 0 <= b["y0"] < b["y1"] <= 28
+    assert 0.0 <= float(r.headers["x-p-fake"]) <= 1.0
+
+
+def test_repair_with_a_mask_rewrites_only_the_masked_pixels(served):
+    image = _generated(served["root"]).read_bytes()
+    mask = np.zeros((28, 28), np.uint8)
+    mask[8:18, 6:20] = 255
+    r = httpx.post(f"{served['url']}/repair", files={"image": image, "mask": _png(Image.fromarray(mask, "L"))},
+                   timeout=30)
+    assert r.status_code == 200, r.text
+    before = np.asarray(Image.open(io.BytesIO(image)))
+    after = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert after.shape == before.shape
+    assert np.array_equal(after[mask == 0], before[mask == 0])
+    assert float(r.headers["x-mask-area"]) == pytest.approx((mask > 0).mean(), abs=1e-6)
+    assert 0.0 <= float(r.headers["x-score-after"]) <= 1.0 and 0.0 <= float(r.headers["x-score-before"]) <= 1.0
+    assert r.headers["x-repairer-version"] == str(_champion(served["root"], "gandefect-repairer").version)
+
+
+def test_repair_without_a_mask_uses_the_detectors_defects(served):
+    r = httpx.post(f"{served['url']}/repair", files={"image": _generated(served["root"]).read_bytes()}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert Image.open(io.BytesIO(r.content)).size == (28, 28)
+    assert r.headers["x-stopped"] in {"below-threshold", "no-region", "max-iterations"}
+    assert int(r.headers["x-iterations"]) >= 0
+
+
+def test_metadata_names_the_champions_their_thresholds_and_promotion_metrics(served):
+    root = served["root"]
+    meta = httpx.post(f"{served['url']}/metadata", json={}, timeout=30).json()
+    detector, repairer = _champion(root, "gandefect-detector"), _champion(root, "gandefect-repairer")
+    assert meta["detector"]["version"] == str(detector.version)
+    assert meta["repairer"]["version"] == str(repairer.version)
+    assert meta["detector"]["threshold"] == pytest.approx(float(detector.tags["threshold"]), abs=1e-5)
+    assert meta["detector"]["data_version"] == detector.tags["data_version"]
+    assert "auc_seen" in meta["detector"]["metrics"] and "psnr_mask" in meta["repairer"]["metrics"]
+    assert meta["limits"] == {"max_bytes": int(0.5 * 2**20), "max_pixels": 4_000_000, "max_images": 8}
+
+
+def _bad_cases(root: Path):
+    good = _generated(root).read_bytes()
+    truncated = good[: len(good) // 2]
+    bomb = _png(Image.new("L", (2500, 2500)))  # 6.25 M pixels in a few KB
+    huge = np.random.default_rng(1).integers(0, 256, 700_000, dtype=np.uint8).tobytes()
+    tiff = _png(Image.new("RGB", (30, 30)), "TIFF")
+    # BentoML itself would download a URL given as a text value; the service refuses it
+    text_part = b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nhttp://example.com/a.png\r\n--b--\r\n'
+    return [
+        ("not an image", "/detect", {"files": {"images": ("x.jpg", b"this is not an image", "image/jpeg")}}, 400, "not an image"),
+        ("truncated PNG", "/localize", {"files": {"image": ("t.png", truncated, "image/png")}}, 400, "truncated"),
+        ("empty file", "/repair", {"files": {"image": ("e.png", b"", "image/png")}}, 400, "empty"),
+        ("empty body", "/detect", {"content": b""}, 400, "empty request"),
+        ("no image field", "/localize", {"files": {"picture": ("a.png", good, "image/png")}}, 400, "picture"),
+        ("JSON instead of a file", "/repair", {"json": {"image": "http://example.com/a.png"}}, 400, "multipart"),
+        ("a text value (a URL) as the image", "/localize", {"content": text_part, "headers": {
+            "Content-Type": "multipart/form-data; boundary=b"}}, 400, "uploaded file"),
+        ("too many pixels", "/detect", {"files": {"images": ("b.png", bomb, "image/png")}}, 400, "pixels"),
+        ("upload over the size cap", "/detect", {"files": {"images": ("h.png", huge, "image/png")}}, 413, "limit"),
+        ("unsupported format", "/detect", {"files": {"images": ("a.tiff", tiff, "image/tiff")}}, 400, "TIFF"),
+        ("too many images", "/detect", {"files": [("images", ("a.png", good, "image/png"))] * 9}, 400, "at most 8"),
+        ("mask of another size", "/repair", {"files": {"image": good, "mask": _png(Image.new("L", (13, 9), 255))}}, 400, "mask"),
+        ("empty mask", "/repair", {"files": {"image": good, "mask": _png(Image.new("L", (28, 28), 0))}}, 400, "empty"),
+    ]
+
+
+def test_bad_input_gets_a_json_4xx_naming_the_problem_and_the_server_keeps_answering(served):
+    url = served["url"]
+    failures = []
+    for name, route, kwargs, status, snippet in _bad_cases(served["root"]):
+        r = httpx.post(f"{url}{route}", timeout=30, **kwargs)
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else None
+        if r.status_code != status or not body or snippet not in body.get("error", ""):
+            failures.append(f"{name}: {r.status_code} {r.text[:200]}")
+        _ready(url)
+    assert not failures, "\n".join(failures)
+    ok = httpx.post(f"{url}/detect", files={"images": _generated(served["root"]).read_bytes()}, timeout=30)
+    assert ok.status_code == 200 and len(ok.json()) == 1
+    assert "Traceback" not in "".join(failures)
+
+
+def test_page_docs_and_openapi_are_served(served):
+    url = served["url"]
+    page = httpx.get(f"{url}/", timeout=30)
+    assert page.status_code == 200 and 'id="drop"' in page.text and "/repair" in page.text
+    assert httpx.get(f"{url}/docs", timeout=30).status_code == 200
+    spec = httpx.get(f"{url}/docs.json", timeout=30).json()
+    assert {"/detect", "/localize", "/repair", "/metadata"} <= set(spec["paths"])
+
+
+def test_the_bento_carries_the_models_and_a_rebuild_of_the_same_champions_is_reused(served):
+    import tarfile
+
+    with tarfile.open(served["archive"]) as archive:
+        weights = {Path(name).name for name in archive.getnames() if name.endswith(".pt")}
+    assert weights == {"detector.pt", "repairer.pt"}  # the server above runs from this archive alone
+    served_store = served["base"] / "bentoml-served" / "models"
+    assert {p.name for p in served_store.iterdir()} == {"gandefect-detector", "gandefect-repairer"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENTOML_HOME", str(served["base"] / "bentoml"))
+        again = run_cli(served["root"], "build-bento", check=True)
+    assert "reused" in again.stdout and served["tag"] in again.stdout
+
+
+def test_web_page_in_headless_chromium_shows_score_map_and_repair(served):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(served["url"] + "/")
+            page.wait_for_function("document.getElementById('models').textContent.includes('detector v')")
+            page.set_input_files("#file", str(_generated(served["root"])))
+            page.wait_for_selector("#overlay[data-ready='1']", timeout=30_000)
+            score = page.text_content("#score")
+            assert score.endswith("%") and 0 <= float(score[:-1]) <= 100
+            assert page.text_content("#verdict") in {"generated", "real"}
+            for image in ("#original", "#repaired"):
+                page.wait_for_function(f"document.querySelector('{image}').naturalWidth > 0")
+            drawn = page.evaluate("""() => {
+                const c = document.getElementById('overlay');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let lit = 0; for (let i = 0; i < d.length; i += 4) lit += d[i] + d[i + 1] + d[i + 2] > 0;
+                return lit; }""")
+            assert drawn > 0  # the image and its defect map were painted
+            assert not page.is_visible("#error")
+        finally:
+            browser.close()
