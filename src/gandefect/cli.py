@@ -271,7 +271,7 @@ def status_cmd() -> None:
 @app.command("run")
 def run_cmd(
     task_runner: Optional[str] = typer.Option(None, "--task-runner", help="processes (one worker per 2 cores), threads, dask (a LocalCluster) or dask=ADDRESS; default: processes."),
-    stages: Optional[list[str]] = typer.Option(None, "--stage", help="Run only these stages (ingest always runs): gans, detectors, repairer."),
+    stages: Optional[list[str]] = typer.Option(None, "--stage", help="Run only these stages (ingest always runs): gans, detectors, repairer, bento."),
     force: bool = typer.Option(False, "--force", help="Retrain every stage even when its inputs are unchanged."),
 ) -> None:
     """Run the whole lifecycle once as the Prefect flow `retrain` (ephemeral Prefect server by default).

@@ -34,7 +34,7 @@ import gandefect  # noqa: E402
 from gandefect.config import Config, load_config  # noqa: E402
 
 CACHE_DIR = ".gandefect/cache"
-STAGES = ["ingest", "gans", "detectors", "repairer"]
+STAGES = ["ingest", "gans", "detectors", "repairer", "bento"]
 
 
 def _flow_run_id() -> str | None:
@@ -162,6 +162,16 @@ def repairer_task(cfg: Config, data_version: str, generators: dict, detectors: d
             "report": str(s.evaluation.report) if s.evaluation else None, **_gate_dict(s.gate)}
 
 
+@task(name="bento", retries=1, retry_delay_seconds=5)
+def bento_task(cfg: Config) -> dict:
+    """Package the champions as a bento; one built from the same champions and code is reused."""
+    from gandefect.lifecycle import bento
+
+    built = bento.build(cfg)
+    get_run_logger().info("bento %s (%s)", built.tag, "reused" if built.reused else "built")
+    return {"tag": built.tag, "path": str(built.path), "reused": built.reused, "models": built.models}
+
+
 def _gate_dict(result) -> dict:
     if result is None:
         return {"gate_passed": None, "gate_reasons": [], "aliases": {}, "gate_table": [], "champion_before": None}
@@ -177,6 +187,7 @@ class RetrainResult:
     zoo: dict[str, dict]
     detector: dict
     repairer: dict | None
+    bento: dict | None = None  # tag, path, reused, models of the bento of the champions
     seconds: dict[str, float] = field(default_factory=dict)
     state: str = "completed"  # completed | failed gate
     cached: list[str] = field(default_factory=list)  # tasks whose result came from the cache
@@ -249,7 +260,7 @@ def _shared_api_url():
 def retrain(params: str = "params.yaml", profile: str | None = None, stages: list[str] | None = None,
             force: bool = False) -> RetrainResult:
     """ingest -> data gate -> GAN zoo (concurrent) -> fakes + spliced -> detectors -> model gate
-    -> promote -> repairer -> its gate. `stages` limits the run (ingest always runs);
+    -> promote -> repairer -> its gate -> the bento of the champions. `stages` limits the run (ingest always runs);
     `force` retrains every stage even when its inputs are unchanged."""
     import mlflow
 
@@ -320,9 +331,17 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
             repairer = run_task("repairer", repairer_task, cfg, version, generators, served, store)
             if repairer["gate_passed"] is False:
                 state = "failed gate"
+        bento = None
+        if "bento" in wanted and state == "completed":
+            started = time.perf_counter()
+            bento = bento_task(cfg)
+            seconds["bento"] = time.perf_counter() - started
+            if bento["reused"]:
+                cached.append("bento")
+            mlflow.set_tag("bento", bento["tag"])
         mlflow.log_metrics({f"seconds_{k}": v for k, v in seconds.items()})
         mlflow.set_tags({"state": state, "cached": ",".join(cached) or "none"})
-        result = RetrainResult(version, zoo, detector, repairer, seconds, state, cached)
+        result = RetrainResult(version, zoo, detector, repairer, bento, seconds, state, cached)
         from gandefect.report import write_retrain_reports
 
         result.reports = write_retrain_reports(cfg, result, _flow_run_id())

@@ -56,6 +56,10 @@ def markdown(r: RetrainResult) -> str:
              stage_table(r).to_markdown(index=False), ""]
     if r.cached:
         lines += [f"Reused from the cache (inputs unchanged): {', '.join(r.cached)}.", ""]
+    if r.bento:
+        lines += [f"Bento `{r.bento['tag']}` ({'reused' if r.bento['reused'] else 'built'}): "
+                  f"{', '.join(r.bento['models'].values())}. Serve it: `gandefect serve` or "
+                  f"`bentoml serve {r.bento['tag']}`.", ""]
     if r.zoo:
         lines += ["## GAN zoo", "", zoo_table(r).to_markdown(floatfmt=".3f"), ""]
     for name, part, keys in (("Detector", r.detector, HEADLINE), ("Repairer", r.repairer or {}, REPAIR_HEADLINE)):
@@ -99,6 +103,10 @@ def to_html(cfg: Config, r: RetrainResult, flow_run_id: str | None) -> str:
              f"<p class='state'>State: <span class='{cls}'>{html.escape(r.state)}</span> · data version "
              f"<code>{html.escape(r.data_version)}</code> · flow run <code>{flow_run_id or '-'}</code></p>",
              "<h2>Stages</h2>", table(stage_table(r))]
+    if r.bento:
+        parts.append(f"<p>Bento <code>{html.escape(r.bento['tag'])}</code> "
+                     f"({'reused' if r.bento['reused'] else 'built'}): serve it with <code>gandefect serve</code> "
+                     f"or <code>bentoml serve {html.escape(r.bento['tag'])}</code>.</p>")
     if r.zoo:
         parts += ["<h2>GAN zoo</h2>", table(zoo_table(r), index=True)]
     for name, part, keys in (("Detector", r.detector, HEADLINE), ("Repairer", r.repairer or {}, REPAIR_HEADLINE)):

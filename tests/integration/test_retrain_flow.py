@@ -47,6 +47,7 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
     from gandefect.stages.detectors import run_ingest_fakes
 
     monkeypatch.chdir(project)
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     params = str(project / "params.yaml")
     # the default process pool: GAN workers are spawned processes that must report to this flow's server
     flow = retrain.with_options(task_runner=task_runner_for(None))
@@ -57,16 +58,19 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
     for name, part in (("gandefect-detector", first.detector), ("gandefect-repairer", first.repairer)):
         assert part["gate_passed"] is True
         assert client.get_model_version_by_alias(name, "champion").version == part["version"]
+    assert first.bento["reused"] is False and set(first.bento["models"]) == {"detector", "repairer"}
+    assert (tmp_path / "bentoml" / "bentos" / "gandefect").is_dir()
     page = next((project / "reports").glob("retrain-*.html")).read_text()
     assert "data:image/png;base64," in page and "Gate table" in page and "repairer v1" in page.lower()
     registered = _versions(client)
 
     second = flow(params, None)  # nothing changed: every training stage comes from the cache
-    assert set(second.cached) == {"zoo-setup", "detectors", "repairer"} | {f"gan-{g}" for g in first.zoo}
+    assert set(second.cached) == {"zoo-setup", "detectors", "repairer", "bento"} | {f"gan-{g}" for g in first.zoo}
+    assert second.bento["tag"] == first.bento["tag"]
     assert _versions(client) == registered
     assert second.detector["version"] == first.detector["version"] and second.zoo == first.zoo
     status = run_cli(project, "status", check=True).stdout
-    assert "last retrain flow runs" in status and status.count("completed") >= 2 and "9 tasks" in status
+    assert "last retrain flow runs" in status and status.count("completed") >= 2 and "10 tasks" in status
 
     folder = make_image_folder(tmp_path / "newgan", 60, seed=3)
     run_ingest_fakes(load_config(params), str(folder), "newgan")
@@ -82,6 +86,8 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
     champion = client.get_model_version_by_alias("gandefect-detector", "champion").version
     if third.detector["gate_passed"]:
         assert champion == third.detector["version"]
+        if third.state == "completed":  # a new champion is a new bento
+            assert third.bento["reused"] is False and third.bento["tag"] != first.bento["tag"]
     else:
         assert champion == first.detector["version"] and third.state == "failed gate"
 

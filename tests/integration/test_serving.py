@@ -277,3 +277,29 @@ def test_web_page_in_headless_chromium_shows_score_map_and_repair(served):
             assert not page.is_visible("#error")
         finally:
             browser.close()
+
+
+def test_gandefect_serve_reuses_the_bento_and_answers_on_the_given_port(served):
+    import signal
+
+    port = _free_port()
+    env = {**os.environ, "BENTOML_HOME": str(served["base"] / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    proc = subprocess.Popen([sys.executable, "-m", "gandefect.cli", "serve", "--port", str(port)], cwd=served["root"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "gandefect serve not ready after 180 s"
+            time.sleep(1)
+        meta = httpx.post(f"http://127.0.0.1:{port}/metadata", json={}, timeout=30).json()
+        assert meta["detector"]["version"] == str(_champion(served["root"], "gandefect-detector").version)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    assert f"serving {served['tag']}" in proc.stdout.read()
