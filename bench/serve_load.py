@@ -7,7 +7,9 @@ port, then measures in one run:
   - over HTTP: `detect` with one generated PNG per request at concurrency 1, 8 and 32
     (aiohttp client on this machine), requests/s and p50 / p99 latency; and requests of 32
     images at concurrency 8, in images/s;
-  - the ratio of HTTP requests/s to in-process images/s at each concurrency.
+  - the ratio of HTTP requests/s to in-process images/s at each concurrency;
+  - CPU milliseconds per request spent by the service's processes and by the client, which
+    says where the time goes (and what the service would do with the cores to itself).
 Rounds alternate between in-process and HTTP so drift on a shared machine hits both alike.
 
     .venv/bin/python bench/serve_load.py [--seconds 8] [--rounds 2] [--url http://host:port]
@@ -106,6 +108,30 @@ async def http_load(url: str, png: bytes, concurrency: int, seconds: float, per_
             "p99": float(np.percentile(ms, 99)), "errors": errors}
 
 
+def tree_cpu(proc) -> float:
+    """CPU seconds (user + system) of a process and its children: the service's workers."""
+    import psutil
+
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measured(url: str, png: bytes, concurrency: int, seconds: float, server, per_request: int = 1) -> dict:
+    """http_load plus the CPU milliseconds per request spent by the service and by this client."""
+    server_before, client_before = tree_cpu(server) if server else 0.0, time.process_time()
+    row = asyncio.run(http_load(url, png, concurrency, seconds, per_request))
+    n = max(row["requests"], 1)
+    row["client_ms"] = (time.process_time() - client_before) * 1000 / n
+    row["server_ms"] = (tree_cpu(server) - server_before) * 1000 / n if server else float("nan")
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds per level and round")
@@ -139,12 +165,15 @@ def main() -> None:
                                 stderr=subprocess.DEVNULL, env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"})
     try:
         wait_ready(url, proc)
+        import psutil
+
+        server = psutil.Process(proc.pid) if proc is not None else None
         local, http, multi = [], {c: [] for c in args.concurrency}, []
         for r in range(args.rounds):
             local.append(in_process(detector, image, args.seconds))
             for c in args.concurrency:
-                http[c].append(asyncio.run(http_load(url, png, c, args.seconds)))
-            multi.append(asyncio.run(http_load(url, png, 8, args.seconds, per_request=32)))
+                http[c].append(measured(url, png, c, args.seconds, server))
+            multi.append(measured(url, png, 8, args.seconds, server, per_request=32))
             print(f"round {r + 1}/{args.rounds}: in-process {local[-1]:.0f} images/s; "
                   + "; ".join(f"c={c} {http[c][-1]['rps']:.0f} req/s" for c in args.concurrency), flush=True)
     finally:
@@ -153,16 +182,18 @@ def main() -> None:
             proc.wait(30)
     base = statistics.median(local)
     print(f"\nin-process detector.score, batch 32, 1 thread: {base:.0f} images/s (median of {len(local)})")
-    print(f"{'concurrency':>11} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'ratio':>7}")
+    print(f"{'concurrency':>11} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'ratio':>7} "
+          f"{'server CPU ms/req':>17} {'client CPU ms/req':>17}")
+
+    def line(label: str, rows: list[dict], scale: int = 1, note: str = "") -> None:
+        rps = statistics.median(r["rps"] for r in rows) * scale
+        med = {k: statistics.median(r[k] for r in rows) for k in ("p50", "p99", "server_ms", "client_ms")}
+        print(f"{label:>11} {rps:>8.0f} {med['p50']:>8.1f} {med['p99']:>8.1f} {sum(r['errors'] for r in rows):>6} "
+              f"{rps / base:>7.3f} {med['server_ms']:>17.2f} {med['client_ms']:>17.2f}{note}")
+
     for c, rows in http.items():
-        rps = statistics.median(r["rps"] for r in rows)
-        p50 = statistics.median(r["p50"] for r in rows)
-        p99 = statistics.median(r["p99"] for r in rows)
-        print(f"{c:>11} {rps:>8.0f} {p50:>8.1f} {p99:>8.1f} {sum(r['errors'] for r in rows):>6} {rps / base:>7.3f}")
-    images = statistics.median(r["rps"] for r in multi) * 32
-    print(f"{'8 x 32 img':>11} {images:>8.0f} {statistics.median(r['p50'] for r in multi):>8.1f} "
-          f"{statistics.median(r['p99'] for r in multi):>8.1f} {sum(r['errors'] for r in multi):>6} {images / base:>7.3f}"
-          "   (images/s: 32 images per request)")
+        line(str(c), rows)
+    line("8 x 32 img", multi, 32, "   (images/s; CPU per 32-image request)")
     print("ratio = HTTP requests/s (one image each) / in-process images/s at batch 32; "
           f"{os.cpu_count()} cores shared by the client and the service's worker processes")
 
