@@ -154,7 +154,7 @@ def build(cfg: Config, force: bool = False) -> BuiltBento:
     if existing is not None:
         return BuiltBento(str(existing.tag), Path(existing.path), True, tags)
     # The real `bentoml build`, in its own process: it imports the service module with these arguments.
-    command = [str(Path(sys.executable).parent / "bentoml"), "build", "-f", str(BENTOFILE), "-o", "tag",
+    command = [_bentoml_cli(), "build", "-f", str(BENTOFILE), "-o", "tag",
                "--name", cfg.serve.bento_name, "--label", f"gandefect_version={gandefect.__version__}",
                "--label", f"source_digest={source_digest()}"]
     for role, champ in found.items():
@@ -169,5 +169,16 @@ def build(cfg: Config, force: bool = False) -> BuiltBento:
     return BuiltBento(tag, Path(bentoml.get(tag).path), False, tags)
 
 
+def _bentoml_cli() -> str:
+    """The `bentoml` command of this Python environment (beside its interpreter, else on PATH)."""
+    import shutil
+
+    beside = Path(sys.executable).parent / "bentoml"
+    found = str(beside) if beside.is_file() else shutil.which("bentoml")
+    if found is None:
+        raise ToolError("the `bentoml` command is not installed in this environment: run ./scripts/install.sh")
+    return found
+
+
 def serve_command(tag: str, port: int) -> list[str]:
-    return [str(Path(sys.executable).parent / "bentoml"), "serve", tag, "--port", str(port)]
+    return [_bentoml_cli(), "serve", tag, "--port", str(port)]
