@@ -12,9 +12,6 @@ from mlflow.pyfunc import PythonModel
 
 from gandefect.detect.common import Detector
 
-# pyfunc advises type hints on `predict` when the class is defined; see DetectorModel for why not
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
-
 
 class DetectorModel(PythonModel):
     """mlflow.pyfunc model: predict(uint8 images N,H,W[,3]) -> p_fake. `.detector` is the object.
@@ -52,6 +49,4 @@ def log_detector(detector: Detector, name: str, example: np.ndarray):
 def load_detector(uri: str) -> Detector:
     import mlflow
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # pyfunc's type-hint advice, see DetectorModel
-        return mlflow.pyfunc.load_model(uri).unwrap_python_model().detector
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model().detector
