@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import io
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,28 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 180) -> None:
-    import httpx
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"bentoml serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise SystemExit(f"{url} not ready after {timeout:.0f} s")
 
 
 def generated_png(cfg) -> bytes:
@@ -159,12 +136,12 @@ def main() -> None:
     proc = None
     url = args.url
     if url is None:
-        port = free_port()
+        port = bento.free_port()
         url = f"http://127.0.0.1:{port}"
         proc = subprocess.Popen(bento.serve_command(built.tag, port), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"})
     try:
-        wait_ready(url, proc)
+        bento.wait_ready(url, proc)
         import psutil
 
         server = psutil.Process(proc.pid) if proc is not None else None

@@ -8,10 +8,8 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,15 +18,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from gandefect.lifecycle.bento import free_port, wait_ready
 from tests.conftest import REPO, run_cli, write_params
 
 LIMITS = {"max_upload_mb": 0.5, "max_pixels": 4_000_000, "max_images": 8}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +50,7 @@ def served(tmp_path_factory):
         subprocess.run([bentoml_cli, "export", tag, str(archive)], check=True, capture_output=True)
         mp.setenv("BENTOML_HOME", str(base / "bentoml-served"))
         subprocess.run([bentoml_cli, "import", str(archive)], check=True, capture_output=True)
-        port = _free_port()
+        port = free_port()
         elsewhere = base / "elsewhere"  # no params.yaml, no mlflow.db: the bento is all it has
         elsewhere.mkdir()
         log = open(base / "serve.log", "w")
@@ -65,16 +58,7 @@ def served(tmp_path_factory):
                                 cwd=elsewhere, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.time() + 180
-            while True:
-                assert proc.poll() is None, (base / "serve.log").read_text()[-3000:]
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.time() < deadline, "bentoml serve not ready after 180 s"
-                time.sleep(1)
+            wait_ready(url, proc, 180, log=(base / "serve.log").read_text)
             yield {"url": url, "root": root, "tag": tag, "build_output": built.stdout, "base": base,
                    "archive": archive}
         finally:
@@ -282,21 +266,12 @@ def test_web_page_in_headless_chromium_shows_score_map_and_repair(served):
 def test_gandefect_serve_reuses_the_bento_and_answers_on_the_given_port(served):
     import signal
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "BENTOML_HOME": str(served["base"] / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
     proc = subprocess.Popen([sys.executable, "-m", "gandefect.cli", "serve", "--port", str(port)], cwd=served["root"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.time() + 180
-        while True:
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, "gandefect serve not ready after 180 s"
-            time.sleep(1)
+        wait_ready(f"http://127.0.0.1:{port}", proc, 180, log=proc.stdout.read)
         meta = httpx.post(f"http://127.0.0.1:{port}/metadata", json={}, timeout=30).json()
         assert meta["detector"]["version"] == str(_champion(served["root"], "gandefect-detector").version)
     finally:

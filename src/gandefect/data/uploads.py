@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from gandefect.data.images import IMAGE_ERRORS, to_model_image
 from gandefect.errors import BadInputError
+from gandefect.repair.masks import check_mask, mask_from_image
 
 FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF"}
 
@@ -73,18 +74,15 @@ def to_model_array(im: Image.Image, size: int, mode: str, resize: str) -> np.nda
 def mask_for(im: Image.Image, original_size: tuple[int, int], size: int, resize: str,
              field: str = "mask") -> np.ndarray:
     """A user mask (white = rewrite) of the original image's size or of the model's, at model size."""
-    if im.size == (size, size):
-        mask = np.asarray(im.convert("L")) > 127
-    elif im.size == original_size:
-        mask = np.asarray(to_model_image(im.convert("L"), size, "L", resize)) > 127
-    else:
+    if im.size == original_size and im.size != (size, size):
+        im = to_model_image(im.convert("L"), size, "L", resize)  # the image's own crop or pad
+    elif im.size != (size, size):
         raise UploadError(f"{field}: the mask is {im.size[0]}x{im.size[1]}; it must match the image "
                           f"({original_size[0]}x{original_size[1]}) or the model input ({size}x{size})")
-    if not mask.any():
-        raise UploadError(f"{field}: the mask is empty (no white pixel to repair)")
-    if mask.all():
-        raise UploadError(f"{field}: the mask covers the whole image; the repairer needs pixels to keep")
-    return mask
+    try:
+        return check_mask(mask_from_image(im), (size, size), field)
+    except BadInputError as exc:
+        raise UploadError(str(exc)) from None
 
 
 def bounding_boxes(mask: np.ndarray) -> list[dict]:

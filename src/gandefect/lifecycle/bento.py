@@ -113,7 +113,7 @@ def source_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def _matching_bento(name: str, args: dict[str, str]):
+def _matching_bento(name: str, args: dict[str, str], digest: str):
     """The newest bento `name` built from the same models, limits and code, if any."""
     import bentoml
 
@@ -125,7 +125,7 @@ def _matching_bento(name: str, args: dict[str, str]):
     for bento in bentos:
         info = bento.info
         if {k: str(v) for k, v in (info.args or {}).items()} == args \
-                and info.labels.get("source_digest") == source_digest():
+                and info.labels.get("source_digest") == digest:
             candidates.append(bento)
     return max(candidates, key=lambda b: b.info.creation_time) if candidates else None
 
@@ -150,13 +150,14 @@ def build(cfg: Config, force: bool = False) -> BuiltBento:
     found = champions(cfg)
     tags = export_models(cfg, found)
     args = bento_args(cfg, tags)
-    existing = None if force else _matching_bento(cfg.serve.bento_name, args)
+    digest = source_digest()
+    existing = None if force else _matching_bento(cfg.serve.bento_name, args, digest)
     if existing is not None:
         return BuiltBento(str(existing.tag), Path(existing.path), True, tags)
     # The real `bentoml build`, in its own process: it imports the service module with these arguments.
     command = [_bentoml_cli(), "build", "-f", str(BENTOFILE), "-o", "tag",
                "--name", cfg.serve.bento_name, "--label", f"gandefect_version={gandefect.__version__}",
-               "--label", f"source_digest={source_digest()}"]
+               "--label", f"source_digest={digest}"]
     for role, champ in found.items():
         command += ["--label", f"{role}_version={champ.version}"]
     for key, value in args.items():
@@ -182,3 +183,33 @@ def _bentoml_cli() -> str:
 
 def serve_command(tag: str, port: int) -> list[str]:
     return [_bentoml_cli(), "serve", tag, "--port", str(port)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 180, log=None) -> None:
+    """Poll `url`/readyz until it answers 200; a ToolError if the server exits or times out.
+
+    `log`, if given, returns text (the server's output) to put in the error."""
+    import time
+
+    import httpx
+
+    deadline = time.time() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise ToolError(f"the server exited with code {proc.returncode}" + (f":\n{log()[-3000:]}" if log else ""))
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline:
+            raise ToolError(f"{url} not ready after {timeout:.0f} s" + (f":\n{log()[-3000:]}" if log else ""))
+        time.sleep(1)
