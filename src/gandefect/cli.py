@@ -103,10 +103,11 @@ def ingest(
 @app.command("train-gans")
 def train_gans(
     loss: list[str] = typer.Option(None, "--loss", metavar="L",
-                                   help="Train only this loss (repeatable): minimax, nonsaturating, lsgan, wgan, wgan-gp, hinge."),
+                                   help="Train only this zoo member (repeatable): a loss (minimax, nonsaturating, lsgan, "
+                                        "wgan, wgan-gp, hinge) or another family (vae, mlpgan, resizegan)."),
     resume: bool = typer.Option(False, "--resume", help="Continue each GAN from its last checkpoint (and MLflow run)."),
 ) -> None:
-    """Train the GAN zoo: one tracked MLflow run and registered generator per adversarial loss."""
+    """Train the GAN zoo: one tracked MLflow run and registered generator per adversarial loss and per other family."""
     from gandefect.stages.gans import run_train_gans
 
     cfg = _config()

@@ -66,6 +66,8 @@ LOSSES = ["minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"]
 
 class GANConfig(_Section):
     losses: list[str] = LOSSES
+    # generators built another way than the DCGANs (gandefect.gan.families): held out family by family
+    families: list[str] = ["vae", "mlpgan", "resizegan"]
     generator_steps: int = Field(700, ge=1)  # generator updates per GAN
     # Per-loss overrides: critic losses pay n_critic discriminator steps per generator update.
     generator_steps_by_loss: dict[str, int] = {}
@@ -95,12 +97,15 @@ class FeaturesConfig(_Section):
 
 class CNNDetectorConfig(_Section):
     width: int = Field(32, ge=2)
-    epochs: int = Field(2, ge=1)
+    epochs: int = Field(4, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0)
-    p_blur: float = Field(0.2, ge=0, le=1)
-    p_jpeg: float = Field(0.2, ge=0, le=1)
+    p_process: float = Field(0.8, ge=0, le=1)  # training images sent through a random processing chain
     p_splice: float = Field(0.5, ge=0, le=1)
+    focal_gamma: float = Field(2.0, ge=0)
+    # the leave-one-family-out models (one per family) are trained lighter to fit the flow's time
+    loo_width: int = Field(16, ge=2)
+    loo_epochs: int = Field(3, ge=1)
 
 
 class SpectralDetectorConfig(_Section):
@@ -108,16 +113,42 @@ class SpectralDetectorConfig(_Section):
     window: int = Field(12, ge=4)
     stride: int = Field(2, ge=1)
     windows_per_image: int = Field(4, ge=1)
-    p_blur: float = Field(0.2, ge=0, le=1)
-    p_jpeg: float = Field(0.2, ge=0, le=1)
+    p_process: float = Field(0.8, ge=0, le=1)
+
+
+CONDITION_NAMES = ["png", "jpeg95", "jpeg90", "jpeg75", "jpeg60", "jpeg50", "jpeg90x75", "webp80", "blur0.5",
+                   "blur1.0", "resize", "up2", "rgbjpeg85", "noise"]
+
+
+class WildConfig(_Section):
+    """Conditions in the wild (gandefect.data.conditions): every one is evaluated; the `gated`
+    ones choose the threshold, are judged by the model gate and make the served envelope."""
+
+    conditions: list[str] = CONDITION_NAMES
+    gated: list[str] = ["png", "jpeg95", "jpeg90", "jpeg75", "jpeg60", "jpeg90x75", "webp80", "blur0.5",
+                        "blur1.0", "resize", "rgbjpeg85"]
+    # the served threshold: the lowest at which no gated condition calls more than this share of
+    # the validation reals fake
+    fpr_target: float = Field(0.03, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _known(self) -> "WildConfig":
+        unknown = sorted(set(self.conditions) - set(CONDITION_NAMES))
+        if unknown:
+            raise ValueError(f"unknown conditions {unknown}; known: {CONDITION_NAMES}")
+        if not set(self.gated) <= set(self.conditions):
+            raise ValueError("detect.wild.gated must be a subset of detect.wild.conditions")
+        return self
 
 
 class DetectConfig(_Section):
-    fakes_per_generator: int = Field(400, ge=1)
+    fakes_per_generator: int = Field(2000, ge=1)  # final generators and external families
+    fakes_per_early_generator: int = Field(400, ge=1)  # the crude early checkpoints
     families: list[Literal["cnn", "spectral"]] = ["cnn", "spectral"]
     leave_one_out: bool = True
     cnn: CNNDetectorConfig = CNNDetectorConfig()
     spectral: SpectralDetectorConfig = SpectralDetectorConfig()
+    wild: WildConfig = WildConfig()
 
 
 class SplicedConfig(_Section):

@@ -106,13 +106,13 @@ def zoo_setup_task(cfg: Config, data_version: str, store: str):
 
 
 def _gan_key(_, p) -> str:
-    from gandefect.gan import losses as loss_registry
+    from gandefect.stages.gans import member_settings
 
     cfg: Config = p["cfg"]
-    gan = cfg.gan.model_dump(exclude={"losses", "generator_steps", "generator_steps_by_loss"})
+    gan = cfg.gan.model_dump(exclude={"losses", "families", "generator_steps", "generator_steps_by_loss"})
     return digest("gan", gandefect.__version__, p["store"], p["setup"].data_version, p["loss"], cfg.seed,
                   cfg.data.model_dump(), cfg.features.model_dump(), gan, cfg.gan.steps_for(p["loss"]),
-                  loss_registry.get(p["loss"]).settings())
+                  member_settings(p["loss"]))
 
 
 @task(name="train-gan", retries=1, retry_delay_seconds=5, cache_policy=CachePolicy.from_cache_key_fn(_gan_key), persist_result=True)
@@ -307,8 +307,10 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
             started = time.perf_counter()
             setup = run_task("zoo-setup", zoo_setup_task, cfg, version, store)
             gan_task = cached_task(train_gan_task)
+            from gandefect.stages.gans import zoo_members
+
             futures = {loss: gan_task.submit(cfg, loss, setup, store, parent.info.run_id, _flow_run_id(), threads)
-                       for loss in cfg.gan.losses}
+                       for loss in zoo_members(cfg)}
             zoo = {loss: f.result() for loss, f in futures.items()}
             cached += [f"gan-{loss}" for loss, f in futures.items() if f.state.name == "Cached"]
             from gandefect.stages.gans import finish_zoo

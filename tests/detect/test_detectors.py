@@ -25,8 +25,8 @@ def synthetic(n: int, seed: int, rgb: bool = False) -> Labeled:
 
 
 FAMILIES = {
-    "cnn": lambda ch: CNNDetector(CNNConfig(channels=ch, width=8, epochs=2, batch_size=32, p_jpeg=0.0)),
-    "spectral": lambda ch: SpectralDetector(SpectralConfig(windows_per_image=2, p_jpeg=0.0)),
+    "cnn": lambda ch: CNNDetector(CNNConfig(channels=ch, width=8, epochs=2, batch_size=32, p_process=0.0)),
+    "spectral": lambda ch: SpectralDetector(SpectralConfig(windows_per_image=2, p_process=0.0)),
 }
 
 

@@ -3,7 +3,10 @@
 Every detector maps uint8 images (N, H, W) or (N, H, W, 3) to a raw score (higher = more
 likely generated) and a raw per-pixel map in [0, 1]. `score` turns the raw score into a
 calibrated probability with Platt scaling fitted on the validation split; `threshold` is
-the decision threshold chosen on that split, never on test.
+the decision threshold chosen on that split, never on test. Given a validation *mix* (the
+split under each validated condition, `groups` naming the condition of each row), the
+threshold is the lowest one at which no condition calls more than `fpr_target` of its real
+images fake: real images that arrive processed must keep their verdict.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Detector(ABC):
         self.threshold = 0.5
         self.map_threshold = 0.5  # defect-map level that marks a pixel defective (set on spliced val)
         self.trained_on: list[str] = []  # generator names seen in training
+        self.envelope = None  # gandefect.data.history.Envelope the gate validated (set by the stage)
 
     @abstractmethod
     def fit(self, train: Labeled, progress=None) -> "Detector": ...
@@ -58,12 +62,17 @@ class Detector(ABC):
     def predict(self, images: np.ndarray) -> np.ndarray:
         return (self.score(images) >= self.threshold).astype(int)
 
-    def calibrate(self, val: Labeled) -> "Detector":
-        """Fit Platt scaling on validation raw scores, then pick the threshold there."""
+    def calibrate(self, val: Labeled, groups: np.ndarray | None = None, fpr_target: float | None = None) -> "Detector":
+        """Fit Platt scaling on validation raw scores, then pick the threshold there: balanced
+        accuracy on one split, or the `fpr_target` rule on a mix with `groups`."""
         raw = self.raw_scores(val.images)
         lr = LogisticRegression(C=1e4).fit(raw[:, None], val.labels)
         self.platt = (float(lr.coef_[0, 0]), float(lr.intercept_[0]))
-        self.threshold = choose_threshold(self.score(val.images), val.labels)
+        p = _sigmoid(self.platt[0] * raw + self.platt[1])
+        if groups is None or fpr_target is None:
+            self.threshold = choose_threshold(p, val.labels)
+        else:
+            self.threshold = threshold_for_fpr(p, val.labels, groups, fpr_target)
         return self
 
 
@@ -77,3 +86,14 @@ def choose_threshold(p: np.ndarray, labels: np.ndarray) -> float:
         if bal > best:
             best, best_t = bal, float(t)
     return best_t
+
+
+def threshold_for_fpr(p: np.ndarray, labels: np.ndarray, groups: np.ndarray, target: float) -> float:
+    """The lowest threshold at which, in every group, at most `target` of the real images score at or above it."""
+    worst = 0.0
+    for g in np.unique(groups):
+        real = np.sort(p[(groups == g) & (labels == 0)])
+        if len(real):
+            allowed = int(np.floor(target * len(real)))  # real images that may be called fake
+            worst = max(worst, float(np.nextafter(real[len(real) - 1 - allowed], 1.0)))
+    return min(worst, 1.0)

@@ -16,8 +16,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from gandefect.data.conditions import augment
 from gandefect.detect.common import Detector, Labeled
-from gandefect.evaluate.perturb import augment
 
 
 @dataclass
@@ -26,8 +26,7 @@ class SpectralConfig:
     window: int = 12  # sliding-window size for the defect map (pixels)
     stride: int = 2
     windows_per_image: int = 4  # random crops per training image for the window classifier
-    p_blur: float = 0.2
-    p_jpeg: float = 0.2
+    p_process: float = 0.6  # share of training images sent through a random processing chain (both classes)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -77,7 +76,7 @@ class SpectralDetector(Detector):
     def fit(self, train: Labeled, progress=None) -> "SpectralDetector":
         c = self.cfg
         rng = np.random.default_rng(c.seed)
-        images = augment(train.images, rng, c.p_blur, c.p_jpeg)
+        images = augment(train.images, rng, c.p_process)
         weight = np.where(train.labels == 1, 0.5 / max(1, train.labels.sum()), 0.5 / max(1, (1 - train.labels).sum()))
         self.image_clf.fit(spectrum_features(images), train.labels,
                            logisticregression__sample_weight=weight * len(weight))

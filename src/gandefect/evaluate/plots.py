@@ -36,8 +36,30 @@ def robustness(results: dict[str, dict[str, float]], keys: list[str], path: Path
     for i, (family, metrics) in enumerate(results.items()):
         ax.bar(np.arange(len(keys)) + i * width, [metrics[f"auc_{k}"] for k in keys], width, label=family)
     ax.set_xticks(np.arange(len(keys)) + width * (len(results) - 1) / 2, keys)
-    ax.set(ylabel="AUC", ylim=(0.4, 1.0), title="robustness to perturbations of the test images")
+    ax.set(ylabel="AUC", ylim=(0.4, 1.0), title="AUC with both classes processed, per condition")
+    ax.tick_params(axis="x", labelsize=7, rotation=45)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def wild_verdicts(results: dict[str, dict[str, float]], conditions: list[str], gated: list[str], path: Path) -> Path:
+    """Per condition, at the served threshold: real images called fake (fpr_real) and the worst
+    generator's samples called fake (tpr_fake), one bar pair per detector family."""
+    fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    x = np.arange(len(conditions))
+    width = 0.8 / max(1, len(results))
+    for i, (family, metrics) in enumerate(results.items()):
+        axes[0].bar(x + i * width, [metrics.get(f"fpr_real_{c}", np.nan) for c in conditions], width, label=family)
+        axes[1].bar(x + i * width, [metrics.get(f"tpr_fake_{c}", np.nan) for c in conditions], width, label=family)
+    axes[0].set(ylabel="real called fake", title="verdicts in the wild at the served threshold (* = gated)")
+    axes[1].set(ylabel="fakes called fake\n(worst generator)", ylim=(0, 1.02))
+    for ax in axes:
+        ax.legend(fontsize=7)
+    axes[1].set_xticks(x + width * (len(results) - 1) / 2, [c + ("*" if c in gated else "") for c in conditions],
+                       rotation=45, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

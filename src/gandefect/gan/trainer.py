@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from gandefect.gan.families import vae_loss
 from gandefect.gan.losses import AdversarialLoss, clip_weights, gradient_penalty
 from gandefect.gan.models import DCGANConfig, Discriminator, Generator, init_weights
 
@@ -49,26 +50,23 @@ class TrainResult:
     early: dict[int, Generator] = field(default_factory=dict)
 
 
-class GANTrainer:
-    def __init__(self, loss: AdversarialLoss, model_cfg: DCGANConfig, settings: TrainSettings,
-                 checkpoint_dir: Path | None = None, callback: Callback | None = None):
-        self.loss, self.settings, self.callback = loss, settings, callback or Callback()
-        self.model_cfg = DCGANConfig(**{**model_cfg.to_dict(), "disc_norm": loss.disc_norm})
-        self.checkpoint_dir = checkpoint_dir
-        torch.manual_seed(settings.seed)
-        self.G, self.D = Generator(self.model_cfg), Discriminator(self.model_cfg)
-        self.G.apply(init_weights)
-        self.D.apply(init_weights)
-        self.opt_g = loss.optimizer.build(self.G.parameters())
-        self.opt_d = loss.optimizer.build(self.D.parameters())
-        self.step = 0
-        self.generator_steps = 0
+class _Loop:
+    """The loop every zoo member shares: shuffled epochs, per-step seeds, checkpoints, callbacks
+    and early generators. Subclasses give `train_step`, `total_steps`, `train_mode` and checkpoints."""
 
-    # -- checkpoints -------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "step": self.step, "generator_steps": self.generator_steps,
-                "loss": self.loss.name, "model_cfg": self.model_cfg.to_dict()}
+    settings: TrainSettings
+    callback: Callback
+    G: torch.nn.Module
+    step: int = 0
+    generator_steps: int = 0
+
+    checkpoint_dir: Path | None = None
+
+    def total_steps(self) -> int: ...
+    def train_step(self, real: torch.Tensor) -> dict[str, float]: ...
+    def train_mode(self, on: bool) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state(self, state: dict) -> None: ...
 
     def save_checkpoint(self) -> Path | None:
         if self.checkpoint_dir is None:
@@ -84,15 +82,88 @@ class GANTrainer:
         path = self.checkpoint_dir / CHECKPOINT if self.checkpoint_dir else None
         if path is None or not path.exists():
             return False
-        state = torch.load(path, weights_only=False)
+        self.load_state(torch.load(path, weights_only=False))
+        return True
+
+    def fit(self, real: torch.Tensor, resume: bool = False) -> TrainResult:
+        """Train on real images (N, C, H, W) in [-1, 1] for `total_steps()` steps."""
+        s = self.settings
+        per_epoch = len(real) // s.batch_size
+        if per_epoch == 0:
+            raise ValueError(f"need at least batch_size={s.batch_size} real images, got {len(real)}")
+        total = self.total_steps()
+        resumed_from = self.step if resume and self.load_checkpoint() else 0
+        result = TrainResult(0, 0, resumed_from)
+        self.train_mode(True)
+        buffer: list[tuple[int, dict[str, float]]] = []
+        perm_epoch, perm = -1, None
+        while self.step < total:
+            epoch, pos = divmod(self.step, per_epoch)
+            if epoch != perm_epoch:
+                perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(s.seed * 7919 + epoch))
+                perm_epoch = epoch
+            torch.manual_seed(s.seed * 1_000_003 + self.step)
+            metrics = self.train_step(real[perm[pos * s.batch_size:(pos + 1) * s.batch_size]])
+            self.step += 1
+            if self.step % s.log_every == 0:
+                buffer.append((self.step, metrics))
+            self.callback.on_step(self.step, total)
+            epoch_done = self.step % per_epoch == 0
+            if epoch_done or self.step % s.checkpoint_every == 0 or self.step == total:
+                self.callback.on_metrics(buffer)
+                buffer = []
+                self.save_checkpoint()
+            if epoch_done:
+                finished = self.step // per_epoch
+                if finished in s.early_epochs:
+                    early = copy.deepcopy(self.G).eval()
+                    result.early[finished] = early
+                    self.callback.on_early_generator(finished, early)
+                self.callback.on_epoch_end(finished, self)
+        if buffer:
+            self.callback.on_metrics(buffer)
+        result.steps, result.generator_steps = self.step, self.generator_steps
+        self.train_mode(False)
+        return result
+
+
+class GANTrainer(_Loop):
+    def __init__(self, loss: AdversarialLoss, model_cfg: DCGANConfig, settings: TrainSettings,
+                 checkpoint_dir: Path | None = None, callback: Callback | None = None,
+                 generator: type = Generator, discriminator: type = Discriminator):
+        self.loss, self.settings, self.callback = loss, settings, callback or Callback()
+        self.model_cfg = DCGANConfig(**{**model_cfg.to_dict(), "disc_norm": loss.disc_norm})
+        self.checkpoint_dir = checkpoint_dir
+        torch.manual_seed(settings.seed)
+        self.G, self.D = generator(self.model_cfg), discriminator(self.model_cfg)
+        self.G.apply(init_weights)
+        self.D.apply(init_weights)
+        self.opt_g = loss.optimizer.build(self.G.parameters())
+        self.opt_d = loss.optimizer.build(self.D.parameters())
+        self.step = 0
+        self.generator_steps = 0
+
+    # -- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(), "step": self.step, "generator_steps": self.generator_steps,
+                "loss": self.loss.name, "model_cfg": self.model_cfg.to_dict()}
+
+    def load_state(self, state: dict) -> None:
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.step, self.generator_steps = state["step"], state["generator_steps"]
-        return True
 
     # -- training ----------------------------------------------------------------------
+    def total_steps(self) -> int:
+        return self.settings.generator_steps * self.loss.n_critic
+
+    def train_mode(self, on: bool) -> None:
+        self.G.train(on)
+        self.D.train(on)
+
     def train_step(self, real: torch.Tensor) -> dict[str, float]:
         loss, b = self.loss, real.shape[0]
         z = torch.randn(b, self.model_cfg.z_dim)
@@ -122,44 +193,37 @@ class GANTrainer:
             metrics["g_loss"] = g_loss.item()
         return metrics
 
-    def fit(self, real: torch.Tensor, resume: bool = False) -> TrainResult:
-        """Train on real images (N, C, H, W) in [-1, 1] for generator_steps * n_critic steps."""
-        s = self.settings
-        per_epoch = len(real) // s.batch_size
-        if per_epoch == 0:
-            raise ValueError(f"need at least batch_size={s.batch_size} real images, got {len(real)}")
-        total = s.generator_steps * self.loss.n_critic
-        resumed_from = self.step if resume and self.load_checkpoint() else 0
-        result = TrainResult(0, 0, resumed_from)
-        self.G.train()
-        self.D.train()
-        buffer: list[tuple[int, dict[str, float]]] = []
-        perm_epoch, perm = -1, None
-        while self.step < total:
-            epoch, pos = divmod(self.step, per_epoch)
-            if epoch != perm_epoch:
-                perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(s.seed * 7919 + epoch))
-                perm_epoch = epoch
-            torch.manual_seed(s.seed * 1_000_003 + self.step)
-            metrics = self.train_step(real[perm[pos * s.batch_size:(pos + 1) * s.batch_size]])
-            self.step += 1
-            if self.step % s.log_every == 0:
-                buffer.append((self.step, metrics))
-            self.callback.on_step(self.step, total)
-            epoch_done = self.step % per_epoch == 0
-            if epoch_done or self.step % s.checkpoint_every == 0 or self.step == total:
-                self.callback.on_metrics(buffer)
-                buffer = []
-                self.save_checkpoint()
-            if epoch_done:
-                finished = self.step // per_epoch
-                if finished in s.early_epochs:
-                    early = copy.deepcopy(self.G).eval()
-                    result.early[finished] = early
-                    self.callback.on_early_generator(finished, early)
-                self.callback.on_epoch_end(finished, self)
-        if buffer:
-            self.callback.on_metrics(buffer)
-        result.steps, result.generator_steps = self.step, self.generator_steps
-        self.G.eval()
-        return result
+
+class VAETrainer(_Loop):
+    """The training loop of a VAE generator family: same settings, checkpoints and callbacks as
+    GANTrainer (one step = one batch; `generator_steps` = steps); `G` is the decoder."""
+
+    def __init__(self, vae, settings: TrainSettings, lr: float, beta: float,
+                 checkpoint_dir: Path | None = None, callback: Callback | None = None):
+        self.vae, self.settings, self.beta, self.loss_fn = vae, settings, beta, vae_loss
+        self.callback, self.checkpoint_dir = callback or Callback(), checkpoint_dir
+        self.G = vae.decoder
+        self.opt = torch.optim.Adam(vae.parameters(), lr=lr)
+        self.step = self.generator_steps = 0
+
+    def state_dict(self) -> dict:
+        return {"vae": self.vae.state_dict(), "opt": self.opt.state_dict(), "step": self.step}
+
+    def load_state(self, state: dict) -> None:
+        self.vae.load_state_dict(state["vae"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = self.generator_steps = state["step"]
+
+    def total_steps(self) -> int:
+        return self.settings.generator_steps
+
+    def train_mode(self, on: bool) -> None:
+        self.vae.train(on)
+
+    def train_step(self, real: torch.Tensor) -> dict[str, float]:
+        loss, metrics = self.loss_fn(real, *self.vae(real), self.beta)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.generator_steps += 1
+        return {"loss": loss.item(), **metrics}

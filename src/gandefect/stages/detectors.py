@@ -16,15 +16,15 @@ from gandefect.config import Config
 from gandefect.data import sources
 from gandefect.data.datasets import load_pngs, to_uint8
 from gandefect.data.fakes import FakeSet, family_of, fakes_root, read_fakes, write_fake_set
+from gandefect.data.history import Envelope
 from gandefect.data.snapshot import Progress, read_manifest
 from gandefect.detect.cnn import CNNConfig, CNNDetector
 from gandefect.detect.common import Detector, Labeled
 from gandefect.detect.model import load_detector, log_detector
 from gandefect.detect.spectral import SpectralConfig, SpectralDetector
 from gandefect.errors import BadInputError
-from gandefect.evaluate import plots
-from gandefect.evaluate.detection import auc, evaluate, robustness_mean
-from gandefect.evaluate.perturb import PERTURBATIONS
+from gandefect.evaluate import plots, wild
+from gandefect.evaluate.detection import auc, evaluate
 from gandefect.lifecycle import registry, tracking, versioning
 
 FAKES_STAGE = "fakes"
@@ -48,7 +48,7 @@ def registered_generators(cfg: Config) -> dict[str, str]:
     tracking.setup(cfg)
     client = mlflow.MlflowClient()
     found = {}
-    for loss in cfg.gan.losses:
+    for loss in [*cfg.gan.losses, *cfg.gan.families]:
         try:
             versions = client.search_model_versions(f"name = 'gandefect-generator-{loss}'")
         except mlflow.exceptions.MlflowException:
@@ -70,9 +70,10 @@ def run_sample_fakes(cfg: Config, progress: Progress | None = None) -> tuple[lis
 
     Returns the fake sets, their DVC version and the generator URIs they came from."""
     sets = []
-    n = cfg.detect.fakes_per_generator
     generators = registered_generators(cfg)
     for i, (name, uri) in enumerate(sorted(generators.items()), start=1):
+        early = family_of(name) != name
+        n = cfg.detect.fakes_per_early_generator if early else cfg.detect.fakes_per_generator
         g = registry.load_torch_model(uri)
         with torch.no_grad():
             z = torch.randn(n, g.cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 17))
@@ -108,10 +109,14 @@ def load_labeled(cfg: Config, split: str) -> Labeled:
     return Labeled(images, labels, np.r_[np.array(["real"] * len(real)), fakes["generator"].to_numpy()])
 
 
-def make_detector(cfg: Config, family: str) -> Detector:
+def make_detector(cfg: Config, family: str, held_out: bool = False) -> Detector:
+    """A detector of `family`; `held_out`: the lighter recipe of the leave-one-out models."""
     channels = 1 if cfg.data.mode == "L" else 3
     if family == "cnn":
-        return CNNDetector(CNNConfig(channels=channels, seed=cfg.seed, **cfg.detect.cnn.model_dump()))
+        settings = cfg.detect.cnn.model_dump(exclude={"loo_width", "loo_epochs"})
+        if held_out:
+            settings.update(width=cfg.detect.cnn.loo_width, epochs=cfg.detect.cnn.loo_epochs)
+        return CNNDetector(CNNConfig(channels=channels, seed=cfg.seed, **settings))
     return SpectralDetector(SpectralConfig(seed=cfg.seed, **cfg.detect.spectral.model_dump()))
 
 
@@ -137,28 +142,82 @@ def without_family(data: Labeled, family: str) -> Labeled:
     return Labeled(data.images[keep], data.labels[keep], data.generators[keep])
 
 
-def leave_one_out(cfg: Config, family: str, train: Labeled, val: Labeled, test: Labeled,
-                  progress: Progress | None = None):
-    """For each generator family L: train without any of L's samples, score real test vs L's test."""
-    test_families = _families(test)
-    fams = sorted(set(_families(train)) - {"real"})
-    unseen, trained_on = {}, {}
-    for loss in fams:
-        det = make_detector(cfg, family).fit(without_family(train, loss)).calibrate(without_family(val, loss))
-        held_out = (test_families == "real") | (test_families == loss)
-        unseen[loss] = auc(test.labels[held_out], det.score(test.images[held_out]))
-        trained_on[loss] = det.trained_on
+def envelope_for(gated: list[str]) -> Envelope:
+    """The served envelope: what the gated conditions cover (a condition not gated is outside)."""
+    qualities = [int(c.removeprefix("jpeg").split("x")[-1]) for c in gated if c.startswith("jpeg")]
+    qualities += [85] if "rgbjpeg85" in gated else []
+    return Envelope(min_jpeg_quality=min(qualities) if qualities else 101,
+                    max_downscale=2.0 if "up2" in gated else 1.0,
+                    max_upscale=2.0 if "resize" in gated else 1.0)
+
+
+@dataclass
+class EvalData:
+    """The splits, and the validation mix and test set under every condition (built once)."""
+
+    train: Labeled
+    val: Labeled
+    test: Labeled
+    val_mix: Labeled  # val under every gated condition, stacked
+    val_groups: np.ndarray  # the condition of each val_mix row
+    wild_test: wild.WildSet
+
+    def val_mix_without(self, family: str) -> tuple[Labeled, np.ndarray]:
+        keep = _families(self.val_mix) != family
+        mix = self.val_mix
+        return Labeled(mix.images[keep], mix.labels[keep], mix.generators[keep]), self.val_groups[keep]
+
+
+def prepare_eval_data(cfg: Config) -> EvalData:
+    w = cfg.detect.wild
+    train, val, test = (load_labeled(cfg, s) for s in ("train", "val", "test"))
+    wild_val = wild.build(val, w.gated, cfg.data.resize)
+    val_mix = Labeled(np.concatenate([wild_val.inputs[c] for c in w.gated]), np.tile(val.labels, len(w.gated)),
+                      np.tile(val.generators, len(w.gated)))
+    groups = np.repeat(np.array(w.gated), len(val.labels))
+    wild_test = wild.build(test, w.conditions, cfg.data.resize, envelope_for(w.gated))
+    return EvalData(train, val, test, val_mix, groups, wild_test)
+
+
+def fit_detector(cfg: Config, family: str, train: Labeled, val_mix: Labeled, groups: np.ndarray,
+                 progress: Progress | None = None, held_out: bool = False) -> Detector:
+    """Train one detector, calibrate it on the validation mix and set its served threshold and envelope."""
+    det = make_detector(cfg, family, held_out).fit(train, progress)
+    det.calibrate(val_mix, groups, cfg.detect.wild.fpr_target)
+    det.envelope = envelope_for(cfg.detect.wild.gated)
+    return det
+
+
+def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress | None = None):
+    """For each generator family F: train without any of F's samples (train and val), then score
+    real test vs F's test: auc_unseen_<F> on clean images, and at the LOO model's own served
+    threshold the share of F's test samples called fake under every condition (tpr_unseen_<c>_<F>)."""
+    test_families = _families(data.test)
+    fams = sorted(set(_families(data.train)) - {"real"})
+    metrics, trained_on = {}, {}
+    for held in fams:
+        det = fit_detector(cfg, family, without_family(data.train, held), *data.val_mix_without(held), held_out=True)
+        held_out = (test_families == "real") | (test_families == held)
+        metrics[f"auc_unseen_{held}"] = auc(data.test.labels[held_out], det.score(data.test.images[held_out]))
+        mine = test_families == held
+        for c in cfg.detect.wild.conditions:
+            metrics[f"tpr_unseen_{c}_{held}"] = float((det.score(data.wild_test.inputs[c][mine]) >= det.threshold).mean())
+        metrics[f"tpr_unseen_wild_{held}"] = min(metrics[f"tpr_unseen_{c}_{held}"] for c in cfg.detect.wild.gated)
+        trained_on[held] = det.trained_on
         if progress:
-            progress(f"leave-one-out {family}", len(unseen), len(fams))
-    return unseen, trained_on
+            progress(f"leave-one-out {family}", len(trained_on), len(fams))
+    return metrics, trained_on
 
 
 def _report(cfg: Config, results: dict[str, FamilyResult], test: Labeled, winner: str) -> tuple[Path, list[Path]]:
     out = cfg.report_dir / "detectors"
     out.mkdir(parents=True, exist_ok=True)
+    w = cfg.detect.wild
     figures = [plots.roc_per_generator(r.p_test, test, out / f"roc-{f}.png", f"ROC per generator: {f}")
                for f, r in results.items()]
-    figures.append(plots.robustness({f: r.metrics for f, r in results.items()}, list(PERTURBATIONS), out / "robustness.png"))
+    figures.append(plots.robustness({f: r.metrics for f, r in results.items()}, w.conditions, out / "robustness.png"))
+    figures.append(plots.wild_verdicts({f: r.metrics for f, r in results.items()}, w.conditions, w.gated,
+                                       out / "wild.png"))
     figures.append(plots.reliability({f: (r.p_test, test.labels) for f, r in results.items()}, out / "reliability.png"))
     for f, r in results.items():
         wrong = np.flatnonzero((r.p_test >= r.detector.threshold) != test.labels.astype(bool))
@@ -169,14 +228,33 @@ def _report(cfg: Config, results: dict[str, FamilyResult], test: Labeled, winner
         maps = r.detector.defect_map(test.images[pick]) if len(pick) else np.zeros((0,) + test.images.shape[1:3])
         figures.append(plots.error_grid(test.images[pick], maps, caps, out / f"errors-{f}.png",
                                         f"{f}: most (left) and least confident errors with defect maps"))
-    keys = ["auc_seen", "ap_seen", "auc_unseen_min", "auc_unseen_mean"] + [f"auc_{k}" for k in PERTURBATIONS] + \
-           ["ece", "threshold", "acc_real", "acc_fake", "pixel_ap", "iou", "map_threshold", "train_seconds",
-            "images_per_second"]
+    keys = ["auc_seen", "ap_seen", "auc_unseen_min", "auc_unseen_mean", "fpr_real_max", "tpr_wild_min",
+            "tpr_unseen_min", "ece", "ece_jpeg75", "threshold", "acc_real", "acc_fake", "pixel_ap", "iou",
+            "map_threshold", "train_seconds", "images_per_second"]
     table = pd.DataFrame({f: {k: r.metrics.get(k, float("nan")) for k in keys} for f, r in results.items()})
-    unseen = pd.DataFrame({f: r.unseen for f, r in results.items()})
-    lines = ["# Detectors", "", f"Winner (by auc_unseen_min, ties by robustness): **{winner}**.", "",
-             table.to_markdown(floatfmt=".4f"), "", "## Leave-one-generator-out (auc_unseen_<loss>)", "",
+    unseen = pd.DataFrame({f: {k.removeprefix("auc_unseen_"): v for k, v in r.metrics.items()
+                               if k.startswith("auc_unseen_") and k not in ("auc_unseen_min", "auc_unseen_mean")}
+                           for f, r in results.items()})
+    unseen_wild = pd.DataFrame({f: {k.removeprefix("tpr_unseen_wild_"): v for k, v in r.metrics.items()
+                                    if k.startswith("tpr_unseen_wild_") and k != "tpr_unseen_min"}
+                                for f, r in results.items()})
+    m = results[winner].metrics
+    wild_rows = [{"condition": c, "gated": "yes" if c in w.gated else "no", "fpr_real": m.get(f"fpr_real_{c}"),
+                  "uncertain_real": m.get(f"uncertain_real_{c}"), "tpr_fake (worst generator)": m.get(f"tpr_fake_{c}"),
+                  "auc": m.get(f"auc_{c}")} for c in w.conditions]
+    lines = ["# Detectors", "", f"Winner (by the worst wild verdicts, ties by auc_seen; leave-one-family-out is run for it): **{winner}**.", "",
+             table.to_markdown(floatfmt=".4f"), "",
+             f"## Verdicts in the wild ({winner}, at its served threshold {results[winner].detector.threshold:.4f})", "",
+             "Each condition is applied to one class at a time, as a client would send the file (real JPEG bytes "
+             "for JPEG), and decoded by the service's upload path. fpr_real: real test images called fake; "
+             "tpr_fake: the worst test generator's share called fake; uncertain_real: real images outside the "
+             "validated envelope (answered `uncertain` by the service).", "",
+             pd.DataFrame(wild_rows).to_markdown(index=False, floatfmt=".3f"), "",
+             "## Leave-one-family-out: auc_unseen_<family> (clean) ", "",
              unseen.to_markdown(floatfmt=".4f") if not unseen.empty else "(disabled)", "",
+             "## Leave-one-family-out: tpr_unseen_wild_<family> (worst gated condition, the held-out family's "
+             "samples called fake at the leave-one-out model's own threshold)", "",
+             unseen_wild.to_markdown(floatfmt=".3f") if not unseen_wild.empty else "(disabled)", "",
              "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
     path = out / "detectors.md"
     path.write_text("\n".join(lines) + "\n")
@@ -202,6 +280,22 @@ class DetectorSummary:
     gate: object | None = None  # gandefect.lifecycle.gates.GateResult of the new detector
 
 
+def evaluate_detector(cfg: Config, det: Detector, data: EvalData) -> tuple[dict[str, float], np.ndarray]:
+    """Clean-test metrics, the wild verdicts and their worst cases (everything but leave-one-out)."""
+    metrics, p = evaluate(det, data.test)
+    wild_metrics, _ = wild.evaluate_wild(det, data.wild_test)
+    metrics.update(wild_metrics)
+    generators = sorted(set(data.test.generators.tolist()) - {"real"})
+    metrics.update(wild.summarize(wild_metrics, cfg.detect.wild.gated, generators))
+    return metrics, p
+
+
+def _rank(metrics: dict[str, float]) -> tuple[float, float]:
+    """Winner order: the worst wild verdicts (worst generator's share caught minus the worst
+    condition's reals called fake), then the clean AUC."""
+    return metrics.get("tpr_wild_min", 0.0) - metrics.get("fpr_real_max", 1.0), metrics["auc_seen"]
+
+
 def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | None = None,
                         progress: Progress | None = None, gate: bool = True) -> DetectorSummary:
     """Sample fakes, train and evaluate both families, register the winner and the judge."""
@@ -221,26 +315,26 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
 
     _, spliced_version = run_build_spliced(cfg)
     version = data_version(cfg)
-    train, val, test = (load_labeled(cfg, s) for s in ("train", "val", "test"))
+    data = prepare_eval_data(cfg)
     results: dict[str, FamilyResult] = {}
     for family in cfg.detect.families:
         started = time.perf_counter()
-        det = make_detector(cfg, family).fit(train, progress).calibrate(val)
+        det = fit_detector(cfg, family, data.train, data.val_mix, data.val_groups, progress)
         seconds = time.perf_counter() - started
-        metrics, p = evaluate(det, test)
-        metrics.update(train_seconds=seconds, images_per_second=_images_per_second(det, test.images))
+        metrics, p = evaluate_detector(cfg, det, data)
+        metrics.update(train_seconds=seconds, images_per_second=_images_per_second(det, data.test.images))
         metrics.update({k: v for k, v in localize(cfg, det).items() if k != "spliced_test_images"})
-        result = FamilyResult(family, det, metrics, p, seconds)
-        if cfg.detect.leave_one_out:
-            result.unseen, result.loo_trained_on = leave_one_out(cfg, family, train, val, test, progress)
-            metrics.update({f"auc_unseen_{k}": v for k, v in result.unseen.items()})
-            metrics["auc_unseen_min"] = float(np.nanmin(list(result.unseen.values())))
-            metrics["auc_unseen_mean"] = float(np.nanmean(list(result.unseen.values())))
-        results[family] = result
-    rank = lambda f: (results[f].metrics.get("auc_unseen_min", results[f].metrics["auc_seen"]),  # noqa: E731
-                      robustness_mean(results[f].metrics))
-    winner = max(results, key=rank)
-    report, figures = _report(cfg, results, test, winner)
+        results[family] = FamilyResult(family, det, metrics, p, seconds)
+    winner = max(results, key=lambda f: _rank(results[f].metrics))
+    if cfg.detect.leave_one_out:  # the served family's generalization (the judge's is not served)
+        result = results[winner]
+        loo, result.loo_trained_on = leave_one_out(cfg, winner, data, progress)
+        result.metrics.update(loo)
+        result.unseen = {k.removeprefix("auc_unseen_"): v for k, v in loo.items() if k.startswith("auc_unseen_")}
+        result.metrics["auc_unseen_min"] = float(np.nanmin(list(result.unseen.values())))
+        result.metrics["auc_unseen_mean"] = float(np.nanmean(list(result.unseen.values())))
+        result.metrics["tpr_unseen_min"] = min(v for k, v in loo.items() if k.startswith("tpr_unseen_wild_"))
+    report, figures = _report(cfg, results, data.test, winner)
     summary = DetectorSummary(results, winner, report, fakes_version, spliced_version)
     tracking.setup(cfg)
     for family, r in results.items():
@@ -254,7 +348,7 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
             mlflow.log_dict({"trained_on": r.detector.trained_on, "leave_one_out": r.loo_trained_on},
                             "training_manifest.json")
             tracking.log_artifacts([report, *figures], "report")
-            info = log_detector(r.detector, "detector", test.images[:2])
+            info = log_detector(r.detector, "detector", data.test.images[:2])
             role = DETECTOR_MODEL if family == winner else JUDGE_MODEL
             tags = {"data_version": version, "fakes_version": fakes_version, "family": family,
                     "threshold": f"{r.detector.threshold:.6f}", "map_threshold": f"{r.detector.map_threshold:.6f}",
@@ -277,7 +371,8 @@ def run_evaluate_detector(cfg: Config, model_uri: str | None = None) -> tuple[st
     tracking.setup(cfg)
     uri = model_uri or registry.latest_uri(DETECTOR_MODEL, "train-detectors")
     det = load_detector(uri)
-    metrics, _ = evaluate(det, load_labeled(cfg, "test"))
+    data = prepare_eval_data(cfg)
+    metrics, _ = evaluate_detector(cfg, det, data)
     path = cfg.report_dir / "detectors" / "evaluate.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"model": uri, **metrics}, indent=2) + "\n")

@@ -18,9 +18,10 @@ from gandefect.data.datasets import Split, image_grid, load_split
 from gandefect.data.snapshot import Progress
 from gandefect.evaluate.features import FeatureNet, FeatureNetConfig, accuracy, train_feature_net
 from gandefect.evaluate.generators import generator_metrics
+from gandefect.gan import families as family_registry
 from gandefect.gan import losses as loss_registry
 from gandefect.gan.models import DCGANConfig, Generator, init_weights
-from gandefect.gan.trainer import Callback, GANTrainer, TrainSettings
+from gandefect.gan.trainer import Callback, GANTrainer, TrainSettings, VAETrainer
 from gandefect.errors import BadInputError
 from gandefect.lifecycle import registry, tracking, versioning
 
@@ -36,6 +37,21 @@ def data_version(cfg: Config) -> str:
     from gandefect.stages.ingest import INGEST_STAGE
 
     return versioning.stage_out_hash(cfg.root, INGEST_STAGE, cfg.data.real_dir) or versioning.UNVERSIONED
+
+
+def zoo_members(cfg: Config) -> list[str]:
+    """Every generator the zoo trains: one DCGAN per loss, then the other families."""
+    return [*cfg.gan.losses, *cfg.gan.families]
+
+
+def member_settings(name: str) -> dict:
+    """What defines a zoo member besides the params (part of its cache key); unknown names fail."""
+    if name in loss_registry.REGISTRY:
+        return loss_registry.get(name).settings()
+    if name in family_registry.FAMILIES:
+        return family_registry.get(name).settings()
+    known = ", ".join([*loss_registry.REGISTRY, *family_registry.FAMILIES])
+    raise BadInputError(f"unknown generator {name!r}: neither a loss nor a family; known: {known}")
 
 
 def model_config(cfg: Config) -> DCGANConfig:
@@ -133,28 +149,43 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
     """Train one GAN with MLflow tracking, evaluate it, register its generator; returns its metrics."""
     import mlflow
 
-    loss = loss_registry.get(loss_name)
+    member_settings(loss_name)
+    family = family_registry.FAMILIES.get(loss_name)
+    loss = None if family and family.kind == "vae" else loss_registry.get(family.loss if family else loss_name)
     g = cfg.gan
     ckpt_dir = cfg.path(g.checkpoint_dir) / loss_name
     run_file = ckpt_dir / RUN_ID_FILE
     resume_run = run_file.read_text().strip() if resume and run_file.exists() else None
     if not resume and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)  # a fresh run must not pick up an old checkpoint
-    settings = TrainSettings(g.steps_for(loss_name), g.batch_size, cfg.seed, tuple(g.early_epochs), g.checkpoint_every)
+    # the other families keep no early generators: one fake set each
+    early = () if family else tuple(g.early_epochs)
+    settings = TrainSettings(g.steps_for(loss_name), g.batch_size, cfg.seed, early, g.checkpoint_every)
     tracking.setup(cfg)
     with tracking.start_run(cfg, tracking.GAN_EXPERIMENT, f"gan-{loss_name}", version, flow_run_id,
                             parent_run_id=parent_run_id, run_id=resume_run) as run:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(run.info.run_id)
         if not resume_run:
-            mlflow.log_params({"loss": loss_name, "loss.paper": loss.paper, "loss.n_critic": loss.n_critic,
-                               "loss.clip": loss.clip, "loss.gp_weight": loss.gp_weight,
-                               "optimizer": loss.optimizer.name, "optimizer.lr": loss.optimizer.lr,
-                               "optimizer.betas": loss.optimizer.betas, "disc_norm": loss.disc_norm,
-                               **{f"loss.{k}": v for k, v in loss.extra.items()}})
+            if family:
+                mlflow.log_params({f"family.{k}": v for k, v in family.settings().items()} | {"family.about": family.about})
+            if loss is not None:
+                mlflow.log_params({"loss": loss.name, "loss.paper": loss.paper, "loss.n_critic": loss.n_critic,
+                                   "loss.clip": loss.clip, "loss.gp_weight": loss.gp_weight,
+                                   "optimizer": loss.optimizer.name, "optimizer.lr": loss.optimizer.lr,
+                                   "optimizer.betas": loss.optimizer.betas, "disc_norm": loss.disc_norm,
+                                   **{f"loss.{k}": v for k, v in loss.extra.items()}})
         z = torch.randn(g.grid_samples, g.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
         callback = _Tracker(mlflow.MlflowClient(), run.info.run_id, z, loss_name, progress)
-        trainer = GANTrainer(loss, model_config(cfg), settings, ckpt_dir, callback)
+        if family and family.kind == "vae":
+            torch.manual_seed(cfg.seed)
+            trainer = VAETrainer(family_registry.VAE(model_config(cfg)), settings, family.lr, family.beta,
+                                 ckpt_dir, callback)
+        elif family:
+            trainer = GANTrainer(loss, model_config(cfg), settings, ckpt_dir, callback,
+                                 family.generator, family.discriminator)
+        else:
+            trainer = GANTrainer(loss, model_config(cfg), settings, ckpt_dir, callback)
         started = time.perf_counter()
         result = trainer.fit(train.images, resume=resume)
         seconds = time.perf_counter() - started
@@ -228,7 +259,7 @@ def train_zoo_member(cfg: Config, loss_name: str, setup: ZooSetup, resume: bool 
                      progress: Progress | None = None) -> dict[str, float]:
     """One GAN of the zoo in its own process or thread: loads the splits and the registered
     feature net itself (nothing large crosses a process boundary)."""
-    loss_registry.get(loss_name)
+    member_settings(loss_name)
     train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
     net, _ = ensure_feature_net(cfg, train, test, setup.data_version)
     return train_gan(cfg, loss_name, train, test, net, setup.baseline, setup.data_version, resume,
@@ -246,9 +277,9 @@ def finish_zoo(cfg: Config, rows: dict[str, dict[str, float]], setup: ZooSetup) 
 def run_train_gans(cfg: Config, losses: list[str] | None = None, resume: bool = False,
                    flow_run_id: str | None = None, progress: Progress | None = None) -> ZooSummary:
     """Train the GAN zoo on the real train split; FID and precision/recall against the test split."""
-    names = losses or cfg.gan.losses
+    names = losses or zoo_members(cfg)
     for name in names:
-        loss_registry.get(name)  # unknown names fail before any work
+        member_settings(name)  # unknown names fail before any work
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     started = time.perf_counter()

@@ -1,0 +1,90 @@
+"""Verdicts "in the wild" at the served threshold (../DESIGN.md, evaluation protocol).
+
+Every test image is sent through each condition as a client would send it (the bytes of
+`gandefect.data.conditions`) and decoded by the service's upload path, one class at a time:
+`fpr_real_<c>` is the share of real images called fake, `tpr_fake_<c>_<generator>` the share
+of a generator's samples called fake, both at the detector's own threshold. `auc_<c>` (both
+classes processed) is the ranking figure. `uncertain_real_<c>` is the share of real images
+the service would answer `uncertain` for (outside the validated envelope).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+import io
+
+from gandefect.data import conditions
+from gandefect.data.history import Envelope, read_history
+from gandefect.detect.common import Labeled
+from gandefect.evaluate.detection import auc, ece
+
+WILD_SEED = 4242  # the noise condition's draws; fixed so HTTP and in-process runs see the same bytes
+
+
+@dataclass
+class WildSet:
+    """One labelled set as the model sees it under each condition (same order as `data`)."""
+
+    data: Labeled
+    inputs: dict[str, np.ndarray]  # condition -> uint8 model inputs
+    inside: dict[str, np.ndarray]  # condition -> inside the validated envelope (bool)
+
+    def under(self, condition: str) -> Labeled:
+        return Labeled(self.inputs[condition], self.data.labels, self.data.generators)
+
+
+def build(data: Labeled, names: list[str], resize: str, envelope: Envelope | None = None) -> WildSet:
+    """Encode every image under every condition and decode it as the service does."""
+    size, mode = data.images.shape[1], "L" if data.images.ndim == 3 else "RGB"
+    inputs, inside = {}, {}
+    for name in names:
+        files = conditions.client_bytes(data.images, name, WILD_SEED)
+        inputs[name] = np.stack([conditions.to_model_input(b, size, mode, resize) for b in files])
+        if envelope is not None:
+            inside[name] = np.array([read_history(Image.open(io.BytesIO(b)), size, envelope).inside for b in files])
+    return WildSet(data, inputs, inside)
+
+
+def verdict_metrics(p: np.ndarray, data: Labeled, threshold: float, condition: str) -> dict[str, float]:
+    """fpr_real_<c>, tpr_fake_<c>_<generator> and their worst case tpr_fake_<c>, auc_<c>."""
+    called = p >= threshold
+    real = data.labels == 0
+    out = {f"fpr_real_{condition}": float(called[real].mean()) if real.any() else float("nan")}
+    tprs = {}
+    for g in sorted(set(data.generators[~real].tolist())):
+        tprs[g] = float(called[data.generators == g].mean())
+        out[f"tpr_fake_{condition}_{g}"] = tprs[g]
+    if tprs:
+        out[f"tpr_fake_{condition}"] = min(tprs.values())
+    out[f"auc_{condition}"] = auc(data.labels, p)
+    return out
+
+
+def evaluate_wild(detector, wild: WildSet, names: list[str] | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The in-the-wild figures of one detector; returns (metrics, condition -> p_fake)."""
+    metrics, scores = {}, {}
+    for name in names or list(wild.inputs):
+        p = detector.score(wild.inputs[name])
+        scores[name] = p
+        metrics.update(verdict_metrics(p, wild.data, detector.threshold, name))
+        if name in wild.inside:
+            metrics[f"uncertain_real_{name}"] = float((~wild.inside[name][wild.data.labels == 0]).mean())
+        if name == "jpeg75":
+            metrics["ece_jpeg75"] = ece(p, wild.data.labels)
+    return metrics, scores
+
+
+def summarize(metrics: dict[str, float], gated: list[str], generators: list[str]) -> dict[str, float]:
+    """Worst cases over the gated conditions: fpr_real_max, and tpr_fake_wild_<generator> per generator."""
+    out = {"fpr_real_max": max(metrics[f"fpr_real_{c}"] for c in gated)}
+    for g in generators:
+        values = [metrics[f"tpr_fake_{c}_{g}"] for c in gated if f"tpr_fake_{c}_{g}" in metrics]
+        if values:
+            out[f"tpr_fake_wild_{g}"] = min(values)
+    tprs = [v for k, v in out.items() if k.startswith("tpr_fake_wild_")]
+    if tprs:
+        out["tpr_wild_min"] = min(tprs)
+    return out
