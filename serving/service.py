@@ -33,6 +33,7 @@ try:
 except ImportError:  # a bento served without gandefect installed: use the copy it carries
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from gandefect.data.history import Envelope, History, read_history  # noqa: E402
 from gandefect.data.images import encode_png  # noqa: E402
 from gandefect.data.uploads import UploadError, UploadLimits, bounding_boxes, decode, mask_for, to_model_array  # noqa: E402
 
@@ -57,24 +58,53 @@ LIMITS = UploadLimits(ARGS.max_bytes, ARGS.max_pixels, ARGS.max_images)
 
 
 @functools.cache
+def _detector_meta() -> dict:
+    return json.loads(Path(bentoml.models.get(ARGS.detector).path_of("metadata.json")).read_text())
+
+
 def _input_shape() -> tuple[int, str, str]:
     """The detector's input (size, mode, resize), from the metadata its model carries."""
-    meta = json.loads(Path(bentoml.models.get(ARGS.detector).path_of("metadata.json")).read_text())["input"]
+    meta = _detector_meta()["input"]
     return meta["size"], meta["mode"], meta["resize"]
 
 
-def _model_input(path: Path) -> np.ndarray:
-    """An uploaded file (saved by BentoML) -> the model's uint8 input; a bad one fails validation (400)."""
+def _envelope() -> Envelope:
+    """The conditions the detector's gate validated (defaults for a detector exported without them)."""
+    return Envelope(**_detector_meta().get("envelope", {}))
+
+
+class Upload(t.NamedTuple):
+    pixels: np.ndarray  # the model's uint8 input
+    history: History  # what can be read of the file's history, and whether it is inside the envelope
+
+
+def read_upload(data: bytes, field: str = "image") -> tuple[t.Any, Upload]:
+    """Uploaded bytes -> (decoded image, Upload); an UploadError for a bad file."""
+    im = decode(data, LIMITS, field)
+    size, mode, resize = _input_shape()
+    return im, Upload(to_model_array(im, size, mode, resize), read_history(im, size, _envelope()))
+
+
+def _model_input(path: Path) -> Upload:
+    """An uploaded file (saved by BentoML) -> the model's input and its history; a bad one fails validation (400)."""
     try:
-        im = decode(Path(path).read_bytes(), LIMITS, "image")
+        return read_upload(Path(path).read_bytes())[1]
     except UploadError as exc:
         raise PydanticCustomError("bad_image", "{reason}", {"reason": str(exc).removeprefix("image: ")}) from None
-    return to_model_array(im, *_input_shape())
 
 
 # checked and converted while the request is parsed, so one bad upload fails only its own
 # request, never the batch it would have joined
 ImageUpload = t.Annotated[Path, AfterValidator(_model_input)]
+
+
+def verdict(p: float, threshold: float, history: History) -> dict:
+    """The answer for one image: `uncertain` (with the reasons) outside the validated envelope,
+    else `fake` or `real` at the served threshold."""
+    if not history.inside:
+        return {"verdict": "uncertain", "is_fake": None, "reasons": history.reasons}
+    fake = p >= threshold
+    return {"verdict": "fake" if fake else "real", "is_fake": bool(fake), "reasons": []}
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -250,10 +280,11 @@ class GanDefect:
 
     # -- input --------------------------------------------------------------------------------
     def _read(self, path: Path | None, field: str):
+        """(decoded image, Upload, the file's bytes)"""
         if path is None:
             raise UploadError(f"no `{field}` field: send the image as multipart/form-data field `{field}`")
-        im = decode(Path(path).read_bytes(), LIMITS, field)
-        return im, to_model_array(im, self.size, self.mode, self.resize)
+        data = Path(path).read_bytes()
+        return (*read_upload(data, field), data)
 
     def _version_headers(self) -> dict[str, str]:
         return {"X-Detector-Version": self.meta["detector"]["version"],
@@ -262,30 +293,34 @@ class GanDefect:
     # -- APIs ------------------------------------------------------------------------------------
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
     def detect(self, images: list[ImageUpload] = Field(min_length=1, max_length=LIMITS.max_images)) -> list[dict]:
-        """Probability that each image is generated, and the verdict at the calibrated threshold.
+        """Probability that each image is generated, the verdict (`fake`, `real`, or `uncertain`
+        with the reasons when the file lies outside the conditions the gate validated) and what
+        could be read of its history (format, JPEG quality, original size, scale, up-scaling).
 
         Adaptive batching: the images of concurrent requests are scored as one batch. Each
         upload was checked and converted to the model's input when the request was parsed."""
-        p = self.detector.score(np.stack(images))
+        p = self.detector.score(np.stack([u.pixels for u in images]))
         threshold = float(self.detector.threshold)
         version = self.meta["detector"]["version"]
-        return [{"p_fake": float(v), "is_fake": bool(v >= threshold), "threshold": threshold,
-                 "model_version": version} for v in p]
+        return [{"p_fake": float(v), **verdict(float(v), threshold, u.history), "threshold": threshold,
+                 "history": u.history.to_dict(), "model_version": version} for v, u in zip(p, images)]
 
     @bentoml.api
     def localize(self, image: Path = None) -> t.Annotated[Path, bentoml.validators.ContentType("image/png")]:  # noqa: RUF013
         """The defect map as a PNG (white = likely generated); boxes and area in the X-Defect-* headers."""
         try:
-            _, x = self._read(image, "image")
+            _, upload, _ = self._read(image, "image")
         except UploadError as exc:
             return error(exc.status, str(exc))
-        batch = x[None]
+        batch = upload.pixels[None]
         heat = self.detector.defect_map(batch)[0]
         mask = heat >= getattr(self.detector, "map_threshold", 0.5)
         p = float(self.detector.score(batch)[0])
         png = encode_png(_gray(heat))
+        answer = verdict(p, self.detector.threshold, upload.history)
         return Response(png, media_type="image/png", headers={
             **self._version_headers(), "X-P-Fake": f"{p:.6f}", "X-Is-Fake": str(p >= self.detector.threshold).lower(),
+            "X-Verdict": answer["verdict"], "X-Reason": "; ".join(answer["reasons"]),
             "X-Defect-Area": f"{mask.mean():.6f}", "X-Defect-Boxes": json.dumps(bounding_boxes(mask)),
             "X-Map-Threshold": f"{self.detector.map_threshold:.6f}", "X-Image-Size": f"{self.size}x{self.size}"})
 
@@ -295,17 +330,30 @@ class GanDefect:
         """The repaired image as a PNG; scores before/after and the rewritten area in X-* headers.
 
         Without `mask`, the detector finds the defects (detect -> mask -> inpaint, up to k passes);
-        with one (white = rewrite; the image's size or the model's), exactly that region is rewritten."""
+        an image it does not call fake (verdict `real`, or `uncertain` outside the validated
+        conditions) comes back byte for byte as sent, with the reason in `X-Stopped` / `X-Reason`.
+        With a mask (white = rewrite; the image's size or the model's), exactly that region is rewritten."""
         from gandefect.repair.pipeline import repair
 
         try:
-            im, x = self._read(image, "image")
+            im, upload, data = self._read(image, "image")
+            x = upload.pixels
             masks = None
             if mask is not None:
                 m = decode(Path(mask).read_bytes(), LIMITS, "mask")
                 masks = mask_for(m, im.size, self.size, self.resize)[None]
         except UploadError as exc:
             return error(exc.status, str(exc))
+        if masks is None:
+            p = float(self.detector.score(x[None])[0])
+            answer = verdict(p, self.detector.threshold, upload.history)
+            if answer["verdict"] != "fake":
+                stopped = "not-fake" if answer["verdict"] == "real" else "uncertain"
+                reason = "; ".join(answer["reasons"]) or f"p_fake {p:.4f} is below the threshold {self.detector.threshold:.4f}"
+                return Response(data, media_type=f"image/{(im.format or 'png').lower()}", headers={
+                    **self._version_headers(), "X-Score-Before": f"{p:.6f}", "X-Score-After": f"{p:.6f}",
+                    "X-Mask-Area": "0", "X-Iterations": "0", "X-Stopped": stopped, "X-Verdict": answer["verdict"],
+                    "X-Reason": reason, "X-Threshold": f"{self.detector.threshold:.6f}"})
         settings = self.meta["repairer"]["repair"]
         result = repair(x[None], self.detector, self.repairer, settings["iterations"], settings["max_area"],
                         settings["dilate"], masks)
@@ -316,7 +364,7 @@ class GanDefect:
         return Response(png, media_type="image/png", headers={
             **self._version_headers(), "X-Score-Before": f"{result.score_before[0]:.6f}",
             "X-Score-After": f"{result.score_after[0]:.6f}", "X-Mask-Area": f"{result.masks[0].mean():.6f}",
-            "X-Iterations": str(int(result.iterations[0])), "X-Stopped": result.stopped[0],
+            "X-Iterations": str(int(result.iterations[0])), "X-Stopped": result.stopped[0], "X-Verdict": "fake",
             "X-Threshold": f"{self.detector.threshold:.6f}"})
 
     @bentoml.api
@@ -330,6 +378,7 @@ class GanDefect:
                          "trained_on": list(self.detector.trained_on)},
             "repairer": {**_describe(rep), **rep.get("repair", {})},
             "input": det["input"],
+            "envelope": _envelope().to_dict(),
             "limits": {"max_bytes": LIMITS.max_bytes, "max_pixels": LIMITS.max_pixels, "max_images": LIMITS.max_images},
         }
 

@@ -149,12 +149,71 @@ def test_repair_with_a_mask_rewrites_only_the_masked_pixels(served):
     assert r.headers["x-repairer-version"] == str(_champion(served["root"], "gandefect-repairer").version)
 
 
+def _real(root: Path) -> Path:
+    return sorted((root / "data" / "real" / "images").glob("*.png"))[0]
+
+
+def _detect(url: str, files: list[bytes]) -> list[dict]:
+    r = httpx.post(f"{url}/detect", files=[("images", (f"{i}", b)) for i, b in enumerate(files)], timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _one_called(url: str, paths: list[Path], verdict: str) -> bytes:
+    """An upload the champion answers `verdict` for (the tiny champion is weak; some always are)."""
+    files = [p.read_bytes() for p in paths[:8 * 8]]
+    answers = [a for i in range(0, len(files), 8) for a in _detect(url, files[i:i + 8])]
+    found = [f for f, a in zip(files, answers) if a["verdict"] == verdict]
+    assert found, f"no upload answered {verdict}"
+    return found[0]
+
+
 def test_repair_without_a_mask_uses_the_detectors_defects(served):
-    r = httpx.post(f"{served['url']}/repair", files={"image": _generated(served["root"]).read_bytes()}, timeout=30)
+    fakes = sorted((served["root"] / "data" / "fakes").glob("*/images/*.png"))
+    image = _one_called(served["url"], fakes[::7], "fake")
+    r = httpx.post(f"{served['url']}/repair", files={"image": image}, timeout=30)
     assert r.status_code == 200, r.text
     assert Image.open(io.BytesIO(r.content)).size == (28, 28)
     assert r.headers["x-stopped"] in {"below-threshold", "no-region", "max-iterations"}
-    assert int(r.headers["x-iterations"]) >= 0
+    assert r.headers["x-verdict"] == "fake" and int(r.headers["x-iterations"]) >= 0
+
+
+def test_repair_returns_an_image_it_does_not_call_fake_byte_for_byte(served):
+    url = served["url"]
+    reals = sorted((served["root"] / "data" / "real" / "images").glob("*.png"))
+    real = _one_called(url, reals, "real")
+    jpeg30 = _png(Image.open(io.BytesIO(real)), "JPEG", quality=30)
+    for upload, stopped in ((real, "not-fake"), (jpeg30, "uncertain")):
+        r = httpx.post(f"{url}/repair", files={"image": upload}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.content == upload and r.headers["x-stopped"] == stopped and r.headers["x-reason"]
+        assert r.headers["x-mask-area"] == "0"
+
+
+def test_detect_reads_the_history_and_is_uncertain_outside_the_validated_conditions(served):
+    url = served["url"]
+    envelope = httpx.post(f"{url}/metadata", json={}, timeout=30).json()["envelope"]
+    real = Image.open(_real(served["root"]))
+    tiny = real.resize((7, 7), Image.Resampling.BICUBIC).resize((28, 28), Image.Resampling.BICUBIC)
+    uploads = {"png": _png(real), "jpeg70": _png(real, "JPEG", quality=70), "jpeg30": _png(real, "JPEG", quality=30),
+               "up2": _png(real.resize((56, 56), Image.Resampling.BICUBIC)), "7x7": _png(tiny),
+               "fake": _generated(served["root"]).read_bytes()}
+    answers = dict(zip(uploads, _detect(url, list(uploads.values()))))
+    png, jpeg70, jpeg30, up2, small, fake = answers.values()
+    assert png["history"] == {"format": "PNG", "mode": "L", "original_size": [28, 28], "scale": 1.0,
+                              "jpeg_quality": None, "jpeg_standard_table": False, "upscaled_by": 1, "inside": True,
+                              "reasons": []}
+    for a in (png, jpeg70, fake):
+        assert a["verdict"] in {"real", "fake"} and a["is_fake"] == (a["p_fake"] >= a["threshold"])
+    assert fake["history"]["inside"] and fake["history"]["upscaled_by"] == 1
+    assert jpeg70["history"]["format"] == "JPEG" and jpeg70["history"]["jpeg_quality"] == 70
+    assert jpeg70["history"]["jpeg_standard_table"]
+    assert up2["history"]["original_size"] == [56, 56] and up2["history"]["scale"] == 0.5
+    assert up2["verdict"] == ("uncertain" if envelope["max_downscale"] < 2 else up2["verdict"])
+    for a, reason in ((jpeg30, "JPEG quality about 30"), (small, "enlarged about x4")):
+        assert a["verdict"] == "uncertain" and a["is_fake"] is None, a
+        assert any(reason in r for r in a["reasons"]), a["reasons"]
+    assert small["history"]["upscaled_by"] == 4
 
 
 def test_metadata_names_the_champions_their_thresholds_and_promotion_metrics(served):
@@ -235,8 +294,7 @@ def test_the_bento_carries_the_models_and_a_rebuild_of_the_same_champions_is_reu
 
 def test_web_page_in_headless_chromium_shows_score_map_and_repair(served):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium on PATH")
+    assert chromium, "Debian's chromium is needed (.ci/run installs it: apt-get install chromium)"
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -250,6 +308,7 @@ def test_web_page_in_headless_chromium_shows_score_map_and_repair(served):
             score = page.text_content("#score")
             assert score.endswith("%") and 0 <= float(score[:-1]) <= 100
             assert page.text_content("#verdict") in {"generated", "real"}
+            assert "PNG 28\u00d728" in page.text_content("#history")
             for image in ("#original", "#repaired"):
                 page.wait_for_function(f"document.querySelector('{image}').naturalWidth > 0")
             drawn = page.evaluate("""() => {
@@ -259,6 +318,14 @@ def test_web_page_in_headless_chromium_shows_score_map_and_repair(served):
                 return lit; }""")
             assert drawn > 0  # the image and its defect map were painted
             assert not page.is_visible("#error")
+            # a heavily compressed upload: the page says uncertain, and why
+            q30 = served["base"] / "q30.jpg"
+            Image.open(_real(served["root"])).save(q30, "JPEG", quality=30)
+            page.set_input_files("#file", str(q30))
+            page.wait_for_function("document.getElementById('history').dataset.verdict === 'uncertain'", timeout=30_000)
+            assert page.text_content("#verdict") == "uncertain"
+            assert "JPEG quality about 30" in page.text_content("#history")
+            page.wait_for_function("document.getElementById('repair-note').textContent.includes('unchanged')")
         finally:
             browser.close()
 

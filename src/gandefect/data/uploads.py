@@ -63,7 +63,12 @@ def decode(data: bytes, limits: UploadLimits, field: str = "image") -> Image.Ima
             im.load()
         except IMAGE_ERRORS as exc:
             raise UploadError(f"{field}: the {im.format} file is truncated or corrupt ({exc})") from None
-        return ImageOps.exif_transpose(im)
+        out = ImageOps.exif_transpose(im)
+        # the file's format and JPEG tables stay readable on the copy (gandefect.data.history)
+        out.format = im.format
+        if hasattr(im, "quantization"):
+            out.quantization = im.quantization
+        return out
 
 
 def to_model_array(im: Image.Image, size: int, mode: str, resize: str) -> np.ndarray:

@@ -84,6 +84,8 @@ def export_models(cfg: Config, found: dict[str, Champion]) -> dict[str, str]:
         meta = {"registered_model": champ.name, "version": champ.version, "run_id": champ.run_id,
                 "tags": champ.tags, "metrics": {k: float(v) for k, v in champ.metrics.items()},
                 "input": {"size": cfg.data.image_size, "mode": cfg.data.mode, "resize": cfg.data.resize}}
+        if role == "detector" and getattr(obj, "envelope", None) is not None:
+            meta["envelope"] = obj.envelope.to_dict()  # the conditions its gate validated (else: `uncertain`)
         if role == "repairer":
             meta["repair"] = {"iterations": cfg.repair.iterations, "max_area": cfg.repair.max_area,
                               "dilate": cfg.spliced.dilate}
