@@ -102,6 +102,7 @@ class CNNDetectorConfig(_Section):
     lr: float = Field(2e-3, gt=0)
     p_process: float = Field(0.8, ge=0, le=1)  # training images sent through a random processing chain
     p_splice: float = Field(0.5, ge=0, le=1)
+    p_process_spliced: float = Field(0.3, ge=0, le=1)
     focal_gamma: float = Field(2.0, ge=0)
     # the leave-one-family-out models (one per family) are trained lighter to fit the flow's time
     loo_width: int = Field(16, ge=2)
@@ -146,6 +147,7 @@ class DetectConfig(_Section):
     fakes_per_early_generator: int = Field(400, ge=1)  # the crude early checkpoints
     families: list[Literal["cnn", "spectral"]] = ["cnn", "spectral"]
     leave_one_out: bool = True
+    loo_fakes_per_generator: int = Field(800, ge=1)  # training images per generator of a leave-one-out model
     cnn: CNNDetectorConfig = CNNDetectorConfig()
     spectral: SpectralDetectorConfig = SpectralDetectorConfig()
     wild: WildConfig = WildConfig()

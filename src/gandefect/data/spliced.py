@@ -61,13 +61,22 @@ def splice(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(m, fake, real).astype(np.uint8)
 
 
-def make_spliced(real: np.ndarray, fakes: np.ndarray, spec: MaskSpec, seed: int):
-    """One spliced image per real image, each with a random fake and mask; deterministic in seed."""
+def make_spliced(real: np.ndarray, fakes: np.ndarray, spec: MaskSpec, seed: int,
+                 generators: np.ndarray | None = None):
+    """One spliced image per real image, each with a random fake and mask; deterministic in seed.
+
+    With `generators` (the generator of each fake), the generator is drawn uniformly first, so
+    the benchmark's mix of generators does not follow how many samples each one has."""
     rng = np.random.default_rng(seed)
     h, w = real.shape[1:3]
+    by_generator = [np.flatnonzero(generators == g) for g in np.unique(generators)] if generators is not None else None
     out, masks, kinds, sources = [], [], [], []
     for img in real:
-        j = int(rng.integers(len(fakes)))
+        if by_generator is None:
+            j = int(rng.integers(len(fakes)))
+        else:
+            pool = by_generator[int(rng.integers(len(by_generator)))]
+            j = int(pool[rng.integers(len(pool))])
         mask, kind = random_mask(rng, h, w, spec)
         out.append(splice(img, fakes[j], mask))
         masks.append(mask)

@@ -35,6 +35,7 @@ class CNNConfig:
     lr: float = 2e-3
     p_process: float = 0.6  # share of training images sent through a random processing chain (both classes)
     p_splice: float = 0.5  # fraction of (real, fake) pairs turned into spliced training images
+    p_process_spliced: float = 0.3  # share of the spliced ones processed (less: sharper defect maps)
     focal_gamma: float = 0.0  # focal loss on the image logit (0: plain cross-entropy)
     splice_min_area: float = 0.02
     splice_max_area: float = 0.6
@@ -128,17 +129,22 @@ class CNNDetector(Detector):
                 idx = order[i * c.batch_size:(i + 1) * c.batch_size]
                 images = train.images[idx].copy()
                 target = np.broadcast_to(labels[idx][:, None, None], (len(idx),) + images.shape[1:3]).copy()
+                spliced = np.zeros(len(idx), bool)
                 if masks is not None:
-                    self._splice_batch(rng, train.images, real_idx, fake_idx, masks, images, target)
-                x = _tensor(augment(images, rng, c.p_process)).contiguous(memory_format=torch.channels_last)
+                    spliced = self._splice_batch(rng, train.images, real_idx, fake_idx, masks, images, target)
+                images[~spliced] = augment(images[~spliced], rng, c.p_process)
+                images[spliced] = augment(images[spliced], rng, c.p_process_spliced)
+                x = _tensor(images).contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
                     logits, image_logit = self.net(x)
                 logits, image_logit = logits.float(), image_logit.float()
-                # patch target = the fraction of the patch's pixels that are generated; an image
-                # with any generated pixel is generated
+                # patch target = the fraction of the patch's pixels that are generated; the image
+                # score learns from whole images only, all processed alike (spliced ones, less
+                # processed so the maps stay sharp, would otherwise teach "clean = generated")
                 t = F.adaptive_avg_pool2d(torch.from_numpy(target)[:, None], logits.shape[2:])
+                whole = torch.from_numpy(~spliced)
                 loss = F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight) + \
-                    _image_loss(image_logit, (t.amax(dim=(1, 2, 3)) > 0).float(), pos_weight, c.focal_gamma)
+                    _image_loss(image_logit[whole], torch.from_numpy(labels[idx])[whole], pos_weight, c.focal_gamma)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -149,9 +155,11 @@ class CNNDetector(Detector):
         self.trained_on = sorted(set(train.generators) - {"real"})
         return self
 
-    def _splice_batch(self, rng, pool, real_idx, fake_idx, masks, images, target) -> None:
-        """Replace a p_splice share of the batch by spliced images and their pixel targets (in place)."""
-        for k in np.flatnonzero(rng.random(len(images)) < self.cfg.p_splice):
+    def _splice_batch(self, rng, pool, real_idx, fake_idx, masks, images, target) -> np.ndarray:
+        """Replace a p_splice share of the batch by spliced images and their pixel targets (in
+        place); returns which were replaced."""
+        chosen = rng.random(len(images)) < self.cfg.p_splice
+        for k in np.flatnonzero(chosen):
             real, fake = pool[rng.choice(real_idx)], pool[rng.choice(fake_idx)]
             mask = masks[rng.integers(len(masks))]
             if rng.random() < 0.5:  # the generated image as background, a real region pasted in
@@ -160,6 +168,7 @@ class CNNDetector(Detector):
             else:
                 target[k] = mask
             images[k] = splice(real, fake, mask)
+        return chosen
 
     @torch.no_grad()
     def _outputs(self, images: np.ndarray, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,11 +10,13 @@ the service would answer `uncertain` for (outside the validated envelope).
 
 from __future__ import annotations
 
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-import io
 
 from gandefect.data import conditions
 from gandefect.data.history import Envelope, read_history
@@ -37,14 +39,24 @@ class WildSet:
 
 
 def build(data: Labeled, names: list[str], resize: str, envelope: Envelope | None = None) -> WildSet:
-    """Encode every image under every condition and decode it as the service does."""
+    """Encode every image under every condition and decode it as the service does; with an
+    envelope, also whether each real image would be inside it (`uncertain_real_<c>`)."""
     size, mode = data.images.shape[1], "L" if data.images.ndim == 3 else "RGB"
-    inputs, inside = {}, {}
-    for name in names:
+    real = np.flatnonzero(data.labels == 0)
+
+    def one(name: str):
         files = conditions.client_bytes(data.images, name, WILD_SEED)
-        inputs[name] = np.stack([conditions.to_model_input(b, size, mode, resize) for b in files])
+        pixels = np.stack([conditions.to_model_input(b, size, mode, resize) for b in files])
+        inside = np.ones(len(files), bool)
         if envelope is not None:
-            inside[name] = np.array([read_history(Image.open(io.BytesIO(b)), size, envelope).inside for b in files])
+            inside[real] = [read_history(Image.open(io.BytesIO(files[i])), size, envelope).inside for i in real]
+        return pixels, inside
+
+    # Pillow encodes and decodes without the GIL: one thread per core
+    with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as pool:
+        built = dict(zip(names, pool.map(one, names)))
+    inputs = {name: pixels for name, (pixels, _) in built.items()}
+    inside = {name: mask for name, (_, mask) in built.items()} if envelope is not None else {}
     return WildSet(data, inputs, inside)
 
 

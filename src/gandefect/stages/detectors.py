@@ -142,6 +142,16 @@ def without_family(data: Labeled, family: str) -> Labeled:
     return Labeled(data.images[keep], data.labels[keep], data.generators[keep])
 
 
+def capped(data: Labeled, per_generator: int, seed: int) -> Labeled:
+    """Every real image and at most `per_generator` images of each generator (a seeded choice, order kept)."""
+    rng = np.random.default_rng(seed)
+    keep = data.generators == "real"
+    for g in set(data.generators.tolist()) - {"real"}:
+        idx = np.flatnonzero(data.generators == g)
+        keep[rng.choice(idx, min(per_generator, len(idx)), replace=False)] = True
+    return Labeled(data.images[keep], data.labels[keep], data.generators[keep])
+
+
 def envelope_for(gated: list[str]) -> Envelope:
     """The served envelope: what the gated conditions cover (a condition not gated is outside)."""
     qualities = [int(c.removeprefix("jpeg").split("x")[-1]) for c in gated if c.startswith("jpeg")]
@@ -195,8 +205,9 @@ def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress |
     test_families = _families(data.test)
     fams = sorted(set(_families(data.train)) - {"real"})
     metrics, trained_on = {}, {}
+    train = capped(data.train, cfg.detect.loo_fakes_per_generator, cfg.seed)
     for held in fams:
-        det = fit_detector(cfg, family, without_family(data.train, held), *data.val_mix_without(held), held_out=True)
+        det = fit_detector(cfg, family, without_family(train, held), *data.val_mix_without(held), held_out=True)
         held_out = (test_families == "real") | (test_families == held)
         metrics[f"auc_unseen_{held}"] = auc(data.test.labels[held_out], det.score(data.test.images[held_out]))
         mine = test_families == held

@@ -45,7 +45,7 @@ def run_build_spliced(cfg: Config, version: bool = True) -> tuple[pd.DataFrame, 
         r = real[real["split"] == split]
         f = fakes[fakes["split"] == split]
         images, masks, kinds, picks = make_spliced(load_pngs(r["path"], cfg.real_dir), load_pngs(f["path"], fakes_root(cfg)),
-                                                   spec, cfg.seed + 101 + offset)
+                                                   spec, cfg.seed + 101 + offset, f["generator"].to_numpy())
         for i, (img, mask, kind, j) in enumerate(zip(images, masks, kinds, picks)):
             name = f"{split}-{i:05d}.png"
             (tmp / "images" / name).write_bytes(encode_png(Image.fromarray(img, _mode(img))))
