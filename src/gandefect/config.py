@@ -105,7 +105,7 @@ class CNNDetectorConfig(_Section):
     p_process_spliced: float = Field(0.3, ge=0, le=1)
     focal_gamma: float = Field(2.0, ge=0)
     # the leave-one-family-out models (one per family) are trained lighter to fit the flow's time
-    loo_width: int = Field(16, ge=2)
+    loo_width: int = Field(24, ge=2)
     loo_epochs: int = Field(3, ge=1)
 
 
@@ -130,7 +130,7 @@ class WildConfig(_Section):
                         "blur1.0", "resize", "rgbjpeg85"]
     # the served threshold: the lowest at which no gated condition calls more than this share of
     # the validation reals fake
-    fpr_target: float = Field(0.03, gt=0, lt=1)
+    fpr_target: float = Field(0.02, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _known(self) -> "WildConfig":

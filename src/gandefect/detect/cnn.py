@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandefect import hardware
 from gandefect.data.conditions import augment
 from gandefect.data.spliced import MaskSpec, mask_pool, splice
 from gandefect.detect.common import Detector, Labeled
@@ -80,14 +81,6 @@ def _image_loss(logit: torch.Tensor, label: torch.Tensor, pos_weight: torch.Tens
     return (weight * ce).mean()
 
 
-def _bf16_ok() -> bool:
-    """bfloat16 autocast only where oneDNN runs it natively (elsewhere it is emulated and slower)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def _tensor(images: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)
     return x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
@@ -118,10 +111,7 @@ class CNNDetector(Detector):
         spec = MaskSpec(c.splice_min_area, c.splice_max_area, ("rect", "blob"))
         masks = mask_pool(rng, train.images.shape[1:3], spec, 2048) if c.p_splice > 0 and len(real_idx) \
             and len(fake_idx) else None
-        # channels-last and bfloat16 autocast where the CPU computes bf16 natively: about 1.8x
-        # faster training on such CPUs (bench/train_throughput.py); weights and scoring stay float32
-        fast = _bf16_ok()
-        self.net.to(memory_format=torch.channels_last)
+        fast = hardware.fast_training(self.net)  # bf16 autocast + channels-last where native
         self.net.train()
         for epoch in range(c.epochs):
             order = rng.permutation(len(train.labels))
@@ -134,9 +124,8 @@ class CNNDetector(Detector):
                     spliced = self._splice_batch(rng, train.images, real_idx, fake_idx, masks, images, target)
                 images[~spliced] = augment(images[~spliced], rng, c.p_process)
                 images[spliced] = augment(images[spliced], rng, c.p_process_spliced)
-                x = _tensor(images).contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
-                    logits, image_logit = self.net(x)
+                with hardware.autocast(fast):
+                    logits, image_logit = self.net(hardware.batch(_tensor(images), fast))
                 logits, image_logit = logits.float(), image_logit.float()
                 # patch target = the fraction of the patch's pixels that are generated; the image
                 # score learns from whole images only, all processed alike (spliced ones, less
