@@ -81,3 +81,29 @@ def test_threshold_maximizes_balanced_accuracy():
     labels = np.array([0, 0, 0, 1, 1, 1])
     t = choose_threshold(p, labels)
     assert 0.3 < t <= 0.6
+
+
+def test_the_served_threshold_keeps_every_conditions_real_images_under_the_target():
+    from gandefect.detect.common import threshold_for_fpr
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(["png", "jpeg75", "resize"], 200)
+    labels = np.tile(np.r_[np.zeros(100, int), np.ones(100, int)], 3)
+    shift = np.repeat([0.0, 0.1, 0.3], 200)  # processed reals score higher: resize the most
+    p = np.clip(rng.uniform(0, 0.5, 600) + shift + 0.5 * labels, 0, 1)
+    t = threshold_for_fpr(p, labels, groups, 0.05)
+    for g in ("png", "jpeg75", "resize"):
+        real = p[(groups == g) & (labels == 0)]
+        assert (real >= t).mean() <= 0.05
+    worst = p[(groups == "resize") & (labels == 0)]
+    assert (worst >= np.nextafter(t, 0) - 1e-9).mean() > 0.04  # the lowest such threshold, set by resize
+
+
+def test_calibrating_on_a_mix_sets_the_threshold_by_the_rule():
+    train, val = synthetic(200, 0), synthetic(100, 1)
+    det = FAMILIES["spectral"](1).fit(train)
+    groups = np.repeat(["a", "b"], 50)  # two conditions, each with both classes
+    det.calibrate(val, groups, fpr_target=0.02)
+    p = det.score(val.images)
+    for g in ("a", "b"):
+        assert (p[(groups == g) & (val.labels == 0)] >= det.threshold).mean() <= 0.02
