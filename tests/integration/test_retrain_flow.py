@@ -23,19 +23,20 @@ def test_gan_zoo_part_of_the_flow_runs_on_a_dask_local_cluster(project, monkeypa
     flow = retrain.with_options(task_runner=task_runner_for("dask"))
     result = flow(str(project / "params.yaml"), None, ["ingest", "gans"])
     assert result.state == "completed" and result.data_version.endswith(".dir")
-    assert set(result.zoo) == {"minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"}
+    assert set(result.zoo) == {"minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge",
+                               "vae", "mlpgan", "resizegan"}  # the six DCGANs and the other families
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     parent = client.search_runs([client.get_experiment_by_name("gandefect-retrain").experiment_id])[0]
     flow_run_id = parent.data.tags["flow_run_id"]
     gans = client.search_runs([client.get_experiment_by_name("gandefect-gans").experiment_id],
                               filter_string="tags.mlflow.runName LIKE 'gan-%'")
-    assert len(gans) == 6 and {r.data.tags["flow_run_id"] for r in gans} == {flow_run_id}
+    assert len(gans) == 9 and {r.data.tags["flow_run_id"] for r in gans} == {flow_run_id}
     assert parent.data.tags["data_version"] == result.data_version
     for loss in result.zoo:
         assert client.get_registered_model(f"gandefect-generator-{loss}")
     assert any(p.name.startswith("retrain-") for p in (project / "reports").iterdir())
     assert os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
-    assert (project / "reports" / "gan-zoo.csv").read_text().count("\n") == 7  # one report, all six GANs
+    assert (project / "reports" / "gan-zoo.csv").read_text().count("\n") == 10  # one report, all nine generators
 
 
 def _versions(client) -> dict[str, int]:
@@ -70,7 +71,7 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
     assert _versions(client) == registered
     assert second.detector["version"] == first.detector["version"] and second.zoo == first.zoo
     status = run_cli(project, "status", check=True).stdout
-    assert "last retrain flow runs" in status and status.count("completed") >= 2 and "10 tasks" in status
+    assert "last retrain flow runs" in status and status.count("completed") >= 2 and "13 tasks" in status
 
     folder = make_image_folder(tmp_path / "newgan", 60, seed=3)
     run_ingest_fakes(load_config(params), str(folder), "newgan")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from gandefect import hardware
 from gandefect.gan.families import vae_loss
 from gandefect.gan.losses import AdversarialLoss, clip_weights, gradient_penalty
 from gandefect.gan.models import DCGANConfig, Discriminator, Generator, init_weights
@@ -64,7 +63,6 @@ class _Loop:
     checkpoint_dir: Path | None = None
 
     def total_steps(self) -> int: ...
-    def modules(self) -> list[torch.nn.Module]: ...
     def train_step(self, real: torch.Tensor) -> dict[str, float]: ...
     def train_mode(self, on: bool) -> None: ...
     def state_dict(self) -> dict: ...
@@ -96,7 +94,6 @@ class _Loop:
         total = self.total_steps()
         resumed_from = self.step if resume and self.load_checkpoint() else 0
         result = TrainResult(0, 0, resumed_from)
-        fast = hardware.fast_training(*self.modules())  # bf16 autocast + channels-last where native
         self.train_mode(True)
         buffer: list[tuple[int, dict[str, float]]] = []
         perm_epoch, perm = -1, None
@@ -106,8 +103,7 @@ class _Loop:
                 perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(s.seed * 7919 + epoch))
                 perm_epoch = epoch
             torch.manual_seed(s.seed * 1_000_003 + self.step)
-            with hardware.autocast(fast):
-                metrics = self.train_step(hardware.batch(real[perm[pos * s.batch_size:(pos + 1) * s.batch_size]], fast))
+            metrics = self.train_step(real[perm[pos * s.batch_size:(pos + 1) * s.batch_size]])
             self.step += 1
             if self.step % s.log_every == 0:
                 buffer.append((self.step, metrics))
@@ -163,9 +159,6 @@ class GANTrainer(_Loop):
     # -- training ----------------------------------------------------------------------
     def total_steps(self) -> int:
         return self.settings.generator_steps * self.loss.n_critic
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.G, self.D]
 
     def train_mode(self, on: bool) -> None:
         self.G.train(on)
@@ -223,9 +216,6 @@ class VAETrainer(_Loop):
 
     def total_steps(self) -> int:
         return self.settings.generator_steps
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.vae]
 
     def train_mode(self, on: bool) -> None:
         self.vae.train(on)
