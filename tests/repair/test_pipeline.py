@@ -110,3 +110,23 @@ def test_a_trained_repairer_beats_mean_fill_on_held_out_structure():
     err = lambda a: np.abs(a[masks].astype(float) - test[masks]).mean()  # noqa: E731
     assert err(repaired) < 0.7 * err(mean_fill(test, masks))
     assert err(biharmonic(test, masks)) > 0  # the classical baseline runs on the same input
+
+
+class WhiteNet(InpaintUNet):
+    """A U-Net whose output is white everywhere: every pass makes the bright-pixel score worse."""
+
+    def __init__(self):
+        super().__init__(RepairerConfig(1, 8))
+        with torch.no_grad():
+            self.out.weight.zero_()
+            self.out.bias.fill_(20.0)
+
+
+def test_a_pass_that_does_not_lower_the_score_is_undone_and_stops_the_loop():
+    image = np.zeros((1, 28, 28), np.uint8)
+    image[0, 5:9, 5:9] = 255  # flagged; inpainting it white keeps it just as bright
+    image[0, 20:22, 3:25] = 120  # unflagged content the loop must not touch either way
+    result = repair(image, _detector(), Repairer(WhiteNet()), iterations=5, max_area=0.5)
+    assert result.stopped == ["no-improvement"]
+    assert np.array_equal(result.images, image) and result.iterations[0] == 0 and not result.masks.any()
+    assert result.score_after[0] == result.score_before[0]

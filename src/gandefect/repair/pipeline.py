@@ -3,7 +3,8 @@
 Composite rule: every pixel outside the mask is the input's own byte (the composite is done
 in uint8, after the network), so a repair can never change what was not flagged.
 Stop rule: an image leaves the loop when its score falls below the detector's threshold,
-when its defect map flags no pixel, or after `iterations` passes.
+when its defect map flags no pixel, when a pass does not lower its score (that pass is
+undone), or after `iterations` passes.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class RepairResult:
     score_before: np.ndarray
     score_after: np.ndarray
     iterations: np.ndarray  # passes that changed the image
-    stopped: list[str] = field(default_factory=list)  # below-threshold | no-region | max-iterations | given-mask
+    stopped: list[str] = field(default_factory=list)  # below-threshold | no-region | no-improvement | max-iterations | given-mask
 
     def rows(self, names: list[str]) -> list[dict]:
         return [{"image": n, "score_before": float(b), "score_after": float(a), "mask_area": float(m.mean()),
@@ -97,10 +98,18 @@ def repair(images: np.ndarray, detector, repairer: Repairer, iterations: int = 3
         active, m = active[~empty], m[~empty]
         if not len(active):
             break
-        current[active] = repairer.inpaint(current[active], m)
+        candidate = repairer.inpaint(current[active], m)
+        new_score = detector.score(candidate)
+        # a pass that does not lower the score is undone and ends the loop for that image:
+        # rewriting more of it would only replace content, not repair it
+        better = new_score < score[active]
+        for i in active[~better]:
+            stopped[i] = "no-improvement"
+        active, m, candidate, new_score = active[better], m[better], candidate[better], new_score[better]
+        current[active] = candidate
         union[active] |= m
         passes[active] += 1
-        score[active] = detector.score(current[active])
+        score[active] = new_score
     for i in active:
         if score[i] < detector.threshold:
             stopped[i] = "below-threshold"

@@ -14,7 +14,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from gandefect import hardware
 from gandefect.data.datasets import to_tensor
 from gandefect.data.spliced import MaskSpec, mask_pool
 from gandefect.gan import losses
@@ -53,7 +52,6 @@ def train_repairer(images: np.ndarray, model_cfg: RepairerConfig, s: RepairTrain
     steps = max(1, len(images) // s.batch_size)
     total = s.epochs * steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt_g, s.lr, total_steps=total)
-    fast = hardware.fast_training(net, disc)  # bf16 autocast + channels-last where native
     for epoch in range(s.epochs):
         order = torch.from_numpy(rng.permutation(len(images)))
         sums = {"l1_hole": 0.0, "l1_valid": 0.0, "g_adv": 0.0, "d_loss": 0.0}
@@ -63,14 +61,11 @@ def train_repairer(images: np.ndarray, model_cfg: RepairerConfig, s: RepairTrain
             flip = torch.from_numpy(rng.random(len(x)) < 0.5)[:, None, None, None]
             x = torch.where(flip, x.flip(3), x)  # mirror augmentation
             m = pool[torch.from_numpy(rng.integers(0, len(pool), len(x)))]
-            x, m = hardware.batch(x, fast), hardware.batch(m, fast)
-            with hardware.autocast(fast):
-                pred = net.inpaint(x, m).float()  # the L1 terms are summed in float32
+            pred = net.inpaint(x, m)
             comp = composite(x, pred, m)
             if s.adversarial_weight > 0:
                 for _ in range(adv.n_critic):
-                    with hardware.autocast(fast):
-                        d = adv.d_loss(disc(x, m).float(), disc(comp.detach(), m).float())
+                    d = adv.d_loss(disc(x, m), disc(comp.detach(), m))
                     if adv.gp_weight:
                         d = d + adv.gp_weight * losses.gradient_penalty(lambda t: disc(t, m), x, comp.detach())
                     opt_d.zero_grad(set_to_none=True)
@@ -78,8 +73,7 @@ def train_repairer(images: np.ndarray, model_cfg: RepairerConfig, s: RepairTrain
                     opt_d.step()
                     if adv.clip:
                         losses.clip_weights(disc, adv.clip)
-                with hardware.autocast(fast):
-                    g_adv = adv.g_loss(disc(comp, m).float())
+                g_adv = adv.g_loss(disc(comp, m))
             else:
                 d, g_adv = torch.zeros(()), torch.zeros(())
             hole = (m * (pred - x).abs()).sum() / m.sum().clamp(min=1) / x.shape[1]
