@@ -131,6 +131,7 @@ class WildConfig(_Section):
     # the served threshold: the lowest at which no gated condition calls more than this share of
     # the validation reals fake
     fpr_target: float = Field(0.02, gt=0, lt=1)
+    val_fakes_per_generator: int = Field(100, ge=1)  # in the validation mix (every real image is in it)
 
     @model_validator(mode="after")
     def _known(self) -> "WildConfig":

@@ -181,6 +181,8 @@ class EvalData:
 def prepare_eval_data(cfg: Config) -> EvalData:
     w = cfg.detect.wild
     train, val, test = (load_labeled(cfg, s) for s in ("train", "val", "test"))
+    # the threshold rule reads only the real images; fakes are there for Platt scaling
+    val = capped(val, w.val_fakes_per_generator, cfg.seed)
     wild_val = wild.build(val, w.gated, cfg.data.resize)
     val_mix = Labeled(np.concatenate([wild_val.inputs[c] for c in w.gated]), np.tile(val.labels, len(w.gated)),
                       np.tile(val.generators, len(w.gated)))
