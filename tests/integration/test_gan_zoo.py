@@ -62,7 +62,9 @@ def test_train_gans_tracks_registers_and_reports_every_loss(ingested):
 
 def test_unknown_loss_is_a_clear_error(ingested):
     proc = run_cli(ingested, "train-gans", "--loss", "bogus")
-    assert proc.returncode == 2 and "unknown loss 'bogus'" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "unknown generator 'bogus': neither a loss nor a family" in proc.stderr
+    assert "wgan-gp" in proc.stderr and "resizegan" in proc.stderr  # the known names, both kinds
 
 
 def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_total_steps(ingested):
