@@ -52,7 +52,8 @@ class Server:
         self.port = bento.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         exe = self.root / ".venv" / "bin" / "gandefect"
-        self.log = open(self.root / f".wild-eval-{label}.log", "w")  # noqa: SIM115 - closed in stop()
+        (self.root / "reports").mkdir(exist_ok=True)  # git-ignored; the server's output goes there
+        self.log = open(self.root / "reports" / f"wild-eval-{label}.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([str(exe), "serve", "--port", str(self.port)], cwd=self.root,
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "BENTOML_DO_NOT_TRACK": "true", **env})
