@@ -34,8 +34,7 @@ import numpy as np
 from gandefect.config import load_config
 from gandefect.data import conditions
 from gandefect.detect.common import Labeled
-from gandefect.evaluate.detection import auc
-from gandefect.evaluate.wild import WILD_SEED
+from gandefect.evaluate.wild import WILD_SEED, verdict_metrics
 from gandefect.lifecycle import bento
 
 MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -88,16 +87,15 @@ def detect(client: httpx.Client, url: str, files: list[bytes], batch: int) -> li
 
 
 def figures(answers: list[dict], data: Labeled, condition: str) -> dict[str, float]:
+    """The evaluation's own verdict figures (gandefect.evaluate.wild) from the served answers,
+    plus the shares answered `uncertain` and the worst generator's name."""
     p = np.array([a["p_fake"] for a in answers])
-    threshold = answers[0]["threshold"]
-    called = p >= threshold
+    out = verdict_metrics(p, data, answers[0]["threshold"], condition)
     real = data.labels == 0
     uncertain = np.array([a.get("verdict") == "uncertain" for a in answers])
-    out = {f"fpr_real_{condition}": float(called[real].mean()), f"uncertain_real_{condition}": float(uncertain[real].mean()),
-           f"uncertain_fake_{condition}": float(uncertain[~real].mean()), f"auc_{condition}": auc(data.labels, p)}
-    tprs = {g: float(called[data.generators == g].mean()) for g in sorted(set(data.generators[~real].tolist()))}
-    out.update({f"tpr_fake_{condition}_{g}": v for g, v in tprs.items()})
-    out[f"tpr_fake_{condition}"] = min(tprs.values())
+    out[f"uncertain_real_{condition}"] = float(uncertain[real].mean())
+    out[f"uncertain_fake_{condition}"] = float(uncertain[~real].mean())
+    tprs = {k.removeprefix(f"tpr_fake_{condition}_"): v for k, v in out.items() if k.startswith(f"tpr_fake_{condition}_")}
     out[f"worst_generator_{condition}"] = min(tprs, key=tprs.get)
     return out
 

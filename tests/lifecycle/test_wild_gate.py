@@ -37,7 +37,7 @@ def test_a_detector_that_calls_jpeg_reals_fake_is_refused_with_the_reason():
                    np.r_[["real"] * 30, ["toy"] * 30])
     detector = CompressionSniffer()
     detector.threshold = 0.5
-    metrics, _ = wild.evaluate_wild(detector, wild.build(data, list(GATED), "crop"))
+    metrics = wild.evaluate_wild(detector, wild.build(data, list(GATED), "crop"))
     assert metrics["fpr_real_png"] == 0.0 and metrics["tpr_fake_png_toy"] == 1.0  # perfect on clean files
     assert metrics["fpr_real_jpeg75"] > 0.5
     metrics.update(wild.summarize(metrics, list(GATED), ["toy"]))

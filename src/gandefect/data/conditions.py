@@ -44,10 +44,6 @@ def webp_bytes(im: Image.Image, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def _decoded(data: bytes) -> Image.Image:
-    return open_image(data)
-
-
 def blurred(im: Image.Image, sigma: float) -> Image.Image:
     return im.filter(ImageFilter.GaussianBlur(sigma)) if sigma > 0 else im
 
@@ -66,32 +62,34 @@ def noisy(im: Image.Image, sigma: float, rng: np.random.Generator) -> Image.Imag
 
 @dataclass(frozen=True)
 class Condition:
-    """One way a file reaches the service: `encode` gives the bytes a client sends."""
+    """One way a file reaches the service: `encode` gives the bytes a client sends. The last three
+    fields say what validating it covers (the served envelope is made of them)."""
 
     name: str
     describe: str
     encode: Callable[[Image.Image, np.random.Generator], bytes]
-
-
-def _c(name: str, describe: str, encode) -> Condition:
-    return Condition(name, describe, encode)
+    jpeg_quality: int | None = None  # the file's JPEG quality, if it is a JPEG
+    shrink: float = 1.0  # how much the service shrinks the file to reach the model's size
+    detail: float = 1.0  # the picture's detail as a share of the model's size
 
 
 CONDITIONS: dict[str, Condition] = {c.name: c for c in [
-    _c("png", "PNG, as stored", lambda im, rng: png_bytes(im)),
-    *[_c(f"jpeg{q}", f"JPEG quality {q}", (lambda q: lambda im, rng: jpeg_bytes(im, q))(q))
+    Condition("png", "PNG, as stored", lambda im, rng: png_bytes(im)),
+    *[Condition(f"jpeg{q}", f"JPEG quality {q}", (lambda q: lambda im, rng: jpeg_bytes(im, q))(q), jpeg_quality=q)
       for q in (95, 90, 75, 60, 50)],
-    _c("jpeg90x75", "JPEG quality 90, decoded, saved again at 75",
-       lambda im, rng: jpeg_bytes(_decoded(jpeg_bytes(im, 90)), 75)),
-    _c("webp80", "WebP quality 80", lambda im, rng: webp_bytes(im, 80)),
-    _c("blur0.5", "Gaussian blur sigma 0.5, PNG", lambda im, rng: png_bytes(blurred(im, 0.5))),
-    _c("blur1.0", "Gaussian blur sigma 1.0, PNG", lambda im, rng: png_bytes(blurred(im, 1.0))),
-    _c("resize", "down x0.5 and back (bicubic), PNG", lambda im, rng: png_bytes(rescaled(im, 0.5, back=True))),
-    _c("up2", "up x2 (bicubic), PNG of twice the size", lambda im, rng: png_bytes(rescaled(im, 2.0, back=False))),
-    _c("rgbjpeg85", "gray saved as RGB JPEG quality 85 (4:2:0)",
-       lambda im, rng: jpeg_bytes(im.convert("RGB"), 85, subsampling=2)),
-    _c("noise", f"Gaussian noise sigma {NOISE_SIGMA:g} levels, PNG",
-       lambda im, rng: png_bytes(noisy(im, NOISE_SIGMA, rng))),
+    Condition("jpeg90x75", "JPEG quality 90, decoded, saved again at 75",
+              lambda im, rng: jpeg_bytes(open_image(jpeg_bytes(im, 90)), 75), jpeg_quality=75),
+    Condition("webp80", "WebP quality 80", lambda im, rng: webp_bytes(im, 80)),
+    Condition("blur0.5", "Gaussian blur sigma 0.5, PNG", lambda im, rng: png_bytes(blurred(im, 0.5))),
+    Condition("blur1.0", "Gaussian blur sigma 1.0, PNG", lambda im, rng: png_bytes(blurred(im, 1.0))),
+    Condition("resize", "down x0.5 and back (bicubic), PNG",
+              lambda im, rng: png_bytes(rescaled(im, 0.5, back=True)), detail=0.5),
+    Condition("up2", "up x2 (bicubic), PNG of twice the size",
+              lambda im, rng: png_bytes(rescaled(im, 2.0, back=False)), shrink=2.0),
+    Condition("rgbjpeg85", "gray saved as RGB JPEG quality 85 (4:2:0)",
+              lambda im, rng: jpeg_bytes(im.convert("RGB"), 85, subsampling=2), jpeg_quality=85),
+    Condition("noise", f"Gaussian noise sigma {NOISE_SIGMA:g} levels, PNG",
+              lambda im, rng: png_bytes(noisy(im, NOISE_SIGMA, rng))),
 ]}
 
 
@@ -137,7 +135,7 @@ def random_chain(im: Image.Image, rng: np.random.Generator) -> bytes:
     kind = rng.random()
     if kind < 0.55:
         if rng.random() < 0.25:  # double compression
-            im = _decoded(jpeg_bytes(im, int(rng.integers(70, 100))))
+            im = open_image(jpeg_bytes(im, int(rng.integers(70, 100))))
         rgb = rng.random() < 0.25
         return jpeg_bytes(im.convert("RGB") if rgb else im, int(rng.integers(45, 100)),
                           subsampling=int(rng.choice([0, 2])) if rgb else None)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-# The IJG (libjpeg) base tables, natural order: luminance, then chrominance.
+# The IJG (libjpeg) base luminance table, natural order (the quality is read from it alone).
 _LUMA = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,

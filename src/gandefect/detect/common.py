@@ -26,6 +26,10 @@ class Labeled:
     labels: np.ndarray  # int, 0 real / 1 fake
     generators: np.ndarray  # str, "real" for real images
 
+    def subset(self, keep: np.ndarray) -> "Labeled":
+        """The rows where `keep` (a boolean mask or indices) holds, in order."""
+        return Labeled(self.images[keep], self.labels[keep], self.generators[keep])
+
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))

@@ -34,9 +34,6 @@ class WildSet:
     inputs: dict[str, np.ndarray]  # condition -> uint8 model inputs
     inside: dict[str, np.ndarray]  # condition -> inside the validated envelope (bool)
 
-    def under(self, condition: str) -> Labeled:
-        return Labeled(self.inputs[condition], self.data.labels, self.data.generators)
-
 
 def build(data: Labeled, names: list[str], resize: str, envelope: Envelope | None = None) -> WildSet:
     """Encode every image under every condition and decode it as the service does; with an
@@ -75,18 +72,17 @@ def verdict_metrics(p: np.ndarray, data: Labeled, threshold: float, condition: s
     return out
 
 
-def evaluate_wild(detector, wild: WildSet, names: list[str] | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """The in-the-wild figures of one detector; returns (metrics, condition -> p_fake)."""
-    metrics, scores = {}, {}
+def evaluate_wild(detector, wild: WildSet, names: list[str] | None = None) -> dict[str, float]:
+    """The in-the-wild figures of one detector."""
+    metrics = {}
     for name in names or list(wild.inputs):
         p = detector.score(wild.inputs[name])
-        scores[name] = p
         metrics.update(verdict_metrics(p, wild.data, detector.threshold, name))
         if name in wild.inside:
             metrics[f"uncertain_real_{name}"] = float((~wild.inside[name][wild.data.labels == 0]).mean())
         if name == "jpeg75":
             metrics["ece_jpeg75"] = ece(p, wild.data.labels)
-    return metrics, scores
+    return metrics
 
 
 def summarize(metrics: dict[str, float], gated: list[str], generators: list[str]) -> dict[str, float]:

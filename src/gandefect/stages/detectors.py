@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from gandefect.config import Config
-from gandefect.data import sources
+from gandefect.data import conditions, sources
 from gandefect.data.datasets import load_pngs, to_uint8
 from gandefect.data.fakes import FakeSet, family_of, fakes_root, read_fakes, write_fake_set
 from gandefect.data.history import Envelope
@@ -138,8 +138,7 @@ def _families(data: Labeled) -> np.ndarray:
 
 def without_family(data: Labeled, family: str) -> Labeled:
     """The same images minus every fake of one generator family (order kept)."""
-    keep = _families(data) != family
-    return Labeled(data.images[keep], data.labels[keep], data.generators[keep])
+    return data.subset(_families(data) != family)
 
 
 def capped(data: Labeled, per_generator: int, seed: int) -> Labeled:
@@ -149,16 +148,16 @@ def capped(data: Labeled, per_generator: int, seed: int) -> Labeled:
     for g in set(data.generators.tolist()) - {"real"}:
         idx = np.flatnonzero(data.generators == g)
         keep[rng.choice(idx, min(per_generator, len(idx)), replace=False)] = True
-    return Labeled(data.images[keep], data.labels[keep], data.generators[keep])
+    return data.subset(keep)
 
 
 def envelope_for(gated: list[str]) -> Envelope:
     """The served envelope: what the gated conditions cover (a condition not gated is outside)."""
-    qualities = [int(c.removeprefix("jpeg").split("x")[-1]) for c in gated if c.startswith("jpeg")]
-    qualities += [85] if "rgbjpeg85" in gated else []
-    return Envelope(min_jpeg_quality=min(qualities) if qualities else 101,
-                    max_downscale=2.0 if "up2" in gated else 1.0,
-                    max_upscale=2.0 if "resize" in gated else 1.0)
+    validated = [conditions.get(c) for c in gated]
+    qualities = [c.jpeg_quality for c in validated if c.jpeg_quality is not None]
+    return Envelope(min_jpeg_quality=min(qualities, default=101),
+                    max_downscale=max((c.shrink for c in validated), default=1.0),
+                    max_upscale=1 / min((c.detail for c in validated), default=1.0))
 
 
 @dataclass
@@ -174,8 +173,7 @@ class EvalData:
 
     def val_mix_without(self, family: str) -> tuple[Labeled, np.ndarray]:
         keep = _families(self.val_mix) != family
-        mix = self.val_mix
-        return Labeled(mix.images[keep], mix.labels[keep], mix.generators[keep]), self.val_groups[keep]
+        return self.val_mix.subset(keep), self.val_groups[keep]
 
 
 def prepare_eval_data(cfg: Config) -> EvalData:
@@ -296,7 +294,7 @@ class DetectorSummary:
 def evaluate_detector(cfg: Config, det: Detector, data: EvalData) -> tuple[dict[str, float], np.ndarray]:
     """Clean-test metrics, the wild verdicts and their worst cases (everything but leave-one-out)."""
     metrics, p = evaluate(det, data.test)
-    wild_metrics, _ = wild.evaluate_wild(det, data.wild_test)
+    wild_metrics = wild.evaluate_wild(det, data.wild_test)
     metrics.update(wild_metrics)
     generators = sorted(set(data.test.generators.tolist()) - {"real"})
     metrics.update(wild.summarize(wild_metrics, cfg.detect.wild.gated, generators))
