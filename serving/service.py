@@ -34,6 +34,7 @@ except ImportError:  # a bento served without gandefect installed: use the copy 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gandefect.data.history import Envelope, History, read_history  # noqa: E402
+from gandefect.evaluate import drift  # noqa: E402
 from gandefect.data.images import encode_png  # noqa: E402
 from gandefect.data.uploads import UploadError, UploadLimits, bounding_boxes, decode, mask_for, to_model_array  # noqa: E402
 
@@ -41,6 +42,13 @@ PAGE = Path(__file__).resolve().parent / "page" / "index.html"
 IMAGE_APIS = {"/detect": "images", "/localize": "image", "/repair": "image"}
 MAX_BATCH = 128  # images per model call
 MAX_LATENCY_MS = 1000  # the batcher refuses (503) what it expects to finish later than this
+
+
+# the served score distribution, for drift against validation (`gandefect status --traffic URL`)
+P_FAKE = bentoml.metrics.Histogram(name=drift.METRIC, documentation="p_fake of every image `detect` scored",
+                                   labelnames=["model_version"], buckets=list(drift.BUCKETS))
+VERDICTS = bentoml.metrics.Counter(name=drift.VERDICTS, documentation="verdicts `detect` answered",
+                                   labelnames=["model_version", "verdict"])
 
 
 class BentoArgs(BaseModel):
@@ -302,8 +310,12 @@ class GanDefect:
         p = self.detector.score(np.stack([u.pixels for u in images]))
         threshold = float(self.detector.threshold)
         version = self.meta["detector"]["version"]
-        return [{"p_fake": float(v), **verdict(float(v), threshold, u.history), "threshold": threshold,
-                 "history": u.history.to_dict(), "model_version": version} for v, u in zip(p, images)]
+        answers = [{"p_fake": float(v), **verdict(float(v), threshold, u.history), "threshold": threshold,
+                    "history": u.history.to_dict(), "model_version": version} for v, u in zip(p, images)]
+        for a in answers:
+            P_FAKE.labels(model_version=version).observe(a["p_fake"])
+            VERDICTS.labels(model_version=version, verdict=a["verdict"]).inc()
+        return answers
 
     @bentoml.api
     def localize(self, image: Path = None) -> t.Annotated[Path, bentoml.validators.ContentType("image/png")]:  # noqa: RUF013

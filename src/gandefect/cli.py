@@ -157,13 +157,16 @@ def ingest_fakes(
 def train_detectors(
     no_sample: bool = typer.Option(False, "--no-sample", help="Use data/fakes as it is instead of re-sampling the generators."),
     no_gate: bool = typer.Option(False, "--no-gate", help="Register the winner without judging it by the model gate."),
+    without: Optional[list[str]] = typer.Option(None, "--without", help="Train without this generator family's samples (it stays in the evaluation): what a model that never saw it does. Repeatable."),
 ) -> None:
-    """Train the CNN and spectral detectors, evaluate them leave-one-generator-out, register the winner."""
+    """Train the CNN and spectral detectors, evaluate them leave-one-family-out, register the winner
+    and judge it beside the champion on the same data."""
     from gandefect.stages.detectors import run_train_detectors
 
     cfg = _config()
     with _progress() as progress:
-        summary = run_train_detectors(cfg, sample=not no_sample, progress=progress, gate=not no_gate)
+        summary = run_train_detectors(cfg, sample=not no_sample, progress=progress, gate=not no_gate,
+                                      without=without or [])
     keys = ["auc_seen", "ap_seen", "auc_unseen_min", "auc_unseen_mean", "auc_jpeg90", "auc_jpeg75", "auc_jpeg50",
             "auc_blur0.5", "auc_blur1.0", "auc_resize", "ece", "acc_real", "acc_fake", "pixel_ap", "iou", "images_per_second"]
     table = Table(title=f"detectors (fakes {summary.fakes_version})")
@@ -189,6 +192,8 @@ def _print_gate(result) -> None:
     out.print(f"model gate {result.name} v{result.version}: {verdict} ({moved}); report {result.report}")
     for reason in result.reasons:
         out.print(f"  - {reason}")
+    for reason in result.improvements:
+        out.print(f"  + promotes because: {reason}")
 
 
 MODEL_NAMES = ["gandefect-detector", "gandefect-repairer"]
@@ -200,13 +205,21 @@ def gate_cmd(
     model: str = typer.Option("gandefect-detector", "--model", help="Registered model name."),
     apply: bool = typer.Option(True, "--apply/--dry-run", help="Move the aliases when it passes."),
 ) -> None:
-    """Judge a registered version by the model suite and against the champion; exit 4 when it fails."""
+    """Judge a registered version by the model suite and against the champion, both evaluated on
+    today's data; exit 4 when it fails."""
     from gandefect.lifecycle import gates, registry, tracking
+    from gandefect.stages import detectors, repair
 
     cfg = _config()
     tracking.setup(cfg)
     version = version or registry.latest_uri(model, "train-detectors").rsplit("/", 1)[-1]
-    result = gates.gate(cfg, model, version)
+    gates.version_metrics(model, version)  # a clear error for a version that does not exist
+    with out.status("evaluating the candidate and the champion on today's data..."):
+        if model == gates.REPAIRER:
+            candidate, champion_today = repair.gate_figures(cfg, version)
+        else:
+            candidate, champion_today = detectors.gate_figures(cfg, version, model)
+    result = gates.gate(cfg, model, version, candidate, champion_today)
     if apply:
         gates.apply_gate(cfg, result)
     _print_gate(result)
@@ -243,20 +256,25 @@ def _reused(cached: str | None) -> str:
 
 
 @app.command("status")
-def status_cmd() -> None:
-    """Champions, challengers, their data versions and metrics; the last retrain flow runs."""
-    from gandefect.lifecycle import gates, tracking
+def status_cmd(
+    traffic: Optional[str] = typer.Option(None, "--traffic", help="URL of the running service (e.g. http://localhost:3000): compare the scores it served with the champion's validation."),
+) -> None:
+    """Champions, challengers, their data versions and metrics; the champion per generator on the
+    current data; the last retrain flow runs; with --traffic, drift of the served scores."""
+    from gandefect.lifecycle import gates, tracking, watch
 
     cfg = _config()
     tracking.setup(cfg)
     table = Table(title="models")
     for col in ["model", "champion", "challenger", "latest", "data version", "champion metrics"]:
         table.add_column(col)
-    for row in gates.status(MODEL_NAMES):
+    rows = gates.status(MODEL_NAMES)
+    for row in rows:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(row.get("metrics", {}).items()))
         table.add_row(row["model"], *[f"v{row[k]}" if row.get(k) else "-" for k in ("champion", "challenger", "latest")],
                       row.get("data_version") or "-", metrics or "-")
     out.print(table)
+    _print_champion_figures(cfg, rows[0].get("champion"))
     runs = tracking.last_runs(cfg, tracking.RETRAIN_EXPERIMENT, 5)
     flows = Table(title="last retrain flow runs")
     for col in ["started", "state", "data version", "seconds", "reused from cache", "flow run"]:
@@ -267,6 +285,97 @@ def status_cmd() -> None:
                       tags.get("state", r.info.status.lower()), tags.get("data_version", "-"),
                       f"{seconds:.0f}" if seconds else "-", _reused(tags.get("cached")), tags.get("flow_run_id", "-"))
     out.print(flows if runs else "no retrain flow runs yet: `gandefect run`")
+    if traffic:
+        _print_drift(cfg, traffic, rows[0].get("champion"))
+
+
+def _print_champion_figures(cfg: Config, champion: str | None) -> None:
+    """The champion detector per generator on the current data (the last gate or watch)."""
+    from gandefect.lifecycle import watch
+    from gandefect.stages.detectors import DETECTOR_MODEL
+
+    record = watch.read(cfg, DETECTOR_MODEL)
+    if champion is None:
+        return
+    if record is None or record.version != champion:
+        out.print(f"champion v{champion} per generator: not evaluated on the current data yet (`gandefect watch`)")
+        return
+    per = watch.per_generator(record.metrics, cfg.gates.floor)
+    table = Table(title=f"champion v{record.version} per generator on data {record.data_version} "
+                        f"(fakes {record.fakes_version}; {record.source} at {record.when})")
+    for col in per.columns:
+        table.add_column(col)
+    for r in per.itertuples(index=False):
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r])
+    out.print(table)
+
+
+def _print_drift(cfg: Config, url: str, champion: str | None) -> None:
+    """The served scores (the service's /metrics) beside the champion's validation histogram."""
+    import urllib.request
+
+    import mlflow
+
+    from gandefect.evaluate import drift
+    from gandefect.stages.detectors import DETECTOR_MODEL
+
+    if champion is None:
+        raise BadInputError(f"no champion {DETECTOR_MODEL} to compare traffic with")
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=10) as response:
+            page = response.read().decode()
+    except OSError as exc:
+        raise BadInputError(f"--traffic {url}: cannot read {url.rstrip('/')}/metrics ({exc})") from None
+    run_id = mlflow.MlflowClient().get_model_version(DETECTOR_MODEL, champion).run_id
+    try:
+        reference = mlflow.artifacts.load_dict(f"runs:/{run_id}/score_histogram.json")
+    except Exception:  # noqa: BLE001 - MLflow raises its own types per store
+        raise BadInputError(f"{DETECTOR_MODEL} v{champion} has no validation score histogram "
+                            "(logged since this version of gandefect): retrain it") from None
+    served = {"model_version": champion}
+    counts = drift.parse_prometheus(page, match=served)
+    verdicts = drift.parse_counter(page, match=served)
+    if not sum(counts):
+        out.print(f"traffic: {url} has served no image with {DETECTOR_MODEL} v{champion} yet")
+        return
+    flagged = verdicts.get("fake", 0.0) / max(1.0, sum(verdicts.values()))
+    result = drift.compare(reference["counts"], reference["flagged"], counts, flagged)
+    table = Table(title=f"served scores of v{champion} ({url}) beside its validation mix")
+    for col in ["p_fake up to", "validation share", "traffic share"]:
+        table.add_column(col)
+    for edge, v, t in zip(drift.BUCKETS, reference["counts"], counts):
+        table.add_row(f"{edge:.1f}", f"{v / max(1, sum(reference['counts'])):.3f}", f"{t / sum(counts):.3f}")
+    out.print(table)
+    verdict = "[red]SHIFTED[/red]" if result["shifted"] else "[green]stable[/green]"
+    out.print(f"drift: {verdict}: PSI {result['psi']:.3f} (shifted above {drift.SHIFT_PSI}); called fake "
+              f"{result['flagged_traffic']:.3f} of {result['traffic_images']} served images against "
+              f"{result['flagged_validation']:.3f} of {result['validation_images']} in validation")
+
+
+WATCH_ALERT_EXIT = 5  # `watch`: the champion misses a generator of the current data
+
+
+@app.command("watch")
+def watch_cmd() -> None:
+    """Re-evaluate the champion detector on the current data (every generator, new fake sets
+    included); exit 5 and a failed Prefect flow run when it misses a generator."""
+    from gandefect.orchestrate import watch
+
+    cfg = _config()
+    state_ = watch(str(state.params), state.profile, return_state=True)
+    result = state_.result(raise_on_failure=False)
+    if isinstance(result, BaseException):  # the flow itself failed (no champion, no data, ...)
+        raise result
+    from gandefect.lifecycle import watch as records
+    from gandefect.stages.detectors import DETECTOR_MODEL
+
+    record = records.read(cfg, DETECTOR_MODEL)
+    _print_champion_figures(cfg, record.version)
+    if state_.is_failed():
+        for line in records.alerts(record, cfg.gates.floor):
+            out.print(f"[red]ALERT[/red] {line}")
+        raise typer.Exit(WATCH_ALERT_EXIT)
+    out.print("the champion catches every generator of the current data")
 
 
 @app.command("run")
@@ -301,6 +410,7 @@ def schedule_cmd(
     cron: str = typer.Option(..., "--cron", help='Cron schedule, e.g. "0 3 * * 0" (Sundays 03:00).'),
     name: str = typer.Option("weekly", "--name", help="Deployment name (retrain/<name>)."),
     register_only: bool = typer.Option(False, "--register-only", help="Create the deployment and return; a worker or a later `gandefect schedule` runs it."),
+    watch_cron: Optional[str] = typer.Option(None, "--watch-cron", help='Also run `watch` (the champion on the current data; fails when it misses a generator) on this schedule, e.g. "0 * * * *".'),
 ) -> None:
     """Serve the retrain flow as a Prefect deployment on a cron schedule (needs PREFECT_API_URL: a Prefect server)."""
     from gandefect.orchestrate import register_schedule, serve_schedule
@@ -310,7 +420,7 @@ def schedule_cmd(
         deployment_id = register_schedule(params, state.profile, cron, name)
         out.print(f"deployment retrain/{name} ({deployment_id}) scheduled: {cron}")
         return
-    serve_schedule(params, state.profile, cron, name)
+    serve_schedule(params, state.profile, cron, name, watch_cron)
 
 
 @app.command("build-bento")

@@ -214,7 +214,7 @@ class GatesConfig(ModelGateConfig):
 
     floor: dict[str, float] = {"auc_gen": 0.9, "auc_seen": 0.95, "auc_unseen_min": 0.85, "pixel_ap": 0.5, "iou": 0.3}
     ceiling: dict[str, float] = {"ece": 0.1}
-    compare: list[str] = ["auc_seen", "auc_unseen_min", "pixel_ap", "iou"]
+    compare: list[str] = ["auc_seen", "pixel_ap", "iou"]
     per_generator: list[str] = ["auc_gen"]
     repairer: RepairerGateConfig = RepairerGateConfig()
     auto_promote: bool = True  # a candidate that passes becomes champion (else only challenger)

@@ -31,3 +31,4 @@ class DataValidationError(GandefectError):
 
 class ToolError(GandefectError):
     """An external tool (git, DVC) failed; the message carries its output."""
+

@@ -174,10 +174,13 @@ def bento_task(cfg: Config) -> dict:
 
 def _gate_dict(result) -> dict:
     if result is None:
-        return {"gate_passed": None, "gate_reasons": [], "aliases": {}, "gate_table": [], "champion_before": None}
-    cols = ["row", "generator", "metric", "value", "threshold", "champion_value", "headroom", "regression"]
-    return {"gate_passed": result.passed, "gate_reasons": result.reasons, "aliases": dict(result.aliases),
-            "gate_table": result.table[cols].to_dict(orient="records"), "champion_before": result.champion}
+        return {"gate_passed": None, "gate_reasons": [], "gate_improvements": [], "aliases": {}, "gate_table": [],
+                "champion_before": None}
+    cols = ["row", "generator", "metric", "value", "threshold", "champion_value", "champion_recorded", "headroom",
+            "regression"]
+    return {"gate_passed": result.passed, "gate_reasons": result.reasons, "gate_improvements": result.improvements,
+            "aliases": dict(result.aliases), "gate_table": result.table[cols].to_dict(orient="records"),
+            "champion_before": result.champion}
 
 
 # -- the flow ------------------------------------------------------------------------------
@@ -368,6 +371,32 @@ def registry_latest(name: str) -> str | None:
 DEPLOYMENT_NAME = "weekly"
 
 
+@flow(name="watch", log_prints=True)
+def watch(params: str = "params.yaml", profile: str | None = None):
+    """Re-evaluate the champion detector on the current data. A markdown artifact
+    (`champion-watch`) holds its figure per generator; the run ends Failed (so a Prefect
+    automation can notify) when the champion misses a generator: below the gate floor."""
+    from prefect.states import Failed
+
+    from gandefect.lifecycle import watch as records
+    from gandefect.stages.detectors import run_watch
+
+    logger = get_run_logger()
+    cfg = load_config(Path(params), profile)
+    figures, alerts = run_watch(cfg)
+    table = records.per_generator(figures.metrics, cfg.gates.floor)
+    lines = [f"# champion {figures.name} v{figures.version} on the current data", "",
+             f"Data `{figures.data_version}`, fakes `{figures.fakes_version}`, {figures.when}.", ""]
+    lines += [f"- **ALERT** {a}" for a in alerts] + ([""] if alerts else [])
+    create_markdown_artifact("\n".join(lines) + table.to_markdown(index=False, floatfmt=".4f") + "\n",
+                             key="champion-watch", description=f"{figures.name} v{figures.version}")
+    for a in alerts:
+        logger.warning(a)
+    if alerts:
+        return Failed(message=f"the champion misses {len(alerts)} generator(s): " + "; ".join(alerts))
+    return {"version": figures.version, "alerts": alerts}
+
+
 def register_schedule(params: str, profile: str | None, cron: str, name: str = DEPLOYMENT_NAME) -> str:
     """Create (or update) the deployment `retrain/<name>` with a cron schedule; returns its id.
 
@@ -389,7 +418,16 @@ def check_cron(cron: str) -> None:
         raise BadInputError(f"--cron {cron!r} is not a valid cron expression (e.g. \"0 3 * * 0\")") from None
 
 
-def serve_schedule(params: str, profile: str | None, cron: str, name: str = DEPLOYMENT_NAME) -> None:
-    """Serve the deployment: a long-running process that runs the flow on its schedule."""
+def serve_schedule(params: str, profile: str | None, cron: str, name: str = DEPLOYMENT_NAME,
+                   watch_cron: str | None = None) -> None:
+    """Serve the deployment: a long-running process that runs the flow on its schedule (and,
+    with `watch_cron`, the `watch` flow on its own)."""
+    from prefect import serve
+
     check_cron(cron)
-    retrain.serve(name=name, cron=cron, parameters={"params": params, "profile": profile})
+    parameters = {"params": params, "profile": profile}
+    deployments = [retrain.to_deployment(name=name, cron=cron, parameters=parameters)]
+    if watch_cron:
+        check_cron(watch_cron)
+        deployments.append(watch.to_deployment(name=name, cron=watch_cron, parameters=parameters))
+    serve(*deployments)

@@ -33,13 +33,16 @@ def zoo_table(r: RetrainResult) -> pd.DataFrame:
 
 
 def gate_table(part: dict) -> pd.DataFrame:
-    """The candidate's metrics beside the champion it was judged against, with each row's verdict."""
+    """The candidate's metrics beside the champion's on the same data (and as recorded at its
+    promotion), with each row's verdict."""
     t = pd.DataFrame(part.get("gate_table") or [])
     if t.empty:
         return t
     reasons = part.get("gate_reasons", [])
     t["verdict"] = ["fail" if any(x.startswith(f"{row} =") for x in reasons) else "ok" for row in t["row"]]
-    return t.drop(columns=["row"]).rename(columns={"value": "candidate", "champion_value": "champion before"})
+    return t.drop(columns=["row"]).rename(columns={"generator": "slice", "value": "candidate",
+                                                   "champion_value": "champion (today's data)",
+                                                   "champion_recorded": "champion (at promotion)"})
 
 
 def _verdict(name: str, part: dict) -> str:
@@ -68,12 +71,13 @@ def markdown(r: RetrainResult) -> str:
         title = f"## {name} v{part['version']}" + (f" ({part['winner']})" if part.get("winner") else "")
         lines += [title, "", _verdict(name.lower(), part), ""]
         lines += [f"- {reason}" for reason in part.get("gate_reasons", [])]
+        lines += [f"- promotes because: {reason}" for reason in part.get("gate_improvements", [])]
         metrics = part.get("metrics", {})
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {metrics[k]:.4f} |" for k in keys if k in metrics]
         t = gate_table(part)
         if not t.empty:
-            lines += ["", "Gate table (candidate vs the champion it was judged against):", "",
+            lines += ["", "Gate table (candidate vs the champion, both judged on today's data):", "",
                       t.drop(columns=["headroom"]).to_markdown(index=False, floatfmt=".4f")]
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -117,11 +121,14 @@ def to_html(cfg: Config, r: RetrainResult, flow_run_id: str | None) -> str:
                   f"<p class='{'ok' if ok or ok is None else 'fail'}'>{html.escape(_verdict(name.lower(), part))}</p>"]
         if part.get("gate_reasons"):
             parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in part["gate_reasons"]) + "</ul>")
+        if part.get("gate_improvements"):
+            parts.append("<p>Promotes because:</p><ul>" + "".join(f"<li>{html.escape(x)}</li>"
+                                                                 for x in part["gate_improvements"]) + "</ul>")
         metrics = part.get("metrics", {})
         parts.append(table(pd.DataFrame([{k: metrics[k] for k in keys if k in metrics}])))
         t = gate_table(part)
         if not t.empty:
-            parts += ["<p>Gate table: the candidate beside the champion it was judged against.</p>",
+            parts += ["<p>Gate table: the candidate beside the champion, both judged on today's data.</p>",
                       table(t.drop(columns=["headroom"]))]
     reports = cfg.report_dir
     figures = [_img(reports / "detectors" / f"roc-{r.detector.get('winner', 'cnn')}.png", "ROC per generator (winner)"),

@@ -2,6 +2,7 @@
 LocalCluster for the GAN zoo, the default process-pool runner for the whole flow, its cache,
 and one MLflow parent run tagged with the flow run id."""
 
+import math
 import os
 
 import pytest
@@ -81,16 +82,28 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
     run = client.get_run(client.get_model_version("gandefect-detector", third.detector["version"]).run_id)
     assert "newgan" in run.data.params["trained_on"].split(",")
     rows = {(r["generator"], r["metric"]): r for r in third.detector["gate_table"]}
-    assert ("newgan", "auc_gen") in rows
-    for gen in first.zoo:  # judged against the old champion on every old generator
-        assert rows[(gen, "auc_gen")]["champion_value"] == rows[(gen, "auc_gen")]["champion_value"]  # not NaN
-    champion = client.get_model_version_by_alias("gandefect-detector", "champion").version
-    if third.detector["gate_passed"]:
-        assert champion == third.detector["version"]
-        if third.state == "completed":  # a new champion is a new bento
-            assert third.bento["reused"] is False and third.bento["tag"] != first.bento["tag"]
-    else:
-        assert champion == first.detector["version"] and third.state == "failed gate"
+    # the champion was re-evaluated on the candidate's data: judged on the new generator its own run
+    # never saw, and on every old one, beside what its run recorded
+    assert math.isfinite(rows[("newgan", "auc_gen")]["champion_value"])
+    assert math.isnan(rows[("newgan", "auc_gen")]["champion_recorded"])
+    for gen in first.zoo:
+        assert math.isfinite(rows[(gen, "auc_gen")]["champion_value"])
+        assert math.isfinite(rows[(gen, "auc_gen")]["champion_recorded"])
+    old = client.get_run(client.get_model_version("gandefect-detector", first.detector["version"]).run_id).data.metrics
+    assert rows[("all", "auc_seen")]["champion_recorded"] == pytest.approx(old["auc_seen"])
+    # the candidate that learned the new generator is promoted, and a new bento serves it
+    assert third.detector["gate_passed"] is True, third.detector["gate_reasons"]
+    assert client.get_model_version_by_alias("gandefect-detector", "champion").version == third.detector["version"]
+    assert third.state == "completed" and third.bento["tag"] != first.bento["tag"]
+    report = next((project / "reports").glob("retrain-*.md")).read_text()
+    assert "champion (today's data)" in report and "champion (at promotion)" in report
+
+    # the champion per generator on the current data, new family included
+    status = run_cli(project, "status", check=True).stdout
+    assert f"champion v{third.detector['version']} per generator" in status and "newgan" in status
+    watched = run_cli(project, "watch")
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "catches every generator" in watched.stdout
 
 
 def test_schedule_registers_a_cron_deployment_without_blocking(project):

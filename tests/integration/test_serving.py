@@ -103,6 +103,30 @@ def test_detect_scores_png_and_jpeg_uploads_with_the_champion_version(served):
     assert results[0]["threshold"] == pytest.approx(float(champion.tags["threshold"]), abs=1e-5)
 
 
+def test_metrics_count_the_served_scores_and_status_compares_them_with_validation(served):
+    from gandefect.evaluate import drift
+
+    url, root = served["url"], served["root"]
+    version = str(_champion(root, "gandefect-detector").version)
+    match = {"model_version": version}
+
+    def counts():
+        page = httpx.get(f"{url}/metrics", timeout=10).text
+        return sum(drift.parse_prometheus(page, match=match)), sum(drift.parse_counter(page, match=match).values())
+
+    before = counts()
+    fakes = sorted((root / "data" / "fakes").glob("*/images/*.png"))[:6]
+    r = httpx.post(f"{url}/detect", files=[("images", (p.name, p.read_bytes(), "image/png")) for p in fakes], timeout=30)
+    assert r.status_code == 200, r.text
+    assert counts() == (before[0] + len(fakes), before[1] + len(fakes))
+    status = run_cli(root, "status", "--traffic", url, check=True).stdout
+    assert f"served scores of v{version}" in status and "validation share" in status
+    assert "drift:" in status and f"of {before[0] + len(fakes)} served images" in status
+    # a service that cannot be reached is a clear error, not a traceback
+    gone = run_cli(root, "status", "--traffic", "http://127.0.0.1:9")
+    assert gone.returncode == 2 and "cannot read http://127.0.0.1:9/metrics" in gone.stderr
+
+
 def test_detect_accepts_every_format_and_mode_at_any_size(served):
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (90, 60, 3), dtype=np.uint8)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from gandefect.config import load_config
-from gandefect.lifecycle.gates import REPAIRER, _reasons, metrics_table, run_suite, spec_for
+from gandefect.lifecycle.gates import REPAIRER, _reasons, improvements, metrics_table, run_suite, spec_for
 from tests.conftest import REPO
 
 GATED = ["png", "jpeg95", "jpeg90", "jpeg75", "jpeg60", "jpeg90x75", "webp80", "blur0.5", "blur1.0", "resize",
@@ -13,9 +13,9 @@ CHAMPION = {"auc_seen": 0.99, "auc_unseen_min": 0.95, "pixel_ap": 0.8, "iou": 0.
             **{f"fpr_real_{c}": 0.01 for c in GATED}}
 
 
-def _judge(candidate, champion=CHAMPION, model="gandefect-detector"):
+def _judge(candidate, champion=CHAMPION, model="gandefect-detector", recorded=None):
     spec = spec_for(load_config(REPO / "params.yaml", "default"), model)
-    table = metrics_table(spec, candidate, champion)
+    table = metrics_table(spec, candidate, champion, recorded)
     return table, run_suite(spec, table), _reasons(table, spec.margin)
 
 
@@ -67,11 +67,54 @@ def test_the_repairer_gate_judges_fid_ratio_per_generator_lower_is_better():
 
 
 def test_a_compare_only_metric_neither_model_has_does_not_fail_the_gate():
-    # leave_one_out: false gives no auc_unseen_min; in the tiny profile it has no threshold
+    # in the tiny profile pixel_ap has no threshold: it is compared with the champion only
     spec = spec_for(load_config(REPO / "params.yaml", "tiny"), "gandefect-detector")
-    without = {k: v for k, v in CHAMPION.items() if k != "auc_unseen_min"}
+    without = {k: v for k, v in CHAMPION.items() if k != "pixel_ap"}
     table = metrics_table(spec, without, without)
-    reasons = _reasons(table, spec.margin)
-    assert run_suite(spec, table).success and not reasons
-    # ... but it still fails when the champion was judged on it
-    assert any("auc_unseen_min = missing" in r for r in _reasons(metrics_table(spec, without, CHAMPION), spec.margin))
+    assert run_suite(spec, table).success and not _reasons(table, spec.margin)
+    # ... but it fails when the champion is judged on it today
+    assert any("pixel_ap = missing" in r for r in _reasons(metrics_table(spec, without, CHAMPION), spec.margin))
+
+
+def test_the_table_shows_the_champion_on_todays_data_beside_its_recorded_figures_and_compares_only_today():
+    recorded = {**CHAMPION, "auc_seen": 0.999, "pixel_ap": 0.95}  # judged on easier data at its promotion
+    today = {**CHAMPION, "auc_gen_vae": 0.93, "tpr_fake_wild_vae": 0.40}
+    candidate = {**CHAMPION, "auc_gen_vae": 0.997, "tpr_fake_wild_vae": 0.96}
+    table, report, reasons = _judge(candidate, today, recorded=recorded)
+    rows = table.set_index("row")
+    assert {"champion_value", "champion_recorded"} <= set(table.columns)
+    assert rows.loc["all:pixel_ap", "champion_value"] == 0.8 and rows.loc["all:pixel_ap", "champion_recorded"] == 0.95
+    # 0.8 today against 0.95 recorded would be a regression; against today's 0.8 it is none
+    assert report.success and not reasons
+    assert np.isnan(rows.loc["vae:auc_gen", "champion_recorded"]) and rows.loc["vae:auc_gen", "champion_value"] == 0.93
+
+
+def test_a_new_family_the_champion_misses_is_the_reason_to_promote():
+    today = {**CHAMPION, "auc_gen_vae": 0.93, "tpr_fake_wild_vae": 0.40}
+    candidate = {**CHAMPION, "auc_gen_vae": 0.997, "tpr_fake_wild_vae": 0.96}
+    table, report, reasons = _judge(candidate, today)
+    assert report.success and not reasons
+    assert improvements(table) == [
+        "champion misses `vae` (tpr_fake_wild 0.400, floor 0.850); candidate 0.960"]
+    # no reason to promote when the champion already catches it
+    assert improvements(_judge(candidate, {**today, "tpr_fake_wild_vae": 0.9})[0]) == []
+
+
+def test_a_candidate_better_on_the_new_family_but_worse_on_an_old_one_is_refused_on_that_slice():
+    today = {**CHAMPION, "auc_gen_vae": 0.93, "tpr_fake_wild_vae": 0.40}
+    candidate = {**CHAMPION, "auc_gen_vae": 0.997, "tpr_fake_wild_vae": 0.96, "tpr_fake_wild_lsgan": 0.86}
+    table, report, reasons = _judge(candidate, today)
+    assert not report.success
+    assert reasons == ["lsgan:tpr_fake_wild = 0.8600, worse than the champion's 0.9200 by more than 0.02"]
+    assert improvements(table)  # the improvement is reported, and does not override the regression
+
+
+def test_leave_one_out_figures_are_floors_only_never_compared_with_the_champion():
+    spec = spec_for(load_config(REPO / "params.yaml", "default"), "gandefect-detector")
+    candidate = {**CHAMPION, "auc_unseen_min": 0.91}  # below the champion's 0.95, above the floor 0.9
+    table = metrics_table(spec, candidate, CHAMPION, CHAMPION)
+    row = table.set_index("row").loc["all:auc_unseen_min"]
+    assert np.isnan(row["champion_value"]) and row["champion_recorded"] == 0.95
+    assert not _reasons(table, spec.margin)
+    assert _reasons(metrics_table(spec, {**candidate, "auc_unseen_min": 0.85}, CHAMPION), spec.margin) == [
+        "all:auc_unseen_min = 0.8500, needs at least 0.9000"]

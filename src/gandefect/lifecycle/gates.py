@@ -1,11 +1,20 @@
 """Model gates and promotion: a Great Expectations suite over a metrics table (one row per
-generator x metric) plus non-regression against the current `champion`, and the
-`champion` / `challenger` aliases of the MLflow model registry (with a rollback history).
+slice x metric) plus non-regression against the current `champion`, and the `champion` /
+`challenger` aliases of the MLflow model registry (with a rollback history).
 
-The table's columns: generator ("all" for whole-test metrics), metric, value, floor / ceiling
-(thresholds from params.yaml `gates`), champion_value, and two derived columns the suite
-checks: `headroom` (how far inside its threshold the value is; >= 0 passes) and
-`regression` (how much worse than the champion; <= margin passes; empty without a champion).
+The champion and the candidate are judged on identical data: the caller re-evaluates the
+champion on the candidate's evaluation data (today's test split, every current generator,
+the current spliced benchmark and wild conditions) and passes those figures in; the figures
+recorded at the champion's own promotion are shown beside them, never compared. Figures
+that need retraining (leave-one-out) cannot be recomputed for the champion: they are
+absolute floors only.
+
+The table's columns: generator (the slice; "all" for whole-test metrics), metric, value (the
+candidate), floor / ceiling (thresholds from params.yaml `gates`), champion_value (the
+champion on today's data), champion_recorded (at its promotion), and two derived columns the
+suite checks: `headroom` (how far inside its threshold the value is; >= 0 passes) and
+`regression` (how much worse than the champion on today's data; <= margin passes; empty
+without a champion).
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ SUITE_NAME = "gandefect-model"
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"  # registered-model tag: versions that held `champion`, oldest first
 LOWER_IS_BETTER = {"ece", "fid_ratio", "outside_mask_change"}
+# figures of retrained models (leave-one-out): not recomputable for a champion, so floors only
+RECORDED_ONLY = ("auc_unseen", "tpr_unseen")
 REPAIRER = "gandefect-repairer"
 
 
@@ -61,17 +72,24 @@ def alias_version(name: str, alias: str) -> str | None:
         return None
 
 
-def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: dict[str, float] | None) -> pd.DataFrame:
-    """One row per (generator, metric) the gate names, with its threshold and the champion's value."""
+def recorded_only(metric: str) -> bool:
+    return metric.startswith(RECORDED_ONLY)
+
+
+def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: dict[str, float] | None,
+                  recorded: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per (slice, metric) the gate names, with its threshold, the champion's value on
+    the same (today's) data and, for reference, the value recorded at the champion's promotion."""
     rows = []
 
     def add(generator: str, metric: str, key: str) -> None:
         lower = _lower_is_better(spec, metric)
         bound = (spec.ceiling if lower else spec.floor).get(metric)
         value = candidate.get(key, np.nan)
-        champ = np.nan if champion is None else champion.get(key, np.nan)
+        champ = np.nan if champion is None or recorded_only(metric) else champion.get(key, np.nan)
         rows.append({"generator": generator, "metric": metric, "value": value, "threshold": bound,
-                     "champion_value": champ, "lower": lower})
+                     "champion_value": champ, "champion_recorded": (recorded or {}).get(key, np.nan),
+                     "lower": lower})
 
     for metric in sorted(set(spec.floor) | set(spec.ceiling) | set(spec.compare)):
         if metric not in spec.per_generator:
@@ -83,18 +101,34 @@ def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: 
             gens |= {k.removeprefix(prefix) for k in champion if k.startswith(prefix)}
         for gen in sorted(gens):
             add(gen, metric, prefix + gen)
-    t = pd.DataFrame(rows, columns=["generator", "metric", "value", "threshold", "champion_value", "lower"])
+    t = pd.DataFrame(rows, columns=["generator", "metric", "value", "threshold", "champion_value",
+                                    "champion_recorded", "lower"])
     sign = np.where(t["lower"].astype(bool), -1.0, 1.0)
     t["headroom"] = sign * (t["value"] - t["threshold"])
     t.loc[t["threshold"].isna(), "headroom"] = 0.0
-    # a thresholded metric the candidate lacks fails; a compare-only one (e.g. auc_unseen_min
-    # without leave-one-out runs) fails only if the champion had it (see regression)
+    # a thresholded metric the candidate lacks fails; a compare-only one fails only if the
+    # champion has it on today's data (see regression)
     t.loc[t["value"].isna() & t["threshold"].notna(), "headroom"] = -np.inf
     t["regression"] = sign * (t["champion_value"] - t["value"])
-    lost = t["champion_value"].notna() & t["value"].isna()  # the champion was judged on it, the candidate not
+    lost = t["champion_value"].notna() & t["value"].isna()  # the champion is judged on it, the candidate not
     t.loc[lost, "regression"] = np.inf
     t["row"] = t["generator"] + ":" + t["metric"]
     return t
+
+
+def improvements(table: pd.DataFrame) -> list[str]:
+    """Slices where the champion, on today's data, misses its threshold and the candidate meets
+    it: the reasons to promote (e.g. a new generator family the champion does not catch)."""
+    out = []
+    for _, r in table.iterrows():
+        if pd.isna(r["threshold"]) or pd.isna(r["champion_value"]) or pd.isna(r["value"]):
+            continue
+        sign = -1.0 if r["lower"] else 1.0
+        if sign * (r["champion_value"] - r["threshold"]) < 0 <= sign * (r["value"] - r["threshold"]):
+            what = f"`{r['generator']}`" if r["generator"] != "all" else "the whole test set"
+            out.append(f"champion misses {what} ({r['metric']} {r['champion_value']:.3f}, "
+                       f"{'ceiling' if r['lower'] else 'floor'} {r['threshold']:.3f}); candidate {r['value']:.3f}")
+    return out
 
 
 def run_suite(spec: ModelGateConfig, table: pd.DataFrame) -> ValidationReport:
@@ -128,6 +162,7 @@ class GateResult:
     passed: bool
     reasons: list[str]
     table: pd.DataFrame
+    improvements: list[str] = field(default_factory=list)  # why promote: slices the champion misses
     report: Path | None = None
     aliases: dict[str, str] = field(default_factory=dict)
 
@@ -145,16 +180,25 @@ def _reasons(table: pd.DataFrame, margin: float) -> list[str]:
     return out
 
 
-def gate(cfg: Config, name: str, version: str) -> GateResult:
-    """Judge model version `version` of `name` against the thresholds and the current champion."""
+def gate(cfg: Config, name: str, version: str, candidate: dict[str, float] | None = None,
+         champion_today: dict[str, float] | None = None) -> GateResult:
+    """Judge model version `version` of `name` against the thresholds and the current champion.
+
+    `candidate`: its figures on today's data (default: those logged by its run). `champion_today`:
+    the champion re-evaluated on the same data; required when there is a champion other than
+    `version`, since figures computed on other data are not comparable."""
     champion = alias_version(name, CHAMPION)
-    champ_metrics = version_metrics(name, champion) if champion and champion != str(version) else None
+    other = champion if champion and champion != str(version) else None
+    if other and champion_today is None:
+        raise BadInputError(f"{name}: re-evaluate champion v{other} on the candidate's data before the gate")
     spec = spec_for(cfg, name)
-    table = metrics_table(spec, version_metrics(name, version), champ_metrics)
+    recorded = version_metrics(name, other) if other else None
+    table = metrics_table(spec, candidate if candidate is not None else version_metrics(name, version),
+                          champion_today if other else None, recorded)
     report = run_suite(spec, table)
     reasons = _reasons(table, spec.margin)
     passed = report.success and not reasons
-    result = GateResult(name, str(version), champion, passed, reasons, table)
+    result = GateResult(name, str(version), champion, passed, reasons, table, improvements(table) if other else [])
     result.report = _write(cfg, result, report)
     return result
 
@@ -167,14 +211,26 @@ def _write(cfg: Config, result: GateResult, report: ValidationReport) -> Path:
              f"Champion: {('v' + result.champion) if result.champion else 'none'}; "
              f"margin {spec_for(cfg, result.name).margin}.", ""]
     lines += [f"- {r}" for r in result.reasons] + ([""] if result.reasons else [])
-    cols = ["generator", "metric", "value", "threshold", "champion_value", "headroom", "regression"]
-    lines += [result.table[cols].to_markdown(index=False, floatfmt=".4f"), "", report.to_markdown("GX suite").strip()]
+    if result.improvements:
+        lines += ["Reasons to promote:", ""] + [f"- {r}" for r in result.improvements] + [""]
+    lines += ["Both models are judged on today's data; `champion (at promotion)` is what the champion's "
+              "own run recorded (other data: shown, not compared). Leave-one-out figures are floors only.", "",
+              table_markdown(result.table), "", report.to_markdown("GX suite").strip()]
     path = out / f"{result.name}-v{result.version}.md"
     path.write_text("\n".join(lines) + "\n")
     (path.with_suffix(".json")).write_text(json.dumps(
         {"name": result.name, "version": result.version, "champion": result.champion, "passed": result.passed,
-         "reasons": result.reasons, "suite": report.to_dict()}, indent=2, default=str) + "\n")
+         "reasons": result.reasons, "improvements": result.improvements, "suite": report.to_dict()}, indent=2, default=str) + "\n")
     return path
+
+
+TABLE_COLUMNS = {"generator": "slice", "metric": "metric", "value": "candidate", "threshold": "threshold",
+                 "champion_value": "champion (today's data)", "champion_recorded": "champion (at promotion)",
+                 "headroom": "headroom", "regression": "regression"}
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    return table[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS).to_markdown(index=False, floatfmt=".4f")
 
 
 # -- aliases ------------------------------------------------------------------------------------

@@ -23,9 +23,9 @@ from gandefect.detect.common import Detector, Labeled
 from gandefect.detect.model import load_detector, log_detector
 from gandefect.detect.spectral import SpectralConfig, SpectralDetector
 from gandefect.errors import BadInputError
-from gandefect.evaluate import plots, wild
+from gandefect.evaluate import drift, plots, wild
 from gandefect.evaluate.detection import auc, evaluate
-from gandefect.lifecycle import registry, tracking, versioning
+from gandefect.lifecycle import gates, registry, tracking, versioning, watch
 
 FAKES_STAGE = "fakes"
 DETECTOR_MODEL = "gandefect-detector"
@@ -301,6 +301,60 @@ def evaluate_detector(cfg: Config, det: Detector, data: EvalData) -> tuple[dict[
     return metrics, p
 
 
+def evaluate_served(cfg: Config, det: Detector, data: EvalData) -> dict[str, float]:
+    """A registered detector as it is served (its own threshold and map threshold) on today's
+    data: clean test, the wild conditions and the spliced benchmark, every current generator."""
+    from gandefect.stages.localize import localize
+
+    metrics, _ = evaluate_detector(cfg, det, data)
+    metrics.update({k: v for k, v in localize(cfg, det, choose=False).items() if k != "spliced_test_images"})
+    return {k: v for k, v in metrics.items() if np.isfinite(v)}
+
+
+def evaluate_champion(cfg: Config, data: EvalData) -> tuple[str, dict[str, float]] | None:
+    """(version, figures) of the current champion on the candidate's data; None without a champion."""
+    version = gates.alias_version(DETECTOR_MODEL, gates.CHAMPION)
+    if version is None:
+        return None
+    return version, evaluate_served(cfg, load_detector(f"models:/{DETECTOR_MODEL}/{version}"), data)
+
+
+def gate_figures(cfg: Config, version: str, name: str = DETECTOR_MODEL) -> tuple[dict[str, float], dict[str, float] | None]:
+    """Version `version` of `name` and the champion, both evaluated on today's data, for a gate run
+    on its own (`gandefect gate`); leave-one-out figures come from the version's own run."""
+    tracking.setup(cfg)
+    data = prepare_eval_data(cfg)
+    logged = gates.version_metrics(name, version)
+    candidate = {**{k: v for k, v in logged.items() if gates.recorded_only(k)},
+                 **evaluate_served(cfg, load_detector(f"models:/{name}/{version}"), data)}
+    champion = gates.alias_version(name, gates.CHAMPION)
+    if champion is None or champion == str(version):
+        return candidate, None
+    return candidate, evaluate_served(cfg, load_detector(f"models:/{name}/{champion}"), data)
+
+
+def run_watch(cfg: Config) -> tuple[watch.ChampionFigures, list[str]]:
+    """Re-evaluate the champion detector on the current data; record it and list the generators it misses."""
+    from gandefect.stages.gans import data_version
+
+    tracking.setup(cfg)
+    data = prepare_eval_data(cfg)
+    found = evaluate_champion(cfg, data)
+    if found is None:
+        raise BadInputError(f"no champion {DETECTOR_MODEL}: run `gandefect run` first")
+    figures = watch.ChampionFigures(DETECTOR_MODEL, found[0], data_version(cfg), _version_fakes(cfg), "watch", found[1])
+    watch.write(cfg, figures)
+    return figures, watch.alerts(figures, cfg.gates.floor)
+
+
+def score_histogram(det: Detector, data: EvalData) -> dict:
+    """The detector's scores on the validation mix (every gated condition) as the service counts
+    them: the reference its served traffic is compared with (gandefect.evaluate.drift)."""
+    p = det.score(data.val_mix.images)
+    return {"buckets": list(drift.BUCKETS), "counts": drift.histogram(p),
+            "flagged": float((p >= det.threshold).mean()), "threshold": float(det.threshold)}
+
+
 def _rank(metrics: dict[str, float]) -> tuple[float, float]:
     """Winner order: the worst wild verdicts (worst generator's share caught minus the worst
     condition's reals called fake), then the clean AUC."""
@@ -308,8 +362,9 @@ def _rank(metrics: dict[str, float]) -> tuple[float, float]:
 
 
 def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | None = None,
-                        progress: Progress | None = None, gate: bool = True) -> DetectorSummary:
-    """Sample fakes, train and evaluate both families, register the winner and the judge."""
+                        progress: Progress | None = None, gate: bool = True, without: list[str] = ()) -> DetectorSummary:
+    """Sample fakes, train and evaluate both families, register the winner and the judge.
+    `without`: generator families left out of training (and calibration), kept in the evaluation."""
     import mlflow
 
     from gandefect.stages.gans import data_version
@@ -327,6 +382,12 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
     _, spliced_version = run_build_spliced(cfg)
     version = data_version(cfg)
     data = prepare_eval_data(cfg)
+    known = set(_families(data.train)) - {"real"}
+    for family in without:
+        if family not in known:
+            raise BadInputError(f"--without {family}: no such generator family in data/fakes ({', '.join(sorted(known))})")
+        data.train = without_family(data.train, family)
+        data.val_mix, data.val_groups = data.val_mix_without(family)
     results: dict[str, FamilyResult] = {}
     for family in cfg.detect.families:
         started = time.perf_counter()
@@ -348,16 +409,22 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
     report, figures = _report(cfg, results, data.test, winner)
     summary = DetectorSummary(results, winner, report, fakes_version, spliced_version)
     tracking.setup(cfg)
+    # the champion judged on exactly the candidate's data, before anything is registered
+    champion = evaluate_champion(cfg, data) if gate else None
     for family, r in results.items():
         with tracking.start_run(cfg, tracking.DETECTOR_EXPERIMENT, f"detector-{family}", version, flow_run_id) as run:
             mlflow.set_tags({"fakes_version": fakes_version, "spliced_version": spliced_version})
             if generators:
                 mlflow.log_dict(generators, "generators.json")
             mlflow.log_params({"family": family, "trained_on": ",".join(r.detector.trained_on),
+                               "trained_without": ",".join(without) or "none",
                                "platt_a": r.detector.platt[0], "platt_b": r.detector.platt[1]})
             mlflow.log_metrics({k: v for k, v in r.metrics.items() if np.isfinite(v)})
             mlflow.log_dict({"trained_on": r.detector.trained_on, "leave_one_out": r.loo_trained_on},
                             "training_manifest.json")
+            mlflow.log_dict(score_histogram(r.detector, data), "score_histogram.json")
+            if champion and family == winner:
+                mlflow.log_dict({"champion_version": champion[0], "metrics": champion[1]}, "champion_today.json")
             tracking.log_artifacts([report, *figures], "report")
             info = log_detector(r.detector, "detector", data.test.images[:2])
             role = DETECTOR_MODEL if family == winner else JUDGE_MODEL
@@ -371,9 +438,16 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
             else:
                 summary.judge_version = mv.version
     if gate and summary.detector_version:
-        from gandefect.lifecycle import gates
-
-        summary.gate = gates.apply_gate(cfg, gates.gate(cfg, DETECTOR_MODEL, summary.detector_version))
+        result = gates.gate(cfg, DETECTOR_MODEL, summary.detector_version,
+                            champion_today=champion[1] if champion else None)
+        summary.gate = gates.apply_gate(cfg, result)
+        served = gates.alias_version(DETECTOR_MODEL, gates.CHAMPION)
+        if served is not None:  # the champion after the gate, on today's data
+            served_metrics = results[winner].metrics if served == summary.detector_version else \
+                (champion[1] if champion and champion[0] == served else None)
+            if served_metrics is not None:
+                watch.write(cfg, watch.ChampionFigures(DETECTOR_MODEL, served, version, fakes_version, "gate",
+                                                       {k: v for k, v in served_metrics.items() if np.isfinite(v)}))
     return summary
 
 

@@ -74,12 +74,14 @@ def load_spliced(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray, pd.Da
     return load_pngs(m["path"], root), load_pngs(m["mask_path"], root) > 127, m
 
 
-def localize(cfg: Config, detector) -> dict[str, float]:
-    """Choose the detector's defect-map threshold on the spliced val part (stored on the detector);
-    pixel AP and IoU on the test part, overall and per generator of the spliced-in region."""
-    val_images, val_masks, _ = load_spliced(cfg, "val")
+def localize(cfg: Config, detector, choose: bool = True) -> dict[str, float]:
+    """Choose the detector's defect-map threshold on the spliced val part (stored on the detector;
+    `choose=False` keeps the one it is served with); pixel AP and IoU on the test part, overall
+    and per generator of the spliced-in region."""
     test_images, test_masks, manifest = load_spliced(cfg, "test")
-    detector.map_threshold = choose_map_threshold(detector.defect_map(val_images), val_masks, cfg.spliced.dilate)
+    if choose:
+        val_images, val_masks, _ = load_spliced(cfg, "val")
+        detector.map_threshold = choose_map_threshold(detector.defect_map(val_images), val_masks, cfg.spliced.dilate)
     maps = detector.defect_map(test_images)
     pred = binarize(maps, detector.map_threshold, cfg.spliced.dilate)
     metrics = {"pixel_ap": pixel_ap(maps, test_masks), "iou": mean_iou(pred, test_masks),

@@ -96,8 +96,28 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
     if evaluate and gate:
         from gandefect.lifecycle import gates
 
-        summary.gate = gates.apply_gate(cfg, gates.gate(cfg, REPAIRER_MODEL, mv.version))
+        champion = gates.alias_version(REPAIRER_MODEL, gates.CHAMPION)
+        champion_today = None
+        if champion and champion != str(mv.version):  # judged on the same samples, with the same served detector
+            champion_repairer = load_repairer(cfg, f"models:/{REPAIRER_MODEL}/{champion}")
+            champion_today = run_evaluate_repair(cfg, champion_repairer, write_report=False).metrics
+        summary.gate = gates.apply_gate(cfg, gates.gate(cfg, REPAIRER_MODEL, mv.version, champion_today=champion_today))
     return summary
+
+
+def gate_figures(cfg: Config, version: str) -> tuple[dict[str, float], dict[str, float] | None]:
+    """Repairer version `version` and the champion, both evaluated on today's samples with the
+    served detector, for a gate run on its own (`gandefect gate --model gandefect-repairer`)."""
+    from gandefect.lifecycle import gates
+
+    tracking.setup(cfg)
+    candidate = run_evaluate_repair(cfg, load_repairer(cfg, f"models:/{REPAIRER_MODEL}/{version}"),
+                                    write_report=False).metrics
+    champion = gates.alias_version(REPAIRER_MODEL, gates.CHAMPION)
+    if champion is None or champion == str(version):
+        return candidate, None
+    return candidate, run_evaluate_repair(cfg, load_repairer(cfg, f"models:/{REPAIRER_MODEL}/{champion}"),
+                                          write_report=False).metrics
 
 
 # -- loading the served parts ---------------------------------------------------------------
@@ -208,7 +228,7 @@ def run_generate(cfg: Config, loss: str, n: int, clean: bool = False, reject: bo
 class RepairEvaluation:
     metrics: dict[str, float]
     table: pd.DataFrame
-    report: Path
+    report: Path | None  # None when written without a report
     figures: list[Path] = field(default_factory=list)
 
 
@@ -260,9 +280,10 @@ def _spliced_psnr(cfg: Config, repairer: Repairer) -> tuple[dict[str, float], li
 
 
 def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_uri: str | None = None,
-                        progress: Progress | None = None) -> RepairEvaluation:
+                        progress: Progress | None = None, write_report: bool = True) -> RepairEvaluation:
     """Per final generator: FID and judge p_fake before/after repair, change outside the masks;
-    on the spliced benchmark: in-mask PSNR against the mean-fill and biharmonic baselines."""
+    on the spliced benchmark: in-mask PSNR against the mean-fill and biharmonic baselines.
+    `write_report=False`: the figures only (a champion judged beside a candidate)."""
     from gandefect.stages.detectors import JUDGE_MODEL, registered_generators
     from gandefect.stages.gans import data_version, ensure_feature_net
 
@@ -314,6 +335,8 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
     }
     # what the learned repairer adds over the better of the two classical fills (dB; the gate's floor)
     metrics["psnr_gain"] = metrics["psnr_mask"] - max(metrics["psnr_mask_mean_fill"], metrics["psnr_mask_biharmonic"])
+    if not write_report:
+        return RepairEvaluation(metrics, table, None, [])
     out = cfg.report_dir / "repair"
     out.mkdir(parents=True, exist_ok=True)
     figures = [

@@ -1,0 +1,77 @@
+"""The champion on today's data: one record per served model, per generator figures, alerts.
+
+The detector stage writes the record whenever it judges a candidate (the champion after the
+gate, on the candidate's data); `gandefect watch` writes it after re-evaluating the champion
+on the current data; `gandefect status` reads it. A generator whose figure is below its gate
+floor is an alert: the champion misses it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from gandefect.config import Config
+from gandefect.data.fakes import family_of
+
+WATCH_DIR = "watch"
+WATCHED = ("auc_gen", "tpr_fake_wild")  # per-generator figures the champion must keep above their floors
+
+
+@dataclass
+class ChampionFigures:
+    name: str  # registered model
+    version: str
+    data_version: str
+    fakes_version: str
+    source: str  # "gate" (judged beside a candidate) or "watch"
+    metrics: dict[str, float]
+    when: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def record_path(cfg: Config, name: str) -> Path:
+    return cfg.report_dir / WATCH_DIR / f"{name}.json"
+
+
+def write(cfg: Config, figures: ChampionFigures) -> Path:
+    path = record_path(cfg, figures.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(figures), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read(cfg: Config, name: str) -> ChampionFigures | None:
+    path = record_path(cfg, name)
+    if not path.exists():
+        return None
+    return ChampionFigures(**json.loads(path.read_text()))
+
+
+def per_generator(metrics: dict[str, float], floors: dict[str, float]) -> pd.DataFrame:
+    """One row per generator: its family, each watched figure, and whether it is below the floor."""
+    generators = sorted({k.removeprefix(f"{m}_") for m in WATCHED for k in metrics if k.startswith(f"{m}_")})
+    rows = []
+    for g in generators:
+        row = {"generator": g, "family": family_of(g)}
+        below = []
+        for m in WATCHED:
+            value = metrics.get(f"{m}_{g}")
+            row[m] = value
+            if value is not None and m in floors and value < floors[m]:
+                below.append(f"{m} {value:.3f} < {floors[m]:.2f}")
+        row["status"] = "MISSES: " + ", ".join(below) if below else "ok"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["generator", "family", *WATCHED, "status"])
+
+
+def alerts(figures: ChampionFigures, floors: dict[str, float]) -> list[str]:
+    """One line per generator the champion misses."""
+    table = per_generator(figures.metrics, floors)
+    return [f"{figures.name} v{figures.version} misses `{r.generator}` (family {r.family}): "
+            f"{r.status.removeprefix('MISSES: ')}" for r in table.itertuples() if r.status != "ok"]

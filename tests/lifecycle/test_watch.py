@@ -1,0 +1,62 @@
+"""The champion's figures per generator on today's data, its alerts, and score drift."""
+
+import numpy as np
+
+from gandefect.evaluate import drift
+from gandefect.lifecycle import watch
+
+FLOORS = {"auc_gen": 0.9, "tpr_fake_wild": 0.85}
+
+
+def _figures(metrics):
+    return watch.ChampionFigures("gandefect-detector", "3", "data1", "fakes1", "watch", metrics)
+
+
+def test_a_generator_below_its_floor_is_an_alert_naming_it_and_its_family():
+    metrics = {"auc_gen_lsgan": 0.99, "tpr_fake_wild_lsgan": 0.95, "auc_gen_vae": 0.93, "tpr_fake_wild_vae": 0.40,
+               "auc_gen_vae-epoch1": 0.99, "tpr_fake_wild_vae-epoch1": 0.97, "auc_seen": 0.5}
+    table = watch.per_generator(metrics, FLOORS)
+    assert list(table["generator"]) == ["lsgan", "vae", "vae-epoch1"]
+    assert list(table["family"]) == ["lsgan", "vae", "vae"]
+    assert watch.alerts(_figures(metrics), FLOORS) == [
+        "gandefect-detector v3 misses `vae` (family vae): tpr_fake_wild 0.400 < 0.85"]
+    assert watch.alerts(_figures({**metrics, "tpr_fake_wild_vae": 0.9}), FLOORS) == []
+
+
+def test_the_record_round_trips(tmp_path):
+    from gandefect.config import load_config
+    from tests.conftest import REPO
+
+    cfg = load_config(REPO / "params.yaml", "tiny")
+    cfg.root = tmp_path
+    figures = _figures({"auc_gen_lsgan": 0.99})
+    watch.write(cfg, figures)
+    assert watch.read(cfg, "gandefect-detector") == figures
+    assert watch.read(cfg, "gandefect-repairer") is None
+
+
+def test_scores_are_counted_in_the_buckets_prometheus_uses():
+    assert drift.histogram(np.array([0.0, 0.05, 0.1, 0.15, 0.95, 1.0])) == [3, 1, 0, 0, 0, 0, 0, 0, 0, 2]
+
+
+def test_a_metrics_page_is_read_back_into_bucket_counts_per_model_version():
+    page = "\n".join([
+        "# HELP gandefect_detect_p_fake p_fake",
+        *[f'gandefect_detect_p_fake_bucket{{le="{e}",model_version="3"}} {c}'
+          for e, c in zip([*drift.BUCKETS, "+Inf"], [5, 6, 6, 6, 6, 6, 6, 6, 7, 10, 10])],
+        'gandefect_detect_p_fake_bucket{le="0.1",model_version="2"} 99.0',
+        'gandefect_detect_verdicts_total{model_version="3",verdict="fake"} 4.0',
+        'gandefect_detect_verdicts_total{model_version="3",verdict="real"} 6.0',
+        'gandefect_detect_verdicts_total{model_version="2",verdict="real"} 50.0',
+    ])
+    assert drift.parse_prometheus(page, match={"model_version": "3"}) == [5, 1, 0, 0, 0, 0, 0, 0, 1, 3]
+    assert drift.parse_counter(page, match={"model_version": "3"}) == {"fake": 4.0, "real": 6.0}
+
+
+def test_traffic_of_a_new_family_is_flagged_as_a_shift_and_like_validation_is_not():
+    validation = drift.histogram(np.r_[np.full(90, 0.02), np.full(10, 0.98)])
+    same = drift.compare(validation, 0.10, validation, 0.11)
+    assert not same["shifted"] and same["psi"] < 0.01
+    new_family = drift.histogram(np.r_[np.full(40, 0.3), np.full(60, 0.6)])  # scores where validation has none
+    shifted = drift.compare(validation, 0.10, new_family, 0.60)
+    assert shifted["shifted"] and shifted["psi"] > drift.SHIFT_PSI
