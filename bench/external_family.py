@@ -1,16 +1,18 @@
 """Make a folder of images from a generator family the zoo lacks, for `gandefect ingest-fakes`.
 
 Two families, neither adversarial nor convolutional, both fitted to the real train images:
-  - `blend` (the default): a nonparametric generator, as morphing and interpolation
-    generators make images: each sample is a convex blend t * a + (1 - t) * b of a real
-    train image a and its nearest neighbour b (t uniform in [0.3, 0.7]). Its defects are
-    ghosted, doubled strokes on otherwise real pixels: no up-sampling trace at all.
+  - `mixup` (the default): a nonparametric generator, as interpolation generators make
+    images: each sample is a convex blend t * a + (1 - t) * b of two real train images (t
+    uniform in [0.3, 0.7]). Its defects are two superimposed, half-bright digits on
+    otherwise real pixels: no up-sampling trace at all. (Blending an image with its *nearest*
+    neighbour instead gives images a detector cannot tell from real ones: a candidate trained
+    on them lost 0.14 of AUC on every other generator and was refused by the gate.)
   - `ppca`: probabilistic PCA (Tipping & Bishop 1999), a linear Gaussian latent model fitted
     in closed form and sampled as mean + W z (the decoder's mean, as a VAE's samples are
     shown; `--noise-scale 1` adds the model's isotropic noise): blurry, ghosted digits.
 
-    .venv/bin/python bench/external_family.py OUT_DIR [--family blend|ppca] [--n 500] [--seed 7]
-    .venv/bin/gandefect ingest-fakes OUT_DIR --generator blend
+    .venv/bin/python bench/external_family.py OUT_DIR [--family mixup|ppca] [--n 500] [--seed 7]
+    .venv/bin/gandefect ingest-fakes OUT_DIR --generator mixup
 """
 
 from __future__ import annotations
@@ -44,21 +46,16 @@ def ppca(images: np.ndarray, n: int, rng: np.random.Generator, components: int, 
     return samples.reshape(n, *images.shape[1:])
 
 
-def blend(images: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    flat = images.reshape(len(images), -1)
-    out = []
-    for a in rng.choice(len(images), n, replace=n > len(images)):
-        distance = ((flat - flat[a]) ** 2).sum(1)
-        distance[a] = np.inf
-        t = rng.uniform(0.3, 0.7)
-        out.append(t * images[a] + (1 - t) * images[int(np.argmin(distance))])
-    return np.stack(out)
+def mixup(images: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    a, b = rng.integers(len(images), size=(2, n))
+    t = rng.uniform(0.3, 0.7, size=(n,) + (1,) * (images.ndim - 1))
+    return t * images[a] + (1 - t) * images[b]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--family", choices=["blend", "ppca"], default="blend")
+    ap.add_argument("--family", choices=["mixup", "ppca"], default="mixup")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--components", type=int, default=24, help="ppca: latent dimensions")
@@ -72,7 +69,7 @@ def main() -> None:
     if args.family == "ppca":
         samples = ppca(images, args.n, rng, args.components, args.noise_scale)
     else:
-        samples = blend(images, args.n, rng)
+        samples = mixup(images, args.n, rng)
     samples = np.clip(np.round(samples), 0, 255).astype(np.uint8)
     args.out.mkdir(parents=True, exist_ok=True)
     mode = "L" if samples.ndim == 3 else "RGB"

@@ -301,8 +301,9 @@ def _print_champion_figures(cfg: Config, champion: str | None) -> None:
         out.print(f"champion v{champion} per generator: not evaluated on the current data yet (`gandefect watch`)")
         return
     per = watch.per_generator(record.metrics, cfg.gates.floor)
-    table = Table(title=f"champion v{record.version} per generator on data {record.data_version} "
-                        f"(fakes {record.fakes_version}; {record.source} at {record.when})")
+    out.print(f"champion v{record.version} per generator on data {record.data_version} "
+              f"(fakes {record.fakes_version}; {record.source} at {record.when}):")
+    table = Table()
     for col in per.columns:
         table.add_column(col)
     for r in per.itertuples(index=False):

@@ -95,4 +95,5 @@ def summarize(metrics: dict[str, float], gated: list[str], generators: list[str]
     tprs = [v for k, v in out.items() if k.startswith("tpr_fake_wild_")]
     if tprs:
         out["tpr_wild_min"] = min(tprs)
+        out["tpr_wild_mean"] = float(np.mean(tprs))
     return out

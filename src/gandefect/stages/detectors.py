@@ -253,7 +253,7 @@ def _report(cfg: Config, results: dict[str, FamilyResult], test: Labeled, winner
     wild_rows = [{"condition": c, "gated": "yes" if c in w.gated else "no", "fpr_real": m.get(f"fpr_real_{c}"),
                   "uncertain_real": m.get(f"uncertain_real_{c}"), "tpr_fake (worst generator)": m.get(f"tpr_fake_{c}"),
                   "auc": m.get(f"auc_{c}")} for c in w.conditions]
-    lines = ["# Detectors", "", f"Winner (by the worst wild verdicts, ties by auc_seen; leave-one-family-out is run for it): **{winner}**.", "",
+    lines = ["# Detectors", "", f"Winner (by the wild verdicts: mean share caught over generators minus the worst fpr_real, ties by auc_seen; leave-one-family-out is run for it): **{winner}**.", "",
              table.to_markdown(floatfmt=".4f"), "",
              f"## Verdicts in the wild ({winner}, at its served threshold {results[winner].detector.threshold:.4f})", "",
              "Each condition is applied to one class at a time, as a client would send the file (real JPEG bytes "
@@ -356,9 +356,10 @@ def score_histogram(det: Detector, data: EvalData) -> dict:
 
 
 def _rank(metrics: dict[str, float]) -> tuple[float, float]:
-    """Winner order: the worst wild verdicts (worst generator's share caught minus the worst
-    condition's reals called fake), then the clean AUC."""
-    return metrics.get("tpr_wild_min", 0.0) - metrics.get("fpr_real_max", 1.0), metrics["auc_seen"]
+    """Winner order: the share of generators' samples caught in the wild, averaged over generators,
+    minus the worst condition's reals called fake; then the clean AUC. (The mean, not the worst
+    generator: a generator no family catches yet would otherwise make the choice by fpr alone.)"""
+    return metrics.get("tpr_wild_mean", 0.0) - metrics.get("fpr_real_max", 1.0), metrics["auc_seen"]
 
 
 def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | None = None,
