@@ -1,6 +1,7 @@
 """The model suite over the generator x metric table (real Great Expectations, no registry)."""
 
 import numpy as np
+import pytest
 
 from gandefect.config import load_config
 from gandefect.lifecycle.gates import REPAIRER, _reasons, improvements, metrics_table, run_suite, spec_for
@@ -118,3 +119,13 @@ def test_leave_one_out_figures_are_floors_only_never_compared_with_the_champion(
     assert not _reasons(table, spec.margin)
     assert _reasons(metrics_table(spec, {**candidate, "auc_unseen_min": 0.85}, CHAMPION), spec.margin) == [
         "all:auc_unseen_min = 0.8500, needs at least 0.9000"]
+
+
+def test_a_family_the_champion_never_saw_does_not_count_in_the_leave_one_out_floor():
+    from gandefect.stages.detectors import summarize_unseen
+
+    metrics = {"auc_unseen_lsgan": 0.98, "auc_unseen_vae": 0.96, "auc_unseen_mixup": 0.79}
+    assert summarize_unseen(metrics, set()) == pytest.approx(
+        {"auc_unseen_min": 0.79, "auc_unseen_mean": (0.98 + 0.96 + 0.79) / 3, "auc_unseen_min_all": 0.79})
+    assert summarize_unseen(metrics, {"mixup"}) == pytest.approx(
+        {"auc_unseen_min": 0.96, "auc_unseen_mean": 0.97, "auc_unseen_min_all": 0.79})

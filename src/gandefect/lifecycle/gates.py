@@ -35,7 +35,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"  # registered-model tag: versions that held `champion`, oldest first
 LOWER_IS_BETTER = {"ece", "fid_ratio", "outside_mask_change"}
 # figures of retrained models (leave-one-out): not recomputable for a champion, so floors only
-RECORDED_ONLY = ("auc_unseen", "tpr_unseen")
+RECORDED_ONLY = ("auc_unseen", "tpr_unseen")  # (a family new since the champion: see stages.detectors.summarize_unseen)
 REPAIRER = "gandefect-repairer"
 
 

@@ -239,12 +239,12 @@ def _report(cfg: Config, results: dict[str, FamilyResult], test: Labeled, winner
         maps = r.detector.defect_map(test.images[pick]) if len(pick) else np.zeros((0,) + test.images.shape[1:3])
         figures.append(plots.error_grid(test.images[pick], maps, caps, out / f"errors-{f}.png",
                                         f"{f}: most (left) and least confident errors with defect maps"))
-    keys = ["auc_seen", "ap_seen", "auc_unseen_min", "auc_unseen_mean", "fpr_real_max", "tpr_wild_min",
+    keys = ["auc_seen", "ap_seen", "auc_unseen_min", "auc_unseen_mean", "auc_unseen_min_all", "fpr_real_max", "tpr_wild_min",
             "tpr_unseen_min", "ece", "ece_jpeg75", "threshold", "acc_real", "acc_fake", "pixel_ap", "iou",
             "map_threshold", "train_seconds", "images_per_second"]
     table = pd.DataFrame({f: {k: r.metrics.get(k, float("nan")) for k in keys} for f, r in results.items()})
     unseen = pd.DataFrame({f: {k.removeprefix("auc_unseen_"): v for k, v in r.metrics.items()
-                               if k.startswith("auc_unseen_") and k not in ("auc_unseen_min", "auc_unseen_mean")}
+                               if k.startswith("auc_unseen_") and k not in ("auc_unseen_min", "auc_unseen_mean", "auc_unseen_min_all")}
                            for f, r in results.items()})
     unseen_wild = pd.DataFrame({f: {k.removeprefix("tpr_unseen_wild_"): v for k, v in r.metrics.items()
                                     if k.startswith("tpr_unseen_wild_") and k != "tpr_unseen_min"}
@@ -311,12 +311,32 @@ def evaluate_served(cfg: Config, det: Detector, data: EvalData) -> dict[str, flo
     return {k: v for k, v in metrics.items() if np.isfinite(v)}
 
 
-def evaluate_champion(cfg: Config, data: EvalData) -> tuple[str, dict[str, float]] | None:
-    """(version, figures) of the current champion on the candidate's data; None without a champion."""
+@dataclass
+class ChampionToday:
+    version: str
+    metrics: dict[str, float]  # its figures on the candidate's data
+    families: set[str]  # the generator families it was trained on
+
+
+def evaluate_champion(cfg: Config, data: EvalData) -> ChampionToday | None:
+    """The current champion on the candidate's data; None without a champion."""
     version = gates.alias_version(DETECTOR_MODEL, gates.CHAMPION)
     if version is None:
         return None
-    return version, evaluate_served(cfg, load_detector(f"models:/{DETECTOR_MODEL}/{version}"), data)
+    det = load_detector(f"models:/{DETECTOR_MODEL}/{version}")
+    return ChampionToday(version, evaluate_served(cfg, det, data), {family_of(g) for g in det.trained_on})
+
+
+def summarize_unseen(metrics: dict[str, float], new: set[str]) -> dict[str, float]:
+    """auc_unseen_min / _mean over the held-out families the champion was trained on too: a family
+    it never saw is judged directly instead (its auc_gen and tpr_fake_wild beside the champion's, on
+    today's data), since holding it out of the candidate as well says nothing about the candidate
+    against the champion; the minimum over every family stays as auc_unseen_min_all."""
+    unseen = {k.removeprefix("auc_unseen_"): v for k, v in metrics.items()
+              if k.startswith("auc_unseen_") and not k.startswith(("auc_unseen_min", "auc_unseen_mean"))}
+    known = [v for f, v in unseen.items() if f not in new] or list(unseen.values())
+    return {"auc_unseen_min": float(np.nanmin(known)), "auc_unseen_mean": float(np.nanmean(known)),
+            "auc_unseen_min_all": float(np.nanmin(list(unseen.values())))}
 
 
 def gate_figures(cfg: Config, version: str, name: str = DETECTOR_MODEL) -> tuple[dict[str, float], dict[str, float] | None]:
@@ -342,7 +362,8 @@ def run_watch(cfg: Config) -> tuple[watch.ChampionFigures, list[str]]:
     found = evaluate_champion(cfg, data)
     if found is None:
         raise BadInputError(f"no champion {DETECTOR_MODEL}: run `gandefect run` first")
-    figures = watch.ChampionFigures(DETECTOR_MODEL, found[0], data_version(cfg), _version_fakes(cfg), "watch", found[1])
+    figures = watch.ChampionFigures(DETECTOR_MODEL, found.version, data_version(cfg), _version_fakes(cfg), "watch",
+                                    found.metrics)
     watch.write(cfg, figures)
     return figures, watch.alerts(figures, cfg.gates.floor)
 
@@ -404,14 +425,15 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
         loo, result.loo_trained_on = leave_one_out(cfg, winner, data, progress)
         result.metrics.update(loo)
         result.unseen = {k.removeprefix("auc_unseen_"): v for k, v in loo.items() if k.startswith("auc_unseen_")}
-        result.metrics["auc_unseen_min"] = float(np.nanmin(list(result.unseen.values())))
-        result.metrics["auc_unseen_mean"] = float(np.nanmean(list(result.unseen.values())))
         result.metrics["tpr_unseen_min"] = min(v for k, v in loo.items() if k.startswith("tpr_unseen_wild_"))
-    report, figures = _report(cfg, results, data.test, winner)
-    summary = DetectorSummary(results, winner, report, fakes_version, spliced_version)
     tracking.setup(cfg)
     # the champion judged on exactly the candidate's data, before anything is registered
     champion = evaluate_champion(cfg, data) if gate else None
+    new_families = set(result.unseen) - champion.families if champion and cfg.detect.leave_one_out else set()
+    if cfg.detect.leave_one_out:
+        result.metrics.update(summarize_unseen(result.metrics, new_families))
+    report, figures = _report(cfg, results, data.test, winner)
+    summary = DetectorSummary(results, winner, report, fakes_version, spliced_version)
     for family, r in results.items():
         with tracking.start_run(cfg, tracking.DETECTOR_EXPERIMENT, f"detector-{family}", version, flow_run_id) as run:
             mlflow.set_tags({"fakes_version": fakes_version, "spliced_version": spliced_version})
@@ -425,7 +447,8 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
                             "training_manifest.json")
             mlflow.log_dict(score_histogram(r.detector, data), "score_histogram.json")
             if champion and family == winner:
-                mlflow.log_dict({"champion_version": champion[0], "metrics": champion[1]}, "champion_today.json")
+                mlflow.log_dict({"champion_version": champion.version, "metrics": champion.metrics,
+                                 "new_families": sorted(new_families)}, "champion_today.json")
             tracking.log_artifacts([report, *figures], "report")
             info = log_detector(r.detector, "detector", data.test.images[:2])
             role = DETECTOR_MODEL if family == winner else JUDGE_MODEL
@@ -440,12 +463,12 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
                 summary.judge_version = mv.version
     if gate and summary.detector_version:
         result = gates.gate(cfg, DETECTOR_MODEL, summary.detector_version,
-                            champion_today=champion[1] if champion else None)
+                            champion_today=champion.metrics if champion else None)
         summary.gate = gates.apply_gate(cfg, result)
         served = gates.alias_version(DETECTOR_MODEL, gates.CHAMPION)
         if served is not None:  # the champion after the gate, on today's data
             served_metrics = results[winner].metrics if served == summary.detector_version else \
-                (champion[1] if champion and champion[0] == served else None)
+                (champion.metrics if champion and champion.version == served else None)
             if served_metrics is not None:
                 watch.write(cfg, watch.ChampionFigures(DETECTOR_MODEL, served, version, fakes_version, "gate",
                                                        {k: v for k, v in served_metrics.items() if np.isfinite(v)}))
