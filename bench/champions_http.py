@@ -4,9 +4,9 @@ For each bento (by default the two newest `gandefect` bentos of the local BentoM
 champions before and after a retrain), in one run: `bentoml serve` it on a free port, upload
 the family's test-split samples and the real test images as PNG files to `detect`, and report
 at the served threshold the share of the family called fake (tpr), the real images called fake
-(fpr), mean p_fake and the AUC. Then `gandefect status --traffic` reads the scores that server
-served (a traffic sample made of that family and the real test images) and compares them with
-the champion's validation histogram.
+(fpr), mean p_fake and the AUC. After the family's uploads (a traffic sample made of that family
+alone), `gandefect status --traffic` reads the scores that server served and compares them with
+the validation histogram of the detector it serves.
 
     .venv/bin/python bench/champions_http.py --family ppca [--bentos OLD_TAG NEW_TAG]
 """
@@ -54,9 +54,10 @@ def measure(tag: str, family: list[Path], real: list[Path], root: Path) -> dict:
         proc = subprocess.Popen(bento.serve_command(tag, port), stdout=out, stderr=subprocess.STDOUT)
         try:
             bento.wait_ready(url, proc, 180, log=log.read_text)
-            fakes, reals = detect(url, family), detect(url, real)
+            fakes = detect(url, family)  # the traffic sample status reads: the family alone
             status = subprocess.run([str(Path(sys.executable).parent / "gandefect"), "status", "--traffic", url],
                                     capture_output=True, text=True, cwd=root)
+            reals = detect(url, real)
         finally:
             proc.terminate()
             proc.wait(30)

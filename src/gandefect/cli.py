@@ -312,7 +312,9 @@ def _print_champion_figures(cfg: Config, champion: str | None) -> None:
 
 
 def _print_drift(cfg: Config, url: str, champion: str | None) -> None:
-    """The served scores (the service's /metrics) beside the champion's validation histogram."""
+    """The scores a service served (its /metrics) beside the validation histogram of the
+    detector version it serves (read from its /metadata; the champion when that fails)."""
+    import json
     import urllib.request
 
     import mlflow
@@ -320,28 +322,35 @@ def _print_drift(cfg: Config, url: str, champion: str | None) -> None:
     from gandefect.evaluate import drift
     from gandefect.stages.detectors import DETECTOR_MODEL
 
-    if champion is None:
-        raise BadInputError(f"no champion {DETECTOR_MODEL} to compare traffic with")
+    base = url.rstrip("/")
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=10) as response:
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
             page = response.read().decode()
     except OSError as exc:
-        raise BadInputError(f"--traffic {url}: cannot read {url.rstrip('/')}/metrics ({exc})") from None
-    run_id = mlflow.MlflowClient().get_model_version(DETECTOR_MODEL, champion).run_id
+        raise BadInputError(f"--traffic {url}: cannot read {base}/metrics ({exc})") from None
+    try:
+        request = urllib.request.Request(base + "/metadata", b"{}", {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            version = str(json.loads(response.read())["detector"]["version"])
+    except (OSError, KeyError, ValueError):
+        version = champion
+    if version is None:
+        raise BadInputError(f"no champion {DETECTOR_MODEL} to compare traffic with")
+    run_id = mlflow.MlflowClient().get_model_version(DETECTOR_MODEL, version).run_id
     try:
         reference = mlflow.artifacts.load_dict(f"runs:/{run_id}/score_histogram.json")
     except Exception:  # noqa: BLE001 - MLflow raises its own types per store
-        raise BadInputError(f"{DETECTOR_MODEL} v{champion} has no validation score histogram "
+        raise BadInputError(f"{DETECTOR_MODEL} v{version} has no validation score histogram "
                             "(logged since this version of gandefect): retrain it") from None
-    served = {"model_version": champion}
+    served = {"model_version": version}
     counts = drift.parse_prometheus(page, match=served)
     verdicts = drift.parse_counter(page, match=served)
     if not sum(counts):
-        out.print(f"traffic: {url} has served no image with {DETECTOR_MODEL} v{champion} yet")
+        out.print(f"traffic: {url} has served no image with {DETECTOR_MODEL} v{version} yet")
         return
     flagged = verdicts.get("fake", 0.0) / max(1.0, sum(verdicts.values()))
     result = drift.compare(reference["counts"], reference["flagged"], counts, flagged)
-    table = Table(title=f"served scores of v{champion} ({url}) beside its validation mix")
+    table = Table(title=f"served scores of v{version} ({url}) beside its validation mix")
     for col in ["p_fake up to", "validation share", "traffic share"]:
         table.add_column(col)
     for edge, v, t in zip(drift.BUCKETS, reference["counts"], counts):
