@@ -193,7 +193,7 @@ def _print_gate(result) -> None:
     for reason in result.reasons:
         out.print(f"  - {reason}")
     for reason in result.improvements:
-        out.print(f"  + promotes because: {reason}")
+        out.print(f"  + reason to promote: {reason}")
 
 
 MODEL_NAMES = ["gandefect-detector", "gandefect-repairer"]

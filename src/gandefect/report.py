@@ -71,7 +71,7 @@ def markdown(r: RetrainResult) -> str:
         title = f"## {name} v{part['version']}" + (f" ({part['winner']})" if part.get("winner") else "")
         lines += [title, "", _verdict(name.lower(), part), ""]
         lines += [f"- {reason}" for reason in part.get("gate_reasons", [])]
-        lines += [f"- promotes because: {reason}" for reason in part.get("gate_improvements", [])]
+        lines += [f"- reason to promote: {reason}" for reason in part.get("gate_improvements", [])]
         metrics = part.get("metrics", {})
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {metrics[k]:.4f} |" for k in keys if k in metrics]
@@ -122,7 +122,7 @@ def to_html(cfg: Config, r: RetrainResult, flow_run_id: str | None) -> str:
         if part.get("gate_reasons"):
             parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in part["gate_reasons"]) + "</ul>")
         if part.get("gate_improvements"):
-            parts.append("<p>Promotes because:</p><ul>" + "".join(f"<li>{html.escape(x)}</li>"
+            parts.append("<p>Reasons to promote:</p><ul>" + "".join(f"<li>{html.escape(x)}</li>"
                                                                  for x in part["gate_improvements"]) + "</ul>")
         metrics = part.get("metrics", {})
         parts.append(table(pd.DataFrame([{k: metrics[k] for k in keys if k in metrics}])))

@@ -467,7 +467,7 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
         summary.gate = gates.apply_gate(cfg, result)
         served = gates.alias_version(DETECTOR_MODEL, gates.CHAMPION)
         if served is not None:  # the champion after the gate, on today's data
-            served_metrics = results[winner].metrics if served == summary.detector_version else \
+            served_metrics = results[winner].metrics if served == str(summary.detector_version) else \
                 (champion.metrics if champion and champion.version == served else None)
             if served_metrics is not None:
                 watch.write(cfg, watch.ChampionFigures(DETECTOR_MODEL, served, version, fakes_version, "gate",
