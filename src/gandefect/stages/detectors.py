@@ -465,13 +465,13 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
         result = gates.gate(cfg, DETECTOR_MODEL, summary.detector_version,
                             champion_today=champion.metrics if champion else None)
         summary.gate = gates.apply_gate(cfg, result)
-        served = gates.alias_version(DETECTOR_MODEL, gates.CHAMPION)
-        if served is not None:  # the champion after the gate, on today's data
-            served_metrics = results[winner].metrics if served == str(summary.detector_version) else \
-                (champion.metrics if champion and champion.version == served else None)
-            if served_metrics is not None:
-                watch.write(cfg, watch.ChampionFigures(DETECTOR_MODEL, served, version, fakes_version, "gate",
-                                                       {k: v for k, v in served_metrics.items() if np.isfinite(v)}))
+        # the champion after the gate, on today's data: the candidate if it was promoted, else the old one
+        promoted = gates.CHAMPION in result.aliases
+        served = (str(summary.detector_version), results[winner].metrics) if promoted else \
+            ((champion.version, champion.metrics) if champion else None)
+        if served is not None:
+            watch.write(cfg, watch.ChampionFigures(DETECTOR_MODEL, served[0], version, fakes_version, "gate",
+                                                   {k: v for k, v in served[1].items() if np.isfinite(v)}))
     return summary
 
 
