@@ -1,7 +1,17 @@
 """Make a folder of images from a generator family the zoo lacks, for `gandefect ingest-fakes`.
 
-Three families, none adversarial or convolutional:
-  - `strokes` (the default): a procedural renderer, as synthetic-data generators make images:
+Four families, none adversarial:
+  - `flow` (the default): a flow-matching model (rectified flow, Liu et al. 2023; Lipman et
+    al. 2023), the diffusion family's simplest member: a small U-Net learns the velocity
+    x1 - x0 that carries Gaussian noise x0 to a real train image x1 along straight paths, and
+    samples integrate it from noise with a few Euler steps (4 by default, as fast few-step
+    samplers do). No transposed convolution, no discriminator. Its defects are a few-step
+    sampler's: soft, slightly blurred strokes, faint background noise, broken or merged
+    strokes. About 7 minutes on 2 CPU cores (2,000 batches of 64); `--checkpoint FILE` keeps
+    the trained net, so other step counts sample without retraining. With 16 steps the
+    samples are nearly real: the default champion catches 0.40 of them, and a candidate
+    trained on them 0.53, at the served threshold.
+  - `strokes`: a procedural renderer, as synthetic-data generators make images:
     each digit is a hand-written polyline template under a random affine map and stroke
     width, drawn anti-aliased at 4x and reduced as MNIST's digits were (20x20 box, centred by
     mass in 28x28). Its defects are what rendering leaves: even stroke width, straight
@@ -16,8 +26,8 @@ Three families, none adversarial or convolutional:
     in closed form and sampled as mean + W z (the decoder's mean, as a VAE's samples are
     shown; `--noise-scale 1` adds the model's isotropic noise): blurry, ghosted digits.
 
-    .venv/bin/python bench/external_family.py OUT_DIR [--family strokes|mixup|ppca] [--n 500] [--seed 7]
-    .venv/bin/gandefect ingest-fakes OUT_DIR --generator strokes
+    .venv/bin/python bench/external_family.py OUT_DIR [--family flow|strokes|mixup|ppca] [--n 500] [--seed 7]
+    .venv/bin/gandefect ingest-fakes OUT_DIR --generator flow
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from gandefect.config import load_config
@@ -98,21 +109,101 @@ def strokes(n: int, rng: np.random.Generator, size: int = 28) -> np.ndarray:
     return out
 
 
+class VelocityNet(torch.nn.Module):
+    """A small U-Net v(x, t): two resolutions below the image's, time added to every block."""
+
+    def __init__(self, channels: int, width: int = 32):
+        super().__init__()
+        nn = torch.nn
+        w = width
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.GroupNorm(8, cout), nn.SiLU(),
+                                 nn.Conv2d(cout, cout, 3, 1, 1), nn.GroupNorm(8, cout), nn.SiLU())
+
+        self.time = nn.Sequential(nn.Linear(32, 4 * w), nn.SiLU(), nn.Linear(4 * w, 4 * w))
+        self.t_proj = nn.ModuleList([nn.Linear(4 * w, c) for c in (w, 2 * w, 2 * w, 2 * w, w)])
+        self.enc1, self.enc2, self.mid = block(channels, w), block(w, 2 * w), block(2 * w, 2 * w)
+        self.dec2, self.dec1 = block(4 * w, 2 * w), block(3 * w, w)
+        self.out = nn.Conv2d(w, channels, 1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        freqs = torch.exp(torch.linspace(0, 6, 16))
+        emb = self.time(torch.cat([torch.sin(t[:, None] * freqs), torch.cos(t[:, None] * freqs)], 1))
+        p = [proj(emb)[:, :, None, None] for proj in self.t_proj]
+        f = torch.nn.functional
+        h1 = self.enc1(x) + p[0]
+        h2 = self.enc2(f.avg_pool2d(h1, 2)) + p[1]
+        h3 = self.mid(f.avg_pool2d(h2, 2)) + p[2]
+        u2 = f.interpolate(h3, size=h2.shape[2:], mode="nearest")
+        d2 = self.dec2(torch.cat([u2, h2], 1)) + p[3]
+        u1 = f.interpolate(d2, size=h1.shape[2:], mode="nearest")
+        d1 = self.dec1(torch.cat([u1, h1], 1)) + p[4]
+        return self.out(d1)
+
+
+def flow(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, sample_steps: int,
+         width: int, checkpoint: Path | None = None) -> np.ndarray:
+    """Train a rectified-flow velocity net on `images` (uint8 range) for `steps` batches (or load
+    it from `checkpoint` when that file exists; a new one is saved there), then integrate n
+    samples from noise with `sample_steps` Euler steps."""
+    torch.manual_seed(int(rng.integers(2**31)))
+    x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)
+    x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    net = VelocityNet(x.shape[1], width)
+    if checkpoint is not None and checkpoint.exists():
+        net.load_state_dict(torch.load(checkpoint))
+        steps = 0
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=max(1, steps))
+    for step in range(steps):
+        x1 = x[torch.randint(len(x), (64,))]
+        x0 = torch.randn_like(x1)
+        t = torch.rand(len(x1))
+        xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * x1
+        loss = torch.nn.functional.mse_loss(net(xt, t), x1 - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % 500 == 0:
+            print(f"flow: step {step + 1}/{steps}, loss {loss.item():.4f}", flush=True)
+    if checkpoint is not None and steps:
+        torch.save(net.state_dict(), checkpoint)
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, n, 256):
+            z = torch.randn((min(256, n - i),) + tuple(x.shape[1:]))
+            for k in range(sample_steps):
+                z = z + net(z, torch.full((len(z),), k / sample_steps)) / sample_steps
+            out.append(z)
+    samples = (torch.cat(out).clamp(-1, 1) + 1) * 127.5
+    samples = samples[:, 0] if samples.shape[1] == 1 else samples.permute(0, 2, 3, 1)
+    return samples.numpy().astype(np.float64)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--family", choices=["strokes", "mixup", "ppca"], default="strokes")
+    ap.add_argument("--family", choices=["flow", "strokes", "mixup", "ppca"], default="flow")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--components", type=int, default=24, help="ppca: latent dimensions")
     ap.add_argument("--noise-scale", type=float, default=0.0, help="ppca: times the fitted noise standard deviation")
+    ap.add_argument("--steps", type=int, default=2000, help="flow: training batches (64 images each)")
+    ap.add_argument("--width", type=int, default=24, help="flow: the U-Net's feature maps at full resolution")
+    ap.add_argument("--sample-steps", type=int, default=4, help="flow: Euler steps per sample")
+    ap.add_argument("--checkpoint", type=Path, help="flow: the velocity net's file (loaded if it exists, else saved)")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
     cfg = load_config(args.params)
     real = read_manifest(cfg.real_dir)
     images = load_pngs(real.loc[real["split"] == "train", "path"], cfg.real_dir).astype(np.float64)
     rng = np.random.default_rng(args.seed)
-    if args.family == "strokes":
+    if args.family == "flow":
+        samples = flow(images, args.n, rng, args.steps, args.sample_steps, args.width, args.checkpoint)
+    elif args.family == "strokes":
         samples = strokes(args.n, rng, images.shape[1])
     elif args.family == "ppca":
         samples = ppca(images, args.n, rng, args.components, args.noise_scale)

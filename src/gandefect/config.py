@@ -107,6 +107,12 @@ class CNNDetectorConfig(_Section):
     # the leave-one-family-out models (one per family) are trained lighter to fit the flow's time
     loo_width: int = Field(24, ge=2)
     loo_epochs: int = Field(3, ge=1)
+    # incremental learning (Marra et al. 2019): a retrained candidate starts from the champion's
+    # weights when the champion is a CNN of the same shape, and fine-tunes on today's whole
+    # training set (old generators and new alike) for `finetune_epochs` at `finetune_lr`
+    warm_start: bool = True
+    finetune_epochs: int = Field(3, ge=1)
+    finetune_lr: float = Field(5e-4, gt=0)
 
 
 class SpectralDetectorConfig(_Section):

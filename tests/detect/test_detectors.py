@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from gandefect.detect.cnn import CNNConfig, CNNDetector
 from gandefect.detect.common import Detector, Labeled, choose_threshold
@@ -107,3 +108,19 @@ def test_calibrating_on_a_mix_sets_the_threshold_by_the_rule():
     p = det.score(val.images)
     for g in ("a", "b"):
         assert (p[(groups == g) & (val.labels == 0)] >= det.threshold).mean() <= 0.02
+
+
+def test_a_warm_started_cnn_begins_from_its_predecessor_and_keeps_what_it_knew():
+    train, test = synthetic(400, 0), synthetic(60, 2)
+    old = FAMILIES["cnn"](1).fit(train)
+    new = CNNDetector(CNNConfig(channels=1, width=8, epochs=1, batch_size=32, p_process=0.0, seed=5))
+    assert new.start_from(old)
+    before = {k: v.clone() for k, v in new.net.state_dict().items()}
+    assert all(torch.equal(before[k], v) for k, v in old.net.state_dict().items())
+    renamed = Labeled(train.images, train.labels, np.where(train.labels == 1, "toy2", "real"))
+    new.fit(renamed)
+    assert new.trained_on == ["toy", "toy2"]  # its weights have seen the predecessor's generators too
+    assert not all(torch.equal(before[k], v) for k, v in new.net.state_dict().items())
+    # a different shape cannot start from it
+    assert not CNNDetector(CNNConfig(channels=1, width=16)).start_from(old)
+    assert not CNNDetector(CNNConfig(channels=3, width=8)).start_from(old)

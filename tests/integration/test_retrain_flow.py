@@ -81,6 +81,8 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
     assert int(third.detector["version"]) == int(first.detector["version"]) + 1
     run = client.get_run(client.get_model_version("gandefect-detector", third.detector["version"]).run_id)
     assert "newgan" in run.data.params["trained_on"].split(",")
+    # incremental: the candidate CNN was fine-tuned from the champion's weights
+    assert run.data.params["warm_start_from"] == str(first.detector["version"])
     rows = {(r["generator"], r["metric"]): r for r in third.detector["gate_table"]}
     # the champion was re-evaluated on the candidate's data: judged on the new generator its own run
     # never saw, and on every old one, beside what its run recorded

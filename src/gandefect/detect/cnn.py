@@ -95,6 +95,15 @@ class CNNDetector(Detector):
         torch.manual_seed(self.cfg.seed)
         self.net = PatchNet(self.cfg.channels, self.cfg.width)
 
+    def start_from(self, other: Detector) -> bool:
+        """Take `other`'s weights when it is a CNN detector of the same shape; whether it was."""
+        if not isinstance(other, CNNDetector) or other.cfg.channels != self.cfg.channels \
+                or other.cfg.width != self.cfg.width:
+            return False
+        self.net.load_state_dict(other.net.state_dict())
+        self.started_from = list(other.trained_on)
+        return True
+
     def fit(self, train: Labeled, progress=None) -> "CNNDetector":
         c = self.cfg
         rng = np.random.default_rng(c.seed)
@@ -141,7 +150,8 @@ class CNNDetector(Detector):
                 if progress:
                     progress("cnn detector", epoch * steps_per_epoch + i + 1, c.epochs * steps_per_epoch)
         self.net.eval()
-        self.trained_on = sorted(set(train.generators) - {"real"})
+        # a warm-started net has seen its predecessor's generators as well
+        self.trained_on = sorted((set(train.generators) | set(getattr(self, "started_from", []))) - {"real"})
         return self
 
     def _splice_batch(self, rng, pool, real_idx, fake_idx, masks, images, target) -> np.ndarray:

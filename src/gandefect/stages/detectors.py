@@ -109,14 +109,19 @@ def load_labeled(cfg: Config, split: str) -> Labeled:
     return Labeled(images, labels, np.r_[np.array(["real"] * len(real)), fakes["generator"].to_numpy()])
 
 
-def make_detector(cfg: Config, family: str, held_out: bool = False) -> Detector:
-    """A detector of `family`; `held_out`: the lighter recipe of the leave-one-out models."""
+def make_detector(cfg: Config, family: str, held_out: bool = False, start: Detector | None = None) -> Detector:
+    """A detector of `family`; `held_out`: the lighter recipe of the leave-one-out models;
+    `start`: a trained detector to fine-tune from (the champion), used when it has the same shape."""
     channels = 1 if cfg.data.mode == "L" else 3
     if family == "cnn":
-        settings = cfg.detect.cnn.model_dump(exclude={"loo_width", "loo_epochs"})
+        c = cfg.detect.cnn
+        settings = c.model_dump(exclude={"loo_width", "loo_epochs", "warm_start", "finetune_epochs", "finetune_lr"})
         if held_out:
-            settings.update(width=cfg.detect.cnn.loo_width, epochs=cfg.detect.cnn.loo_epochs)
-        return CNNDetector(CNNConfig(channels=channels, seed=cfg.seed, **settings))
+            settings.update(width=c.loo_width, epochs=c.loo_epochs)
+        det = CNNDetector(CNNConfig(channels=channels, seed=cfg.seed, **settings))
+        if start is not None and not held_out and det.start_from(start):
+            det.cfg.epochs, det.cfg.lr = c.finetune_epochs, c.finetune_lr
+        return det
     return SpectralDetector(SpectralConfig(seed=cfg.seed, **cfg.detect.spectral.model_dump()))
 
 
@@ -190,9 +195,10 @@ def prepare_eval_data(cfg: Config) -> EvalData:
 
 
 def fit_detector(cfg: Config, family: str, train: Labeled, val_mix: Labeled, groups: np.ndarray,
-                 progress: Progress | None = None, held_out: bool = False) -> Detector:
-    """Train one detector, calibrate it on the validation mix and set its served threshold and envelope."""
-    det = make_detector(cfg, family, held_out).fit(train, progress)
+                 progress: Progress | None = None, held_out: bool = False, start: Detector | None = None) -> Detector:
+    """Train one detector (fine-tuned from `start` where make_detector can), calibrate it on the
+    validation mix and set its served threshold and envelope."""
+    det = make_detector(cfg, family, held_out, start).fit(train, progress)
     det.calibrate(val_mix, groups, cfg.detect.wild.fpr_target)
     det.envelope = envelope_for(cfg.detect.wild.gated)
     return det
@@ -318,12 +324,21 @@ class ChampionToday:
     families: set[str]  # the generator families it was trained on
 
 
-def evaluate_champion(cfg: Config, data: EvalData) -> ChampionToday | None:
-    """The current champion on the candidate's data; None without a champion."""
+def load_champion() -> tuple[str, Detector] | None:
+    """(version, detector) of the champion detector; None without one."""
     version = gates.alias_version(DETECTOR_MODEL, gates.CHAMPION)
     if version is None:
         return None
-    det = load_detector(f"models:/{DETECTOR_MODEL}/{version}")
+    return str(version), load_detector(f"models:/{DETECTOR_MODEL}/{version}")
+
+
+def evaluate_champion(cfg: Config, data: EvalData, found: tuple[str, Detector] | None = None) -> ChampionToday | None:
+    """The current champion (or `found`, as load_champion returns it) on the candidate's data;
+    None without a champion."""
+    found = found or load_champion()
+    if found is None:
+        return None
+    version, det = found
     return ChampionToday(version, evaluate_served(cfg, det, data), {family_of(g) for g in det.trained_on})
 
 
@@ -410,10 +425,15 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
             raise BadInputError(f"--without {family}: no such generator family in data/fakes ({', '.join(sorted(known))})")
         data.train = without_family(data.train, family)
         data.val_mix, data.val_groups = data.val_mix_without(family)
+    tracking.setup(cfg)
+    # the champion: the start of an incremental candidate (not one trained without a family: its
+    # weights know that family) and, after training, the baseline judged on the candidate's data
+    found = load_champion() if gate else None
+    start = found[1] if found and cfg.detect.cnn.warm_start and not without else None
     results: dict[str, FamilyResult] = {}
     for family in cfg.detect.families:
         started = time.perf_counter()
-        det = fit_detector(cfg, family, data.train, data.val_mix, data.val_groups, progress)
+        det = fit_detector(cfg, family, data.train, data.val_mix, data.val_groups, progress, start=start)
         seconds = time.perf_counter() - started
         metrics, p = evaluate_detector(cfg, det, data)
         metrics.update(train_seconds=seconds, images_per_second=_images_per_second(det, data.test.images))
@@ -426,9 +446,8 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
         result.metrics.update(loo)
         result.unseen = {k.removeprefix("auc_unseen_"): v for k, v in loo.items() if k.startswith("auc_unseen_")}
         result.metrics["tpr_unseen_min"] = min(v for k, v in loo.items() if k.startswith("tpr_unseen_wild_"))
-    tracking.setup(cfg)
     # the champion judged on exactly the candidate's data, before anything is registered
-    champion = evaluate_champion(cfg, data) if gate else None
+    champion = evaluate_champion(cfg, data, found) if found else None
     new_families = set(result.unseen) - champion.families if champion and cfg.detect.leave_one_out else set()
     if cfg.detect.leave_one_out:
         result.metrics.update(summarize_unseen(result.metrics, new_families))
@@ -441,6 +460,7 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
                 mlflow.log_dict(generators, "generators.json")
             mlflow.log_params({"family": family, "trained_on": ",".join(r.detector.trained_on),
                                "trained_without": ",".join(without) or "none",
+                               "warm_start_from": found[0] if hasattr(r.detector, "started_from") else "none",
                                "platt_a": r.detector.platt[0], "platt_b": r.detector.platt[1]})
             mlflow.log_metrics({k: v for k, v in r.metrics.items() if np.isfinite(v)})
             mlflow.log_dict({"trained_on": r.detector.trained_on, "leave_one_out": r.loo_trained_on},
