@@ -337,7 +337,10 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
             if repairer["gate_passed"] is False:
                 state = "failed gate"
         bento = None
-        if "bento" in wanted and state == "completed":
+        # the bento packages the champions after the gates: a promoted detector is served even
+        # when the repairer's candidate was refused (its champion stays, and is packaged)
+        if "bento" in wanted and (state == "completed" or (detector.get("gate_passed") is True
+                                                           and _has_champion("gandefect-repairer"))):
             started = time.perf_counter()
             bento = bento_task(cfg)
             seconds["bento"] = time.perf_counter() - started
@@ -357,6 +360,12 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
         if part.get("gate_passed") is False:
             logger.warning("%s failed gate: %s", name, "; ".join(part.get("gate_reasons", [])))
     return result
+
+
+def _has_champion(name: str) -> bool:
+    from gandefect.lifecycle.gates import alias_version
+
+    return alias_version(name, "champion") is not None
 
 
 def registry_latest(name: str) -> str | None:
