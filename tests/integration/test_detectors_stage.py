@@ -261,6 +261,7 @@ def test_model_gate_keeps_a_worse_candidate_out_promotes_a_better_one_and_rolls_
     original = params_path.read_text()
     params = yaml.safe_load(original)
     params["profiles"]["tiny"]["detect"]["cnn"]["lr"] = 1e-9
+    params["detect"]["cnn"]["warm_start"] = False  # from scratch: a candidate fine-tuned from v1 would know what v1 knows
     params["detect"]["families"] = ["cnn"]
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
