@@ -34,14 +34,25 @@ class _State:
 state = _State()
 
 
+# commands that write data/, the DVC lock, the MLflow registry or the aliases: each holds the
+# project lock (gandefect.lifecycle.lock) while it runs; `run` takes it in the flow itself
+WRITERS = {"ingest", "train-gans", "sample-fakes", "ingest-fakes", "train-detectors", "gate", "promote",
+           "rollback", "train-repairer", "build-spliced"}
+
+
 @app.callback()
 def _global(
+    ctx: typer.Context,
     params: Path = typer.Option(Path(PARAMS_FILE), "--params", help="Parameter file (its folder is the project root)."),
     profile: Optional[str] = typer.Option(None, "--profile", envvar="GANDEFECT_PROFILE",
                                           help="Named profile in params.yaml: tiny, default, full."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks of unexpected errors."),
 ) -> None:
     state.params, state.profile, state.debug = params, profile, debug
+    if ctx.invoked_subcommand in WRITERS and "--help" not in sys.argv:
+        from gandefect.lifecycle.lock import project_lock
+
+        ctx.with_resource(project_lock(params.resolve().parent, ctx.invoked_subcommand))
 
 
 def _config() -> Config:
@@ -393,6 +404,7 @@ def run_cmd(
     task_runner: Optional[str] = typer.Option(None, "--task-runner", help="processes (one worker per 2 cores), threads, dask (a LocalCluster) or dask=ADDRESS; default: processes."),
     stages: Optional[list[str]] = typer.Option(None, "--stage", help="Run only these stages (ingest always runs): gans, detectors, repairer, bento."),
     force: bool = typer.Option(False, "--force", help="Retrain every stage even when its inputs are unchanged."),
+    wait: bool = typer.Option(False, "--wait", help="If another gandefect command is running in this project, wait for it instead of stopping."),
 ) -> None:
     """Run the whole lifecycle once as the Prefect flow `retrain` (ephemeral Prefect server by default).
 
@@ -402,9 +414,13 @@ def run_cmd(
     unknown = sorted(set(stages or []) - set(STAGES))
     if unknown:
         raise BadInputError(f"--stage {', '.join(unknown)}: stages are {', '.join(STAGES[1:])}")
+    from gandefect.lifecycle.lock import project_lock
+
     runner = task_runner_for(task_runner)
-    result = retrain.with_options(task_runner=runner)(str(state.params), state.profile,
-                                                      ["ingest", *stages] if stages else None, force)
+    # taken here first, so a busy project stops before a flow run starts (the flow takes it again)
+    with project_lock(state.params.resolve().parent, "run", wait, on_wait=out.print):
+        result = retrain.with_options(task_runner=runner)(str(state.params), state.profile,
+                                                          ["ingest", *stages] if stages else None, force, wait)
     times = ", ".join(f"{k} {v:.0f} s" + (" (cached)" if k in result.cached else "") for k, v in result.seconds.items())
     out.print(f"retrain {result.state}: data {result.data_version}; {times}")
     if result.cached:

@@ -32,6 +32,7 @@ from prefect.runtime import flow_run, task_run  # noqa: E402
 
 import gandefect  # noqa: E402
 from gandefect.config import Config, load_config  # noqa: E402
+from gandefect.lifecycle.lock import project_lock  # noqa: E402
 
 CACHE_DIR = ".gandefect/cache"
 STAGES = ["ingest", "gans", "detectors", "repairer", "bento"]
@@ -261,10 +262,12 @@ def _shared_api_url():
 
 @flow(name="retrain", log_prints=True)
 def retrain(params: str = "params.yaml", profile: str | None = None, stages: list[str] | None = None,
-            force: bool = False) -> RetrainResult:
+            force: bool = False, wait: bool = False) -> RetrainResult:
     """ingest -> data gate -> GAN zoo (concurrent) -> fakes + spliced -> detectors -> model gate
     -> promote -> repairer -> its gate -> the bento of the champions. `stages` limits the run (ingest always runs);
-    `force` retrains every stage even when its inputs are unchanged."""
+    `force` retrains every stage even when its inputs are unchanged. The whole run holds the project
+    lock (gandefect.lifecycle.lock): a run started meanwhile stops with a message naming this one,
+    or with `wait` queues behind it."""
     import mlflow
 
     from gandefect.data.fakes import external_digest
@@ -297,7 +300,7 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
             cached.append(name)
         return state.result()
 
-    with _shared_api_url(), \
+    with project_lock(cfg.path("."), "run", wait, on_wait=logger.info), _shared_api_url(), \
             tracking.start_run(cfg, tracking.RETRAIN_EXPERIMENT, "retrain", "pending", _flow_run_id()) as parent:
         mlflow.log_params({"stages": ",".join(wanted), "force": force})
         started = time.perf_counter()
