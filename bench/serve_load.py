@@ -9,10 +9,14 @@ port, then measures in one run:
     images at concurrency 8, in images/s;
   - the ratio of HTTP requests/s to in-process images/s at each concurrency;
   - CPU milliseconds per request spent by the service's processes and by the client, which
-    says where the time goes (and what the service would do with the cores to itself).
+    says where the time goes (and what the service would do with the cores to itself);
+  - the noisy neighbour: one-image 28x28 requests at concurrency 8, quiet and then while 2
+    other clients (a process of their own) loop valid 25-megapixel PNG uploads, p50 / p99 and
+    errors of the small requests side by side, and what the large uploads got.
 Rounds alternate between in-process and HTTP so drift on a shared machine hits both alike.
 
     .venv/bin/python bench/serve_load.py [--seconds 8] [--rounds 2] [--url http://host:port]
+    .venv/bin/python bench/serve_load.py --only-noisy      # just the noisy-neighbour round
 """
 
 from __future__ import annotations
@@ -85,6 +89,63 @@ async def http_load(url: str, png: bytes, concurrency: int, seconds: float, per_
             "p99": float(np.percentile(ms, 99)), "errors": errors}
 
 
+def big_png(side: int = 5000) -> bytes:
+    """A valid side x side RGB PNG (25 megapixels at 5000) that stays under the default 10 MiB
+    upload limit: smooth content, as an enlarged photo would be."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    small = Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8), "RGB")
+    buf = io.BytesIO()
+    small.resize((side, side), Image.Resampling.BILINEAR).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def heavy_clients(url: str, png: bytes, clients: int, seconds: float, out) -> None:
+    """`clients` threads, each looping `detect` uploads of `png` for `seconds` (run in a process
+    of its own, so the upload work does not slow the measuring client's event loop)."""
+    import threading
+
+    import httpx
+
+    rows: list[tuple[int, float]] = []
+
+    def loop() -> None:
+        deadline = time.perf_counter() + seconds
+        with httpx.Client(timeout=120) as client:
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                status = client.post(f"{url}/detect", files={"images": ("big.png", png, "image/png")}).status_code
+                rows.append((status, time.perf_counter() - start))
+
+    threads = [threading.Thread(target=loop) for _ in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    out.put(rows)
+
+
+def noisy_neighbour(url: str, small: bytes, big: bytes, seconds: float, server, clients: int = 2) -> dict:
+    """The small requests' figures while `clients` others loop the big upload, and the big ones'."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    # the heavy clients start first and run past the measured window on both sides
+    proc = ctx.Process(target=heavy_clients, args=(url, big, clients, seconds + 6.0, queue))
+    proc.start()
+    time.sleep(3.0)
+    row = measured(url, small, 8, seconds, server)
+    heavy = queue.get(timeout=seconds + 300)
+    proc.join(60)
+    ms = np.array([s for _, s in heavy]) * 1000
+    row.update(heavy_requests=len(heavy), heavy_errors=sum(1 for st, _ in heavy if st != 200),
+               heavy_p50=float(np.percentile(ms, 50)) if len(ms) else float("nan"),
+               heavy_statuses=sorted({st for st, _ in heavy}))
+    return row
+
+
 def tree_cpu(proc) -> float:
     """CPU seconds (user + system) of a process and its children: the service's workers."""
     import psutil
@@ -116,6 +177,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--url", help="an already running service (default: build and start one)")
+    ap.add_argument("--only-noisy", action="store_true", help="only the quiet and noisy-neighbour rounds")
     args = ap.parse_args()
 
     import bentoml
@@ -145,8 +207,16 @@ def main() -> None:
         import psutil
 
         server = psutil.Process(proc.pid) if proc is not None else None
-        local, http, multi = [], {c: [] for c in args.concurrency}, []
+        local, http, multi, quiet, noisy = [], {c: [] for c in args.concurrency}, [], [], []
+        big = big_png()
+        print(f"noisy neighbour: 2 clients looping a {len(big):,}-byte 5000x5000 PNG", flush=True)
         for r in range(args.rounds):
+            quiet.append(measured(url, png, 8, args.seconds, server))
+            noisy.append(noisy_neighbour(url, png, big, args.seconds, server))
+            print(f"round {r + 1}/{args.rounds}: 28x28 at c=8 p99 quiet {quiet[-1]['p99']:.1f} ms, "
+                  f"noisy {noisy[-1]['p99']:.1f} ms ({noisy[-1]['heavy_requests']} big uploads)", flush=True)
+            if args.only_noisy:
+                continue
             local.append(in_process(detector, image, args.seconds))
             for c in args.concurrency:
                 http[c].append(measured(url, png, c, args.seconds, server))
@@ -157,6 +227,20 @@ def main() -> None:
         if proc is not None:
             proc.terminate()
             proc.wait(30)
+    print("\nnoisy neighbour: one-image 28x28 requests at concurrency 8 (median of rounds; errors summed)")
+    print(f"{'round':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}   big uploads (2 clients)")
+    for label, rows in (("quiet", quiet), ("noisy", noisy)):
+        med = {k: statistics.median(r[k] for r in rows) for k in ("rps", "p50", "p99")}
+        extra = ""
+        if label == "noisy":
+            extra = (f"   {sum(r['heavy_requests'] for r in rows)} answered, "
+                     f"{sum(r['heavy_errors'] for r in rows)} errors, p50 {statistics.median(r['heavy_p50'] for r in rows):.0f} ms, "
+                     f"statuses {sorted({s for r in rows for s in r['heavy_statuses']})}")
+        print(f"{label:>8} {med['rps']:>8.0f} {med['p50']:>8.1f} {med['p99']:>8.1f} "
+              f"{sum(r['errors'] for r in rows):>6}{extra}")
+    print(f"worst round p99: quiet {max(r['p99'] for r in quiet):.1f} ms, noisy {max(r['p99'] for r in noisy):.1f} ms")
+    if args.only_noisy:
+        return
     base = statistics.median(local)
     print(f"\nin-process detector.score, batch 32, 1 thread: {base:.0f} images/s (median of {len(local)})")
     print(f"{'concurrency':>11} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'ratio':>7} "

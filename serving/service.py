@@ -12,9 +12,16 @@ champions' weights; the build arguments name the models and the upload limits.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import functools
+import io
 import json
+import os
+import re
 import sys
+import threading
 import typing as t
 from pathlib import Path
 
@@ -23,9 +30,10 @@ import numpy as np
 from _bentoml_impl import serde as _serde
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from pydantic_core import PydanticCustomError
-from starlette.datastructures import UploadFile
+from bentoml.exceptions import BadInput
 from starlette.applications import Starlette
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.datastructures import UploadFile
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
 try:
@@ -37,6 +45,7 @@ from gandefect.data.history import Envelope, History, read_history  # noqa: E402
 from gandefect.evaluate import drift  # noqa: E402
 from gandefect.data.images import encode_png  # noqa: E402
 from gandefect.data.uploads import UploadError, UploadLimits, bounding_boxes, decode, mask_for, to_model_array  # noqa: E402
+from serving.guard import RequestGuard, error  # noqa: E402
 
 PAGE = Path(__file__).resolve().parent / "page" / "index.html"
 IMAGE_APIS = {"/detect": "images", "/localize": "image", "/repair": "image"}
@@ -81,6 +90,48 @@ def _envelope() -> Envelope:
     return Envelope(**_detector_meta().get("envelope", {}))
 
 
+# -- heavy uploads ---------------------------------------------------------------------------
+# Decoding a 25-megapixel PNG takes about half a second of CPU. Uploads above HEAVY_PIXELS (read
+# from the header, before anything is decoded) are decoded one at a time per worker, in a thread
+# of lower CPU priority, off the event loop: requests of small images are parsed, batched and
+# answered meanwhile, and get the cores first when both are busy.
+HEAVY_PIXELS = 1_000_000
+HEAVY_NICE = 10
+
+
+def _lower_priority() -> None:
+    try:  # Linux: a thread's nice value is its own
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_NICE)
+    except (AttributeError, OSError):  # elsewhere it is only a queue of one
+        pass
+
+
+HEAVY = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="heavy-upload", initializer=_lower_priority)
+
+
+def is_heavy(data: bytes | t.BinaryIO) -> bool:
+    """Whether an upload's header claims more than HEAVY_PIXELS (within the cap: beyond it, the
+    upload is refused before decoding). Unreadable files are not heavy: refusing them is cheap."""
+    from PIL import Image
+
+    file = io.BytesIO(data) if isinstance(data, bytes) else data
+    start = file.tell()
+    try:
+        with Image.open(file) as im:
+            return HEAVY_PIXELS < im.size[0] * im.size[1] <= LIMITS.max_pixels
+    except Exception:  # noqa: BLE001 - anything PIL cannot open is refused by decode()
+        return False
+    finally:
+        file.seek(start)
+
+
+def read_upload_fairly(data: bytes, field: str = "image") -> tuple[t.Any, Upload]:
+    """read_upload, through the low-priority queue when the upload is heavy (call off the event loop)."""
+    if is_heavy(data):
+        return HEAVY.submit(read_upload, data, field).result()
+    return read_upload(data, field)
+
+
 class Upload(t.NamedTuple):
     pixels: np.ndarray  # the model's uint8 input
     history: History  # what can be read of the file's history, and whether it is inside the envelope
@@ -96,7 +147,7 @@ def read_upload(data: bytes, field: str = "image") -> tuple[t.Any, Upload]:
 def _model_input(path: Path) -> Upload:
     """An uploaded file (saved by BentoML) -> the model's input and its history; a bad one fails validation (400)."""
     try:
-        return read_upload(Path(path).read_bytes())[1]
+        return read_upload_fairly(Path(path).read_bytes())[1]
     except UploadError as exc:
         raise PydanticCustomError("bad_image", "{reason}", {"reason": str(exc).removeprefix("image: ")}) from None
 
@@ -115,10 +166,6 @@ def verdict(p: float, threshold: float, history: History) -> dict:
     return {"verdict": "fake" if fake else "real", "is_fake": bool(fake), "reasons": []}
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status)
-
-
 def _load(model, role: str):
     import torch
 
@@ -126,20 +173,50 @@ def _load(model, role: str):
 
 
 class UploadsOnly(_serde.MultipartSerde):
-    """BentoML's multipart parsing, except that an image field must be an uploaded file part.
+    """BentoML's multipart parsing, made safe for a public endpoint:
 
-    BentoML would treat a text value in a file field as a URL and download it; a public
-    endpoint should not fetch URLs for its callers (and an unreachable one would be a 500)."""
+    - a body that is not valid multipart (no or wrong boundary, garbage, a header past the
+      parser's limits) is a 400 naming the problem, not an unexpected error;
+    - an image field must be an uploaded file part: BentoML would treat a text value as a URL
+      and download it (a public endpoint should not fetch URLs for its callers);
+    - fields the API does not take are refused by name;
+    - the uploads are checked and decoded off the event loop when one of them is heavy."""
 
     async def parse_request(self, request, cls):
-        form = await request.form()  # Starlette keeps the parsed form for the parent's call
+        try:
+            form = await request.form()
+        except Exception as exc:  # noqa: BLE001 - whatever the parser refuses is the client's body
+            cause = exc.__cause__ or exc
+            detail = getattr(cause, "detail", None) or getattr(cause, "message", None) or str(cause) or type(cause).__name__
+            raise BadInput(f"the request body is not valid multipart/form-data ({detail})") from None
         unknown = sorted(k for k in form if k not in cls.model_fields)
         if unknown:
+            shown = [k if len(k) <= 40 else f"{k[:40]}... ({len(k)} characters)" for k in unknown[:5]]
             raise ValidationError.from_exception_data("Input", [{
                 "type": PydanticCustomError("unknown_field", "unknown field; this API takes {known}",
-                                            {"known": ", ".join(f"`{k}`" for k in cls.model_fields)}),
-                "loc": (k,), "input": "field"} for k in unknown])
-        return await super().parse_request(request, cls)
+                                            {"known": ", ".join(f"`{k}`" for k in cls.model_fields) or "no fields"}),
+                "loc": (k,), "input": "field"} for k in shown])
+        data: dict[str, t.Any] = {}
+        heavy = False
+        for k in form:
+            if k in cls.multipart_fields:
+                files = [await self.ensure_file(v) for v in form.getlist(k)]
+                for f in files:  # BentoML names its temporary copy after the client's file name
+                    f.filename = _safe_name(f.filename)
+                heavy = heavy or any(is_heavy(f.file) for f in files)
+                data[k] = files if _is_list(cls.model_fields[k].annotation) else files[0]
+            else:
+                v = form[k]
+                if isinstance(v, UploadFile):
+                    v = await v.read()
+                try:
+                    data[k] = json.loads(v)
+                except ValueError:
+                    data[k] = v
+        if heavy:  # the event loop keeps serving while a thread waits for the heavy queue
+            context = contextvars.copy_context()  # BentoML keeps the request (its temp dir) in a context variable
+            return await asyncio.get_running_loop().run_in_executor(None, context.run, cls.model_validate, data)
+        return cls.model_validate(data)
 
     @staticmethod
     async def ensure_file(obj):
@@ -150,105 +227,21 @@ class UploadsOnly(_serde.MultipartSerde):
             "loc": ("form",), "input": "text"}])
 
 
+def _safe_name(name: str | None) -> str:
+    """A client's file name reduced to what is safe in a temporary file's name: its extension."""
+    suffix = Path(name or "").suffix
+    return "upload" + (suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,10}", suffix) else "")
+
+
+def _is_list(annotation) -> bool:
+    from _bentoml_sdk.typing_utils import is_list_type, is_union_type
+
+    if is_union_type(annotation):
+        annotation = t.get_args(annotation)[0]
+    return is_list_type(annotation)
+
+
 _serde.ALL_SERDE["multipart/form-data"] = UploadsOnly
-
-
-def _error_message(body: bytes) -> str | None:
-    """BentoML's own 4xx bodies ({"error", "detail": [pydantic errors]} or [{"error"}]) as one message."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if isinstance(data, list) and data and isinstance(data[0], dict):
-        data = data[0]
-    if not isinstance(data, dict) or "error" not in data:
-        return None
-    details = data.get("detail")
-    if isinstance(details, list) and details:
-        return "; ".join(f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg', '')}".lstrip(": ")
-                         for d in details if isinstance(d, dict))
-    return str(data["error"])
-
-
-class BodyLimit:
-    """ASGI middleware: refuse oversized, empty or non-multipart uploads before anything reads them."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in IMAGE_APIS:
-            return await self.app(scope, receive, send)
-        field = IMAGE_APIS[scope["path"]]
-        headers = dict(scope["headers"])
-        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        length = headers.get(b"content-length")
-        too_large = f"the upload is larger than this service's limit of {self.max_bytes:,} bytes"
-        if length is not None:
-            try:
-                size = int(length)
-            except ValueError:
-                return await error(400, "invalid Content-Length header")(scope, receive, send)
-            if size > self.max_bytes:
-                return await error(413, f"{too_large} ({size:,} bytes sent)")(scope, receive, send)
-            if size == 0:
-                return await error(400, f"empty request: send the image as multipart/form-data field `{field}`")(scope, receive, send)
-        if ctype != b"multipart/form-data" and not length:
-            return await error(400, f"empty request: send the image as multipart/form-data field `{field}`")(scope, receive, send)
-        if ctype != b"multipart/form-data":
-            return await error(400, f"send the image as multipart/form-data field `{field}` "
-                                    f"(got Content-Type {ctype.decode() or 'none'})")(scope, receive, send)
-        if length is not None:
-            return await self.app(scope, receive, _uniform_errors(send))
-        # a chunked body has no length: read it up to the limit, then hand it on
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                return await error(413, too_large)(scope, receive, send)
-            if not message.get("more_body"):
-                break
-        if not body:
-            return await error(400, f"empty request: send the image as multipart/form-data field `{field}`")(scope, receive, send)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        return await self.app(scope, replay, _uniform_errors(send))
-
-
-def _uniform_errors(send):
-    """Rewrite BentoML's own 4xx bodies for the image APIs to this service's {"error", "status"}."""
-    held: dict = {}
-
-    async def wrapped(message) -> None:
-        if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
-            held["start"], held["body"] = message, b""
-            return
-        if "start" not in held:
-            return await send(message)
-        held["body"] += message.get("body", b"")
-        if message.get("more_body"):
-            return
-        start, body = held.pop("start"), held.pop("body")
-        text = _error_message(body)
-        if text is not None:
-            body = json.dumps({"error": text, "status": start["status"]}).encode()
-            headers = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")]
-            start = {**start, "headers": [*headers, (b"content-type", b"application/json"),
-                                          (b"content-length", str(len(body)).encode())]}
-        await send(start)
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-    return wrapped
 
 
 async def _page(_request) -> Response:
@@ -406,4 +399,4 @@ def _gray(values: np.ndarray):
     return Image.fromarray(np.clip(np.round(values * 255), 0, 255).astype(np.uint8), "L")
 
 
-GanDefect.add_asgi_middleware(BodyLimit, max_bytes=LIMITS.max_bytes)
+GanDefect.add_asgi_middleware(RequestGuard, max_bytes=LIMITS.max_bytes, image_apis=IMAGE_APIS)

@@ -33,9 +33,13 @@ def write_params(root: Path, profile: str = "tiny", **sections) -> Path:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A fresh project folder: git + DVC repo with the real dvc.yaml, tiny profile."""
-    root = tmp_path / "project"
+    return make_project(tmp_path / "project")
+
+
+def make_project(root: Path, **sections) -> Path:
+    """A git + DVC repo at `root` with the real dvc.yaml, tiny profile, params sections overridden."""
     root.mkdir()
-    write_params(root)
+    write_params(root, **sections)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     # The ingest stage depends on the data code; give the temp repo the same files.
     shutil.copytree(REPO / "src" / "gandefect" / "data", root / "src" / "gandefect" / "data",

@@ -140,10 +140,12 @@ def detectors_task(cfg: Config, data_version: str, generators: dict, external_fa
     """Fake sets + spliced benchmark, both detector families, registry, model gate, promotion."""
     from gandefect.stages.detectors import run_train_detectors
 
-    s = run_train_detectors(cfg, flow_run_id=_flow_run_id(), progress=_progress())
+    key = _detectors_key(None, {"cfg": cfg, "data_version": data_version, "generators": generators,
+                                "external_fakes": external_fakes, "store": store})
+    s = run_train_detectors(cfg, flow_run_id=_flow_run_id(), progress=_progress(), stage_key=key)
     return {"winner": s.winner, "version": s.detector_version, "judge": s.judge_version,
             "metrics": s.results[s.winner].metrics, "fakes_version": s.fakes_version,
-            "spliced_version": s.spliced_version, "report": str(s.report), **_gate_dict(s.gate)}
+            "spliced_version": s.spliced_version, "report": str(s.report), "resumed": s.resumed, **_gate_dict(s.gate)}
 
 
 def _repairer_key(_, p) -> str:
@@ -328,6 +330,9 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
         generators = registered_generators(cfg) if {"detectors", "repairer"} & set(wanted) else {}
         if "detectors" in wanted:
             detector = run_task("detectors", detectors_task, cfg, version, generators, external_digest(cfg), store)
+            if detector.get("resumed"):
+                logger.info("detectors: candidate v%s was registered by an interrupted run with these inputs; "
+                            "gated now, not trained again", detector["version"])
             if detector["gate_passed"] is False:
                 state = "failed gate"
         if "repairer" in wanted and state == "completed":

@@ -19,52 +19,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from gandefect.lifecycle.bento import free_port, wait_ready
-from tests.conftest import REPO, run_cli, write_params
-
-LIMITS = {"max_upload_mb": 0.5, "max_pixels": 4_000_000, "max_images": 8}
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A tiny project with champions, its bento exported and imported into an empty BentoML
-    store, and `bentoml serve` of it from an empty folder (no params.yaml, no MLflow store)."""
-    base = tmp_path_factory.mktemp("serving")
-    root = base / "project"
-    root.mkdir()
-    write_params(root, detect={"leave_one_out": False}, serve=LIMITS)
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    shutil.copytree(REPO / "src" / "gandefect" / "data", root / "src" / "gandefect" / "data",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BENTOML_HOME", str(base / "bentoml"))
-        mp.setenv("BENTOML_DO_NOT_TRACK", "true")
-        for stage in ("ingest", "train-gans", "train-detectors", "train-repairer"):
-            run_cli(root, stage, check=True)
-        built = run_cli(root, "build-bento", check=True)
-        tag = built.stdout.split("bento ", 1)[1].split()[0]
-        # ship it: export from the building machine's store, import into an empty one, serve that
-        bentoml_cli = str(Path(sys.executable).parent / "bentoml")
-        archive = base / "gandefect.bento"
-        subprocess.run([bentoml_cli, "export", tag, str(archive)], check=True, capture_output=True)
-        mp.setenv("BENTOML_HOME", str(base / "bentoml-served"))
-        subprocess.run([bentoml_cli, "import", str(archive)], check=True, capture_output=True)
-        port = free_port()
-        elsewhere = base / "elsewhere"  # no params.yaml, no mlflow.db: the bento is all it has
-        elsewhere.mkdir()
-        log = open(base / "serve.log", "w")
-        proc = subprocess.Popen([bentoml_cli, "serve", tag, "--port", str(port)],
-                                cwd=elsewhere, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(url, proc, 180, log=(base / "serve.log").read_text)
-            yield {"url": url, "root": root, "tag": tag, "build_output": built.stdout, "base": base,
-                   "archive": archive}
-        finally:
-            proc.terminate()
-            proc.wait(30)
-            log.close()
+from tests.conftest import run_cli
 
 
 def _champion(root: Path, name: str):
@@ -275,7 +230,27 @@ def _bad_cases(root: Path):
         ("too many images", "/detect", {"files": [("images", ("a.png", good, "image/png"))] * 9}, 400, "at most 8"),
         ("mask of another size", "/repair", {"files": {"image": good, "mask": _png(Image.new("L", (13, 9), 255))}}, 400, "mask"),
         ("empty mask", "/repair", {"files": {"image": good, "mask": _png(Image.new("L", (28, 28), 0))}}, 400, "empty"),
+        # multipart framing (each was a 500 before)
+        ("no boundary", "/detect", _framed(good, "multipart/form-data"), 400, "needs a boundary"),
+        ("a boundary that does not match the body", "/localize", _framed(good, "multipart/form-data; boundary=other"),
+         400, "not valid multipart"),
+        ("a boundary over 70 characters", "/repair", _framed(good, "multipart/form-data; boundary=" + "b" * 71,
+                                                               boundary=b"b" * 71), 400, "1 to 70"),
+        ("a 5,000-character field name", "/detect", _framed(good, name=b"n" * 5000), 400, "not valid multipart"),
+        ("metadata with a malformed multipart body", "/metadata", {"content": b"null", "headers": {
+            "Content-Type": "multipart/form-data; boundary=x"}}, 400, "not valid multipart"),
+        ("metadata with malformed JSON", "/metadata", {"content": b"{bad", "headers": {
+            "Content-Type": "application/json"}}, 400, "Invalid JSON"),
+        ("no such route", "/detekt", {"json": {}}, 404, "no route /detekt"),
     ]
+
+
+def _framed(image: bytes, content_type: str = "multipart/form-data; boundary=xyz", boundary: bytes = b"xyz",
+            name: bytes = b"images") -> dict:
+    """httpx arguments for a hand-framed multipart body (one image part) under `content_type`."""
+    body = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + name + b'"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + image + b"\r\n--" + boundary + b"--\r\n")
+    return {"content": body, "headers": {"Content-Type": content_type}}
 
 
 def test_bad_input_gets_a_json_4xx_naming_the_problem_and_the_server_keeps_answering(served):
@@ -284,9 +259,13 @@ def test_bad_input_gets_a_json_4xx_naming_the_problem_and_the_server_keeps_answe
     for name, route, kwargs, status, snippet in _bad_cases(served["root"]):
         r = httpx.post(f"{url}{route}", timeout=30, **kwargs)
         body = r.json() if r.headers.get("content-type", "").startswith("application/json") else None
-        if r.status_code != status or not body or snippet not in body.get("error", ""):
+        if r.status_code != status or not body or snippet not in body.get("error", "") or body.get("status") != status:
             failures.append(f"{name}: {r.status_code} {r.text[:200]}")
         _ready(url)
+    for method, route in (("GET", "/detect"), ("PUT", "/metadata"), ("POST", "/readyz")):
+        r = httpx.request(method, f"{url}{route}", timeout=30)
+        if r.status_code != 405 or f"{method} is not allowed on {route}" not in r.json().get("error", ""):
+            failures.append(f"{method} {route}: {r.status_code} {r.text[:200]}")
     assert not failures, "\n".join(failures)
     ok = httpx.post(f"{url}/detect", files={"images": _generated(served["root"]).read_bytes()}, timeout=30)
     assert ok.status_code == 200 and len(ok.json()) == 1

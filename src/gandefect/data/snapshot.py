@@ -21,6 +21,7 @@ from PIL import Image
 from gandefect.config import Config
 from gandefect.data import sources as src
 from gandefect.data.images import IMAGE_ERRORS, encode_png, pixel_sha256, split_for, to_model_image
+from gandefect import faults
 from gandefect.errors import BadInputError
 
 MANIFEST = "manifest.csv"
@@ -162,12 +163,17 @@ def ingest(
 
     # Everything is decoded and checked; only now touch the snapshot on disk.
     (real_dir / IMAGES).mkdir(parents=True, exist_ok=True)
+    for partial in (real_dir / IMAGES).glob("*.tmp"):  # left by an ingest that was killed mid-write
+        partial.unlink()
     for i, (sha, blob) in enumerate(new_blobs.items(), start=1):
         target = real_dir / IMAGES / f"{sha}.png"
-        if not target.exists():
-            target.write_bytes(blob)
+        if not target.exists():  # written whole or not at all: a killed ingest leaves no half PNG
+            tmp = target.with_suffix(".png.tmp")
+            tmp.write_bytes(blob)
+            os.replace(tmp, target)
         if progress:
             progress("writing PNGs", i, len(new_blobs))
+    faults.reached("ingest:images-written")
     if new_rows:
         added = pd.DataFrame(new_rows, columns=MANIFEST_COLUMNS).astype(_DTYPES)
         manifest = added if manifest.empty else pd.concat([manifest.astype(_DTYPES), added], ignore_index=True)

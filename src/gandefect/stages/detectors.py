@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from gandefect import faults
 from gandefect.config import Config
 from gandefect.data import conditions, sources
 from gandefect.data.datasets import load_pngs, to_uint8
@@ -295,6 +296,7 @@ class DetectorSummary:
     detector_version: str | None = None
     judge_version: str | None = None
     gate: object | None = None  # gandefect.lifecycle.gates.GateResult of the new detector
+    resumed: bool = False  # registered by an interrupted run with the same inputs, gated now
 
 
 def evaluate_detector(cfg: Config, det: Detector, data: EvalData) -> tuple[dict[str, float], np.ndarray]:
@@ -398,14 +400,63 @@ def _rank(metrics: dict[str, float]) -> tuple[float, float]:
     return metrics.get("tpr_wild_mean", 0.0) - metrics.get("fpr_real_max", 1.0), metrics["auc_seen"]
 
 
+STAGE_KEY = "stage_key"  # version tag: the flow's cache key of the run that registered it
+
+
+def resume_registered(cfg: Config, stage_key: str) -> DetectorSummary | None:
+    """The candidate a killed flow registered under this stage key (the same data, params and
+    generators), gated now instead of trained again; None when there is none."""
+    import mlflow
+
+    tracking.setup(cfg)
+    mv = registry.latest_version_with_tag(DETECTOR_MODEL, STAGE_KEY, stage_key)
+    if mv is None:
+        return None
+    run = mlflow.MlflowClient().get_run(mv.run_id)
+    try:
+        recorded = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/champion_today.json")
+        champion = ChampionToday(str(recorded["champion_version"]), recorded["metrics"], set())
+    except Exception:  # noqa: BLE001 - there was no champion when it was trained
+        champion = None
+    judge = registry.latest_version_with_tag(JUDGE_MODEL, STAGE_KEY, stage_key)
+    family, metrics = mv.tags["family"], dict(run.data.metrics)
+    summary = DetectorSummary({family: FamilyResult(family, None, metrics, np.array([]), metrics.get("train_seconds", 0.0))},
+                              family, cfg.report_dir / "detectors" / "detectors.md", mv.tags.get("fakes_version", ""),
+                              run.data.tags.get("spliced_version", ""), str(mv.version),
+                              str(judge.version) if judge else None, resumed=True)
+    _gate_and_watch(cfg, summary, champion, mv.tags.get("data_version", ""))
+    return summary
+
+
+def _gate_and_watch(cfg: Config, summary: DetectorSummary, champion: ChampionToday | None, version: str) -> None:
+    """The model gate of the registered winner (aliases moved), and the served champion's figures for `watch`."""
+    result = gates.gate(cfg, DETECTOR_MODEL, summary.detector_version,
+                        champion_today=champion.metrics if champion else None)
+    summary.gate = gates.apply_gate(cfg, result)
+    # the champion after the gate, on today's data: the candidate if it was promoted, else the old one
+    promoted = gates.CHAMPION in result.aliases
+    served = (str(summary.detector_version), summary.results[summary.winner].metrics) if promoted else \
+        ((champion.version, champion.metrics) if champion else None)
+    if served is not None:
+        watch.write(cfg, watch.ChampionFigures(DETECTOR_MODEL, served[0], version, summary.fakes_version, "gate",
+                                               {k: v for k, v in served[1].items() if np.isfinite(v)}))
+
+
 def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | None = None,
-                        progress: Progress | None = None, gate: bool = True, without: list[str] = ()) -> DetectorSummary:
+                        progress: Progress | None = None, gate: bool = True, without: list[str] = (),
+                        stage_key: str | None = None) -> DetectorSummary:
     """Sample fakes, train and evaluate both families, register the winner and the judge.
-    `without`: generator families left out of training (and calibration), kept in the evaluation."""
+    `without`: generator families left out of training (and calibration), kept in the evaluation.
+    `stage_key` (the flow's cache key): the registered versions carry it, and a candidate a
+    killed flow registered under the same key is gated instead of trained again."""
     import mlflow
 
     from gandefect.stages.gans import data_version
 
+    if stage_key and gate and not without:
+        resumed = resume_registered(cfg, stage_key)
+        if resumed is not None:
+            return resumed
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     generators = None
@@ -476,22 +527,16 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
                     "threshold": f"{r.detector.threshold:.6f}", "map_threshold": f"{r.detector.map_threshold:.6f}",
                     "pixel_ap": f"{r.metrics['pixel_ap']:.4f}", "iou": f"{r.metrics['iou']:.4f}", "run_id": run.info.run_id,
                     "auc_unseen_min": f"{r.metrics.get('auc_unseen_min', float('nan')):.4f}"}
+            if stage_key and not without:
+                tags[STAGE_KEY] = stage_key
             mv = registry.register(info.model_uri, role, tags)
             if role == DETECTOR_MODEL:
                 summary.detector_version = mv.version
             else:
                 summary.judge_version = mv.version
+    faults.reached("detectors:registered")
     if gate and summary.detector_version:
-        result = gates.gate(cfg, DETECTOR_MODEL, summary.detector_version,
-                            champion_today=champion.metrics if champion else None)
-        summary.gate = gates.apply_gate(cfg, result)
-        # the champion after the gate, on today's data: the candidate if it was promoted, else the old one
-        promoted = gates.CHAMPION in result.aliases
-        served = (str(summary.detector_version), results[winner].metrics) if promoted else \
-            ((champion.version, champion.metrics) if champion else None)
-        if served is not None:
-            watch.write(cfg, watch.ChampionFigures(DETECTOR_MODEL, served[0], version, fakes_version, "gate",
-                                                   {k: v for k, v in served[1].items() if np.isfinite(v)}))
+        _gate_and_watch(cfg, summary, champion, version)
     return summary
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from gandefect import faults
 from gandefect.config import Config
 from gandefect.data.datasets import Split, image_grid, load_split
 from gandefect.data.snapshot import Progress
@@ -260,6 +261,7 @@ def train_zoo_member(cfg: Config, loss_name: str, setup: ZooSetup, resume: bool 
     """One GAN of the zoo in its own process or thread: loads the splits and the registered
     feature net itself (nothing large crosses a process boundary)."""
     member_settings(loss_name)
+    faults.reached(f"gan:{loss_name}")
     train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
     net, _ = ensure_feature_net(cfg, train, test, setup.data_version)
     return train_gan(cfg, loss_name, train, test, net, setup.baseline, setup.data_version, resume,

@@ -1,0 +1,160 @@
+"""Faults in the real `gandefect run`: SIGKILL inside a stage, and two runs at once.
+
+Each run is the CLI in a process group of its own. GANDEFECT_PAUSE_AT holds it at a named point
+(gandefect.faults); the test then kills the whole group with SIGKILL (the flow, its GAN workers
+and its Prefect server, as `kill -9` of a process group would), or starts another run meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from gandefect.faults import PAUSE_AT, PAUSE_FILE
+from tests.conftest import make_project, run_cli
+
+MODELS = ("gandefect-detector", "gandefect-judge", "gandefect-repairer")
+
+
+def _start(project: Path, log: Path, *args: str, pause: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "BENTOML_HOME": str(project.parent / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    env.pop("PREFECT_API_URL", None)  # each run starts its own ephemeral Prefect server
+    if pause:
+        env.update({PAUSE_AT: pause, PAUSE_FILE: str(project.parent / "paused")})
+    return subprocess.Popen([sys.executable, "-m", "gandefect.cli", "run", *args], cwd=project, env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_paused(proc: subprocess.Popen, project: Path, log: Path, timeout: float = 600) -> str:
+    marker = project.parent / "paused"
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, f"the run ended ({proc.returncode}) before the pause point:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "the pause point was never reached"
+        time.sleep(0.5)
+    return marker.read_text()
+
+
+def _kill_at(project: Path, point: str) -> None:
+    log = project.parent / f"killed-{point.replace(':', '-')}.log"
+    proc = _start(project, log, pause=point)
+    try:
+        assert _wait_paused(proc, project, log).startswith(point)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the flow, its workers and its Prefect server
+        proc.wait(60)
+        (project.parent / "paused").unlink(missing_ok=True)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _complete(project: Path, *args: str) -> str:
+    log = project.parent / "complete.log"
+    proc = _start(project, log, *args)
+    assert proc.wait(900) == 0, log.read_text()[-4000:]
+    return log.read_text()
+
+
+def _client(project: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def _versions(client: MlflowClient) -> dict[str, int]:
+    return {m.name: len(client.search_model_versions(f"name = '{m.name}'")) for m in client.search_registered_models()}
+
+
+def _assert_consistent(project: Path) -> None:
+    """Every alias names a version whose model loads; the snapshot on disk is its manifest, whole;
+    DVC sees nothing uncommitted."""
+    from gandefect.lifecycle.registry import load_torch_model
+
+    client = _client(project)
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    for model in client.search_registered_models():
+        for alias, version in (model.aliases or {}).items():
+            uri = f"models:/{model.name}/{version}"
+            flavors = mlflow.models.Model.load(uri).flavors
+            loaded = load_torch_model(uri) if "pytorch" in flavors else mlflow.pyfunc.load_model(uri)
+            assert loaded is not None, f"{model.name}@{alias} (v{version}) does not load"
+    images = project / "data" / "real" / "images"
+    manifest = pd.read_csv(project / "data" / "real" / "manifest.csv")
+    assert {f"images/{p.name}" for p in images.iterdir()} == set(manifest["path"])  # no orphan, no .tmp
+    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=project, capture_output=True, text=True)
+    assert status.returncode == 0 and "changed" not in status.stdout and "modified" not in status.stdout, status.stdout
+
+
+@pytest.fixture(scope="module")
+def killed_project(tmp_path_factory):
+    """A tiny project whose first three runs were SIGKILLed inside ingest, the GAN zoo and the
+    detectors stage (registered, alias not moved), then a fourth run to the end."""
+    base = tmp_path_factory.mktemp("faults")
+    root = make_project(base / "project", detect={"leave_one_out": False})
+    figures = {}
+    _kill_at(root, "ingest:images-written")
+    figures["after_ingest_kill"] = sorted(p.name for p in (root / "data" / "real" / "images").iterdir())
+    _kill_at(root, "gan:lsgan")  # the third GAN of the zoo: two are trained and cached
+    figures["after_gan_kill"] = _versions(_client(root))
+    _kill_at(root, "detectors:registered")
+    client = _client(root)
+    figures["after_detector_kill"] = _versions(client)
+    figures["champion_after_detector_kill"] = {m.name: dict(m.aliases or {}) for m in client.search_registered_models()}
+    figures["output"] = _complete(root)
+    return root, figures
+
+
+def test_a_run_killed_in_ingest_the_gan_zoo_or_between_registering_and_promoting_loses_nothing(killed_project):
+    root, figures = killed_project
+    client = _client(root)
+    # killed in the zoo: the two GANs trained before it were kept, nothing else was registered
+    gans = {k: v for k, v in figures["after_gan_kill"].items() if k.startswith("gandefect-generator-")}
+    assert gans == {"gandefect-generator-minimax": 1, "gandefect-generator-nonsaturating": 1}
+    # killed between registering the candidate and moving its alias: registered, no alias
+    registered = figures["after_detector_kill"]
+    assert registered["gandefect-detector"] == 1
+    assert not figures["champion_after_detector_kill"]["gandefect-detector"]
+    # the run after: the zoo's finished GANs and the registered candidate were reused, not trained again
+    after = _versions(client)
+    assert all(n == 1 for name, n in after.items() if name.startswith("gandefect-generator-")), after
+    assert after["gandefect-detector"] == 1 and after["gandefect-judge"] == registered["gandefect-judge"]
+    assert str(client.get_model_version_by_alias("gandefect-detector", "champion").version) == "1"
+    assert "registered by an interrupted run" in figures["output"]
+    assert client.get_model_version_by_alias("gandefect-repairer", "champion")
+    retrain = client.search_runs([client.get_experiment_by_name("gandefect-retrain").experiment_id],
+                                 filter_string="tags.state = 'completed'")
+    assert len(retrain) == 1 and {"gan-minimax", "gan-nonsaturating"} <= set(retrain[0].data.tags["cached"].split(","))
+    _assert_consistent(root)
+
+
+def test_two_runs_at_once_one_works_one_refuses_one_queues_and_the_project_stays_consistent(killed_project):
+    root, _ = killed_project
+    before = _versions(_client(root))
+    holder_log, refused_log, queued_log = (root.parent / f"{n}.log" for n in ("holder", "refused", "queued"))
+    holder = _start(root, holder_log, pause="ingest:images-written")  # holds the project lock there
+    try:
+        _wait_paused(holder, root, holder_log)
+        refused = _start(root, refused_log)
+        assert refused.wait(300) == 6, refused_log.read_text()[-3000:]
+        message = refused_log.read_text()
+        assert f"`gandefect run` (pid {holder.pid}" in message and "--wait" in message and "Traceback" not in message
+        promote = run_cli(root, "rollback")
+        assert promote.returncode == 6 and "holds .gandefect/lock" in promote.stdout + promote.stderr
+        queued = _start(root, queued_log, "--wait")
+        deadline = time.monotonic() + 300
+        while "waiting for" not in queued_log.read_text():
+            assert queued.poll() is None and time.monotonic() < deadline, queued_log.read_text()[-3000:]
+            time.sleep(0.5)
+    finally:
+        (root.parent / "paused").unlink(missing_ok=True)  # the holder goes on
+    assert holder.wait(900) == 0, holder_log.read_text()[-3000:]
+    assert queued.wait(900) == 0, queued_log.read_text()[-3000:]
+    assert _versions(_client(root)) == before  # both found every stage trained: nothing twice
+    _assert_consistent(root)
