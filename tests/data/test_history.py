@@ -78,3 +78,11 @@ def test_a_larger_upload_is_scaled_and_judged_against_the_envelope():
 def test_history_is_json_ready():
     d = read_history(upload(digit(), "JPEG", quality=80), 28, ENVELOPE).to_dict()
     assert d["original_size"] == [28, 28] and d["jpeg_quality"] == 80 and d["inside"] is True
+
+
+def test_a_thin_strip_too_long_to_analyse_gets_a_reason_not_an_error():
+    # found by the fuzz suite: a 1x5000 upload made the service answer 500
+    im = Image.new("L", (1, 5000), 128)
+    im.format = "PNG"
+    history = read_history(im, 28, Envelope())
+    assert not history.inside and "1 pixels across its short side" in history.reasons[0]

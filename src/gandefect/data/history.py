@@ -135,8 +135,13 @@ def read_history(im: Image.Image, model_size: int, envelope: Envelope) -> Histor
     # the content's own resolution, in model pixels: an up-scaled picture holds less detail than its size
     content = side / (factor or 1)
     if content * envelope.max_upscale < model_size - 1e-9:
-        reasons.append(f"the picture was enlarged about x{factor} before it was saved (its detail is that of a "
-                       f"{round(width / factor)}x{round(height / factor)} image); validated down to "
-                       f"{model_size / envelope.max_upscale:g} pixels across")
+        if (factor or 1) > 1:
+            reasons.append(f"the picture was enlarged about x{factor} before it was saved (its detail is that of a "
+                           f"{round(width / factor)}x{round(height / factor)} image); validated down to "
+                           f"{model_size / envelope.max_upscale:g} pixels across")
+        else:  # a small picture (or a thin strip too long to analyse): enlarged by the model's resize
+            reasons.append(f"the picture ({width}x{height}) is {side} pixels across its short side and is enlarged "
+                           f"x{scale:.1f} to the model's {model_size}x{model_size}; validated down to "
+                           f"{model_size / envelope.max_upscale:g} pixels across")
     return History(im.format or "unknown", im.mode, (width, height), round(scale, 4), quality, standard,
                    factor, not reasons, reasons)
