@@ -425,9 +425,10 @@ def run_cmd(
     out.print(f"retrain {result.state}: data {result.data_version}; {times}")
     if result.cached:
         out.print(f"reused (inputs unchanged): {', '.join(result.cached)}")
-    if result.detector.get("resumed"):
-        out.print(f"resumed: detector v{result.detector['version']}, registered by an interrupted run with "
-                  "these inputs, gated now instead of trained again")
+    for role, part in (("detector", result.detector), ("repairer", result.repairer or {})):
+        if part.get("resumed"):
+            out.print(f"resumed: {role} v{part['version']}, registered by an interrupted run with "
+                      "these inputs, gated now instead of trained again")
     for path in result.reports:
         out.print(f"report {path}")
     if result.state != "completed":

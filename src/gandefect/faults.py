@@ -7,7 +7,8 @@ while it starts another (tests/integration/test_faults.py). Without them `reache
 
 Points: `ingest:images-written` (the new PNGs are on disk, the manifest not yet),
 `gan:<loss>` (that GAN of the zoo starts training), `detectors:registered` (the candidate is
-registered, its alias not yet moved), `repairer:registered` (likewise for the repairer).
+registered, its alias not yet moved), `repairer:registered` (registered, not yet evaluated
+nor gated).
 """
 
 from __future__ import annotations

@@ -136,13 +136,15 @@ def _detectors_key(_, p) -> str:
 
 
 @task(name="detectors", cache_policy=CachePolicy.from_cache_key_fn(_detectors_key), persist_result=True)
-def detectors_task(cfg: Config, data_version: str, generators: dict, external_fakes: str, store: str) -> dict:
-    """Fake sets + spliced benchmark, both detector families, registry, model gate, promotion."""
+def detectors_task(cfg: Config, data_version: str, generators: dict, external_fakes: str, store: str,
+                   resume: bool = True) -> dict:
+    """Fake sets + spliced benchmark, both detector families, registry, model gate, promotion.
+    `resume`: gate a candidate an interrupted run registered with these inputs (not with --force)."""
     from gandefect.stages.detectors import run_train_detectors
 
     key = _detectors_key(None, {"cfg": cfg, "data_version": data_version, "generators": generators,
                                 "external_fakes": external_fakes, "store": store})
-    s = run_train_detectors(cfg, flow_run_id=_flow_run_id(), progress=_progress(), stage_key=key)
+    s = run_train_detectors(cfg, flow_run_id=_flow_run_id(), progress=_progress(), stage_key=key, resume=resume)
     return {"winner": s.winner, "version": s.detector_version, "judge": s.judge_version,
             "metrics": s.results[s.winner].metrics, "fakes_version": s.fakes_version,
             "spliced_version": s.spliced_version, "report": str(s.report), "resumed": s.resumed, **_gate_dict(s.gate)}
@@ -156,12 +158,16 @@ def _repairer_key(_, p) -> str:
 
 
 @task(name="repairer", cache_policy=CachePolicy.from_cache_key_fn(_repairer_key), persist_result=True)
-def repairer_task(cfg: Config, data_version: str, generators: dict, detectors: dict, store: str) -> dict:
-    """Train, register, evaluate and gate the repairer (evaluated with the served detector)."""
+def repairer_task(cfg: Config, data_version: str, generators: dict, detectors: dict, store: str,
+                  resume: bool = True) -> dict:
+    """Train, register, evaluate and gate the repairer (evaluated with the served detector).
+    `resume`: gate a version an interrupted run registered with these inputs (not with --force)."""
     from gandefect.stages.repair import run_train_repairer
 
-    s = run_train_repairer(cfg, flow_run_id=_flow_run_id(), progress=_progress())
-    return {"version": s.version, "metrics": s.evaluation.metrics if s.evaluation else {},
+    key = _repairer_key(None, {"cfg": cfg, "data_version": data_version, "generators": generators,
+                               "detectors": detectors, "store": store})
+    s = run_train_repairer(cfg, flow_run_id=_flow_run_id(), progress=_progress(), stage_key=key, resume=resume)
+    return {"version": s.version, "metrics": s.evaluation.metrics if s.evaluation else {}, "resumed": s.resumed,
             "report": str(s.evaluation.report) if s.evaluation else None, **_gate_dict(s.gate)}
 
 
@@ -329,7 +335,8 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
         detector, repairer, state = {}, None, "completed"
         generators = registered_generators(cfg) if {"detectors", "repairer"} & set(wanted) else {}
         if "detectors" in wanted:
-            detector = run_task("detectors", detectors_task, cfg, version, generators, external_digest(cfg), store)
+            detector = run_task("detectors", detectors_task, cfg, version, generators, external_digest(cfg), store,
+                                not force)
             if detector.get("resumed"):
                 logger.info("detectors: candidate v%s was registered by an interrupted run with these inputs; "
                             "gated now, not trained again", detector["version"])
@@ -341,7 +348,10 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
 
             served = {"detector": alias_version(DETECTOR_MODEL, "champion") or detector.get("version"),
                       "judge": detector.get("judge") or registry_latest(JUDGE_MODEL)}
-            repairer = run_task("repairer", repairer_task, cfg, version, generators, served, store)
+            repairer = run_task("repairer", repairer_task, cfg, version, generators, served, store, not force)
+            if repairer.get("resumed"):
+                logger.info("repairer: v%s was registered by an interrupted run with these inputs; "
+                            "evaluated and gated now, not trained again", repairer["version"])
             if repairer["gate_passed"] is False:
                 state = "failed gate"
         bento = None

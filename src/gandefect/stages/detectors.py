@@ -444,16 +444,17 @@ def _gate_and_watch(cfg: Config, summary: DetectorSummary, champion: ChampionTod
 
 def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | None = None,
                         progress: Progress | None = None, gate: bool = True, without: list[str] = (),
-                        stage_key: str | None = None) -> DetectorSummary:
+                        stage_key: str | None = None, resume: bool = True) -> DetectorSummary:
     """Sample fakes, train and evaluate both families, register the winner and the judge.
     `without`: generator families left out of training (and calibration), kept in the evaluation.
     `stage_key` (the flow's cache key): the registered versions carry it, and a candidate a
-    killed flow registered under the same key is gated instead of trained again."""
+    killed flow registered under the same key is gated instead of trained again (unless `resume`
+    is off: `gandefect run --force`)."""
     import mlflow
 
     from gandefect.stages.gans import data_version
 
-    if stage_key and gate and not without:
+    if stage_key and resume and gate and not without:
         resumed = resume_registered(cfg, stage_key)
         if resumed is not None:
             return resumed

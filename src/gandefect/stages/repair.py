@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from gandefect import faults
 from gandefect.config import Config
 from gandefect.data.datasets import load_pngs, load_split, to_tensor, to_uint8
 from gandefect.data.images import encode_png, open_image_file, to_model_image
@@ -51,58 +52,83 @@ class RepairSummary:
     train_seconds: float
     evaluation: "RepairEvaluation | None" = None
     gate: object | None = None  # gandefect.lifecycle.gates.GateResult of the new repairer
+    resumed: bool = False  # registered by an interrupted run with the same inputs, gated now
 
 
 def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | None = None,
-                       progress: Progress | None = None, gate: bool = True) -> RepairSummary:
+                       progress: Progress | None = None, gate: bool = True, stage_key: str | None = None,
+                       resume: bool = True) -> RepairSummary:
     """Train on real train images with random masks, register gandefect-repairer, then evaluate
-    and gate it (the gate needs the evaluation's metrics)."""
+    and gate it (the gate needs the evaluation's metrics).
+
+    `stage_key` (the flow's cache key): the registered version carries it, and a version a
+    killed flow registered under the same key is evaluated (if it was not) and gated instead
+    of trained again (unless `resume` is off: `gandefect run --force`)."""
     import mlflow
 
+    from gandefect.stages.detectors import STAGE_KEY
     from gandefect.stages.gans import data_version
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    r = cfg.repair
-    images = load_real(cfg, "train")
-    version = data_version(cfg)
-    model_cfg = RepairerConfig(_channels(cfg), r.width)
-    settings = RepairTrainSettings(r.epochs, r.batch_size, r.lr, r.hole_weight, r.adversarial_loss,
-                                   r.adversarial_weight, r.mask_min_area, r.mask_max_area, cfg.seed)
-    with tracking.start_run(cfg, tracking.REPAIRER_EXPERIMENT, "repairer", version, flow_run_id) as run:
-        client = mlflow.MlflowClient()
+    tracking.setup(cfg)
+    found = registry.latest_version_with_tag(REPAIRER_MODEL, STAGE_KEY, stage_key) if stage_key and resume else None
+    if found is not None:
+        net = registry.load_torch_model(f"models:/{REPAIRER_MODEL}/{found.version}")
+        seconds = mlflow.MlflowClient().get_run(found.run_id).data.metrics.get("train_seconds", 0.0)
+        summary = RepairSummary(found.run_id, str(found.version), seconds, resumed=True)
+        with mlflow.start_run(run_id=found.run_id, nested=mlflow.active_run() is not None):  # its record, completed
+            if evaluate:
+                _evaluate_into_run(cfg, summary, net, progress)
+    else:
+        r = cfg.repair
+        images = load_real(cfg, "train")
+        version = data_version(cfg)
+        model_cfg = RepairerConfig(_channels(cfg), r.width)
+        settings = RepairTrainSettings(r.epochs, r.batch_size, r.lr, r.hole_weight, r.adversarial_loss,
+                                       r.adversarial_weight, r.mask_min_area, r.mask_max_area, cfg.seed)
+        with tracking.start_run(cfg, tracking.REPAIRER_EXPERIMENT, "repairer", version, flow_run_id) as run:
+            client = mlflow.MlflowClient()
 
-        def on_epoch(epoch: int, losses: dict[str, float]) -> None:
-            client.log_batch(run.info.run_id, metrics=[
-                mlflow.entities.Metric(k, v, int(time.time() * 1000), epoch) for k, v in losses.items()])
+            def on_epoch(epoch: int, losses: dict[str, float]) -> None:
+                client.log_batch(run.info.run_id, metrics=[
+                    mlflow.entities.Metric(k, v, int(time.time() * 1000), epoch) for k, v in losses.items()])
 
-        on_step = (lambda done, total: progress("repairer", done, total)) if progress else None
-        started = time.perf_counter()
-        net = train_repairer(images, model_cfg, settings, on_epoch, on_step)
-        seconds = time.perf_counter() - started
-        mlflow.log_metric("train_seconds", seconds)
-        example = torch.cat([to_tensor(images[:2]), torch.zeros(2, 1, *images.shape[1:3])], 1)
-        example[:, -1, 4:12, 4:12] = 1.0
-        _, mv = registry.log_torch_model(net, "repairer", example, REPAIRER_MODEL,
-                                         {"data_version": version, "run_id": run.info.run_id})
-        summary = RepairSummary(run.info.run_id, mv.version, seconds)
-        if evaluate:
-            summary.evaluation = run_evaluate_repair(cfg, Repairer(net), progress=progress)
-            mlflow.log_metrics({k: v for k, v in summary.evaluation.metrics.items() if np.isfinite(v)})
-            mlflow.log_dict(summary.evaluation.table.to_dict(orient="index"), "evaluation/per_generator.json")
-            tracking.log_artifacts([summary.evaluation.report, *summary.evaluation.figures], "report")
-            client.set_model_version_tag(REPAIRER_MODEL, mv.version, "psnr_mask",
-                                         f"{summary.evaluation.metrics['psnr_mask']:.3f}")
+            on_step = (lambda done, total: progress("repairer", done, total)) if progress else None
+            started = time.perf_counter()
+            net = train_repairer(images, model_cfg, settings, on_epoch, on_step)
+            seconds = time.perf_counter() - started
+            mlflow.log_metric("train_seconds", seconds)
+            example = torch.cat([to_tensor(images[:2]), torch.zeros(2, 1, *images.shape[1:3])], 1)
+            example[:, -1, 4:12, 4:12] = 1.0
+            tags = {"data_version": version, "run_id": run.info.run_id, **({STAGE_KEY: stage_key} if stage_key else {})}
+            _, mv = registry.log_torch_model(net, "repairer", example, REPAIRER_MODEL, tags)
+            faults.reached("repairer:registered")
+            summary = RepairSummary(run.info.run_id, str(mv.version), seconds)
+            if evaluate:
+                _evaluate_into_run(cfg, summary, net, progress)
     if evaluate and gate:
         from gandefect.lifecycle import gates
 
         champion = gates.alias_version(REPAIRER_MODEL, gates.CHAMPION)
         champion_today = None
-        if champion and champion != str(mv.version):  # judged on the same samples, with the same served detector
+        if champion and champion != summary.version:  # judged on the same samples, with the same served detector
             champion_repairer = load_repairer(cfg, f"models:/{REPAIRER_MODEL}/{champion}")
             champion_today = run_evaluate_repair(cfg, champion_repairer, write_report=False).metrics
-        summary.gate = gates.apply_gate(cfg, gates.gate(cfg, REPAIRER_MODEL, mv.version, champion_today=champion_today))
+        summary.gate = gates.apply_gate(cfg, gates.gate(cfg, REPAIRER_MODEL, summary.version, champion_today=champion_today))
     return summary
+
+
+def _evaluate_into_run(cfg: Config, summary: RepairSummary, net, progress: Progress | None) -> None:
+    """Evaluate a registered repairer and record the figures on the active run and its version."""
+    import mlflow
+
+    summary.evaluation = run_evaluate_repair(cfg, Repairer(net), progress=progress)
+    mlflow.log_metrics({k: v for k, v in summary.evaluation.metrics.items() if np.isfinite(v)})
+    mlflow.log_dict(summary.evaluation.table.to_dict(orient="index"), "evaluation/per_generator.json")
+    tracking.log_artifacts([summary.evaluation.report, *summary.evaluation.figures], "report")
+    mlflow.MlflowClient().set_model_version_tag(REPAIRER_MODEL, summary.version, "psnr_mask",
+                                                f"{summary.evaluation.metrics['psnr_mask']:.3f}")
 
 
 def gate_figures(cfg: Config, version: str) -> tuple[dict[str, float], dict[str, float] | None]:
