@@ -285,7 +285,7 @@ class GanDefect:
         if path is None:
             raise UploadError(f"no `{field}` field: send the image as multipart/form-data field `{field}`")
         data = Path(path).read_bytes()
-        return (*read_upload(data, field), data)
+        return (*read_upload_fairly(data, field), data)
 
     def _version_headers(self) -> dict[str, str]:
         return {"X-Detector-Version": self.meta["detector"]["version"],

@@ -142,9 +142,8 @@ def detectors_task(cfg: Config, data_version: str, generators: dict, external_fa
     `resume`: gate a candidate an interrupted run registered with these inputs (not with --force)."""
     from gandefect.stages.detectors import run_train_detectors
 
-    key = _detectors_key(None, {"cfg": cfg, "data_version": data_version, "generators": generators,
-                                "external_fakes": external_fakes, "store": store})
-    s = run_train_detectors(cfg, flow_run_id=_flow_run_id(), progress=_progress(), stage_key=key, resume=resume)
+    s = run_train_detectors(cfg, flow_run_id=_flow_run_id(), progress=_progress(),
+                            stage_key=_detectors_key(None, task_run.parameters), resume=resume)
     return {"winner": s.winner, "version": s.detector_version, "judge": s.judge_version,
             "metrics": s.results[s.winner].metrics, "fakes_version": s.fakes_version,
             "spliced_version": s.spliced_version, "report": str(s.report), "resumed": s.resumed, **_gate_dict(s.gate)}
@@ -164,9 +163,8 @@ def repairer_task(cfg: Config, data_version: str, generators: dict, detectors: d
     `resume`: gate a version an interrupted run registered with these inputs (not with --force)."""
     from gandefect.stages.repair import run_train_repairer
 
-    key = _repairer_key(None, {"cfg": cfg, "data_version": data_version, "generators": generators,
-                               "detectors": detectors, "store": store})
-    s = run_train_repairer(cfg, flow_run_id=_flow_run_id(), progress=_progress(), stage_key=key, resume=resume)
+    s = run_train_repairer(cfg, flow_run_id=_flow_run_id(), progress=_progress(),
+                           stage_key=_repairer_key(None, task_run.parameters), resume=resume)
     return {"version": s.version, "metrics": s.evaluation.metrics if s.evaluation else {}, "resumed": s.resumed,
             "report": str(s.evaluation.report) if s.evaluation else None, **_gate_dict(s.gate)}
 

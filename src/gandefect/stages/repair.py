@@ -76,7 +76,7 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
     if found is not None:
         net = registry.load_torch_model(f"models:/{REPAIRER_MODEL}/{found.version}")
         seconds = mlflow.MlflowClient().get_run(found.run_id).data.metrics.get("train_seconds", 0.0)
-        summary = RepairSummary(found.run_id, str(found.version), seconds, resumed=True)
+        summary = RepairSummary(found.run_id, found.version, seconds, resumed=True)
         with mlflow.start_run(run_id=found.run_id, nested=mlflow.active_run() is not None):  # its record, completed
             if evaluate:
                 _evaluate_into_run(cfg, summary, net, progress)
@@ -104,7 +104,7 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
             tags = {"data_version": version, "run_id": run.info.run_id, **({STAGE_KEY: stage_key} if stage_key else {})}
             _, mv = registry.log_torch_model(net, "repairer", example, REPAIRER_MODEL, tags)
             faults.reached("repairer:registered")
-            summary = RepairSummary(run.info.run_id, str(mv.version), seconds)
+            summary = RepairSummary(run.info.run_id, mv.version, seconds)
             if evaluate:
                 _evaluate_into_run(cfg, summary, net, progress)
     if evaluate and gate:
@@ -112,7 +112,7 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
 
         champion = gates.alias_version(REPAIRER_MODEL, gates.CHAMPION)
         champion_today = None
-        if champion and champion != summary.version:  # judged on the same samples, with the same served detector
+        if champion and champion != str(summary.version):  # judged on the same samples, with the same served detector
             champion_repairer = load_repairer(cfg, f"models:/{REPAIRER_MODEL}/{champion}")
             champion_today = run_evaluate_repair(cfg, champion_repairer, write_report=False).metrics
         summary.gate = gates.apply_gate(cfg, gates.gate(cfg, REPAIRER_MODEL, summary.version, champion_today=champion_today))
