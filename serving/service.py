@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import functools
 import io
 import json
@@ -22,17 +21,20 @@ import os
 import re
 import sys
 import threading
+import types
 import typing as t
 from pathlib import Path
 
 import bentoml
 import numpy as np
-from _bentoml_impl import serde as _serde
+import torch
+from bentoml.exceptions import BadInput
+from PIL import Image
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from pydantic_core import PydanticCustomError
-from bentoml.exceptions import BadInput
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
@@ -41,13 +43,17 @@ try:
 except ImportError:  # a bento served without gandefect installed: use the copy it carries
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+# below the path tweak: these import gandefect (serving.uploads too), which may be the bento's copy
 from gandefect.data.history import Envelope, History, read_history  # noqa: E402
-from gandefect.evaluate import drift  # noqa: E402
 from gandefect.data.images import encode_png  # noqa: E402
-from gandefect.data.uploads import UploadError, UploadLimits, bounding_boxes, decode, mask_for, to_model_array  # noqa: E402
+from gandefect.evaluate import drift  # noqa: E402
+from gandefect.repair.pipeline import Repairer, repair  # noqa: E402
+from serving.bentoml_adapter import parse_multipart_with  # noqa: E402
 from serving.guard import RequestGuard, error  # noqa: E402
+from serving.uploads import UploadError, UploadLimits, bounding_boxes, decode, mask_for, to_model_array  # noqa: E402
 
 PAGE = Path(__file__).resolve().parent / "page" / "index.html"
+DOCS = PAGE.with_name("docs.html")
 IMAGE_APIS = {"/detect": "images", "/localize": "image", "/repair": "image"}
 MAX_BATCH = 128  # images per model call
 MAX_LATENCY_MS = 1000  # the batcher refuses (503) what it expects to finish later than this
@@ -112,8 +118,6 @@ HEAVY = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="heavy-uploa
 def is_heavy(data: bytes | t.BinaryIO) -> bool:
     """Whether an upload's header claims more than HEAVY_PIXELS (within the cap: beyond it, the
     upload is refused before decoding). Unreadable files are not heavy: refusing them is cheap."""
-    from PIL import Image
-
     file = io.BytesIO(data) if isinstance(data, bytes) else data
     start = file.tell()
     try:
@@ -167,13 +171,11 @@ def verdict(p: float, threshold: float, history: History) -> dict:
 
 
 def _load(model, role: str):
-    import torch
-
     return torch.load(model.path_of(f"{role}.pt"), weights_only=False, map_location="cpu")
 
 
-class UploadsOnly(_serde.MultipartSerde):
-    """BentoML's multipart parsing, made safe for a public endpoint:
+async def parse_uploads(request: Request, model: type[BaseModel], file_fields: frozenset[str]) -> BaseModel:
+    """The input of a multipart/form-data request, parsed as a public endpoint needs:
 
     - a body that is not valid multipart (no or wrong boundary, garbage, a header past the
       parser's limits) is a 400 naming the problem, not an unexpected error;
@@ -181,50 +183,48 @@ class UploadsOnly(_serde.MultipartSerde):
       and download it (a public endpoint should not fetch URLs for its callers);
     - fields the API does not take are refused by name;
     - the uploads are checked and decoded off the event loop when one of them is heavy."""
-
-    async def parse_request(self, request, cls):
-        try:
-            form = await request.form()
-        except Exception as exc:  # noqa: BLE001 - whatever the parser refuses is the client's body
-            cause = exc.__cause__ or exc
-            detail = getattr(cause, "detail", None) or getattr(cause, "message", None) or str(cause) or type(cause).__name__
-            raise BadInput(f"the request body is not valid multipart/form-data ({detail})") from None
-        unknown = sorted(k for k in form if k not in cls.model_fields)
-        if unknown:
-            shown = [k if len(k) <= 40 else f"{k[:40]}... ({len(k)} characters)" for k in unknown[:5]]
-            raise ValidationError.from_exception_data("Input", [{
-                "type": PydanticCustomError("unknown_field", "unknown field; this API takes {known}",
-                                            {"known": ", ".join(f"`{k}`" for k in cls.model_fields) or "no fields"}),
-                "loc": (k,), "input": "field"} for k in shown])
-        data: dict[str, t.Any] = {}
-        heavy = False
-        for k in form:
-            if k in cls.multipart_fields:
-                files = [await self.ensure_file(v) for v in form.getlist(k)]
-                for f in files:  # BentoML names its temporary copy after the client's file name
-                    f.filename = _safe_name(f.filename)
-                heavy = heavy or any(is_heavy(f.file) for f in files)
-                data[k] = files if _is_list(cls.model_fields[k].annotation) else files[0]
-            else:
-                v = form[k]
-                if isinstance(v, UploadFile):
-                    v = await v.read()
-                try:
-                    data[k] = json.loads(v)
-                except ValueError:
-                    data[k] = v
-        if heavy:  # the event loop keeps serving while a thread waits for the heavy queue
-            context = contextvars.copy_context()  # BentoML keeps the request (its temp dir) in a context variable
-            return await asyncio.get_running_loop().run_in_executor(None, context.run, cls.model_validate, data)
-        return cls.model_validate(data)
-
-    @staticmethod
-    async def ensure_file(obj):
-        if isinstance(obj, UploadFile):
-            return obj
+    try:
+        form = await request.form()
+    except Exception as exc:  # noqa: BLE001 - whatever the parser refuses is the client's body
+        cause = exc.__cause__ or exc
+        detail = getattr(cause, "detail", None) or getattr(cause, "message", None) or str(cause) or type(cause).__name__
+        raise BadInput(f"the request body is not valid multipart/form-data ({detail})") from None
+    unknown = sorted(k for k in form if k not in model.model_fields)
+    if unknown:
+        shown = [k if len(k) <= 40 else f"{k[:40]}... ({len(k)} characters)" for k in unknown[:5]]
         raise ValidationError.from_exception_data("Input", [{
-            "type": PydanticCustomError("not_a_file", "image fields take an uploaded file, not a text value"),
-            "loc": ("form",), "input": "text"}])
+            "type": PydanticCustomError("unknown_field", "unknown field; this API takes {known}",
+                                        {"known": ", ".join(f"`{k}`" for k in model.model_fields) or "no fields"}),
+            "loc": (k,), "input": "field"} for k in shown])
+    data: dict[str, t.Any] = {}
+    heavy = False
+    for k in form:
+        if k in file_fields:
+            files = [_uploaded_file(v) for v in form.getlist(k)]
+            for f in files:  # BentoML names its temporary copy after the client's file name
+                f.filename = _safe_name(f.filename)
+            heavy = heavy or any(is_heavy(f.file) for f in files)
+            data[k] = files if _is_list(model.model_fields[k].annotation) else files[0]
+        else:
+            v = form[k]
+            if isinstance(v, UploadFile):
+                v = await v.read()
+            try:
+                data[k] = json.loads(v)
+            except ValueError:
+                data[k] = v
+    if heavy:  # the event loop keeps serving while a thread waits for the heavy queue
+        # to_thread carries the context variables: BentoML keeps the request (its temp dir) in one
+        return await asyncio.to_thread(model.model_validate, data)
+    return model.model_validate(data)
+
+
+def _uploaded_file(value: str | UploadFile) -> UploadFile:
+    if isinstance(value, UploadFile):
+        return value
+    raise ValidationError.from_exception_data("Input", [{
+        "type": PydanticCustomError("not_a_file", "image fields take an uploaded file, not a text value"),
+        "loc": ("form",), "input": "text"}])
 
 
 def _safe_name(name: str | None) -> str:
@@ -233,26 +233,23 @@ def _safe_name(name: str | None) -> str:
     return "upload" + (suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,10}", suffix) else "")
 
 
-def _is_list(annotation) -> bool:
-    from _bentoml_sdk.typing_utils import is_list_type, is_union_type
-
-    if is_union_type(annotation):
+def _is_list(annotation: t.Any) -> bool:
+    """Whether a field takes several files: `list[...]`, or `list[...] | None`."""
+    if t.get_origin(annotation) in (t.Union, types.UnionType):
         annotation = t.get_args(annotation)[0]
-    return is_list_type(annotation)
+    return t.get_origin(annotation) is list
 
 
-_serde.ALL_SERDE["multipart/form-data"] = UploadsOnly
+parse_multipart_with(parse_uploads)
 
 
-async def _page(_request) -> Response:
+async def _page(_request: Request) -> Response:
     return HTMLResponse(PAGE.read_text())
 
 
-async def _swagger(_request) -> Response:
-    # BentoML's own OpenAPI page, moved to /docs because the web page takes /
-    import _bentoml_impl.server as impl
-
-    return FileResponse(Path(impl.__file__).parent / "main-openapi.html")
+async def _swagger(_request: Request) -> Response:
+    """BentoML's Swagger UI of /docs.json, at /docs because the web page takes /."""
+    return FileResponse(DOCS)
 
 
 pages = Starlette(routes=[Route("/", _page), Route("/docs", _swagger)])
@@ -267,10 +264,6 @@ class GanDefect:
     repairer_model = bentoml.models.BentoModel(ARGS.repairer)
 
     def __init__(self) -> None:
-        import torch
-
-        from gandefect.repair.pipeline import Repairer
-
         torch.set_num_threads(1)
         self.detector = _load(self.detector_model, "detector")
         self.repairer = Repairer(_load(self.repairer_model, "repairer"))
@@ -338,8 +331,6 @@ class GanDefect:
         an image it does not call fake (verdict `real`, or `uncertain` outside the validated
         conditions) comes back byte for byte as sent, with the reason in `X-Stopped` / `X-Reason`.
         With a mask (white = rewrite; the image's size or the model's), exactly that region is rewritten."""
-        from gandefect.repair.pipeline import repair
-
         try:
             im, upload, data = self._read(image, "image")
             x = upload.pixels
@@ -363,8 +354,6 @@ class GanDefect:
         result = repair(x[None], self.detector, self.repairer, settings["iterations"], settings["max_area"],
                         settings["dilate"], masks)
         out = result.images[0]
-        from PIL import Image
-
         png = encode_png(Image.fromarray(out, "L" if out.ndim == 2 else "RGB"))
         return Response(png, media_type="image/png", headers={
             **self._version_headers(), "X-Score-Before": f"{result.score_before[0]:.6f}",
@@ -394,8 +383,6 @@ def _describe(meta: dict) -> dict:
 
 
 def _gray(values: np.ndarray):
-    from PIL import Image
-
     return Image.fromarray(np.clip(np.round(values * 255), 0, 255).astype(np.uint8), "L")
 
 

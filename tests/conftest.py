@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +56,54 @@ def make_project(root: Path, **sections) -> Path:
     return root
 
 
+def copy_project(src: Path, dst: Path) -> Path:
+    """A self-contained copy of a trained project at `dst`, for a test that changes it.
+
+    MLflow keeps absolute paths in its SQLite store (tracking.experiment_id resolves
+    `tracking.artifact_root` when it creates an experiment: experiments, runs, logged models and
+    model versions all name files under the original) and in each logged model's MLmodel, and
+    `dvc remote add --local` writes the remote's absolute path. All are rewritten to point into the
+    copy, so what a test does there (new runs, models, pushes) lands in the copy and the original
+    is never touched.
+
+    Not carried over: the retrain flow's cache. Its keys name the MLflow store's absolute path
+    (orchestrate.store_identity), so `gandefect run` in a copy trains every stage again; a test
+    that reruns the flow on a trained project borrows the original instead (`borrowed`)."""
+    src, dst = src.resolve(), dst.resolve()
+    shutil.copytree(src, dst, symlinks=True)
+    old, new = f"{src}/", f"{dst}/"
+    with contextlib.closing(sqlite3.connect(dst / "mlflow.db")) as db:
+        columns = [(table, column[1]) for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                   for column in db.execute(f'PRAGMA table_info("{table}")')
+                   if any(t in column[2].upper() for t in ("CHAR", "TEXT", "CLOB"))]
+        for table, column in columns:
+            db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) WHERE instr("{column}", ?) > 0',
+                       (old, new, old))
+        db.commit()
+        left = [(t, c) for t, c in columns
+                if db.execute(f'SELECT count(*) FROM "{t}" WHERE instr("{c}", ?) > 0', (str(src),)).fetchone()[0]]
+    assert not left, f"the copy's MLflow store still names {src} in {left}"
+    # ... and in the MLmodel file of each logged model (its artifact_path) and DVC's local config
+    for path in [*(dst / "mlartifacts").rglob("MLmodel"), dst / ".dvc" / "config.local"]:
+        if path.is_file():
+            path.write_text(path.read_text().replace(str(src), str(dst)))
+    return dst
+
+
+@contextlib.contextmanager
+def borrowed(root: Path):
+    """The trained project itself, for a test that must change it where it is (the retrain flow's
+    cache keys name the store's absolute path, so only there does a rerun come from the cache);
+    put back exactly as it was afterwards, whatever the test did."""
+    backup = root.with_name(root.name + ".borrowed")
+    shutil.copytree(root, backup, symlinks=True)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root)
+        backup.rename(root)
+
+
 @pytest.fixture
 def tiny_cfg(project: Path):
     return load_config(project / "params.yaml")
@@ -96,3 +147,77 @@ def run_cli(root: Path, *args: str, check: bool = False) -> subprocess.Completed
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
+
+
+# -- the session ---------------------------------------------------------------------------------
+_ENV = {}
+
+
+def pytest_configure(config):
+    # One BentoML store for the session, never ~/bentoml. BentoML reads BENTOML_HOME once, when
+    # this process first imports it, and `bentoml` subprocesses read it from the environment:
+    # set here, before any test imports it, both agree (a test may still give a subprocess another).
+    home = tempfile.mkdtemp(prefix="gandefect-bentoml-")
+    _ENV.update({k: os.environ.get(k) for k in ("BENTOML_HOME", "BENTOML_DO_NOT_TRACK")}, _home=home)
+    os.environ.update(BENTOML_HOME=home, BENTOML_DO_NOT_TRACK="true")
+
+
+def pytest_unconfigure(config):
+    home = _ENV.pop("_home", None)
+    for key, value in _ENV.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+SKIP_IS_FAILURE = ("skipped tests fail the run: CI must never pass without running every test. "
+                   "Install what the test needs (the web-page test: `apt-get install chromium`, as .ci/run does) "
+                   "or delete the test")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Any skip (pytest.skip, a skip or skipif mark, importorskip) is reported as a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"{item.nodeid} was skipped ({reason}); {SKIP_IS_FAILURE}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """... and so is a module that skips itself while being collected."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"{collector.nodeid} was skipped ({reason}); {SKIP_IS_FAILURE}"
+
+
+_BROWSER: dict[str, str] = {}  # nodeid -> outcome of each `browser` test that ran
+
+
+def pytest_runtest_logreport(report):
+    if "browser" not in report.keywords:
+        return
+    if report.failed:
+        _BROWSER[report.nodeid] = "FAILED" if report.when == "call" else f"ERROR (in {report.when})"
+    elif report.when == "call" and report.passed:
+        _BROWSER.setdefault(report.nodeid, "passed")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Name the web-page test's outcome, so CI's log shows the browser really ran."""
+    deselected = [i.nodeid for i in terminalreporter.stats.get("deselected", []) if i.get_closest_marker("browser")]
+    lines = [f"web page test (headless chromium): {outcome} ({nodeid})" for nodeid, outcome in _BROWSER.items()]
+    lines += [f"web page test (headless chromium): not run, deselected ({nodeid})" for nodeid in deselected]
+    for line in lines or ["web page test (headless chromium): not run (not in this selection)"]:
+        terminalreporter.write_line(line, bold=True, green=line.split(": ", 1)[1].startswith("passed"),
+                                    red=not line.split(": ", 1)[1].startswith(("passed", "not run")))

@@ -1,9 +1,12 @@
 """params.yaml is read once into a typed config with named profiles."""
 
 import pytest
+import yaml
 
 from gandefect.config import load_config
+from gandefect.detect import families as detector_families
 from gandefect.errors import ConfigError
+from gandefect.gan import losses
 from tests.conftest import REPO, write_params
 
 
@@ -22,3 +25,12 @@ def test_invalid_values_and_unknown_profiles_are_named(tmp_path):
         load_config(write_params(tmp_path, data={"splits": {"train": 0.9, "val": 0.2, "test": 0.1}}))
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("profile", sorted(yaml.safe_load((REPO / "params.yaml").read_text())["profiles"]))
+def test_params_name_only_registered_losses_and_detector_families(profile):
+    cfg = load_config(REPO / "params.yaml", profile)
+    assert losses.selected(cfg.gan.losses)
+    assert losses.selected([cfg.repair.adversarial_loss], "repair.adversarial_loss")
+    assert {*cfg.gan.generator_steps_by_loss} <= {*losses.REGISTRY, *cfg.gan.families}
+    assert detector_families.selected(cfg.detect.families)

@@ -3,19 +3,47 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import subprocess
 import sys
+import urllib.request
 import time
 from pathlib import Path
 from typing import Iterator, Optional
 
 import click
+import mlflow
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from gandefect.config import PARAMS_FILE, Config, load_config
+from gandefect.data.snapshot import read_manifest
 from gandefect.errors import BadInputError, DataValidationError, GandefectError
+from gandefect.evaluate import drift
+from gandefect.lifecycle import bento, gates, registry, tracking, versioning
+from gandefect.lifecycle import watch as records
+from gandefect.lifecycle.lock import project_lock
+from gandefect.lifecycle.registry import latest_uri, load_detector
+from gandefect.lifecycle.served import load_repairer
+from gandefect.names import DETECTOR_MODEL, INGEST_STAGE, REPAIRER_MODEL, RETRAIN_EXPERIMENT, SERVED_MODELS
+from gandefect.stages import detectors, repair
+from gandefect.stages.apply import run_generate, run_repair
+from gandefect.stages.detectors import run_evaluate_detector, run_ingest_fakes, run_sample_fakes, run_train_detectors
+from gandefect.stages.gans import run_train_gans
+from gandefect.stages.ingest import run_ingest, validate_snapshot
+from gandefect.stages.localize import evaluate_localization, run_build_spliced
+from gandefect.stages.repair import run_evaluate_repair, run_train_repairer
+
+
+def flows():
+    """gandefect.orchestrate, the Prefect flows, for the commands that run one."""
+    from gandefect import orchestrate  # lazy: Prefect takes seconds to import; only run, watch and schedule need it
+
+    return orchestrate
+
 
 app = typer.Typer(help="Detect, localize and repair defects in GAN-generated images.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -50,7 +78,6 @@ def _global(
 ) -> None:
     state.params, state.profile, state.debug = params, profile, debug
     if ctx.invoked_subcommand in WRITERS and "--help" not in sys.argv:
-        from gandefect.lifecycle.lock import project_lock
 
         ctx.with_resource(project_lock(params.resolve().parent, ctx.invoked_subcommand))
 
@@ -86,8 +113,6 @@ def ingest(
     no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`)."),
 ) -> None:
     """Add real images to data/real, validate the snapshot, version it with DVC, log an MLflow run."""
-    from gandefect.stages import run_ingest
-
     cfg = _config()
     with _progress() as progress:
         summary = run_ingest(cfg, from_dirs, replace=replace, labels_from_subfolders=labels_from_subfolders,
@@ -119,8 +144,6 @@ def train_gans(
     resume: bool = typer.Option(False, "--resume", help="Continue each GAN from its last checkpoint (and MLflow run)."),
 ) -> None:
     """Train the GAN zoo: one tracked MLflow run and registered generator per adversarial loss and per other family."""
-    from gandefect.stages.gans import run_train_gans
-
     cfg = _config()
     with _progress() as progress:
         summary = run_train_gans(cfg, loss, resume=resume, progress=progress)
@@ -137,8 +160,6 @@ def train_gans(
 @app.command("sample-fakes")
 def sample_fakes(no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`).")) -> None:
     """Sample every registered generator (final and early) into data/fakes/<generator>/."""
-    from gandefect.stages.detectors import run_sample_fakes
-
     cfg = _config()
     if no_version:
         cfg = cfg.model_copy(update={"versioning": cfg.versioning.model_copy(update={"enabled": False})})
@@ -155,8 +176,6 @@ def ingest_fakes(
     generator: str = typer.Option(..., "--generator", help="Name of the generator family these images come from."),
 ) -> None:
     """Add externally generated images as another generator for the detectors."""
-    from gandefect.stages.detectors import run_ingest_fakes
-
     cfg = _config()
     fake_set, skipped, version = run_ingest_fakes(cfg, folder, generator)
     out.print(f"{fake_set.name}: {fake_set.count} images in {fake_set.path}"
@@ -172,8 +191,6 @@ def train_detectors(
 ) -> None:
     """Train the CNN and spectral detectors, evaluate them leave-one-family-out, register the winner
     and judge it beside the champion on the same data."""
-    from gandefect.stages.detectors import run_train_detectors
-
     cfg = _config()
     with _progress() as progress:
         summary = run_train_detectors(cfg, sample=not no_sample, progress=progress, gate=not no_gate,
@@ -207,26 +224,22 @@ def _print_gate(result) -> None:
         out.print(f"  + reason to promote: {reason}")
 
 
-MODEL_NAMES = ["gandefect-detector", "gandefect-repairer"]
 
 
 @app.command("gate")
 def gate_cmd(
     version: Optional[str] = typer.Argument(None, help="Version to judge (default: the newest)."),
-    model: str = typer.Option("gandefect-detector", "--model", help="Registered model name."),
+    model: str = typer.Option(DETECTOR_MODEL, "--model", help="Registered model name."),
     apply: bool = typer.Option(True, "--apply/--dry-run", help="Move the aliases when it passes."),
 ) -> None:
     """Judge a registered version by the model suite and against the champion, both evaluated on
     today's data; exit 4 when it fails."""
-    from gandefect.lifecycle import gates, registry, tracking
-    from gandefect.stages import detectors, repair
-
     cfg = _config()
     tracking.setup(cfg)
     version = version or registry.latest_uri(model, "train-detectors").rsplit("/", 1)[-1]
     gates.version_metrics(model, version)  # a clear error for a version that does not exist
     with out.status("evaluating the candidate and the champion on today's data..."):
-        if model == gates.REPAIRER:
+        if model == REPAIRER_MODEL:
             candidate, champion_today = repair.gate_figures(cfg, version)
         else:
             candidate, champion_today = detectors.gate_figures(cfg, version, model)
@@ -241,21 +254,17 @@ def gate_cmd(
 @app.command("promote")
 def promote_cmd(
     version: str = typer.Argument(..., help="Registered version to make champion."),
-    model: str = typer.Option("gandefect-detector", "--model", help="Registered model name."),
+    model: str = typer.Option(DETECTOR_MODEL, "--model", help="Registered model name."),
 ) -> None:
     """Point the `champion` alias at VERSION (no gate: an operator's decision)."""
-    from gandefect.lifecycle import gates, tracking
-
     tracking.setup(_config())
     previous = gates.promote(model, version)
     out.print(f"{model}: champion -> v{version}" + (f" (was v{previous})" if previous else ""))
 
 
 @app.command("rollback")
-def rollback_cmd(model: str = typer.Option("gandefect-detector", "--model", help="Registered model name.")) -> None:
+def rollback_cmd(model: str = typer.Option(DETECTOR_MODEL, "--model", help="Registered model name.")) -> None:
     """Move `champion` back to the version that held it before."""
-    from gandefect.lifecycle import gates, tracking
-
     tracking.setup(_config())
     current, target = gates.rollback(model)
     out.print(f"{model}: champion v{current} -> v{target}")
@@ -272,21 +281,19 @@ def status_cmd(
 ) -> None:
     """Champions, challengers, their data versions and metrics; the champion per generator on the
     current data; the last retrain flow runs; with --traffic, drift of the served scores."""
-    from gandefect.lifecycle import gates, tracking, watch
-
     cfg = _config()
     tracking.setup(cfg)
     table = Table(title="models")
     for col in ["model", "champion", "challenger", "latest", "data version", "champion metrics"]:
         table.add_column(col)
-    rows = gates.status(MODEL_NAMES)
+    rows = gates.status(SERVED_MODELS)
     for row in rows:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(row.get("metrics", {}).items()))
         table.add_row(row["model"], *[f"v{row[k]}" if row.get(k) else "-" for k in ("champion", "challenger", "latest")],
                       row.get("data_version") or "-", metrics or "-")
     out.print(table)
     _print_champion_figures(cfg, rows[0].get("champion"))
-    runs = tracking.last_runs(cfg, tracking.RETRAIN_EXPERIMENT, 5)
+    runs = tracking.last_runs(cfg, RETRAIN_EXPERIMENT, 5)
     flows = Table(title="last retrain flow runs")
     for col in ["started", "state", "data version", "seconds", "reused from cache", "flow run"]:
         flows.add_column(col)
@@ -302,16 +309,13 @@ def status_cmd(
 
 def _print_champion_figures(cfg: Config, champion: str | None) -> None:
     """The champion detector per generator on the current data (the last gate or watch)."""
-    from gandefect.lifecycle import watch
-    from gandefect.stages.detectors import DETECTOR_MODEL
-
-    record = watch.read(cfg, DETECTOR_MODEL)
+    record = records.read(cfg, DETECTOR_MODEL)
     if champion is None:
         return
     if record is None or record.version != champion:
         out.print(f"champion v{champion} per generator: not evaluated on the current data yet (`gandefect watch`)")
         return
-    per = watch.per_generator(record.metrics, cfg.gates.floor)
+    per = records.per_generator(record.metrics, cfg.gates.floor)
     out.print(f"champion v{record.version} per generator on data {record.data_version} "
               f"(fakes {record.fakes_version}; {record.source} at {record.when}):")
     table = Table()
@@ -325,13 +329,8 @@ def _print_champion_figures(cfg: Config, champion: str | None) -> None:
 def _print_drift(cfg: Config, url: str, champion: str | None) -> None:
     """The scores a service served (its /metrics) beside the validation histogram of the
     detector version it serves (read from its /metadata; the champion when that fails)."""
-    import json
-    import urllib.request
 
-    import mlflow
 
-    from gandefect.evaluate import drift
-    from gandefect.stages.detectors import DETECTOR_MODEL
 
     base = url.rstrip("/")
     try:
@@ -380,15 +379,11 @@ WATCH_ALERT_EXIT = 5  # `watch`: the champion misses a generator of the current 
 def watch_cmd() -> None:
     """Re-evaluate the champion detector on the current data (every generator, new fake sets
     included); exit 5 and a failed Prefect flow run when it misses a generator."""
-    from gandefect.orchestrate import watch
-
     cfg = _config()
-    state_ = watch(str(state.params), state.profile, return_state=True)
+    state_ = flows().watch(str(state.params), state.profile, return_state=True)
     result = state_.result(raise_on_failure=False)
     if isinstance(result, BaseException):  # the flow itself failed (no champion, no data, ...)
         raise result
-    from gandefect.lifecycle import watch as records
-    from gandefect.stages.detectors import DETECTOR_MODEL
 
     record = records.read(cfg, DETECTOR_MODEL)
     _print_champion_figures(cfg, record.version)
@@ -409,17 +404,14 @@ def run_cmd(
     """Run the whole lifecycle once as the Prefect flow `retrain` (ephemeral Prefect server by default).
 
     Stages whose inputs (data version, params, upstream models) are unchanged are reused from the cache."""
-    from gandefect.orchestrate import STAGES, retrain, task_runner_for
-
-    unknown = sorted(set(stages or []) - set(STAGES))
+    unknown = sorted(set(stages or []) - set(flows().STAGES))
     if unknown:
-        raise BadInputError(f"--stage {', '.join(unknown)}: stages are {', '.join(STAGES[1:])}")
-    from gandefect.lifecycle.lock import project_lock
+        raise BadInputError(f"--stage {', '.join(unknown)}: stages are {', '.join(flows().STAGES[1:])}")
 
-    runner = task_runner_for(task_runner)
+    runner = flows().task_runner_for(task_runner)
     # taken here first, so a busy project stops before a flow run starts (the flow takes it again)
     with project_lock(state.params.resolve().parent, "run", wait, on_wait=out.print):
-        result = retrain.with_options(task_runner=runner)(str(state.params), state.profile,
+        result = flows().retrain.with_options(task_runner=runner)(str(state.params), state.profile,
                                                           ["ingest", *stages] if stages else None, force, wait)
     times = ", ".join(f"{k} {v:.0f} s" + (" (cached)" if k in result.cached else "") for k, v in result.seconds.items())
     out.print(f"retrain {result.state}: data {result.data_version}; {times}")
@@ -443,21 +435,17 @@ def schedule_cmd(
     watch_cron: Optional[str] = typer.Option(None, "--watch-cron", help='Also run `watch` (the champion on the current data; fails when it misses a generator) on this schedule, e.g. "0 * * * *".'),
 ) -> None:
     """Serve the retrain flow as a Prefect deployment on a cron schedule (needs PREFECT_API_URL: a Prefect server)."""
-    from gandefect.orchestrate import register_schedule, serve_schedule
-
     params = str(state.params.resolve())
     if register_only:
-        deployment_id = register_schedule(params, state.profile, cron, name)
+        deployment_id = flows().register_schedule(params, state.profile, cron, name)
         out.print(f"deployment retrain/{name} ({deployment_id}) scheduled: {cron}")
         return
-    serve_schedule(params, state.profile, cron, name, watch_cron)
+    flows().serve_schedule(params, state.profile, cron, name, watch_cron)
 
 
 @app.command("build-bento")
 def build_bento_cmd(force: bool = typer.Option(False, "--force", help="Build even if a bento of the same champions exists.")) -> None:
     """Package the champion detector and repairer as a bento (weights, thresholds, metadata; no MLflow needed to serve)."""
-    from gandefect.lifecycle import bento
-
     built = bento.build(_config(), force)
     out.print(f"bento {built.tag} ({'reused: same champions' if built.reused else 'built'}) at {built.path}")
     out.print(f"models: {', '.join(built.models.values())}")
@@ -472,10 +460,7 @@ def serve_cmd(
     """Serve the champions over HTTP (BentoML): the web page at /, the APIs, /docs and /readyz.
 
     Builds the bento first when the champions changed since the last build."""
-    import os
-    import subprocess
 
-    from gandefect.lifecycle import bento
 
     cfg = _config()
     built = bento.build(cfg, rebuild)
@@ -493,8 +478,6 @@ def serve_cmd(
 @app.command("evaluate-detector")
 def evaluate_detector(model: Optional[str] = typer.Option(None, "--model", help="Model URI (default: latest gandefect-detector).")) -> None:
     """Evaluate a detector on the current test split and fake sets."""
-    from gandefect.stages.detectors import run_evaluate_detector
-
     uri, metrics = run_evaluate_detector(_config(), model)
     table = Table(title=uri, show_header=False)
     for key, value in metrics.items():
@@ -505,8 +488,6 @@ def evaluate_detector(model: Optional[str] = typer.Option(None, "--model", help=
 @app.command("build-spliced")
 def build_spliced(no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`).")) -> None:
     """Build the spliced-defect benchmark: real val/test images with a generated region and its mask."""
-    from gandefect.stages.localize import run_build_spliced
-
     manifest, version = run_build_spliced(_config(), version=not no_version)
     counts = manifest["split"].value_counts()
     out.print(f"spliced benchmark: {counts.get('val', 0)} val, {counts.get('test', 0)} test images; "
@@ -517,12 +498,6 @@ def build_spliced(no_version: bool = typer.Option(False, "--no-version", help="S
 @app.command("evaluate-localization")
 def evaluate_localization_cmd(model: Optional[str] = typer.Option(None, "--model", help="Detector URI (default: latest gandefect-detector).")) -> None:
     """Pixel AP and IoU of a detector's defect maps on the spliced benchmark."""
-    from gandefect.detect.model import load_detector
-    from gandefect.lifecycle import tracking
-    from gandefect.lifecycle.registry import latest_uri
-    from gandefect.stages.detectors import DETECTOR_MODEL
-    from gandefect.stages.localize import evaluate_localization
-
     cfg = _config()
     tracking.setup(cfg)
     uri = model or latest_uri(DETECTOR_MODEL, "train-detectors")
@@ -539,8 +514,6 @@ def train_repairer_cmd(
     no_gate: bool = typer.Option(False, "--no-gate", help="Register the repairer without judging it by the model gate."),
 ) -> None:
     """Train the inpainting repairer on real images, register gandefect-repairer, evaluate and gate it."""
-    from gandefect.stages.repair import run_train_repairer
-
     with _progress() as progress:
         summary = run_train_repairer(_config(), evaluate=not no_evaluate, progress=progress, gate=not no_gate)
     out.print(f"registered gandefect-repairer v{summary.version} (trained in {summary.train_seconds:.0f} s)")
@@ -557,8 +530,6 @@ def evaluate_repair_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="Repairer URI (default: latest gandefect-repairer)."),
 ) -> None:
     """Repair samples of every generator and the spliced benchmark; FID, judge and PSNR before/after."""
-    from gandefect.stages.repair import load_repairer, run_evaluate_repair
-
     cfg = _config()
     with _progress() as progress:
         evaluation = run_evaluate_repair(cfg, load_repairer(cfg, model), progress=progress)
@@ -590,8 +561,6 @@ def repair_cmd(
     iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="Most detect -> mask -> inpaint passes (default: params)."),
 ) -> None:
     """Detect, mask, inpaint and re-score images with the registered detector and repairer."""
-    from gandefect.stages.repair import run_repair
-
     table, folder = run_repair(_config(), [str(p) for p in images], str(mask) if mask else None, str(out_dir), iterations)
     _print_rows(table, f"repaired into {folder}")
 
@@ -606,8 +575,6 @@ def generate_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (default: params seed)."),
 ) -> None:
     """Sample a registered generator, optionally cleaned by the repair pipeline."""
-    from gandefect.stages.repair import run_generate
-
     table, folder = run_generate(_config(), generator, n, clean, reject, str(out_dir), seed)
     if clean:
         _print_rows(table, f"{n} cleaned samples in {folder}")
@@ -631,10 +598,6 @@ def _print_rows(table, title: str) -> None:
 @data_app.command("status")
 def data_status() -> None:
     """Print the data version (DVC hash), image counts per split and whether the remote has it."""
-    from gandefect.data.snapshot import read_manifest
-    from gandefect.lifecycle import versioning
-    from gandefect.stages import INGEST_STAGE
-
     cfg = _config()
     manifest = read_manifest(cfg.real_dir)
     status = versioning.stage_status(cfg, INGEST_STAGE, cfg.data.real_dir)
@@ -653,8 +616,6 @@ def data_status() -> None:
 @data_app.command("validate")
 def data_validate() -> None:
     """Run the Great Expectations data suite on the snapshot as it is on disk."""
-    from gandefect.stages import validate_snapshot
-
     cfg = _config()
     with _progress() as progress:
         report, path = validate_snapshot(cfg, progress)

@@ -61,11 +61,8 @@ class VersioningConfig(_Section):
     remote_url: str = ".dvc-remote"
 
 
-LOSSES = ["minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"]
-
-
 class GANConfig(_Section):
-    losses: list[str] = LOSSES
+    losses: list[str] | None = None  # names in gandefect.gan.losses; None: every registered loss
     # generators built another way than the DCGANs (gandefect.gan.families): held out family by family
     families: list[str] = ["vae", "mlpgan", "resizegan"]
     generator_steps: int = Field(700, ge=1)  # generator updates per GAN
@@ -101,9 +98,9 @@ class CNNDetectorConfig(_Section):
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0)
     p_process: float = Field(0.8, ge=0, le=1)  # training images sent through a random processing chain
-    p_splice: float = Field(0.5, ge=0, le=1)
-    p_process_spliced: float = Field(0.3, ge=0, le=1)
-    focal_gamma: float = Field(2.0, ge=0)
+    p_splice: float = Field(0.5, ge=0, le=1)  # share of (real, fake) pairs turned into spliced training images
+    p_process_spliced: float = Field(0.3, ge=0, le=1)  # ... of which processed (less: sharper defect maps)
+    focal_gamma: float = Field(2.0, ge=0)  # focal loss on the image logit (0: plain cross-entropy)
     # the leave-one-family-out models (one per family) are trained lighter to fit the flow's time
     loo_width: int = Field(24, ge=2)
     loo_epochs: int = Field(3, ge=1)
@@ -116,11 +113,11 @@ class CNNDetectorConfig(_Section):
 
 
 class SpectralDetectorConfig(_Section):
-    C: float = Field(0.05, gt=0)
-    window: int = Field(12, ge=4)
+    C: float = Field(0.05, gt=0)  # inverse L2 strength of the logistic regression
+    window: int = Field(12, ge=4)  # sliding-window size for the defect map (pixels)
     stride: int = Field(2, ge=1)
-    windows_per_image: int = Field(4, ge=1)
-    p_process: float = Field(0.8, ge=0, le=1)
+    windows_per_image: int = Field(4, ge=1)  # random crops per training image for the window classifier
+    p_process: float = Field(0.8, ge=0, le=1)  # training images sent through a random processing chain
 
 
 CONDITION_NAMES = ["png", "jpeg95", "jpeg90", "jpeg75", "jpeg60", "jpeg50", "jpeg90x75", "webp80", "blur0.5",
@@ -152,7 +149,7 @@ class WildConfig(_Section):
 class DetectConfig(_Section):
     fakes_per_generator: int = Field(2000, ge=1)  # final generators and external families
     fakes_per_early_generator: int = Field(400, ge=1)  # the crude early checkpoints
-    families: list[Literal["cnn", "spectral"]] = ["cnn", "spectral"]
+    families: list[str] | None = None  # names in gandefect.detect.families; None: every registered family
     leave_one_out: bool = True
     loo_fakes_per_generator: int = Field(800, ge=1)  # training images per generator of a leave-one-out model
     cnn: CNNDetectorConfig = CNNDetectorConfig()
@@ -273,6 +270,17 @@ class Config(_Section):
     def params_hash(self) -> str:
         blob = json.dumps(self.to_params(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def registered(names: list[str] | None, registry: dict, setting: str, what: str) -> list[str]:
+    """The entries of a registry that a setting names (None: every entry, in registry order); a
+    ConfigError naming the known ones for an unknown name."""
+    if names is None:
+        return list(registry)
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise ConfigError(f"{setting}: unknown {what} {', '.join(unknown)}; known: {', '.join(registry)}")
+    return list(names)
 
 
 def _deep_merge(base: dict, override: dict) -> dict:

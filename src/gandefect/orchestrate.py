@@ -19,20 +19,38 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 # The ephemeral Prefect server starts slowly on small machines; give it time (overridable).
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-from prefect import flow, get_run_logger, task  # noqa: E402
+import mlflow  # noqa: E402
+import torch  # noqa: E402
+from prefect import flow, get_run_logger, serve, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import CachePolicy  # noqa: E402
+from prefect.client.orchestration import get_client  # noqa: E402
+from prefect.client.schemas.schedules import CronSchedule  # noqa: E402
+from prefect.context import FlowRunContext  # noqa: E402
 from prefect.runtime import flow_run, task_run  # noqa: E402
+from prefect.states import Failed  # noqa: E402
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner  # noqa: E402
 
 import gandefect  # noqa: E402
 from gandefect.config import Config, load_config  # noqa: E402
+from gandefect.data.fakes import external_digest  # noqa: E402
+from gandefect.errors import BadInputError  # noqa: E402
+from gandefect.lifecycle import bento, registry, tracking  # noqa: E402
+from gandefect.lifecycle import watch as records  # noqa: E402
+from gandefect.lifecycle.gates import CHAMPION, alias_version  # noqa: E402
 from gandefect.lifecycle.lock import project_lock  # noqa: E402
+from gandefect.names import DETECTOR_MODEL, JUDGE_MODEL, REPAIRER_MODEL, RETRAIN_EXPERIMENT  # noqa: E402
+from gandefect.report import RetrainResult, write_retrain_reports  # noqa: E402
+from gandefect.stages.detectors import run_train_detectors, run_watch  # noqa: E402
+from gandefect.stages.gans import (finish_zoo, member_settings, prepare_zoo, registered_generators,  # noqa: E402
+                                   train_zoo_member, zoo_members)
+from gandefect.stages.ingest import run_ingest  # noqa: E402
+from gandefect.stages.repair import run_train_repairer  # noqa: E402
 
 CACHE_DIR = ".gandefect/cache"
 STAGES = ["ingest", "gans", "detectors", "repairer", "bento"]
@@ -52,11 +70,7 @@ def store_identity(cfg: Config) -> str:
     """The MLflow store the cached stages registered into: its URI and when its retrain
     experiment was created. A wiped or different store gives new keys, so nothing cached
     ever points at models that are not there."""
-    import mlflow
-
-    from gandefect.lifecycle import tracking
-
-    exp = mlflow.get_experiment(tracking.experiment_id(cfg, tracking.RETRAIN_EXPERIMENT))
+    exp = mlflow.get_experiment(tracking.experiment_id(cfg, RETRAIN_EXPERIMENT))
     return f"{tracking.tracking_uri(cfg)}@{exp.creation_time}"
 
 
@@ -76,8 +90,6 @@ def _progress(every: float = 0.1):
 
 def _set_threads(threads: int | None) -> None:
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
 
 
@@ -85,8 +97,6 @@ def _set_threads(threads: int | None) -> None:
 @task(name="ingest", retries=1, retry_delay_seconds=5)
 def ingest_task(cfg: Config) -> str:
     """Ingest + DVC version + the data gate (a failing suite raises and stops the flow)."""
-    from gandefect.stages.ingest import run_ingest
-
     return run_ingest(cfg, flow_run_id=_flow_run_id()).data_version
 
 
@@ -101,14 +111,10 @@ def _setup_key(_, p) -> str:
 @task(name="zoo-setup", cache_policy=CachePolicy.from_cache_key_fn(_setup_key), persist_result=True)
 def zoo_setup_task(cfg: Config, data_version: str, store: str):
     """The feature net (registered once per data version) and the untrained generator's metrics."""
-    from gandefect.stages.gans import prepare_zoo
-
     return prepare_zoo(cfg, _progress())
 
 
 def _gan_key(_, p) -> str:
-    from gandefect.stages.gans import member_settings
-
     cfg: Config = p["cfg"]
     gan = cfg.gan.model_dump(exclude={"losses", "families", "generator_steps", "generator_steps_by_loss"})
     return digest("gan", gandefect.__version__, p["store"], p["setup"].data_version, p["loss"], cfg.seed,
@@ -121,8 +127,6 @@ def train_gan_task(cfg: Config, loss: str, setup, store: str, parent_run_id: str
                    flow_run_id: str | None, threads: int | None) -> dict:
     """One GAN of the zoo. A retry resumes from the attempt's checkpoints; a first attempt
     always starts fresh, so a changed input never continues an old model."""
-    from gandefect.stages.gans import train_zoo_member
-
     _set_threads(threads)
     resume = (task_run.run_count or 1) > 1
     return train_zoo_member(cfg, loss, setup, resume, parent_run_id, flow_run_id, _progress())
@@ -140,8 +144,6 @@ def detectors_task(cfg: Config, data_version: str, generators: dict, external_fa
                    resume: bool = True) -> dict:
     """Fake sets + spliced benchmark, both detector families, registry, model gate, promotion.
     `resume`: gate a candidate an interrupted run registered with these inputs (not with --force)."""
-    from gandefect.stages.detectors import run_train_detectors
-
     s = run_train_detectors(cfg, flow_run_id=_flow_run_id(), progress=_progress(),
                             stage_key=_detectors_key(None, task_run.parameters), resume=resume)
     return {"winner": s.winner, "version": s.detector_version, "judge": s.judge_version,
@@ -161,8 +163,6 @@ def repairer_task(cfg: Config, data_version: str, generators: dict, detectors: d
                   resume: bool = True) -> dict:
     """Train, register, evaluate and gate the repairer (evaluated with the served detector).
     `resume`: gate a version an interrupted run registered with these inputs (not with --force)."""
-    from gandefect.stages.repair import run_train_repairer
-
     s = run_train_repairer(cfg, flow_run_id=_flow_run_id(), progress=_progress(),
                            stage_key=_repairer_key(None, task_run.parameters), resume=resume)
     return {"version": s.version, "metrics": s.evaluation.metrics if s.evaluation else {}, "resumed": s.resumed,
@@ -172,8 +172,6 @@ def repairer_task(cfg: Config, data_version: str, generators: dict, detectors: d
 @task(name="bento", retries=1, retry_delay_seconds=5)
 def bento_task(cfg: Config) -> dict:
     """Package the champions as a bento; one built from the same champions and code is reused."""
-    from gandefect.lifecycle import bento
-
     built = bento.build(cfg)
     get_run_logger().info("bento %s (%s)", built.tag, "reused" if built.reused else "built")
     return {"tag": built.tag, "path": str(built.path), "reused": built.reused, "models": built.models}
@@ -191,19 +189,6 @@ def _gate_dict(result) -> dict:
 
 
 # -- the flow ------------------------------------------------------------------------------
-@dataclass
-class RetrainResult:
-    data_version: str
-    zoo: dict[str, dict]
-    detector: dict
-    repairer: dict | None
-    bento: dict | None = None  # tag, path, reused, models of the bento of the champions
-    seconds: dict[str, float] = field(default_factory=dict)
-    state: str = "completed"  # completed | failed gate
-    cached: list[str] = field(default_factory=list)  # tasks whose result came from the cache
-    reports: list[Path] = field(default_factory=list)
-
-
 # A small GAN trains about 1.8x faster on 2 torch threads than on 1 (measured on 2 cores), so
 # two GANs side by side on 1 thread each gain nothing: the default runner gives every GAN
 # worker process this many cores (one worker on a 2-core machine, four on an 8-core one).
@@ -217,30 +202,24 @@ def task_runner_for(spec: str | None):
     Processes, even a single one on a 2-core machine: torch ops in a pool thread of the flow
     process ran about 25 % slower than in a process of their own (measured), and a GAN
     task's threads slower still while the flow's own thread was busy."""
-    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
-
     workers = max(1, (os.cpu_count() or 1) // THREADS_PER_GAN)
     if not spec or spec == "processes":
         return ProcessPoolTaskRunner(max_workers=workers)
     if spec == "threads":
         return ThreadPoolTaskRunner(max_workers=workers)
     if spec == "dask" or spec.startswith("dask="):
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask import DaskTaskRunner  # lazy: Dask is imported only when asked for
 
         address = spec.partition("=")[2]
         if address:
             return DaskTaskRunner(address=address)
         return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                               cluster_kwargs={"n_workers": max(2, workers), "threads_per_worker": 1, "processes": True})
-    from gandefect.errors import BadInputError
-
     raise BadInputError(f"--task-runner must be processes, threads, dask or dask=ADDRESS, got {spec!r}")
 
 
 def _worker_threads(runner) -> int | None:
     """Torch threads per concurrent GAN: the cores shared among the runner's local workers."""
-    from prefect.task_runners import ProcessPoolTaskRunner
-
     cores = os.cpu_count() or 1
     if isinstance(runner, ProcessPoolTaskRunner):
         return max(1, cores // (runner._max_workers or 1))
@@ -256,8 +235,6 @@ def _shared_api_url():
     if os.environ.get("PREFECT_API_URL"):
         yield
         return
-    from prefect.client.orchestration import get_client
-
     with get_client(sync_client=True) as client:
         os.environ["PREFECT_API_URL"] = str(client.api_url)
     try:
@@ -274,12 +251,6 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
     `force` retrains every stage even when its inputs are unchanged. The whole run holds the project
     lock (gandefect.lifecycle.lock): a run started meanwhile stops with a message naming this one,
     or with `wait` queues behind it."""
-    import mlflow
-
-    from gandefect.data.fakes import external_digest
-    from gandefect.lifecycle import tracking
-    from gandefect.stages.detectors import registered_generators
-
     logger = get_run_logger()
     cfg = load_config(Path(params), profile)
     wanted = stages or STAGES
@@ -287,8 +258,6 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
     cached: list[str] = []
     tracking.setup(cfg)
     store = store_identity(cfg)
-    from prefect.context import FlowRunContext
-
     cache_dir = cfg.path(CACHE_DIR).resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
 
@@ -307,7 +276,7 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
         return state.result()
 
     with project_lock(cfg.path("."), "run", wait, on_wait=logger.info), _shared_api_url(), \
-            tracking.start_run(cfg, tracking.RETRAIN_EXPERIMENT, "retrain", "pending", _flow_run_id()) as parent:
+            tracking.start_run(cfg, RETRAIN_EXPERIMENT, "retrain", "pending", _flow_run_id()) as parent:
         mlflow.log_params({"stages": ",".join(wanted), "force": force})
         started = time.perf_counter()
         version = ingest_task(cfg)
@@ -319,14 +288,10 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
             started = time.perf_counter()
             setup = run_task("zoo-setup", zoo_setup_task, cfg, version, store)
             gan_task = cached_task(train_gan_task)
-            from gandefect.stages.gans import zoo_members
-
             futures = {loss: gan_task.submit(cfg, loss, setup, store, parent.info.run_id, _flow_run_id(), threads)
                        for loss in zoo_members(cfg)}
             zoo = {loss: f.result() for loss, f in futures.items()}
             cached += [f"gan-{loss}" for loss, f in futures.items() if f.state.name == "Cached"]
-            from gandefect.stages.gans import finish_zoo
-
             _, report = finish_zoo(cfg, zoo, setup)
             tracking.log_artifacts([report, report.with_suffix(".csv")], "zoo")
             seconds["gans"] = time.perf_counter() - started
@@ -341,10 +306,7 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
             if detector["gate_passed"] is False:
                 state = "failed gate"
         if "repairer" in wanted and state == "completed":
-            from gandefect.lifecycle.gates import alias_version
-            from gandefect.stages.detectors import DETECTOR_MODEL, JUDGE_MODEL
-
-            served = {"detector": alias_version(DETECTOR_MODEL, "champion") or detector.get("version"),
+            served = {"detector": alias_version(DETECTOR_MODEL, CHAMPION) or detector.get("version"),
                       "judge": detector.get("judge") or registry_latest(JUDGE_MODEL)}
             repairer = run_task("repairer", repairer_task, cfg, version, generators, served, store, not force)
             if repairer.get("resumed"):
@@ -356,7 +318,7 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
         # the bento packages the champions after the gates: a promoted detector is served even
         # when the repairer's candidate was refused (its champion stays, and is packaged)
         if "bento" in wanted and (state == "completed" or (detector.get("gate_passed") is True
-                                                           and _has_champion("gandefect-repairer"))):
+                                                           and _has_champion(REPAIRER_MODEL))):
             started = time.perf_counter()
             bento = bento_task(cfg)
             seconds["bento"] = time.perf_counter() - started
@@ -366,8 +328,6 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
         mlflow.log_metrics({f"seconds_{k}": v for k, v in seconds.items()})
         mlflow.set_tags({"state": state, "cached": ",".join(cached) or "none"})
         result = RetrainResult(version, zoo, detector, repairer, bento, seconds, state, cached)
-        from gandefect.report import write_retrain_reports
-
         result.reports = write_retrain_reports(cfg, result, _flow_run_id())
         tracking.log_artifacts(result.reports, "report")
         create_markdown_artifact(result.reports[0].read_text(), key="retrain-summary",
@@ -379,18 +339,12 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
 
 
 def _has_champion(name: str) -> bool:
-    from gandefect.lifecycle.gates import alias_version
-
-    return alias_version(name, "champion") is not None
+    return alias_version(name, CHAMPION) is not None
 
 
 def registry_latest(name: str) -> str | None:
-    from gandefect.lifecycle import registry
-
-    try:
-        return registry.latest_uri(name, "train-detectors").rsplit("/", 1)[1]
-    except Exception:  # noqa: BLE001 - nothing registered yet
-        return None
+    latest = registry.latest_version(name)
+    return str(latest.version) if latest else None
 
 
 DEPLOYMENT_NAME = "weekly"
@@ -401,11 +355,6 @@ def watch(params: str = "params.yaml", profile: str | None = None):
     """Re-evaluate the champion detector on the current data. A markdown artifact
     (`champion-watch`) holds its figure per generator; the run ends Failed (so a Prefect
     automation can notify) when the champion misses a generator: below the gate floor."""
-    from prefect.states import Failed
-
-    from gandefect.lifecycle import watch as records
-    from gandefect.stages.detectors import run_watch
-
     logger = get_run_logger()
     cfg = load_config(Path(params), profile)
     figures, alerts = run_watch(cfg)
@@ -433,10 +382,6 @@ def register_schedule(params: str, profile: str | None, cron: str, name: str = D
 
 
 def check_cron(cron: str) -> None:
-    from prefect.client.schemas.schedules import CronSchedule
-
-    from gandefect.errors import BadInputError
-
     try:
         CronSchedule(cron=cron)
     except ValueError:
@@ -447,8 +392,6 @@ def serve_schedule(params: str, profile: str | None, cron: str, name: str = DEPL
                    watch_cron: str | None = None) -> None:
     """Serve the deployment: a long-running process that runs the flow on its schedule (and,
     with `watch_cron`, the `watch` flow on its own)."""
-    from prefect import serve
-
     check_cron(cron)
     parameters = {"params": params, "profile": profile}
     deployments = [retrain.to_deployment(name=name, cron=cron, parameters=parameters)]

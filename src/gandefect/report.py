@@ -1,20 +1,55 @@
-"""The retrain flow's summary: `reports/retrain-<date>.md` (also the Prefect markdown artifact)
-and a self-contained `reports/retrain-<date>.html` (tables, gate verdicts, picture grids inline)."""
+"""The retrain flow's result and its summary, one per flow run: `reports/retrain-<date>-<run>.md`
+(also the Prefect markdown artifact) and a self-contained `reports/retrain-<date>-<run>.html`
+(tables, gate verdicts, picture grids inline), with `reports/retrain-latest.{md,html}` pointing
+at the newest."""
 
 from __future__ import annotations
 
 import base64
 import html
+import math
+import numbers
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from gandefect.config import Config
 
-if TYPE_CHECKING:
-    from gandefect.orchestrate import RetrainResult
+@dataclass
+class RetrainResult:
+    data_version: str
+    zoo: dict[str, dict]
+    detector: dict
+    repairer: dict | None
+    bento: dict | None = None  # tag, path, reused, models of the bento of the champions
+    seconds: dict[str, float] = field(default_factory=dict)
+    state: str = "completed"  # completed | failed gate
+    cached: list[str] = field(default_factory=list)  # tasks whose result came from the cache
+    reports: list[Path] = field(default_factory=list)
+
+
+def number(value) -> str:
+    """A figure as a reader wants it: integers as integers, seconds and FIDs to one decimal,
+    fractions to four significant digits, nothing for a missing value."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return str(value)
+    v = float(value)
+    if math.isnan(v):
+        return ""
+    if v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.4g}"
+
+
+def readable(df: pd.DataFrame) -> pd.DataFrame:
+    """Every numeric cell of a table formatted by `number`."""
+    return df.apply(lambda col: col.map(number) if col.dtype.kind in "fiu" or col.dtype == object else col)
+
 
 HEADLINE = ["auc_seen", "auc_unseen_min", "auc_jpeg75", "ece", "pixel_ap", "iou"]
 REPAIR_HEADLINE = ["psnr_mask", "psnr_mask_mean_fill", "psnr_mask_biharmonic", "psnr_gain",
@@ -56,7 +91,7 @@ def _verdict(name: str, part: dict) -> str:
 
 def markdown(r: RetrainResult) -> str:
     lines = [f"# retrain: {r.state}", "", f"Data version `{r.data_version}`.", "",
-             stage_table(r).to_markdown(index=False), ""]
+             readable(stage_table(r)).to_markdown(index=False), ""]
     if r.cached:
         lines += [f"Reused from the cache (inputs unchanged): {', '.join(r.cached)}.", ""]
     if r.bento:
@@ -64,7 +99,7 @@ def markdown(r: RetrainResult) -> str:
                   f"{', '.join(r.bento['models'].values())}. Serve it: `gandefect serve` or "
                   f"`bentoml serve {r.bento['tag']}`.", ""]
     if r.zoo:
-        lines += ["## GAN zoo", "", zoo_table(r).to_markdown(floatfmt=".3f"), ""]
+        lines += ["## GAN zoo", "", readable(zoo_table(r)).to_markdown(), ""]
     for name, part, keys in (("Detector", r.detector, HEADLINE), ("Repairer", r.repairer or {}, REPAIR_HEADLINE)):
         if not part:
             continue
@@ -74,11 +109,11 @@ def markdown(r: RetrainResult) -> str:
         lines += [f"- reason to promote: {reason}" for reason in part.get("gate_improvements", [])]
         metrics = part.get("metrics", {})
         lines += ["", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {metrics[k]:.4f} |" for k in keys if k in metrics]
+        lines += [f"| {k} | {number(metrics[k])} |" for k in keys if k in metrics]
         t = gate_table(part)
         if not t.empty:
             lines += ["", "Gate table (candidate vs the champion, both judged on today's data):", "",
-                      t.drop(columns=["headroom"]).to_markdown(index=False, floatfmt=".4f")]
+                      readable(t.drop(columns=["headroom"])).to_markdown(index=False)]
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -99,7 +134,7 @@ img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}.state{font-s
 
 def to_html(cfg: Config, r: RetrainResult, flow_run_id: str | None) -> str:
     def table(df: pd.DataFrame, index: bool = False) -> str:
-        return df.to_html(index=index, float_format=lambda v: f"{v:.4f}", na_rep="", border=0) if not df.empty else ""
+        return readable(df).to_html(index=index, na_rep="", border=0) if not df.empty else ""
 
     cls = "ok" if r.state == "completed" else "fail"
     parts = [f"<!doctype html><meta charset='utf-8'><title>gandefect retrain {time.strftime('%Y-%m-%d')}</title>",
@@ -140,10 +175,19 @@ def to_html(cfg: Config, r: RetrainResult, flow_run_id: str | None) -> str:
 
 
 def write_retrain_reports(cfg: Config, r: RetrainResult, flow_run_id: str | None) -> list[Path]:
+    """This run's markdown and HTML summaries (named by date and flow run, never overwriting an
+    earlier run's) and the `retrain-latest` links to them; returns [markdown, html]."""
     out = cfg.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"retrain-{time.strftime('%Y-%m-%d')}"
+    run = (flow_run_id or "")[:8] or time.strftime("%H%M%S")
+    stem = f"retrain-{time.strftime('%Y-%m-%d')}-{run}"
     md, page = out / f"{stem}.md", out / f"{stem}.html"
     md.write_text(markdown(r))
     page.write_text(to_html(cfg, r, flow_run_id))
+    for path in (md, page):
+        latest = out / f"retrain-latest{path.suffix}"
+        tmp = latest.with_name(f".{latest.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        os.symlink(path.name, tmp)
+        os.replace(tmp, latest)
     return [md, page]

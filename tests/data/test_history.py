@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from gandefect.data.history import Envelope, ijg_table, jpeg_quality, read_history, upscale_factor
-from gandefect.data.uploads import UploadLimits, decode
+from serving.uploads import UploadLimits, decode
 
 ENVELOPE = Envelope(min_jpeg_quality=50, max_downscale=2.0, max_upscale=2.0)
 

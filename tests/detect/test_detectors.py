@@ -1,9 +1,12 @@
 """Both detector families behind one interface, on synthetic images with a known up-sampling trace."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
 
+from gandefect.config import CNNDetectorConfig, SpectralDetectorConfig
 from gandefect.detect.cnn import CNNConfig, CNNDetector
 from gandefect.detect.common import Detector, Labeled, choose_threshold
 from gandefect.detect.spectral import SpectralConfig, SpectralDetector
@@ -26,8 +29,9 @@ def synthetic(n: int, seed: int, rgb: bool = False) -> Labeled:
 
 
 FAMILIES = {
-    "cnn": lambda ch: CNNDetector(CNNConfig(channels=ch, width=8, epochs=2, batch_size=32, p_process=0.0)),
-    "spectral": lambda ch: SpectralDetector(SpectralConfig(windows_per_image=2, p_process=0.0)),
+    "cnn": lambda ch: CNNDetector(CNNDetectorConfig(width=8, epochs=2, batch_size=32, p_process=0.0, focal_gamma=0.0),
+                                  channels=ch),
+    "spectral": lambda ch: SpectralDetector(SpectralDetectorConfig(windows_per_image=2, p_process=0.0)),
 }
 
 
@@ -113,7 +117,7 @@ def test_calibrating_on_a_mix_sets_the_threshold_by_the_rule():
 def test_a_warm_started_cnn_begins_from_its_predecessor_and_keeps_what_it_knew():
     train, test = synthetic(400, 0), synthetic(60, 2)
     old = FAMILIES["cnn"](1).fit(train)
-    new = CNNDetector(CNNConfig(channels=1, width=8, epochs=1, batch_size=32, p_process=0.0, seed=5))
+    new = CNNDetector(CNNDetectorConfig(width=8, epochs=1, batch_size=32, p_process=0.0, focal_gamma=0.0), seed=5)
     assert new.start_from(old)
     before = {k: v.clone() for k, v in new.net.state_dict().items()}
     assert all(torch.equal(before[k], v) for k, v in old.net.state_dict().items())
@@ -122,5 +126,27 @@ def test_a_warm_started_cnn_begins_from_its_predecessor_and_keeps_what_it_knew()
     assert new.trained_on == ["toy", "toy2"]  # its weights have seen the predecessor's generators too
     assert not all(torch.equal(before[k], v) for k, v in new.net.state_dict().items())
     # a different shape cannot start from it
-    assert not CNNDetector(CNNConfig(channels=1, width=16)).start_from(old)
-    assert not CNNDetector(CNNConfig(channels=3, width=8)).start_from(old)
+    assert not CNNDetector(CNNDetectorConfig(width=16)).start_from(old)
+    assert not CNNDetector(CNNDetectorConfig(width=8), channels=3).start_from(old)
+
+
+def test_a_detector_pickled_with_the_old_settings_objects_still_loads():
+    """Champions registered before the config sections were the detectors' settings keep loading."""
+    old_cnn = CNNDetector()
+    old_cnn.cfg = CNNConfig(channels=1, width=8, epochs=2, seed=7)
+    del old_cnn.channels, old_cnn.seed
+    old_spectral = SpectralDetector()
+    old_spectral.cfg = SpectralConfig(C=0.5, seed=9)
+    del old_spectral.seed
+    for det in (old_cnn, old_spectral):
+        buf = io.BytesIO()
+        torch.save(det, buf)
+        buf.seek(0)
+        loaded = torch.load(buf, weights_only=False)
+        assert type(loaded.cfg).__name__.endswith("DetectorConfig")
+    assert (loaded.seed, loaded.cfg.C) == (9, 0.5)
+    buf = io.BytesIO()
+    torch.save(old_cnn, buf)
+    buf.seek(0)
+    cnn = torch.load(buf, weights_only=False)
+    assert (cnn.channels, cnn.seed, cnn.cfg.width, cnn.cfg.epochs) == (1, 7, 8, 2)

@@ -1,15 +1,18 @@
 """Each adversarial loss is its formula; regularizers do what their papers say; the registry extends."""
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import pytest
 import torch
 from torch import nn
 
+from gandefect.errors import ConfigError
 from gandefect.gan import losses
-from gandefect.gan.losses import AdversarialLoss, OptimizerSpec, clip_weights, gradient_penalty
+from gandefect.gan.losses import AdversarialLoss, OptimizerSpec, Penalty, clip_weights, gradient_penalty
 from gandefect.gan.models import DCGANConfig
-from gandefect.gan.trainer import GANTrainer, TrainSettings
+from gandefect.gan.trainer import Callback, GANTrainer, TrainSettings
 
 REAL = torch.tensor([2.5, -1.0, 0.3, 40.0, -40.0], dtype=torch.float64)
 FAKE = torch.tensor([-3.0, 0.7, 0.0, -35.0, 35.0], dtype=torch.float64)
@@ -115,3 +118,73 @@ def test_a_seventh_loss_needs_only_a_registry_entry():
         assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters()))
     finally:
         del losses.REGISTRY["toy-l1"]
+
+
+@dataclasses.dataclass(frozen=True)
+class R1(Penalty):
+    """Mescheder et al. 2018: E[||grad_x D(x)||^2] on real images only."""
+
+    name: ClassVar[str] = "r1"
+
+    def __call__(self, D, real, fake, *condition):
+        real = real.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(D(real, *condition).sum(), real, create_graph=True)
+        return grad.flatten(1).pow(2).sum(1).mean()
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.rows = []
+
+    def on_metrics(self, rows):
+        self.rows += rows
+
+
+def _train(loss: AdversarialLoss) -> tuple[GANTrainer, list]:
+    real = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    recorder = Recorder()
+    trainer = GANTrainer(loss, DCGANConfig(g_width=8, d_width=8),
+                         TrainSettings(generator_steps=2, batch_size=8, early_epochs=()), callback=recorder)
+    trainer.fit(real)
+    return trainer, recorder.rows
+
+
+def test_a_new_regularizer_needs_only_a_registry_entry():
+    plain = losses.get("nonsaturating")
+    losses.register(dataclasses.replace(plain, name="ns-r1", penalty=R1(weight=10.0)))
+    try:
+        regularized, rows = _train(losses.get("ns-r1"))
+    finally:
+        del losses.REGISTRY["ns-r1"]
+    unregularized, plain_rows = _train(plain)
+    assert len(rows) == 2 and all(m["r1"] > 0 for _, m in rows) and "r1" not in plain_rows[0][1]
+    # the same seeds and data: only the penalty's gradient can make the critics differ
+    assert rows[0][1]["d_loss"] == plain_rows[0][1]["d_loss"]
+    assert any(not torch.equal(a, b) for a, b in zip(regularized.D.parameters(), unregularized.D.parameters()))
+
+
+def test_the_penalty_share_of_a_conditioned_critic_slices_its_condition_too():
+    seen = []
+
+    class Conditioned(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, x, mask):
+            seen.append((len(x), len(mask)))
+            return (x * mask * self.w).flatten(1).sum(1)
+
+    loss = losses.get("wgan-gp")
+    critic = Conditioned()
+    x, mask = torch.rand(8, 1, 4, 4), torch.rand(8, 1, 4, 4)
+    terms = loss.discriminator_step(critic, loss.optimizer.build(critic.parameters()), x, x.flip(0), mask)
+    assert seen == [(8, 8), (8, 8), (4, 4)] and loss.penalty.fraction == 0.5
+    assert set(terms) == {"d_loss", "gradient_penalty", "wasserstein_estimate"}
+
+
+def test_the_configured_losses_default_to_the_registry_and_unknown_ones_are_named():
+    assert losses.selected(None) == list(losses.REGISTRY)
+    assert losses.selected(["hinge", "wgan"]) == ["hinge", "wgan"]
+    with pytest.raises(ConfigError, match="gan.losses: unknown loss bogus; known: minimax"):
+        losses.selected(["hinge", "bogus"])

@@ -1,39 +1,104 @@
-"""The served bento shared by the serving tests and the fuzz suite: one build, one `bentoml serve`."""
+"""The tiny project trained once for the session, and the served bento the serving tests and the
+fuzz suite share (one build, one `bentoml serve`)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
+import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gandefect.lifecycle.bento import free_port, wait_ready
-from tests.conftest import REPO, run_cli, write_params
+from tests.conftest import copy_project, make_project, run_cli
 
 LIMITS = {"max_upload_mb": 0.5, "max_pixels": 4_000_000, "max_images": 8}
+LOSSES = ["minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"]
+FAMILIES = ["vae", "mlpgan", "resizegan"]  # generators built another way than the DCGANs
 
 
 @pytest.fixture(scope="session")
-def served(tmp_path_factory):
-    """A tiny project with champions, its bento exported and imported into an empty BentoML
-    store, and `bentoml serve` of it from an empty folder (no params.yaml, no MLflow store)."""
+def prefect_server():
+    """One Prefect test server for the flows this process runs (the session's training, the
+    retrain-flow tests). Subprocesses (`gandefect run`, `watch`) still start their own."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=300):
+        yield
+
+
+@dataclass
+class Trained:
+    root: Path
+    zoo: object  # RetrainResult of `retrain` with stages ingest + gans, the zoo on a Dask LocalCluster
+    flow: object  # RetrainResult of the whole flow after it (default process pool): the zoo from the cache
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, prefect_server) -> Trained:
+    """The tiny project (default tiny params: the whole zoo, leave-one-out on) trained ONCE for the
+    session by the real `retrain` flow: first ingest + the GAN zoo on a Dask LocalCluster, then the
+    whole flow with the default process pool, which takes the zoo from the cache and trains the
+    detectors and the repairer, gates and promotes them and builds the bento (BENTOML_HOME of the
+    session).
+
+    Read it, never change it: a test that changes a project takes a copy (tests.conftest.copy_project)
+    or borrows it (tests.conftest.borrowed). The session checks at its end that nothing changed it."""
+    from gandefect.orchestrate import retrain, task_runner_for
+
+    root = make_project(tmp_path_factory.mktemp("trained") / "project")
+    params = str(root / "params.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        zoo = retrain.with_options(task_runner=task_runner_for("dask"))(params, None, ["ingest", "gans"])
+        flow = retrain.with_options(task_runner=task_runner_for(None))(params, None)
+    assert zoo.state == flow.state == "completed", (zoo.state, flow.state)
+    before = fingerprint(root)
+    yield Trained(root, zoo, flow)
+    assert fingerprint(root) == before, "a test changed the session's trained project: copy or borrow it"
+
+
+VOLATILE = {".git", ".gandefect", "dask-scratch-space", "__pycache__"}  # git's index, the lock file, scratch
+VOLATILE_DVC = ".dvc/tmp"  # DVC's state and locks
+
+
+def fingerprint(root: Path) -> dict:
+    """What a test must not change in the trained project: every file (size and content hash) but
+    the volatile ones, and the MLflow store's runs, model versions and aliases."""
+    files = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or VOLATILE & set(rel.parts) or rel.as_posix().startswith(VOLATILE_DVC) \
+                or rel.name.startswith("mlflow.db"):
+            continue
+        files[rel.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    with sqlite3.connect(root / "mlflow.db") as db:
+        store = {table: db.execute(query).fetchall() for table, query in [
+            ("runs", "SELECT run_uuid, status, end_time FROM runs ORDER BY run_uuid"),
+            ("versions", "SELECT name, version, current_stage FROM model_versions ORDER BY name, version"),
+            ("aliases", "SELECT name, alias, version FROM registered_model_aliases ORDER BY name, alias")]}
+    db.close()
+    return {"files": files, "store": store}
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory, trained):
+    """A copy of the trained project with the service's limits in its params (read when the bento
+    is built; no stage's inputs include them), its bento built, exported and imported into an
+    empty BentoML store, and `bentoml serve` of it from an empty folder (no params.yaml, no MLflow
+    store)."""
     base = tmp_path_factory.mktemp("serving")
-    root = base / "project"
-    root.mkdir()
-    write_params(root, detect={"leave_one_out": False}, serve=LIMITS)
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    shutil.copytree(REPO / "src" / "gandefect" / "data", root / "src" / "gandefect" / "data",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
+    root = copy_project(trained.root, base / "project")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["serve"] = {**params["serve"], **LIMITS}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BENTOML_HOME", str(base / "bentoml"))
-        mp.setenv("BENTOML_DO_NOT_TRACK", "true")
-        for stage in ("ingest", "train-gans", "train-detectors", "train-repairer"):
-            run_cli(root, stage, check=True)
         built = run_cli(root, "build-bento", check=True)
         tag = built.stdout.split("bento ", 1)[1].split()[0]
         # ship it: export from the building machine's store, import into an empty one, serve that

@@ -1,4 +1,7 @@
-"""Fake sets, detector training, leave-one-out honesty and the registry, on the tiny profile."""
+"""Fake sets, detector training, leave-one-out honesty and the registry, on the tiny profile.
+
+Reads the session's trained project (tests/integration/conftest.py: the real `retrain` flow, once);
+a test that changes a project works on its own copy of it."""
 
 import json
 
@@ -10,36 +13,13 @@ from PIL import Image
 from gandefect.config import load_config
 from gandefect.data.fakes import read_fakes, write_fake_set
 from gandefect.data.snapshot import read_manifest
-from gandefect.detect.model import load_detector
+from gandefect.lifecycle.registry import load_detector
 from gandefect.evaluate.detection import auc
 from gandefect.stages.detectors import load_labeled
-from tests.conftest import make_image_folder, run_cli
+from tests.conftest import copy_project, make_image_folder, run_cli
+from tests.integration.conftest import FAMILIES, LOSSES
 
-LOSSES = ["minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"]
-FAMILIES = ["vae", "mlpgan", "resizegan"]  # generators built another way than the DCGANs
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One tiny project taken through ingest, train-gans and train-detectors (shared: it is slow)."""
-    import shutil
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO, write_params
-
-    root = tmp_path_factory.mktemp("detectors") / "project"
-    root.mkdir()
-    write_params(root)
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    shutil.copytree(REPO / "src" / "gandefect" / "data", root / "src" / "gandefect" / "data",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
-    run_cli(root, "ingest", check=True)
-    run_cli(root, "train-gans", check=True)
-    proc = run_cli(root, "train-detectors", check=True)
-    return root, proc
+pytestmark = pytest.mark.slow
 
 
 def _client(root):
@@ -47,7 +27,7 @@ def _client(root):
 
 
 def test_fake_sets_cover_every_generator_and_take_the_real_encoding_path(trained):
-    root, _ = trained
+    root = trained.root
     cfg = load_config(root / "params.yaml")
     fakes = read_fakes(cfg)
     expected = set(LOSSES) | {f"{loss}-epoch1" for loss in LOSSES} | set(FAMILIES)
@@ -59,12 +39,13 @@ def test_fake_sets_cover_every_generator_and_take_the_real_encoding_path(trained
 
 
 def test_train_detectors_registers_winner_and_judge_and_writes_the_report(trained):
-    root, proc = trained
-    assert "auc_unseen_min" in proc.stdout and "registered gandefect-detector v1" in proc.stdout
+    root, stage = trained.root, trained.flow.detector
+    assert (stage["version"], stage["judge"]) == ("1", "1")
     client = _client(root)
     detector = client.get_model_version("gandefect-detector", "1")
     judge = client.get_model_version("gandefect-judge", "1")
     assert {detector.tags["family"], judge.tags["family"]} == {"cnn", "spectral"}
+    assert detector.tags["family"] == stage["winner"]
     assert 0 < float(detector.tags["threshold"]) < 1
     report = root / "reports" / "detectors"
     for name in ["detectors.md", "robustness.png", "wild.png", "reliability.png", "roc-cnn.png", "roc-spectral.png",
@@ -92,7 +73,7 @@ def test_train_detectors_registers_winner_and_judge_and_writes_the_report(traine
 
 
 def test_leave_one_out_detectors_never_saw_the_held_out_family(trained):
-    root, _ = trained
+    root = trained.root
     client = _client(root)
     for name in ("gandefect-detector", "gandefect-judge"):
         run_id = client.get_model_version(name, "1").tags["run_id"]
@@ -109,7 +90,7 @@ def test_leave_one_out_detectors_never_saw_the_held_out_family(trained):
 
 def test_no_detector_can_read_format_traces(trained, tmp_path):
     """Real test images re-written through the fake-writing path score like real images."""
-    root, _ = trained
+    root = trained.root
     cfg = load_config(root / "params.yaml")
     test = load_labeled(cfg, "test")
     real = test.images[test.labels == 0]
@@ -127,7 +108,7 @@ def test_no_detector_can_read_format_traces(trained, tmp_path):
 
 
 def test_evaluate_detector_and_external_fakes(trained, tmp_path):
-    root, _ = trained
+    root = copy_project(trained.root, tmp_path / "project")
     proc = run_cli(root, "evaluate-detector", check=True)
     assert "auc_seen" in proc.stdout and "models:/gandefect-detector/1" in proc.stdout
     folder = make_image_folder(tmp_path / "external", n_good=12, n_corrupt=1)
@@ -137,8 +118,8 @@ def test_evaluate_detector_and_external_fakes(trained, tmp_path):
     assert bad.returncode == 2 and "generator name" in bad.stderr
 
 
-def test_spliced_benchmark_and_localization_metrics(trained):
-    root, _ = trained
+def test_spliced_benchmark_and_localization_metrics(trained, tmp_path):
+    root = copy_project(trained.root, tmp_path / "project")
     proc = run_cli(root, "build-spliced", check=True)
     assert "spliced version:" in proc.stdout and ".dir" in proc.stdout
     cfg = load_config(root / "params.yaml")
@@ -159,7 +140,7 @@ def test_spliced_benchmark_and_localization_metrics(trained):
 
 
 def test_detectors_carry_their_localization_threshold_and_metrics(trained):
-    root, _ = trained
+    root = trained.root
     client = _client(root)
     detector = client.get_model_version("gandefect-detector", "1")
     assert 0 < float(detector.tags["map_threshold"]) < 1
@@ -174,10 +155,9 @@ def test_detectors_carry_their_localization_threshold_and_metrics(trained):
     assert det.map_threshold == pytest.approx(float(detector.tags["map_threshold"]), abs=1e-6)
 
 
-def test_repairer_trains_registers_and_repairs_from_the_cli(trained, tmp_path):
-    root, _ = trained
-    proc = run_cli(root, "train-repairer", check=True)
-    assert "registered gandefect-repairer v1" in proc.stdout and "psnr_mask" in proc.stdout
+def test_the_flow_s_repairer_is_registered_evaluated_reported_and_repairs_from_the_cli(trained, tmp_path):
+    root = trained.root  # `repair` writes to --out only
+    assert trained.flow.repairer["version"] == "1" and trained.flow.repairer["gate_passed"] is True
     metrics = json.loads((root / "reports" / "repair" / "repair.json").read_text())
     assert metrics["outside_mask_change"] == 0 and metrics["spliced_outside_mask_change"] == 0
     for key in ["psnr_mask", "psnr_mask_mean_fill", "psnr_mask_biharmonic", "fid_before_hinge", "fid_after_hinge",
@@ -230,7 +210,7 @@ def test_repairer_trains_registers_and_repairs_from_the_cli(trained, tmp_path):
 
 
 def test_generate_clean_repairs_samples_and_reject_keeps_the_least_suspicious(trained, tmp_path):
-    root, _ = trained
+    root = trained.root  # generate writes to --out only
     proc = run_cli(root, "generate", "--generator", "hinge", "--n", "6", "--out", str(tmp_path / "raw"), check=True)
     assert "6 samples" in proc.stdout and len(list((tmp_path / "raw").glob("*.png"))) == 6
     proc = run_cli(root, "generate", "--generator", "hinge", "--n", "6", "--clean", "--reject",
@@ -245,21 +225,36 @@ def _alias(client, alias):
     return str(client.get_model_version_by_alias("gandefect-detector", alias).version)
 
 
-def test_model_gate_keeps_a_worse_candidate_out_promotes_a_better_one_and_rolls_back(trained):
-    """v1 (from the fixture) passed the gate as the first champion. A detector that cannot
+def test_train_repairer_from_the_cli_registers_a_second_version_and_gates_it_against_the_champion(trained,
+                                                                                                  tmp_path):
+    root = copy_project(trained.root, tmp_path / "project")
+    proc = run_cli(root, "train-repairer", check=True)
+    assert "registered gandefect-repairer v2" in proc.stdout and "psnr_mask" in proc.stdout
+    assert "model gate gandefect-repairer v2: passed" in proc.stdout
+    client = _client(root)
+    assert str(client.get_model_version_by_alias("gandefect-repairer", "champion").version) == "2"
+    run = client.get_run(client.get_model_version("gandefect-repairer", "2").run_id)
+    assert {"l1_hole", "g_adv", "d_loss", "psnr_mask", "outside_mask_change"} <= set(run.data.metrics)
+    report = (root / "reports" / "gates" / "gandefect-repairer-v2.md").read_text()
+    assert "Champion: v1" in report and "psnr_mask" in report
+
+
+def test_model_gate_keeps_a_worse_candidate_out_promotes_a_better_one_and_rolls_back(trained, tmp_path):
+    """v1 (the session's flow) passed the gate as the first champion. A detector that cannot
     learn (lr 1e-9) fails against it; once an operator forces it in, a normal detector beats
     it and takes over; rollback walks the champions back."""
     import yaml
 
     from gandefect.lifecycle import gates
 
-    root, first = trained
-    assert "model gate gandefect-detector v1: passed" in first.stdout
+    assert trained.flow.detector["gate_passed"] is True and trained.flow.detector["version"] == "1"
+    root = copy_project(trained.root, tmp_path / "project")
     client = _client(root)
     assert _alias(client, "champion") == "1"
     params_path = root / "params.yaml"
     original = params_path.read_text()
     params = yaml.safe_load(original)
+    params["detect"]["leave_one_out"] = False  # the gate is the point here; leave-one-out is the flow's (above)
     params["profiles"]["tiny"]["detect"]["cnn"]["lr"] = 1e-9
     params["detect"]["cnn"]["warm_start"] = False  # from scratch: a candidate fine-tuned from v1 would know what v1 knows
     params["detect"]["families"] = ["cnn"]
@@ -267,6 +262,7 @@ def test_model_gate_keeps_a_worse_candidate_out_promotes_a_better_one_and_rolls_
     try:
         worse = run_cli(root, "train-detectors", "--no-sample")
         assert worse.returncode == 4, worse.stdout + worse.stderr
+        assert "registered gandefect-detector v2 (cnn)" in worse.stdout and "auc_seen" in worse.stdout
         assert "failed gate" in worse.stdout and "worse than the champion" in worse.stdout
         assert _alias(client, "champion") == "1"
         assert _alias(client, "challenger") == "1"

@@ -23,6 +23,8 @@ from tests.conftest import make_project, run_cli
 
 MODELS = ("gandefect-detector", "gandefect-judge", "gandefect-repairer")
 
+pytestmark = pytest.mark.slow
+
 
 def _start(project: Path, log: Path, *args: str, pause: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "BENTOML_HOME": str(project.parent / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}

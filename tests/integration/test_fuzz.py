@@ -32,6 +32,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+pytestmark = pytest.mark.slow
+
 REQUESTS = int(os.environ.get("GANDEFECT_FUZZ_REQUESTS", "1000"))  # in CI; set higher for a longer run
 BURST = 8  # requests per example, sent at once
 ROUTES = ["/detect", "/localize", "/repair", "/metadata"]

@@ -79,9 +79,3 @@ def test_a_failing_snapshot_stops_with_a_report_and_is_not_versioned(project):
     assert not (project / "dvc.lock").exists()
     run = _runs(project)[0]
     assert run.data.tags["validation"] == "failed" and run.data.tags["data_version"] == "unversioned"
-
-
-def test_every_command_has_help(project):
-    for args in [[], ["ingest"], ["data"], ["data", "status"], ["data", "validate"]]:
-        proc = run_cli(project, *args, "--help")
-        assert proc.returncode == 0 and "Usage" in proc.stdout, args

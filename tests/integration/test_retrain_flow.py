@@ -1,33 +1,34 @@
 """The Prefect `retrain` flow on the tiny profile: a real Prefect test server, a real Dask
 LocalCluster for the GAN zoo, the default process-pool runner for the whole flow, its cache,
-and one MLflow parent run tagged with the flow run id."""
+and one MLflow parent run tagged with the flow run id.
+
+The session's trained project (tests/integration/conftest.py) is these tests' first two flow runs:
+ingest + the zoo on Dask, then the whole flow with the default runner. The reruns borrow it."""
 
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 
 from gandefect.orchestrate import retrain, task_runner_for
-from tests.conftest import make_image_folder, run_cli
+from tests.conftest import borrowed, make_image_folder, run_cli, write_params
+from tests.integration.conftest import FAMILIES, LOSSES
 
 
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=300):
-        yield
-
-
-def test_gan_zoo_part_of_the_flow_runs_on_a_dask_local_cluster(project, monkeypatch):
-    monkeypatch.chdir(project)
-    flow = retrain.with_options(task_runner=task_runner_for("dask"))
-    result = flow(str(project / "params.yaml"), None, ["ingest", "gans"])
+@pytest.mark.slow
+def test_gan_zoo_part_of_the_flow_runs_on_a_dask_local_cluster(trained):
+    project, result = trained.root, trained.zoo
     assert result.state == "completed" and result.data_version.endswith(".dir")
-    assert set(result.zoo) == {"minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge",
-                               "vae", "mlpgan", "resizegan"}  # the six DCGANs and the other families
+    assert set(result.zoo) == set(LOSSES + FAMILIES)  # the six DCGANs and the other families
+    # only the stages asked for
+    assert result.detector == {} and result.repairer is None and result.bento is None
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    parent = client.search_runs([client.get_experiment_by_name("gandefect-retrain").experiment_id])[0]
+    (parent,) = client.search_runs([client.get_experiment_by_name("gandefect-retrain").experiment_id],
+                                   "params.stages = 'ingest,gans'")
     flow_run_id = parent.data.tags["flow_run_id"]
     gans = client.search_runs([client.get_experiment_by_name("gandefect-gans").experiment_id],
                               filter_string="tags.mlflow.runName LIKE 'gan-%'")
@@ -35,36 +36,57 @@ def test_gan_zoo_part_of_the_flow_runs_on_a_dask_local_cluster(project, monkeypa
     assert parent.data.tags["data_version"] == result.data_version
     for loss in result.zoo:
         assert client.get_registered_model(f"gandefect-generator-{loss}")
-    assert any(p.name.startswith("retrain-") for p in (project / "reports").iterdir())
-    assert os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+    assert [Path(p).name for p in result.reports] and all(Path(p).is_file() for p in result.reports)
+    assert all(Path(p).name.startswith("retrain-") for p in result.reports)
     assert (project / "reports" / "gan-zoo.csv").read_text().count("\n") == 10  # one report, all nine generators
+
+
+def test_the_ephemeral_prefect_server_gets_three_minutes_to_start_unless_the_user_set_it():
+    """gandefect sets Prefect's startup timeout before Prefect reads its settings (the CLI is the
+    real entry point); a value the user set wins."""
+    code = ("import gandefect.cli; from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s; "
+            "print(s.value())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    for user, expected in ((None, "180"), ("42", "42")):
+        run_env = env if user is None else {**env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": user}
+        proc = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split()[-1] == expected, (user, proc.stdout)
 
 
 def _versions(client) -> dict[str, int]:
     return {m.name: len(client.search_model_versions(f"name = '{m.name}'")) for m in client.search_registered_models()}
 
 
-def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors(project, monkeypatch, tmp_path):
-    from gandefect.config import load_config
-    from gandefect.stages.detectors import run_ingest_fakes
-
-    monkeypatch.chdir(project)
-    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
-    params = str(project / "params.yaml")
-    # the default process pool: GAN workers are spawned processes that must report to this flow's server
-    flow = retrain.with_options(task_runner=task_runner_for(None))
+@pytest.mark.slow
+def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors(trained, tmp_path, prefect_server):
+    project, first = trained.root, trained.flow
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-
-    first = flow(params, None)
-    assert first.state == "completed" and first.cached == []
+    # the session's whole flow after its ingest + zoo run: the zoo came from the cache, the rest was trained
+    assert first.state == "completed" and set(first.cached) == {"zoo-setup"} | {f"gan-{g}" for g in first.zoo}
     for name, part in (("gandefect-detector", first.detector), ("gandefect-repairer", first.repairer)):
         assert part["gate_passed"] is True
         assert client.get_model_version_by_alias(name, "champion").version == part["version"]
     assert first.bento["reused"] is False and set(first.bento["models"]) == {"detector", "repairer"}
-    assert (tmp_path / "bentoml" / "bentos" / "gandefect").is_dir()
-    page = next((project / "reports").glob("retrain-*.html")).read_text()
+    assert (Path(os.environ["BENTOML_HOME"]) / "bentos" / "gandefect").is_dir()  # the session's store
+    html = [Path(p) for p in first.reports if str(p).endswith(".html")]
+    page = html[0].read_text()
     assert "data:image/png;base64," in page and "Gate table" in page and "repairer v1" in page.lower()
     registered = _versions(client)
+
+    # rerun where it was trained: the flow's cache keys name the store's absolute path
+    with borrowed(project), pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        _reruns(project, first, registered, client, tmp_path)
+
+
+def _reruns(project, first, registered, client, tmp_path):
+    from gandefect.config import load_config
+    from gandefect.stages.detectors import run_ingest_fakes
+
+    params = str(project / "params.yaml")
+    # the default process pool: GAN workers are spawned processes that must report to this flow's server
+    flow = retrain.with_options(task_runner=task_runner_for(None))
 
     second = flow(params, None)  # nothing changed: every training stage comes from the cache
     assert set(second.cached) == {"zoo-setup", "detectors", "repairer", "bento"} | {f"gan-{g}" for g in first.zoo}
@@ -97,7 +119,7 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
     assert third.detector["gate_passed"] is True, third.detector["gate_reasons"]
     assert client.get_model_version_by_alias("gandefect-detector", "champion").version == third.detector["version"]
     assert third.state == "completed" and third.bento["tag"] != first.bento["tag"]
-    report = next((project / "reports").glob("retrain-*.md")).read_text()
+    report = next(Path(p) for p in third.reports if str(p).endswith(".md")).read_text()
     assert "champion (today's data)" in report and "champion (at promotion)" in report
 
     # the champion per generator on the current data, new family included
@@ -108,13 +130,15 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
     assert "catches every generator" in watched.stdout
 
 
-def test_schedule_registers_a_cron_deployment_without_blocking(project):
+@pytest.mark.slow
+def test_schedule_registers_a_cron_deployment_without_blocking(tmp_path, prefect_server):
     from prefect.client.orchestration import get_client
 
     from gandefect.errors import BadInputError
     from gandefect.orchestrate import register_schedule
 
-    deployment_id = register_schedule(str(project / "params.yaml"), "tiny", "0 3 * * 0", "weekly-test")
+    params = write_params(tmp_path)
+    deployment_id = register_schedule(str(params), "tiny", "0 3 * * 0", "weekly-test")
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment(deployment_id)
         assert deployment.name == "weekly-test"
@@ -122,7 +146,7 @@ def test_schedule_registers_a_cron_deployment_without_blocking(project):
         assert deployment.parameters["profile"] == "tiny"
         assert client.read_flow(deployment.flow_id).name == "retrain"
     with pytest.raises(BadInputError, match="not a valid cron"):
-        register_schedule(str(project / "params.yaml"), "tiny", "every sunday", "bad")
+        register_schedule(str(params), "tiny", "every sunday", "bad")
 
 
 def test_the_default_runner_is_a_process_pool_sized_to_the_machine():

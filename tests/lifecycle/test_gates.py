@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from gandefect.config import load_config
-from gandefect.lifecycle.gates import REPAIRER, _reasons, improvements, metrics_table, run_suite, spec_for
+from gandefect.names import REPAIRER_MODEL
+from gandefect.lifecycle.gates import _reasons, improvements, metrics_table, run_suite, spec_for
 from tests.conftest import REPO
 
 GATED = ["png", "jpeg95", "jpeg90", "jpeg75", "jpeg60", "jpeg90x75", "webp80", "blur0.5", "blur1.0", "resize",
@@ -54,12 +55,12 @@ REPAIRER_CHAMPION = {"psnr_mask": 12.0, "psnr_gain": 2.0, "outside_mask_change":
 
 
 def test_the_repairer_gate_judges_fid_ratio_per_generator_lower_is_better():
-    table, report, reasons = _judge(dict(REPAIRER_CHAMPION), REPAIRER_CHAMPION, REPAIRER)
+    table, report, reasons = _judge(dict(REPAIRER_CHAMPION), REPAIRER_CHAMPION, REPAIRER_MODEL)
     assert report.success and not reasons
     assert set(table["row"]) == {"all:psnr_gain", "all:outside_mask_change", "all:psnr_mask",
                                  "hinge:fid_ratio", "lsgan:fid_ratio"}
     worse = {**REPAIRER_CHAMPION, "fid_ratio_hinge": 1.2, "outside_mask_change": 3.0, "psnr_mask": 11.0}
-    _, report, reasons = _judge(worse, REPAIRER_CHAMPION, REPAIRER)
+    _, report, reasons = _judge(worse, REPAIRER_CHAMPION, REPAIRER_MODEL)
     assert not report.success
     assert "hinge:fid_ratio = 1.2000, needs at most 1.0000" in reasons
     assert "all:outside_mask_change = 3.0000, needs at most 0.0000" in reasons
@@ -107,7 +108,8 @@ def test_a_candidate_better_on_the_new_family_but_worse_on_an_old_one_is_refused
     table, report, reasons = _judge(candidate, today)
     assert not report.success
     assert reasons == ["lsgan:tpr_fake_wild = 0.8600, worse than the champion's 0.9200 by more than 0.02"]
-    assert improvements(table)  # the improvement is reported, and does not override the regression
+    # the improvement is reported, and does not override the regression
+    assert improvements(table) == ["champion misses `vae` (tpr_fake_wild 0.400, floor 0.850); candidate 0.960"]
 
 
 def test_leave_one_out_figures_are_floors_only_never_compared_with_the_champion():

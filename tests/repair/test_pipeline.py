@@ -1,13 +1,17 @@
 """The repair loop: the composite rule (nothing outside the mask changes) and the stop rule."""
 
+import dataclasses
+
 import numpy as np
 import torch
 
+from gandefect.config import RepairConfig
 from gandefect.detect.common import Detector, Labeled
+from gandefect.gan import losses
 from gandefect.repair.model import InpaintUNet, RepairerConfig
 from gandefect.repair.pipeline import Repairer, repair
-from gandefect.repair.train import RepairTrainSettings, train_repairer
-from gandefect.stages.repair import biharmonic, mean_fill, outside_change
+from gandefect.repair.train import train_repairer
+from gandefect.evaluate.repair import biharmonic, mean_fill, outside_change
 
 
 class BrightPixelDetector(Detector):
@@ -96,20 +100,22 @@ def test_a_given_mask_is_inpainted_once_exactly_there():
     assert (result.images[masks] == 0).all() and (result.images[~masks] == 255).all()
 
 
-def test_a_trained_repairer_beats_mean_fill_on_held_out_structure():
+def test_a_trained_repairer_beats_both_classical_fills_on_held_out_structure():
     """One short training run on striped images: the net learns to continue the stripes."""
     rng = np.random.default_rng(3)
     x = np.zeros((256, 16, 16), np.uint8)
     for img in x:
         img[:, int(rng.integers(0, 4))::4] = 255  # vertical stripes, random phase
-    net = train_repairer(x[:192], RepairerConfig(1, 8), RepairTrainSettings(epochs=8, batch_size=32, lr=3e-3,
-                                                                              adversarial_weight=0.0, seed=0))
+    net = train_repairer(x[:192], RepairerConfig(1, 8), RepairConfig(epochs=8, batch_size=32, lr=3e-3,
+                                                                     adversarial_weight=0.0), seed=0)
     test, masks = x[192:], np.zeros((64, 16, 16), bool)
     masks[:, 4:12, 4:12] = True
     repaired = Repairer(net).inpaint(test, masks)
     err = lambda a: np.abs(a[masks].astype(float) - test[masks]).mean()  # noqa: E731
+    # the net continues the stripes; both classical fills (the repair evaluation's baselines) smear them
+    # (measured: net 1.2, mean fill 95.8, biharmonic 96.4 gray levels of mean error in the hole)
     assert err(repaired) < 0.7 * err(mean_fill(test, masks))
-    assert err(biharmonic(test, masks)) > 0  # the classical baseline runs on the same input
+    assert err(repaired) < 0.7 * err(biharmonic(test, masks))
 
 
 class WhiteNet(InpaintUNet):
@@ -130,3 +136,29 @@ def test_a_pass_that_does_not_lower_the_score_is_undone_and_stops_the_loop():
     assert result.stopped == ["no-improvement"]
     assert np.array_equal(result.images, image) and result.iterations[0] == 0 and not result.masks.any()
     assert result.score_after[0] == result.score_before[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class CountedPenalty(losses.GradientPenalty):
+    """The gradient penalty, recording the batch (image, mask) its critic is called on."""
+
+    calls: list = dataclasses.field(default_factory=list, compare=False)
+
+    def __call__(self, D, real, fake, *condition):
+        def critic(x, *c):
+            self.calls.append((len(x), *(len(t) for t in c)))
+            return D(x, *c)
+
+        return losses.gradient_penalty(critic, real, fake, self.fraction, condition)
+
+
+def test_the_repairer_steps_its_critic_by_the_loss_entry_penalty_share_included():
+    penalty = CountedPenalty(10.0, fraction=0.5)
+    losses.register(dataclasses.replace(losses.get("wgan-gp"), name="wgan-gp-counted", penalty=penalty, n_critic=2))
+    try:
+        x = np.random.default_rng(0).integers(0, 256, (32, 16, 16), dtype=np.uint8)
+        settings = RepairConfig(epochs=1, batch_size=16, adversarial_loss="wgan-gp-counted")
+        train_repairer(x, RepairerConfig(1, 8), settings, seed=0)
+    finally:
+        del losses.REGISTRY["wgan-gp-counted"]
+    assert penalty.calls == [(8, 8)] * 2 * 2  # 2 batches x n_critic, on half of each batch and its masks

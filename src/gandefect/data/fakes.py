@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from gandefect.config import Config
+from gandefect.errors import BadInputError
 from gandefect.data.images import encode_png, pixel_sha256, split_for, to_model_image
 
 FAKES_DIR = "data/fakes"
@@ -45,8 +46,6 @@ def fakes_root(cfg: Config) -> Path:
 
 def write_fake_set(cfg: Config, name: str, images: Iterable[Image.Image], source: str) -> FakeSet:
     """Replace data/fakes/<name>/ with these images, encoded like every real image."""
-    from gandefect.errors import BadInputError
-
     if not NAME.match(name):
         raise BadInputError(f"generator name {name!r}: use letters, digits and . _ + - (at most 64)")
     d = cfg.data

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gandefect.errors import BadInputError
+
 # Errors Pillow raises for files that are not images, are truncated or are too large.
 IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
@@ -27,8 +29,6 @@ def open_image(source: str | Path | bytes) -> Image.Image:
 
 def open_image_file(path: str | Path, what: str = "") -> Image.Image:
     """`open_image` for a user's file: a missing or unreadable file is a BadInputError naming it."""
-    from gandefect.errors import BadInputError
-
     label = f"{what} {path}".strip()
     if not Path(path).is_file():
         raise BadInputError(f"{label}: no such file")

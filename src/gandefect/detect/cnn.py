@@ -14,7 +14,7 @@ whole generated images keep their constant targets, so the net learns *where* as
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,28 +22,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from gandefect import hardware
+from gandefect.config import CNNDetectorConfig
 from gandefect.data.conditions import augment
 from gandefect.data.spliced import MaskSpec, mask_pool, splice
 from gandefect.detect.common import Detector, Labeled
 
 
+SPLICE_MASKS = MaskSpec(0.02, 0.6, ("rect", "blob"))  # training splices: wider than any benchmark's areas
+
+
 @dataclass
 class CNNConfig:
+    """The settings object of CNN detectors pickled before `detect.cnn` itself was their settings:
+    kept so that registered champions still load (`CNNDetector.__setstate__` converts it)."""
+
     channels: int = 1
     width: int = 32
     epochs: int = 3
     batch_size: int = 64
     lr: float = 2e-3
-    p_process: float = 0.6  # share of training images sent through a random processing chain (both classes)
-    p_splice: float = 0.5  # fraction of (real, fake) pairs turned into spliced training images
-    p_process_spliced: float = 0.3  # share of the spliced ones processed (less: sharper defect maps)
-    focal_gamma: float = 0.0  # focal loss on the image logit (0: plain cross-entropy)
+    p_process: float = 0.6
+    p_splice: float = 0.5
+    p_process_spliced: float = 0.3
+    focal_gamma: float = 0.0
     splice_min_area: float = 0.02
     splice_max_area: float = 0.6
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
@@ -87,18 +91,28 @@ def _tensor(images: np.ndarray) -> torch.Tensor:
 
 
 class CNNDetector(Detector):
+    """Trained with the `detect.cnn` settings (the caller picks the width, epochs and lr of a
+    lighter or fine-tuned recipe); `channels` and `seed` come from the data and the run."""
+
     family = "cnn"
 
-    def __init__(self, cfg: CNNConfig | None = None):
+    def __init__(self, cfg: CNNDetectorConfig | None = None, channels: int = 1, seed: int = 0):
         super().__init__()
-        self.cfg = cfg or CNNConfig()
-        torch.manual_seed(self.cfg.seed)
-        self.net = PatchNet(self.cfg.channels, self.cfg.width)
+        self.cfg, self.channels, self.seed = cfg or CNNDetectorConfig(), channels, seed
+        torch.manual_seed(seed)
+        self.net = PatchNet(channels, self.cfg.width)
+
+    def __setstate__(self, state: dict) -> None:
+        old = state.get("cfg")
+        if isinstance(old, CNNConfig):  # pickled by an earlier gandefect
+            fields = set(CNNDetectorConfig.model_fields)
+            state = {**state, "channels": old.channels, "seed": old.seed,
+                     "cfg": CNNDetectorConfig(**{k: v for k, v in vars(old).items() if k in fields})}
+        self.__dict__.update(state)
 
     def start_from(self, other: Detector) -> bool:
         """Take `other`'s weights when it is a CNN detector of the same shape; whether it was."""
-        if not isinstance(other, CNNDetector) or other.cfg.channels != self.cfg.channels \
-                or other.cfg.width != self.cfg.width:
+        if not isinstance(other, CNNDetector) or other.channels != self.channels or other.cfg.width != self.cfg.width:
             return False
         self.net.load_state_dict(other.net.state_dict())
         self.started_from = list(other.trained_on)
@@ -106,8 +120,8 @@ class CNNDetector(Detector):
 
     def fit(self, train: Labeled, progress=None) -> "CNNDetector":
         c = self.cfg
-        rng = np.random.default_rng(c.seed)
-        torch.manual_seed(c.seed)
+        rng = np.random.default_rng(self.seed)
+        torch.manual_seed(self.seed)
         n_fake = int(train.labels.sum())
         n_real = len(train.labels) - n_fake
         # class balance: each class contributes equally to the loss whatever its count
@@ -117,8 +131,7 @@ class CNNDetector(Detector):
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=max(1, c.epochs * steps_per_epoch))
         labels = train.labels.astype(np.float32)
         real_idx, fake_idx = np.flatnonzero(train.labels == 0), np.flatnonzero(train.labels == 1)
-        spec = MaskSpec(c.splice_min_area, c.splice_max_area, ("rect", "blob"))
-        masks = mask_pool(rng, train.images.shape[1:3], spec, 2048) if c.p_splice > 0 and len(real_idx) \
+        masks = mask_pool(rng, train.images.shape[1:3], SPLICE_MASKS, 2048) if c.p_splice > 0 and len(real_idx) \
             and len(fake_idx) else None
         fast = hardware.fast_training(self.net)  # bf16 autocast + channels-last where native
         self.net.train()

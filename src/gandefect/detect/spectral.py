@@ -8,7 +8,7 @@ The defect map applies a second classifier of the same features to sliding windo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.fft import dctn
@@ -16,21 +16,22 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from gandefect.config import SpectralDetectorConfig
 from gandefect.data.conditions import augment
 from gandefect.detect.common import Detector, Labeled
 
 
 @dataclass
 class SpectralConfig:
-    C: float = 0.05  # inverse L2 strength of the logistic regression
-    window: int = 12  # sliding-window size for the defect map (pixels)
-    stride: int = 2
-    windows_per_image: int = 4  # random crops per training image for the window classifier
-    p_process: float = 0.6  # share of training images sent through a random processing chain (both classes)
-    seed: int = 0
+    """The settings object of spectral detectors pickled before `detect.spectral` itself was their
+    settings: kept so that registered champions still load (`SpectralDetector.__setstate__`)."""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    C: float = 0.05
+    window: int = 12
+    stride: int = 2
+    windows_per_image: int = 4
+    p_process: float = 0.6
+    seed: int = 0
 
 
 def _gray(images: np.ndarray) -> np.ndarray:
@@ -57,11 +58,13 @@ def _classifier(C: float):
 
 
 class SpectralDetector(Detector):
+    """Trained with the `detect.spectral` settings and the run's `seed`."""
+
     family = "spectral"
 
-    def __init__(self, cfg: SpectralConfig | None = None):
+    def __init__(self, cfg: SpectralDetectorConfig | None = None, seed: int = 0):
         super().__init__()
-        self.cfg = cfg or SpectralConfig()
+        self.cfg, self.seed = cfg or SpectralDetectorConfig(), seed
         self.image_clf = _classifier(self.cfg.C)
         self.window_clf = _classifier(self.cfg.C)
 
@@ -73,9 +76,17 @@ class SpectralDetector(Detector):
         crops = np.stack([images[i, y:y + w, x:x + w] for i in range(len(images)) for y, x in zip(ys[i], xs[i])])
         return crops, np.repeat(labels, k)
 
+    def __setstate__(self, state: dict) -> None:
+        old = state.get("cfg")
+        if isinstance(old, SpectralConfig):  # pickled by an earlier gandefect
+            fields = set(SpectralDetectorConfig.model_fields)
+            state = {**state, "seed": old.seed,
+                     "cfg": SpectralDetectorConfig(**{k: v for k, v in vars(old).items() if k in fields})}
+        self.__dict__.update(state)
+
     def fit(self, train: Labeled, progress=None) -> "SpectralDetector":
         c = self.cfg
-        rng = np.random.default_rng(c.seed)
+        rng = np.random.default_rng(self.seed)
         images = augment(train.images, rng, c.p_process)
         weight = np.where(train.labels == 1, 0.5 / max(1, train.labels.sum()), 0.5 / max(1, (1 - train.labels).sum()))
         self.image_clf.fit(spectrum_features(images), train.labels,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -19,9 +19,6 @@ class FeatureNetConfig:
     channels: int = 1
     n_classes: int = 10
     n_features: int = 128
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class FeatureNet(nn.Module):

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandefect.errors import BadInputError
 from gandefect.gan.models import DCGANConfig, Discriminator
 
 
@@ -146,8 +147,6 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
 
 
 def get(name: str) -> Family:
-    from gandefect.errors import BadInputError
-
     if name not in FAMILIES:
         raise BadInputError(f"unknown generator family {name!r}; known: {', '.join(FAMILIES)}")
     return FAMILIES[name]

@@ -1,5 +1,7 @@
 """One registry of adversarial losses. Adding a loss is adding one entry.
 
+An entry owns the whole discriminator step (its objective, regularizer, critic steps per
+generator step and what follows each update), so every trainer runs any entry the same way.
 Every loss works on raw discriminator outputs (logits / critic values). Log-sigmoid terms
 use softplus, since -log(sigmoid(t)) = softplus(-t) and -log(1 - sigmoid(t)) = softplus(t),
 which never takes the log of a number that can round to 0.
@@ -7,12 +9,15 @@ which never takes the log of a number that can round to 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gandefect.config import registered
+from gandefect.errors import BadInputError
 
 Tensor = torch.Tensor
 
@@ -30,23 +35,75 @@ class OptimizerSpec:
 
 
 @dataclass(frozen=True)
+class Penalty:
+    """A discriminator regularizer: `weight` times its value joins the discriminator loss, and
+    its value is recorded under `name`. A new one is a subclass with `__call__`."""
+
+    weight: float
+    name: ClassVar[str] = "penalty"
+
+    def __call__(self, D: nn.Module, real: Tensor, fake: Tensor, *condition: Tensor) -> Tensor:
+        """The penalty's value for D, called as D(x, *condition) (the condition is per image)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class GradientPenalty(Penalty):
+    """The gradient penalty of Gulrajani et al. 2017 on the first `fraction` of the batch's pairs."""
+
+    fraction: float = 1.0
+    name: ClassVar[str] = "gradient_penalty"
+
+    def __call__(self, D: nn.Module, real: Tensor, fake: Tensor, *condition: Tensor) -> Tensor:
+        return gradient_penalty(D, real, fake, self.fraction, condition)
+
+
+@dataclass(frozen=True)
 class AdversarialLoss:
     name: str
     d_loss: Callable[[Tensor, Tensor], Tensor]  # (real logits, fake logits) -> scalar
     g_loss: Callable[[Tensor], Tensor]  # fake logits -> scalar
     optimizer: OptimizerSpec
     n_critic: int = 1  # discriminator steps per generator step
-    clip: float | None = None  # weight clipping bound (WGAN)
-    gp_weight: float = 0.0  # gradient penalty weight (WGAN-GP)
+    clip: float | None = None  # weight clipping bound after every discriminator step (WGAN)
+    penalty: Penalty | None = None  # regularizer added to the discriminator loss (WGAN-GP)
     disc_norm: str = "batch"
     wasserstein: bool = False  # D's output difference estimates a Wasserstein distance
     paper: str = ""
-    extra: dict = field(default_factory=dict)
 
     def settings(self) -> dict:
         """Everything but the loss functions, in a form that is the same in every process
         (part of the cache key of a GAN trained with this loss)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if not callable(getattr(self, f.name))}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("d_loss", "g_loss")}
+        return {**out, "penalty": self.penalty_settings() or None}
+
+    def penalty_settings(self) -> dict:
+        """The regularizer's kind and fields ({} without one), for tracking."""
+        return {"kind": self.penalty.name, **asdict(self.penalty)} if self.penalty else {}
+
+    def discriminator_step(self, D: nn.Module, opt: torch.optim.Optimizer, real: Tensor, fake: Tensor,
+                           *condition: Tensor) -> dict[str, Tensor]:
+        """One update of D (called as D(x, *condition)) on a real and a fake batch: objective plus
+        weighted penalty, then `after_d_step`. Returns the objective and penalty, detached."""
+        real_out, fake_out = D(real, *condition), D(fake, *condition)
+        d_loss = self.d_loss(real_out, fake_out)
+        terms, total = {"d_loss": d_loss.detach()}, d_loss
+        if self.penalty is not None:
+            value = self.penalty(D, real, fake, *condition)
+            total = d_loss + self.penalty.weight * value
+            terms[self.penalty.name] = value.detach()
+        if self.wasserstein:
+            terms["wasserstein_estimate"] = (real_out.mean() - fake_out.mean()).detach()
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        self.after_d_step(D)
+        return terms
+
+    def after_d_step(self, D: nn.Module) -> None:
+        """What follows every discriminator update: weight clipping where the entry has a bound."""
+        if self.clip is not None:
+            clip_weights(D, self.clip)
 
 
 REGISTRY: dict[str, AdversarialLoss] = {}
@@ -58,24 +115,29 @@ def register(loss: AdversarialLoss) -> AdversarialLoss:
 
 
 def get(name: str) -> AdversarialLoss:
-    from gandefect.errors import BadInputError
-
     if name not in REGISTRY:
         raise BadInputError(f"unknown loss {name!r}; known: {', '.join(REGISTRY)}")
     return REGISTRY[name]
 
 
-def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, fraction: float = 1.0) -> Tensor:
-    """E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates x_hat (Gulrajani et al. 2017).
+def selected(names: list[str] | None, setting: str = "gan.losses") -> list[str]:
+    """The losses a config setting names; None: every registered loss, in registry order."""
+    return registered(names, REGISTRY, setting, "loss")
+
+
+def gradient_penalty(critic: Callable[..., Tensor], real: Tensor, fake: Tensor, fraction: float = 1.0,
+                     condition: tuple[Tensor, ...] = ()) -> Tensor:
+    """E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates x_hat (Gulrajani et al. 2017),
+    with D called as critic(x_hat, *condition).
 
     `fraction` < 1 estimates the same expectation from the first share of the batch's pairs
     (the batch is already shuffled): the double backward costs about half of a critic step."""
     if fraction < 1.0:
         n = max(1, round(real.shape[0] * fraction))
-        real, fake = real[:n], fake[:n]
+        real, fake, condition = real[:n], fake[:n], tuple(c[:n] for c in condition)
     alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
     x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    (grad,) = torch.autograd.grad(critic(x_hat, *condition).sum(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
@@ -108,7 +170,7 @@ register(AdversarialLoss(
     "lsgan",
     d_loss=lambda r, f: 0.5 * ((r - LSGAN_B) ** 2).mean() + 0.5 * ((f - LSGAN_A) ** 2).mean(),
     g_loss=lambda f: 0.5 * ((f - LSGAN_C) ** 2).mean(),
-    optimizer=ADAM_DCGAN, paper="Mao et al. 2017", extra={"a": LSGAN_A, "b": LSGAN_B, "c": LSGAN_C}))
+    optimizer=ADAM_DCGAN, paper=f"Mao et al. 2017 (a={LSGAN_A:g}, b={LSGAN_B:g}, c={LSGAN_C:g})"))
 
 # Arjovsky et al. 2017: critic min E[D(G(z))] - E[D(x)]; clip to +-0.01; 5 critic steps; RMSprop 5e-5.
 register(AdversarialLoss(
@@ -127,8 +189,8 @@ register(AdversarialLoss(
     "wgan-gp",
     d_loss=lambda r, f: f.mean() - r.mean(),
     g_loss=lambda f: -f.mean(),
-    optimizer=OptimizerSpec("adam", 1e-4, (0.0, 0.9)), n_critic=5, gp_weight=10.0,
-    disc_norm="layer", wasserstein=True, paper="Gulrajani et al. 2017", extra={"gp_fraction": 0.5}))
+    optimizer=OptimizerSpec("adam", 1e-4, (0.0, 0.9)), n_critic=5, penalty=GradientPenalty(10.0, fraction=0.5),
+    disc_norm="layer", wasserstein=True, paper="Gulrajani et al. 2017"))
 
 # Lim & Ye 2017 / Miyato et al. 2018: D min E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]; G min -E[D(G(z))].
 register(AdversarialLoss(

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from gandefect.gan.families import vae_loss
-from gandefect.gan.losses import AdversarialLoss, clip_weights, gradient_penalty
+from gandefect.gan.losses import AdversarialLoss
 from gandefect.gan.models import DCGANConfig, Discriminator, Generator, init_weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -169,21 +169,8 @@ class GANTrainer(_Loop):
         z = torch.randn(b, self.model_cfg.z_dim)
         with torch.no_grad():
             fake = self.G(z)
-        real_out, fake_out = self.D(real), self.D(fake)
-        d_loss = loss.d_loss(real_out, fake_out)
-        metrics = {"d_loss": d_loss.item()}
-        total = d_loss
-        if loss.gp_weight:
-            gp = gradient_penalty(self.D, real, fake, loss.extra.get("gp_fraction", 1.0))
-            total = d_loss + loss.gp_weight * gp
-            metrics["gradient_penalty"] = gp.item()
-        if loss.wasserstein:
-            metrics["wasserstein_estimate"] = (real_out.mean() - fake_out.mean()).item()
-        self.opt_d.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt_d.step()
-        if loss.clip is not None:
-            clip_weights(self.D, loss.clip)
+        terms = loss.discriminator_step(self.D, self.opt_d, real, fake)
+        metrics = {k: v.item() for k, v in terms.items()}
         if (self.step + 1) % loss.n_critic == 0:
             g_loss = loss.g_loss(self.D(self.G(torch.randn(b, self.model_cfg.z_dim))))
             self.opt_g.zero_grad(set_to_none=True)

@@ -8,16 +8,27 @@ stores that both have a "version 1" never collide in BentoML's store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+import torch
+
+import gandefect
 from gandefect.config import Config
 from gandefect.errors import BadInputError, ToolError
 from gandefect.lifecycle import registry, tracking
+from gandefect.lifecycle.gates import CHAMPION
+from gandefect.lifecycle.served import load_repairer, load_served_detector
+from gandefect.names import DETECTOR_MODEL, REPAIRER_MODEL
 
 SERVICE = "serving.service:GanDefect"
 # serving/ sits beside src/ in the source tree gandefect is installed from (pip install -e .)
@@ -40,10 +51,6 @@ class Champion:
 
 def champions(cfg: Config) -> dict[str, Champion]:
     """The detector's and the repairer's `champion` versions, with the metrics they were promoted with."""
-    from gandefect.lifecycle.gates import CHAMPION
-    from gandefect.stages.detectors import DETECTOR_MODEL
-    from gandefect.stages.repair import REPAIRER_MODEL
-
     mlflow = tracking.setup(cfg)
     client = mlflow.MlflowClient()
     found = {}
@@ -59,7 +66,7 @@ def champions(cfg: Config) -> dict[str, Champion]:
 
 
 def _stored(tag: str):
-    import bentoml
+    import bentoml  # lazy: importing BentoML takes seconds, and only building needs it
 
     try:
         return bentoml.models.get(tag)
@@ -69,10 +76,7 @@ def _stored(tag: str):
 
 def export_models(cfg: Config, found: dict[str, Champion]) -> dict[str, str]:
     """Copy each champion into BentoML's model store (once per version); returns role -> tag."""
-    import bentoml
-    import torch
-
-    from gandefect.stages.repair import load_repairer, load_served_detector
+    import bentoml  # lazy: importing BentoML takes seconds, and only building needs it
 
     tags = {}
     for role, champ in found.items():
@@ -105,8 +109,6 @@ def bento_args(cfg: Config, tags: dict[str, str]) -> dict[str, str]:
 
 def source_digest() -> str:
     """Hash of the code a bento carries (serving/ and src/gandefect/): a changed service means a new bento."""
-    import hashlib
-
     h = hashlib.sha256()
     files = [*sorted((SOURCE_ROOT / "serving").rglob("*")), *sorted((SOURCE_ROOT / "src" / "gandefect").rglob("*.py"))]
     for path in files:
@@ -117,7 +119,7 @@ def source_digest() -> str:
 
 def _matching_bento(name: str, args: dict[str, str], digest: str):
     """The newest bento `name` built from the same models, limits and code, if any."""
-    import bentoml
+    import bentoml  # lazy: importing BentoML takes seconds, and only building needs it
 
     try:
         bentos = bentoml.list(name)
@@ -142,9 +144,7 @@ class BuiltBento:
 
 def build(cfg: Config, force: bool = False) -> BuiltBento:
     """Export the champions and build the bento, reusing one built from the same champions."""
-    import bentoml
-
-    import gandefect
+    import bentoml  # lazy: importing BentoML takes seconds, and only building needs it
 
     if not BENTOFILE.is_file():
         raise BadInputError(f"serving/bentofile.yaml not found beside gandefect's source ({SOURCE_ROOT}): "
@@ -174,8 +174,6 @@ def build(cfg: Config, force: bool = False) -> BuiltBento:
 
 def _bentoml_cli() -> str:
     """The `bentoml` command of this Python environment (beside its interpreter, else on PATH)."""
-    import shutil
-
     beside = Path(sys.executable).parent / "bentoml"
     found = str(beside) if beside.is_file() else shutil.which("bentoml")
     if found is None:
@@ -188,8 +186,6 @@ def serve_command(tag: str, port: int) -> list[str]:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -199,10 +195,6 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
     """Poll `url`/readyz until it answers 200; a ToolError if the server exits or times out.
 
     `log`, if given, returns text (the server's output) to put in the error."""
-    import time
-
-    import httpx
-
     deadline = time.time() + timeout
     while True:
         if proc is not None and proc.poll() is not None:

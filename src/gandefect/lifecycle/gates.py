@@ -23,12 +23,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 
 from gandefect.config import Config, ModelGateConfig
 from gandefect.errors import BadInputError
+from gandefect.lifecycle import registry
 from gandefect.lifecycle.validation import ValidationReport, _summarize
+from gandefect.names import REPAIRER_MODEL
 
 SUITE_NAME = "gandefect-model"
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -36,27 +39,20 @@ HISTORY_TAG = "champion_history"  # registered-model tag: versions that held `ch
 LOWER_IS_BETTER = {"ece", "fid_ratio", "outside_mask_change"}
 # figures of retrained models (leave-one-out): not recomputable for a champion, so floors only
 RECORDED_ONLY = ("auc_unseen", "tpr_unseen")  # (a family new since the champion: see stages.detectors.summarize_unseen)
-REPAIRER = "gandefect-repairer"
 
 
 def spec_for(cfg: Config, name: str) -> ModelGateConfig:
     """The gate settings of a registered model: the repairer's own, else the detector's."""
-    return cfg.gates.repairer if name == REPAIRER else cfg.gates
+    return cfg.gates.repairer if name == REPAIRER_MODEL else cfg.gates
 
 
 def _lower_is_better(spec: ModelGateConfig, metric: str) -> bool:
     return metric in LOWER_IS_BETTER or metric in spec.ceiling
 
 
-def _client():
-    import mlflow
-
-    return mlflow.MlflowClient()
-
-
 def version_metrics(name: str, version: str) -> dict[str, float]:
     """The metrics of the run that logged model version `version` of `name`."""
-    client = _client()
+    client = mlflow.MlflowClient()
     try:
         mv = client.get_model_version(name, str(version))
     except Exception:  # noqa: BLE001 - MLflow raises its own exception types per store
@@ -67,9 +63,14 @@ def version_metrics(name: str, version: str) -> dict[str, float]:
 
 def alias_version(name: str, alias: str) -> str | None:
     try:
-        return str(_client().get_model_version_by_alias(name, alias).version)
+        return str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
     except Exception:  # noqa: BLE001 - no such alias or model
         return None
+
+
+def served_uri(name: str, hint: str) -> str:
+    """models:/name@champion when a champion is set, else the newest version."""
+    return f"models:/{name}@{CHAMPION}" if alias_version(name, CHAMPION) else registry.latest_uri(name, hint)
 
 
 def recorded_only(metric: str) -> bool:
@@ -133,7 +134,7 @@ def improvements(table: pd.DataFrame) -> list[str]:
 
 def run_suite(spec: ModelGateConfig, table: pd.DataFrame) -> ValidationReport:
     """The model suite, run with a real (ephemeral) Great Expectations context."""
-    import great_expectations as gx
+    import great_expectations as gx  # lazy: importing Great Expectations takes seconds, and only a gate needs it
 
     E = gx.expectations
     context = gx.get_context(mode="ephemeral")
@@ -235,13 +236,13 @@ def table_markdown(table: pd.DataFrame) -> str:
 
 # -- aliases ------------------------------------------------------------------------------------
 def _history(name: str) -> list[str]:
-    tags = _client().get_registered_model(name).tags
+    tags = mlflow.MlflowClient().get_registered_model(name).tags
     return [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
 
 
 def promote(name: str, version: str) -> str | None:
     """Point `champion` at `version` (remembering the previous champion); returns the previous one."""
-    client = _client()
+    client = mlflow.MlflowClient()
     version = str(version)
     version_metrics(name, version)  # a clear error for a version that does not exist
     previous = alias_version(name, CHAMPION)
@@ -261,7 +262,7 @@ def rollback(name: str) -> tuple[str, str]:
         raise BadInputError(f"{name}: no previous champion to roll back to")
     history = history[:-1]
     target = history[-1]
-    client = _client()
+    client = mlflow.MlflowClient()
     client.set_registered_model_alias(name, CHAMPION, target)
     client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
     return current, target
@@ -270,7 +271,7 @@ def rollback(name: str) -> tuple[str, str]:
 def apply_gate(cfg: Config, result: GateResult) -> GateResult:
     """Passed: `challenger` -> the candidate, and `champion` too when gates.auto_promote. Failed: nothing moves."""
     if result.passed:
-        _client().set_registered_model_alias(result.name, CHALLENGER, result.version)
+        mlflow.MlflowClient().set_registered_model_alias(result.name, CHALLENGER, result.version)
         result.aliases[CHALLENGER] = result.version
         if cfg.gates.auto_promote:
             promote(result.name, result.version)
@@ -280,19 +281,16 @@ def apply_gate(cfg: Config, result: GateResult) -> GateResult:
 
 def status(names: list[str]) -> list[dict]:
     """Per registered model: champion, challenger, latest version, the champion's data version and metrics."""
-    client = _client()
+    client = mlflow.MlflowClient()
     rows = []
     for name in names:
-        try:
-            versions = client.search_model_versions(f"name = '{name}'")
-        except Exception:  # noqa: BLE001
-            versions = []
-        if not versions:
+        latest = registry.latest_version(name)
+        if latest is None:
             rows.append({"model": name, "champion": None, "challenger": None, "latest": None})
             continue
         champion = alias_version(name, CHAMPION)
         row = {"model": name, "champion": champion, "challenger": alias_version(name, CHALLENGER),
-               "latest": str(max(int(v.version) for v in versions)), "history": _history(name)}
+               "latest": str(latest.version), "history": _history(name)}
         if champion:
             mv = client.get_model_version(name, champion)
             row["data_version"] = mv.tags.get("data_version")

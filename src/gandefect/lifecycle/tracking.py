@@ -1,20 +1,16 @@
-"""MLflow tracking: one place that knows the store, the experiments and the run tags."""
+"""MLflow tracking: one place that knows the store, the experiments (named in gandefect.names) and the run tags."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Iterator
 
+import mlflow
+
 from gandefect.config import Config
 from gandefect.lifecycle.versioning import git_commit
-
-DATA_EXPERIMENT = "gandefect-data"
-GAN_EXPERIMENT = "gandefect-gans"
-DETECTOR_EXPERIMENT = "gandefect-detectors"
-REPAIRER_EXPERIMENT = "gandefect-repairers"
-RETRAIN_EXPERIMENT = "gandefect-retrain"
-
 
 def tracking_uri(cfg: Config) -> str:
     """The configured URI, with a relative SQLite path anchored at the project root."""
@@ -30,10 +26,6 @@ def _is_local_store(uri: str) -> bool:
 
 
 def setup(cfg: Config):
-    import logging
-
-    import mlflow
-
     # Schema migrations of a new SQLite store log at INFO on every first use; not news to a user.
     for name in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -110,8 +102,6 @@ def start_run(
 
 
 def log_artifacts(paths: list[Path], artifact_path: str | None = None) -> None:
-    import mlflow
-
     for path in paths:
         if path and Path(path).exists():
             mlflow.log_artifact(str(path), artifact_path=artifact_path)

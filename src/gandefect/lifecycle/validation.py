@@ -66,7 +66,7 @@ def _with_derived_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 def build_suite(cfg: Config, table: pd.DataFrame):
     """The data suite for this config; class-balance checks only for labels present."""
-    import great_expectations as gx
+    import great_expectations as gx  # lazy: importing Great Expectations takes seconds, and only a gate needs it
 
     E = gx.expectations
     d, v = cfg.data, cfg.validation
@@ -127,7 +127,7 @@ def _summarize(result) -> CheckResult:
 
 def validate_table(cfg: Config, table: pd.DataFrame) -> ValidationReport:
     """Run the data suite with a real (ephemeral) Great Expectations context."""
-    import great_expectations as gx
+    import great_expectations as gx  # lazy: importing Great Expectations takes seconds, and only a gate needs it
 
     if table.empty:
         return ValidationReport(SUITE_NAME, False, 0, [CheckResult(

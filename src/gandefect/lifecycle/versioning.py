@@ -13,6 +13,7 @@ import yaml
 
 from gandefect.config import Config
 from gandefect.errors import ToolError
+from gandefect.names import INGEST_STAGE
 
 UNVERSIONED = "unversioned"
 
@@ -103,6 +104,18 @@ def stage_out_hash(root: Path, stage: str, out_path: str) -> str | None:
         if Path(out["path"]) == Path(out_path):
             return out.get("md5")
     return None
+
+
+def version_stage(cfg: Config, stage: str, out_path: str) -> str:
+    """Commit a stage's outputs, push them to the remote; returns the data version dvc.lock records."""
+    commit_stage(cfg, stage)
+    push_stage(cfg, stage)
+    return stage_out_hash(cfg.root, stage, out_path) or UNVERSIONED
+
+
+def data_version(cfg: Config) -> str:
+    """The version of the real images every model was trained on: the ingest stage's hash."""
+    return stage_out_hash(cfg.root, INGEST_STAGE, cfg.data.real_dir) or UNVERSIONED
 
 
 @dataclass

@@ -7,7 +7,7 @@ and the mask as one more channel; it outputs a whole image, of which only the ho
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +18,6 @@ from torch import nn
 class RepairerConfig:
     channels: int = 1
     width: int = 32
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> list[nn.Module]:

@@ -8,40 +8,25 @@ composite (prediction in the hole, input elsewhere) and the mask.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
+from gandefect.config import RepairConfig
 from gandefect.data.datasets import to_tensor
 from gandefect.data.spliced import MaskSpec, mask_pool
 from gandefect.gan import losses
 from gandefect.repair.model import InpaintUNet, PatchDiscriminator, RepairerConfig, composite
 
 
-@dataclass
-class RepairTrainSettings:
-    epochs: int = 15
-    batch_size: int = 64
-    lr: float = 1e-3
-    hole_weight: float = 6.0
-    adversarial_loss: str = "hinge"
-    adversarial_weight: float = 0.01
-    mask_min_area: float = 0.02
-    mask_max_area: float = 0.6
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def train_repairer(images: np.ndarray, model_cfg: RepairerConfig, s: RepairTrainSettings,
+def train_repairer(images: np.ndarray, model_cfg: RepairerConfig, s: RepairConfig, seed: int,
                    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                    on_step: Callable[[int, int], None] | None = None) -> InpaintUNet:
-    """Train on uint8 real images (N, H, W[, 3]); returns the U-Net in eval mode."""
-    rng = np.random.default_rng(s.seed)
-    torch.manual_seed(s.seed)
+    """Train on uint8 real images (N, H, W[, 3]) with the training settings of `s`; returns the
+    U-Net in eval mode."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
     adv = losses.get(s.adversarial_loss)
     net, disc = InpaintUNet(model_cfg), PatchDiscriminator(model_cfg.channels, model_cfg.width)
     opt_g = torch.optim.Adam(net.parameters(), lr=s.lr, betas=(0.5, 0.999))
@@ -65,14 +50,7 @@ def train_repairer(images: np.ndarray, model_cfg: RepairerConfig, s: RepairTrain
             comp = composite(x, pred, m)
             if s.adversarial_weight > 0:
                 for _ in range(adv.n_critic):
-                    d = adv.d_loss(disc(x, m), disc(comp.detach(), m))
-                    if adv.gp_weight:
-                        d = d + adv.gp_weight * losses.gradient_penalty(lambda t: disc(t, m), x, comp.detach())
-                    opt_d.zero_grad(set_to_none=True)
-                    d.backward()
-                    opt_d.step()
-                    if adv.clip:
-                        losses.clip_weights(disc, adv.clip)
+                    d = adv.discriminator_step(disc, opt_d, x, comp.detach(), m)["d_loss"]
                 g_adv = adv.g_loss(disc(comp, m))
             else:
                 d, g_adv = torch.zeros(()), torch.zeros(())

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import torch
@@ -19,51 +20,24 @@ from gandefect.data.datasets import load_pngs, to_uint8
 from gandefect.data.fakes import FakeSet, family_of, fakes_root, read_fakes, write_fake_set
 from gandefect.data.history import Envelope
 from gandefect.data.snapshot import Progress, read_manifest
-from gandefect.detect.cnn import CNNConfig, CNNDetector
+from gandefect.detect import families as detector_families
 from gandefect.detect.common import Detector, Labeled
-from gandefect.detect.model import load_detector, log_detector
-from gandefect.detect.spectral import SpectralConfig, SpectralDetector
 from gandefect.errors import BadInputError
 from gandefect.evaluate import drift, plots, wild
 from gandefect.evaluate.detection import auc, evaluate
 from gandefect.lifecycle import gates, registry, tracking, versioning, watch
+from gandefect.lifecycle.registry import load_detector, log_detector
+from gandefect.names import DETECTOR_EXPERIMENT, DETECTOR_MODEL, FAKES_DIR, FAKES_STAGE, JUDGE_MODEL, STAGE_KEY
+from gandefect.stages.gans import registered_generators
+from gandefect.stages.localize import localize, run_build_spliced
 
-FAKES_STAGE = "fakes"
-DETECTOR_MODEL = "gandefect-detector"
-JUDGE_MODEL = "gandefect-judge"
 
 
 # -- fake sets -------------------------------------------------------------------------
 def _version_fakes(cfg: Config) -> str:
     if not (cfg.versioning.enabled and versioning.is_dvc_repo(cfg.root)):
         return versioning.UNVERSIONED
-    versioning.commit_stage(cfg, FAKES_STAGE)
-    versioning.push_stage(cfg, FAKES_STAGE)
-    return versioning.stage_out_hash(cfg.root, FAKES_STAGE, "data/fakes") or versioning.UNVERSIONED
-
-
-def registered_generators(cfg: Config) -> dict[str, str]:
-    """name -> model URI for every registered generator (latest version) and its early checkpoints."""
-    import mlflow
-
-    tracking.setup(cfg)
-    client = mlflow.MlflowClient()
-    found = {}
-    for loss in [*cfg.gan.losses, *cfg.gan.families]:
-        try:
-            versions = client.search_model_versions(f"name = 'gandefect-generator-{loss}'")
-        except mlflow.exceptions.MlflowException:
-            versions = []
-        if not versions:
-            continue
-        latest = max(versions, key=lambda v: int(v.version))
-        found[loss] = f"models:/gandefect-generator-{loss}/{latest.version}"
-        for tag, uri in client.get_run(latest.run_id).data.tags.items():
-            if tag.startswith("early_generator_epoch"):
-                found[f"{loss}-epoch{tag.removeprefix('early_generator_epoch')}"] = uri
-    if not found:
-        raise BadInputError("no registered generators: run `gandefect train-gans` first")
-    return found
+    return versioning.version_stage(cfg, FAKES_STAGE, FAKES_DIR)
 
 
 def run_sample_fakes(cfg: Config, progress: Progress | None = None) -> tuple[list[FakeSet], str, dict[str, str]]:
@@ -108,22 +82,6 @@ def load_labeled(cfg: Config, split: str) -> Labeled:
     images = np.concatenate([load_pngs(real["path"], cfg.real_dir), load_pngs(fakes["path"], fakes_root(cfg))])
     labels = np.r_[np.zeros(len(real), int), np.ones(len(fakes), int)]
     return Labeled(images, labels, np.r_[np.array(["real"] * len(real)), fakes["generator"].to_numpy()])
-
-
-def make_detector(cfg: Config, family: str, held_out: bool = False, start: Detector | None = None) -> Detector:
-    """A detector of `family`; `held_out`: the lighter recipe of the leave-one-out models;
-    `start`: a trained detector to fine-tune from (the champion), used when it has the same shape."""
-    channels = 1 if cfg.data.mode == "L" else 3
-    if family == "cnn":
-        c = cfg.detect.cnn
-        settings = c.model_dump(exclude={"loo_width", "loo_epochs", "warm_start", "finetune_epochs", "finetune_lr"})
-        if held_out:
-            settings.update(width=c.loo_width, epochs=c.loo_epochs)
-        det = CNNDetector(CNNConfig(channels=channels, seed=cfg.seed, **settings))
-        if start is not None and not held_out and det.start_from(start):
-            det.cfg.epochs, det.cfg.lr = c.finetune_epochs, c.finetune_lr
-        return det
-    return SpectralDetector(SpectralConfig(seed=cfg.seed, **cfg.detect.spectral.model_dump()))
 
 
 # -- training and evaluation -------------------------------------------------------------
@@ -197,9 +155,9 @@ def prepare_eval_data(cfg: Config) -> EvalData:
 
 def fit_detector(cfg: Config, family: str, train: Labeled, val_mix: Labeled, groups: np.ndarray,
                  progress: Progress | None = None, held_out: bool = False, start: Detector | None = None) -> Detector:
-    """Train one detector (fine-tuned from `start` where make_detector can), calibrate it on the
+    """Train one detector (fine-tuned from `start` where its family can), calibrate it on the
     validation mix and set its served threshold and envelope."""
-    det = make_detector(cfg, family, held_out, start).fit(train, progress)
+    det = detector_families.build(cfg, family, held_out, start).fit(train, progress)
     det.calibrate(val_mix, groups, cfg.detect.wild.fpr_target)
     det.envelope = envelope_for(cfg.detect.wild.gated)
     return det
@@ -312,8 +270,6 @@ def evaluate_detector(cfg: Config, det: Detector, data: EvalData) -> tuple[dict[
 def evaluate_served(cfg: Config, det: Detector, data: EvalData) -> dict[str, float]:
     """A registered detector as it is served (its own threshold and map threshold) on today's
     data: clean test, the wild conditions and the spliced benchmark, every current generator."""
-    from gandefect.stages.localize import localize
-
     metrics, _ = evaluate_detector(cfg, det, data)
     metrics.update({k: v for k, v in localize(cfg, det, choose=False).items() if k != "spliced_test_images"})
     return {k: v for k, v in metrics.items() if np.isfinite(v)}
@@ -372,14 +328,12 @@ def gate_figures(cfg: Config, version: str, name: str = DETECTOR_MODEL) -> tuple
 
 def run_watch(cfg: Config) -> tuple[watch.ChampionFigures, list[str]]:
     """Re-evaluate the champion detector on the current data; record it and list the generators it misses."""
-    from gandefect.stages.gans import data_version
-
     tracking.setup(cfg)
     data = prepare_eval_data(cfg)
     found = evaluate_champion(cfg, data)
     if found is None:
         raise BadInputError(f"no champion {DETECTOR_MODEL}: run `gandefect run` first")
-    figures = watch.ChampionFigures(DETECTOR_MODEL, found.version, data_version(cfg), _version_fakes(cfg), "watch",
+    figures = watch.ChampionFigures(DETECTOR_MODEL, found.version, versioning.data_version(cfg), _version_fakes(cfg), "watch",
                                     found.metrics)
     watch.write(cfg, figures)
     return figures, watch.alerts(figures, cfg.gates.floor)
@@ -400,14 +354,15 @@ def _rank(metrics: dict[str, float]) -> tuple[float, float]:
     return metrics.get("tpr_wild_mean", 0.0) - metrics.get("fpr_real_max", 1.0), metrics["auc_seen"]
 
 
-STAGE_KEY = "stage_key"  # version tag: the flow's cache key of the run that registered it
+def _judge(results: dict[str, FamilyResult], winner: str) -> str | None:
+    """The family registered as the judge (the repair evaluation's detector, never the one the repair
+    loop uses): the best of the others by the winner's `_rank`, ties to the earlier family; None alone."""
+    return max((f for f in results if f != winner), key=lambda f: _rank(results[f].metrics), default=None)
 
 
 def resume_registered(cfg: Config, stage_key: str) -> DetectorSummary | None:
     """The candidate a killed flow registered under this stage key (the same data, params and
     generators), gated now instead of trained again; None when there is none."""
-    import mlflow
-
     tracking.setup(cfg)
     mv = registry.latest_version_with_tag(DETECTOR_MODEL, STAGE_KEY, stage_key)
     if mv is None:
@@ -450,10 +405,6 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
     `stage_key` (the flow's cache key): the registered versions carry it, and a candidate a
     killed flow registered under the same key is gated instead of trained again (unless `resume`
     is off: `gandefect run --force`)."""
-    import mlflow
-
-    from gandefect.stages.gans import data_version
-
     if stage_key and resume and gate and not without:
         resumed = resume_registered(cfg, stage_key)
         if resumed is not None:
@@ -466,10 +417,9 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
     else:
         fakes_version = _version_fakes(cfg)
     # the spliced benchmark follows the fake sets it is made of
-    from gandefect.stages.localize import localize, run_build_spliced
 
     _, spliced_version = run_build_spliced(cfg)
-    version = data_version(cfg)
+    version = versioning.data_version(cfg)
     data = prepare_eval_data(cfg)
     known = set(_families(data.train)) - {"real"}
     for family in without:
@@ -483,7 +433,7 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
     found = load_champion() if gate else None
     start = found[1] if found and cfg.detect.cnn.warm_start and not without else None
     results: dict[str, FamilyResult] = {}
-    for family in cfg.detect.families:
+    for family in detector_families.selected(cfg.detect.families):
         started = time.perf_counter()
         det = fit_detector(cfg, family, data.train, data.val_mix, data.val_groups, progress, start=start)
         seconds = time.perf_counter() - started
@@ -492,6 +442,7 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
         metrics.update({k: v for k, v in localize(cfg, det).items() if k != "spliced_test_images"})
         results[family] = FamilyResult(family, det, metrics, p, seconds)
     winner = max(results, key=lambda f: _rank(results[f].metrics))
+    judge = _judge(results, winner)
     if cfg.detect.leave_one_out:  # the served family's generalization (the judge's is not served)
         result = results[winner]
         loo, result.loo_trained_on = leave_one_out(cfg, winner, data, progress)
@@ -506,7 +457,7 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
     report, figures = _report(cfg, results, data.test, winner)
     summary = DetectorSummary(results, winner, report, fakes_version, spliced_version)
     for family, r in results.items():
-        with tracking.start_run(cfg, tracking.DETECTOR_EXPERIMENT, f"detector-{family}", version, flow_run_id) as run:
+        with tracking.start_run(cfg, DETECTOR_EXPERIMENT, f"detector-{family}", version, flow_run_id) as run:
             mlflow.set_tags({"fakes_version": fakes_version, "spliced_version": spliced_version})
             if generators:
                 mlflow.log_dict(generators, "generators.json")
@@ -523,7 +474,9 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
                                  "new_families": sorted(new_families)}, "champion_today.json")
             tracking.log_artifacts([report, *figures], "report")
             info = log_detector(r.detector, "detector", data.test.images[:2])
-            role = DETECTOR_MODEL if family == winner else JUDGE_MODEL
+            role = {winner: DETECTOR_MODEL, judge: JUDGE_MODEL}.get(family)
+            if role is None:  # neither winner nor judge: tracked and logged, not registered
+                continue
             tags = {"data_version": version, "fakes_version": fakes_version, "family": family,
                     "threshold": f"{r.detector.threshold:.6f}", "map_threshold": f"{r.detector.map_threshold:.6f}",
                     "pixel_ap": f"{r.metrics['pixel_ap']:.4f}", "iou": f"{r.metrics['iou']:.4f}", "run_id": run.info.run_id,

@@ -10,12 +10,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pandas as pd
 import torch
+from mlflow.entities import Metric
 
 from gandefect import faults
 from gandefect.config import Config
-from gandefect.data.datasets import Split, image_grid, load_split
+from gandefect.data.datasets import Split, image_grid, load_split, to_uint8
 from gandefect.data.snapshot import Progress
 from gandefect.evaluate.features import FeatureNet, FeatureNetConfig, accuracy, train_feature_net
 from gandefect.evaluate.generators import generator_metrics
@@ -25,24 +28,17 @@ from gandefect.gan.models import DCGANConfig, Generator, init_weights
 from gandefect.gan.trainer import Callback, GANTrainer, TrainSettings, VAETrainer
 from gandefect.errors import BadInputError
 from gandefect.lifecycle import registry, tracking, versioning
+from gandefect.names import FEATURE_MODEL, GAN_EXPERIMENT, generator_model
 
-FEATURE_MODEL = "gandefect-features"
-GENERATOR_MODEL = "gandefect-generator-{loss}"
 RUN_ID_FILE = "mlflow_run_id"
 TABLE_COLUMNS = ["loss", "fid", "fid_ratio", "precision", "recall", "class_entropy_ratio",
                  "confident_rate", "generator_steps", "train_seconds", "meets_targets"]
 MAX_FID_RATIO, MIN_ENTROPY_RATIO = 0.10, 0.9  # "good enough to be a realistic source of fakes"
 
 
-def data_version(cfg: Config) -> str:
-    from gandefect.stages.ingest import INGEST_STAGE
-
-    return versioning.stage_out_hash(cfg.root, INGEST_STAGE, cfg.data.real_dir) or versioning.UNVERSIONED
-
-
 def zoo_members(cfg: Config) -> list[str]:
     """Every generator the zoo trains: one DCGAN per loss, then the other families."""
-    return [*cfg.gan.losses, *cfg.gan.families]
+    return [*loss_registry.selected(cfg.gan.losses), *cfg.gan.families]
 
 
 def member_settings(name: str) -> dict:
@@ -78,9 +74,7 @@ def ensure_feature_net(cfg: Config, train: Split, test: Split, version: str,
         return net, float(found.tags.get("test_accuracy", "nan"))
     f = cfg.features
     fcfg = FeatureNetConfig(cfg.data.image_size, train.images.shape[1], len(train.classes), f.n_features)
-    with tracking.start_run(cfg, tracking.GAN_EXPERIMENT, "feature-net", version) as run:
-        import mlflow
-
+    with tracking.start_run(cfg, GAN_EXPERIMENT, "feature-net", version) as run:
         def on_epoch(epoch: int, loss: float) -> None:
             mlflow.log_metric("train_loss", loss, step=epoch)
             if progress:
@@ -103,8 +97,6 @@ class _Tracker(Callback):
         self.client, self.run_id, self.z, self.name, self.progress = client, run_id, z, name, progress
 
     def on_metrics(self, rows):
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for step, m in rows for k, v in m.items() if math.isfinite(v)]
         for i in range(0, len(batch), 1000):
@@ -119,8 +111,6 @@ class _Tracker(Callback):
         self.client.log_image(self.run_id, grid, artifact_file=f"samples/epoch_{epoch:03d}.png")
 
     def on_early_generator(self, epoch, generator):
-        import mlflow
-
         info, _ = registry.log_torch_model(generator, f"generator_epoch{epoch}", self.z[:2])
         mlflow.set_tag(f"early_generator_epoch{epoch}", info.model_uri)
 
@@ -148,8 +138,6 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
               parent_run_id: str | None = None, flow_run_id: str | None = None,
               progress: Progress | None = None) -> dict[str, float]:
     """Train one GAN with MLflow tracking, evaluate it, register its generator; returns its metrics."""
-    import mlflow
-
     member_settings(loss_name)
     family = family_registry.FAMILIES.get(loss_name)
     loss = None if family and family.kind == "vae" else loss_registry.get(family.loss if family else loss_name)
@@ -163,7 +151,7 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
     early = () if family else tuple(g.early_epochs)
     settings = TrainSettings(g.steps_for(loss_name), g.batch_size, cfg.seed, early, g.checkpoint_every)
     tracking.setup(cfg)
-    with tracking.start_run(cfg, tracking.GAN_EXPERIMENT, f"gan-{loss_name}", version, flow_run_id,
+    with tracking.start_run(cfg, GAN_EXPERIMENT, f"gan-{loss_name}", version, flow_run_id,
                             parent_run_id=parent_run_id, run_id=resume_run) as run:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(run.info.run_id)
@@ -172,10 +160,10 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
                 mlflow.log_params({f"family.{k}": v for k, v in family.settings().items()} | {"family.about": family.about})
             if loss is not None:
                 mlflow.log_params({"loss": loss.name, "loss.paper": loss.paper, "loss.n_critic": loss.n_critic,
-                                   "loss.clip": loss.clip, "loss.gp_weight": loss.gp_weight,
+                                   "loss.clip": loss.clip,
                                    "optimizer": loss.optimizer.name, "optimizer.lr": loss.optimizer.lr,
                                    "optimizer.betas": loss.optimizer.betas, "disc_norm": loss.disc_norm,
-                                   **{f"loss.{k}": v for k, v in loss.extra.items()}})
+                                   **{f"loss.penalty.{k}": v for k, v in loss.penalty_settings().items()}})
         z = torch.randn(g.grid_samples, g.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
         callback = _Tracker(mlflow.MlflowClient(), run.info.run_id, z, loss_name, progress)
         if family and family.kind == "vae":
@@ -197,7 +185,7 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
                        resumed_from_step=result.resumed_from)
         mlflow.log_metrics(metrics)
         mlflow.log_image(image_grid(samples[:64]), "samples/final.png")
-        _, mv = registry.log_torch_model(trainer.G, "generator", z[:2], GENERATOR_MODEL.format(loss=loss_name),
+        _, mv = registry.log_torch_model(trainer.G, "generator", z[:2], generator_model(loss_name),
                                          {"data_version": version, "loss": loss_name, "fid": f"{metrics['fid']:.3f}",
                                           "run_id": run.info.run_id})
     return {**metrics, "run_id": run.info.run_id, "model_version": mv.version}
@@ -245,7 +233,7 @@ class ZooSetup:
 
 
 def _zoo_inputs(cfg: Config, progress: Progress | None = None):
-    version = data_version(cfg)
+    version = versioning.data_version(cfg)
     train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
     net, acc = ensure_feature_net(cfg, train, test, version, progress)
     return ZooSetup(version, acc, untrained_metrics(cfg, net, test)), train, test, net
@@ -288,9 +276,7 @@ def run_train_gans(cfg: Config, losses: list[str] | None = None, resume: bool = 
     setup, train, test, net = _zoo_inputs(cfg, progress)  # splits and feature net loaded once
     version, acc = setup.data_version, setup.feature_accuracy
     rows = {}
-    import mlflow
-
-    with tracking.start_run(cfg, tracking.GAN_EXPERIMENT, "train-gans", version, flow_run_id) as parent:
+    with tracking.start_run(cfg, GAN_EXPERIMENT, "train-gans", version, flow_run_id) as parent:
         mlflow.log_metrics({"feature_net_accuracy": acc, **{f"untrained_{k}": v for k, v in setup.baseline.items()}})
         for name in names:
             rows[name] = train_gan(cfg, name, train, test, net, setup.baseline, version, resume,
@@ -300,3 +286,29 @@ def run_train_gans(cfg: Config, losses: list[str] | None = None, resume: bool = 
         seconds = time.perf_counter() - started
         mlflow.log_metric("zoo_seconds", seconds)
     return ZooSummary(table, report, parent.info.run_id, setup.baseline, acc, version, seconds)
+
+
+def sample_generator(cfg: Config, loss: str, n: int, seed: int) -> np.ndarray:
+    """n uint8 samples of the newest registered generator `loss`, drawn with `seed`."""
+    tracking.setup(cfg)
+    g = registry.load_torch_model(registry.latest_uri(generator_model(loss), f"train-gans --loss {loss}"))
+    with torch.no_grad():
+        z = torch.randn(n, g.cfg.z_dim, generator=torch.Generator().manual_seed(seed))
+        return to_uint8(g(z))
+
+
+def registered_generators(cfg: Config) -> dict[str, str]:
+    """name -> model URI for every registered generator (latest version) and its early checkpoints."""
+    tracking.setup(cfg)
+    found = {}
+    for loss in zoo_members(cfg):
+        latest = registry.latest_version(generator_model(loss))
+        if latest is None:
+            continue
+        found[loss] = f"models:/{generator_model(loss)}/{latest.version}"
+        for tag, uri in mlflow.MlflowClient().get_run(latest.run_id).data.tags.items():
+            if tag.startswith("early_generator_epoch"):
+                found[f"{loss}-epoch{tag.removeprefix('early_generator_epoch')}"] = uri
+    if not found:
+        raise BadInputError("no registered generators: run `gandefect train-gans` first")
+    return found

@@ -11,8 +11,7 @@ from gandefect.data import snapshot, sources
 from gandefect.data.snapshot import IngestResult, Progress
 from gandefect.errors import DataValidationError
 from gandefect.lifecycle import tracking, validation, versioning
-
-INGEST_STAGE = "ingest"
+from gandefect.names import DATA_EXPERIMENT, INGEST_STAGE
 
 
 @dataclass
@@ -73,13 +72,11 @@ def run_ingest(
 
     data_version, remote = versioning.UNVERSIONED, None
     if version and cfg.versioning.enabled and report.success:
-        versioning.commit_stage(cfg, INGEST_STAGE)
-        versioning.push_stage(cfg, INGEST_STAGE)
-        data_version = versioning.stage_out_hash(cfg.root, INGEST_STAGE, cfg.data.real_dir) or data_version
+        data_version = versioning.version_stage(cfg, INGEST_STAGE, cfg.data.real_dir)
         remote = versioning.remote_url(cfg)
 
     mlflow = tracking.setup(cfg)
-    with tracking.start_run(cfg, tracking.DATA_EXPERIMENT, "ingest", data_version, flow_run_id) as run:
+    with tracking.start_run(cfg, DATA_EXPERIMENT, "ingest", data_version, flow_run_id) as run:
         mlflow.log_params({"ingest.sources": ",".join(s.name for s in requested), "ingest.replace": replace})
         mlflow.log_metrics({
             "n_images": result.total, "n_added": result.added, "n_duplicates": result.duplicates,

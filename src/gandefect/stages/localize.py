@@ -59,9 +59,7 @@ def run_build_spliced(cfg: Config, version: bool = True) -> tuple[pd.DataFrame, 
     os.replace(tmp, root)
     data_version = versioning.UNVERSIONED
     if version and cfg.versioning.enabled and versioning.is_dvc_repo(cfg.root):
-        versioning.commit_stage(cfg, SPLICED_STAGE)
-        versioning.push_stage(cfg, SPLICED_STAGE)
-        data_version = versioning.stage_out_hash(cfg.root, SPLICED_STAGE, SPLICED_DIR) or data_version
+        data_version = versioning.version_stage(cfg, SPLICED_STAGE, SPLICED_DIR)
     return manifest, data_version
 
 

@@ -1,5 +1,5 @@
-"""Repairer stage: train the inpainting U-Net, the repair and clean-generation commands, and the
-repair evaluation of ../DESIGN.md (FID and judge before/after, outside-mask change, in-mask PSNR)."""
+"""Repairer stage: train the inpainting U-Net, register it, and the repair evaluation of
+../DESIGN.md (FID and judge before/after, outside-mask change, in-mask PSNR) that gates it."""
 
 from __future__ import annotations
 
@@ -8,29 +8,28 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from gandefect import faults
 from gandefect.config import Config
 from gandefect.data.datasets import load_pngs, load_split, to_tensor, to_uint8
-from gandefect.data.images import encode_png, open_image_file, to_model_image
 from gandefect.data.snapshot import Progress, read_manifest
-from gandefect.detect.model import load_detector
 from gandefect.errors import BadInputError
 from gandefect.evaluate import plots
 from gandefect.evaluate.features import FeatureExtractor
 from gandefect.evaluate.generators import fid
-from gandefect.lifecycle import registry, tracking
-from gandefect.repair.masks import mask_png, read_mask
+from gandefect.evaluate.repair import biharmonic, mean_fill, outside_change, psnr_in_mask
+from gandefect.lifecycle import gates, registry, tracking, versioning
+from gandefect.lifecycle.served import load_repairer, load_served_detector
+from gandefect.names import JUDGE_MODEL, REPAIRER_EXPERIMENT, REPAIRER_MODEL, STAGE_KEY
 from gandefect.repair.model import RepairerConfig
 from gandefect.repair.pipeline import Repairer, RepairResult, repair
-from gandefect.repair.train import RepairTrainSettings, train_repairer
-
-REPAIRER_MODEL = "gandefect-repairer"
-
+from gandefect.repair.train import train_repairer
+from gandefect.stages.gans import ensure_feature_net, registered_generators, sample_generator
+from gandefect.stages.localize import load_spliced
 
 def _channels(cfg: Config) -> int:
     return 1 if cfg.data.mode == "L" else 3
@@ -64,11 +63,6 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
     `stage_key` (the flow's cache key): the registered version carries it, and a version a
     killed flow registered under the same key is evaluated (if it was not) and gated instead
     of trained again (unless `resume` is off: `gandefect run --force`)."""
-    import mlflow
-
-    from gandefect.stages.detectors import STAGE_KEY
-    from gandefect.stages.gans import data_version
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     tracking.setup(cfg)
@@ -83,11 +77,9 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
     else:
         r = cfg.repair
         images = load_real(cfg, "train")
-        version = data_version(cfg)
-        model_cfg = RepairerConfig(_channels(cfg), r.width)
-        settings = RepairTrainSettings(r.epochs, r.batch_size, r.lr, r.hole_weight, r.adversarial_loss,
-                                       r.adversarial_weight, r.mask_min_area, r.mask_max_area, cfg.seed)
-        with tracking.start_run(cfg, tracking.REPAIRER_EXPERIMENT, "repairer", version, flow_run_id) as run:
+        version = versioning.data_version(cfg)
+        model_cfg = RepairerConfig(channels=_channels(cfg), width=r.width)
+        with tracking.start_run(cfg, REPAIRER_EXPERIMENT, "repairer", version, flow_run_id) as run:
             client = mlflow.MlflowClient()
 
             def on_epoch(epoch: int, losses: dict[str, float]) -> None:
@@ -96,7 +88,7 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
 
             on_step = (lambda done, total: progress("repairer", done, total)) if progress else None
             started = time.perf_counter()
-            net = train_repairer(images, model_cfg, settings, on_epoch, on_step)
+            net = train_repairer(images, model_cfg, r, cfg.seed, on_epoch, on_step)
             seconds = time.perf_counter() - started
             mlflow.log_metric("train_seconds", seconds)
             example = torch.cat([to_tensor(images[:2]), torch.zeros(2, 1, *images.shape[1:3])], 1)
@@ -108,8 +100,6 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
             if evaluate:
                 _evaluate_into_run(cfg, summary, net, progress)
     if evaluate and gate:
-        from gandefect.lifecycle import gates
-
         champion = gates.alias_version(REPAIRER_MODEL, gates.CHAMPION)
         champion_today = None
         if champion and champion != str(summary.version):  # judged on the same samples, with the same served detector
@@ -121,8 +111,6 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
 
 def _evaluate_into_run(cfg: Config, summary: RepairSummary, net, progress: Progress | None) -> None:
     """Evaluate a registered repairer and record the figures on the active run and its version."""
-    import mlflow
-
     summary.evaluation = run_evaluate_repair(cfg, Repairer(net), progress=progress)
     mlflow.log_metrics({k: v for k, v in summary.evaluation.metrics.items() if np.isfinite(v)})
     mlflow.log_dict(summary.evaluation.table.to_dict(orient="index"), "evaluation/per_generator.json")
@@ -134,8 +122,6 @@ def _evaluate_into_run(cfg: Config, summary: RepairSummary, net, progress: Progr
 def gate_figures(cfg: Config, version: str) -> tuple[dict[str, float], dict[str, float] | None]:
     """Repairer version `version` and the champion, both evaluated on today's samples with the
     served detector, for a gate run on its own (`gandefect gate --model gandefect-repairer`)."""
-    from gandefect.lifecycle import gates
-
     tracking.setup(cfg)
     candidate = run_evaluate_repair(cfg, load_repairer(cfg, f"models:/{REPAIRER_MODEL}/{version}"),
                                     write_report=False).metrics
@@ -144,109 +130,6 @@ def gate_figures(cfg: Config, version: str) -> tuple[dict[str, float], dict[str,
         return candidate, None
     return candidate, run_evaluate_repair(cfg, load_repairer(cfg, f"models:/{REPAIRER_MODEL}/{champion}"),
                                           write_report=False).metrics
-
-
-# -- loading the served parts ---------------------------------------------------------------
-def load_repairer(cfg: Config, uri: str | None = None) -> Repairer:
-    tracking.setup(cfg)
-    return Repairer(registry.load_torch_model(uri or registry.served_uri(REPAIRER_MODEL, "train-repairer")))
-
-
-def load_served_detector(cfg: Config, uri: str | None = None):
-    from gandefect.stages.detectors import DETECTOR_MODEL
-
-    tracking.setup(cfg)
-    return load_detector(uri or registry.served_uri(DETECTOR_MODEL, "train-detectors"))
-
-
-# -- repair of user images ---------------------------------------------------------------------
-def read_images(cfg: Config, paths: list[str]) -> np.ndarray:
-    """User images in the model's input form (as at ingest); clear errors for unreadable files."""
-    arrays = []
-    for p in paths:
-        im = open_image_file(p)
-        arrays.append(np.asarray(to_model_image(im, cfg.data.image_size, cfg.data.mode, cfg.data.resize)))
-    if not arrays:
-        raise BadInputError("no images given")
-    return np.stack(arrays)
-
-
-def save_pngs(images: np.ndarray, names: list[str], out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for img, name in zip(images, names):
-        path = out / name
-        path.write_bytes(encode_png(Image.fromarray(img, "L" if img.ndim == 2 else "RGB")))
-        paths.append(path)
-    return paths
-
-
-def run_repair(cfg: Config, paths: list[str], mask: str | None = None, out: str = "repaired",
-               iterations: int | None = None) -> tuple[pd.DataFrame, Path]:
-    """Repair image files; writes <stem>.png and <stem>.mask.png per image and repair.csv to `out`."""
-    images = read_images(cfg, paths)
-    masks = None
-    if mask is not None:
-        m = read_mask(mask, images.shape[1:3])
-        masks = np.broadcast_to(m, images.shape[:3]).copy()
-    detector, repairer = load_served_detector(cfg), load_repairer(cfg)
-    result = repair(images, detector, repairer, iterations or cfg.repair.iterations, cfg.repair.max_area,
-                    cfg.spliced.dilate, masks)
-    out_dir = Path(out)
-    stems = _unique_stems(paths)
-    save_pngs(result.images, [f"{s}.png" for s in stems], out_dir)
-    for s, m in zip(stems, result.masks):
-        (out_dir / f"{s}.mask.png").write_bytes(mask_png(m))
-    table = pd.DataFrame(result.rows([str(p) for p in paths]))
-    table["threshold"] = detector.threshold
-    table.to_csv(out_dir / "repair.csv", index=False, lineterminator="\n")
-    return table, out_dir
-
-
-def _unique_stems(paths: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    stems = []
-    for p in paths:
-        stem = Path(p).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
-    return stems
-
-
-# -- clean generation -----------------------------------------------------------------------
-def sample_generator(cfg: Config, loss: str, n: int, seed: int) -> np.ndarray:
-    tracking.setup(cfg)
-    g = registry.load_torch_model(registry.latest_uri(f"gandefect-generator-{loss}", f"train-gans --loss {loss}"))
-    with torch.no_grad():
-        z = torch.randn(n, g.cfg.z_dim, generator=torch.Generator().manual_seed(seed))
-        return to_uint8(g(z))
-
-
-def run_generate(cfg: Config, loss: str, n: int, clean: bool = False, reject: bool = False,
-                 out: str = "generated", seed: int | None = None) -> tuple[pd.DataFrame, Path]:
-    """Sample a registered generator; with `clean`, pass every sample through the repair pipeline
-    (after keeping the n least suspicious of reject_factor * n draws when `reject`)."""
-    if n < 1:
-        raise BadInputError(f"--n must be at least 1, got {n}")
-    seed = cfg.seed if seed is None else seed
-    draws = n * (cfg.repair.reject_factor if reject else 1)
-    images = sample_generator(cfg, loss, draws, seed)
-    detector = load_served_detector(cfg) if (clean or reject) else None
-    if reject:
-        keep = np.sort(np.argsort(detector.score(images), kind="stable")[:n])
-        images = images[keep]
-    names = [f"{loss}-{i:05d}.png" for i in range(n)]
-    if clean:
-        result = repair(images, detector, load_repairer(cfg), cfg.repair.iterations, cfg.repair.max_area,
-                        cfg.spliced.dilate)
-        images = result.images
-        table = pd.DataFrame(result.rows(names))
-    else:
-        table = pd.DataFrame({"image": names})
-    out_dir = Path(out)
-    save_pngs(images, names, out_dir)
-    table.to_csv(out_dir / "generate.csv", index=False, lineterminator="\n")
-    return table, out_dir
 
 
 # -- evaluation ------------------------------------------------------------------------------------
@@ -258,47 +141,15 @@ class RepairEvaluation:
     figures: list[Path] = field(default_factory=list)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray, masks: np.ndarray) -> float:
-    """PSNR over every masked pixel of the set (one pooled MSE: images whose hole is flat
-    background would give infinite per-image PSNR)."""
-    m = masks if a.ndim == 3 else np.repeat(masks[..., None], a.shape[-1], -1)
-    mse = float(((a[m].astype(np.float64) - b[m]) ** 2).mean())
-    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
-
-
-def mean_fill(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    out = images.copy()
-    for img, m in zip(out, masks):
-        img[m] = np.round(img[~m].mean(axis=0)).astype(np.uint8)
-    return out
-
-
-def biharmonic(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    from skimage.restoration import inpaint_biharmonic
-
-    channel_axis = None if images.ndim == 3 else -1
-    return np.stack([np.clip(np.round(inpaint_biharmonic(img.astype(np.float64) / 255.0, m, channel_axis=channel_axis)
-                                      * 255.0), 0, 255).astype(np.uint8) for img, m in zip(images, masks)])
-
-
-def outside_change(before: np.ndarray, after: np.ndarray, masks: np.ndarray) -> int:
-    """Largest byte difference outside the masks (the composite rule makes it 0)."""
-    diff = np.abs(before.astype(np.int16) - after.astype(np.int16))
-    diff = diff if diff.ndim == 3 else diff.max(-1)
-    return int(diff[~masks].max(initial=0))
-
-
 def _spliced_psnr(cfg: Config, repairer: Repairer) -> tuple[dict[str, float], list[tuple[str, list[np.ndarray]]]]:
-    from gandefect.stages.localize import load_spliced
-
     images, masks, manifest = load_spliced(cfg, "test")
     real = read_manifest(cfg.real_dir).set_index("sha256")
     original = load_pngs(real.loc[manifest["real_sha256"], "path"], cfg.real_dir)
     repaired = repairer.inpaint(images, masks)
     filled, classical = mean_fill(images, masks), biharmonic(images, masks)
-    metrics = {"psnr_mask": _psnr(repaired, original, masks), "psnr_mask_mean_fill": _psnr(filled, original, masks),
-               "psnr_mask_biharmonic": _psnr(classical, original, masks),
-               "psnr_mask_spliced_input": _psnr(images, original, masks),
+    metrics = {"psnr_mask": psnr_in_mask(repaired, original, masks), "psnr_mask_mean_fill": psnr_in_mask(filled, original, masks),
+               "psnr_mask_biharmonic": psnr_in_mask(classical, original, masks),
+               "psnr_mask_spliced_input": psnr_in_mask(images, original, masks),
                "spliced_outside_mask_change": float(outside_change(images, repaired, masks))}
     rows = [(f"spliced {i}", [images[i], masks[i].astype(np.float32), filled[i], classical[i], repaired[i], original[i]])
             for i in range(min(6, len(images)))]
@@ -310,14 +161,11 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
     """Per final generator: FID and judge p_fake before/after repair, change outside the masks;
     on the spliced benchmark: in-mask PSNR against the mean-fill and biharmonic baselines.
     `write_report=False`: the figures only (a champion judged beside a candidate)."""
-    from gandefect.stages.detectors import JUDGE_MODEL, registered_generators
-    from gandefect.stages.gans import data_version, ensure_feature_net
-
     repairer = repairer or load_repairer(cfg)
     detector = load_served_detector(cfg, detector_uri)
-    judge = load_detector(registry.latest_uri(JUDGE_MODEL, "train-detectors"))
+    judge = registry.load_detector(registry.latest_uri(JUDGE_MODEL, "train-detectors"))
     train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
-    net, _ = ensure_feature_net(cfg, train, test, data_version(cfg))
+    net, _ = ensure_feature_net(cfg, train, test, versioning.data_version(cfg))
     extractor = FeatureExtractor(net)
     real_test = to_uint8(test.images)
     r = cfg.repair

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gandefect.data.uploads import UploadError, UploadLimits, bounding_boxes, decode, mask_for, to_model_array
+from serving.uploads import UploadError, UploadLimits, bounding_boxes, decode, mask_for, to_model_array
 
 
 def _bytes(im: Image.Image, fmt: str) -> bytes:

@@ -1,0 +1,55 @@
+"""Detector families come from one registry built from the Config; the judge is chosen by rule."""
+
+import numpy as np
+import pytest
+
+from gandefect.config import Config
+from gandefect.detect import families
+from gandefect.detect.cnn import CNNDetector
+from gandefect.detect.spectral import SpectralDetector
+from gandefect.errors import ConfigError
+from gandefect.stages.detectors import FamilyResult, _judge
+
+CFG = Config(seed=9, data={"mode": "RGB"},
+             detect={"cnn": {"width": 8, "epochs": 2, "lr": 0.01, "loo_width": 4, "loo_epochs": 1,
+                             "finetune_epochs": 3, "finetune_lr": 0.001},
+                     "spectral": {"C": 0.5, "window": 8}})
+
+
+def test_each_family_is_built_from_its_config_section():
+    cnn = families.build(CFG, "cnn")
+    assert isinstance(cnn, CNNDetector) and cnn.cfg == CFG.detect.cnn and (cnn.channels, cnn.seed) == (3, 9)
+    held_out = families.build(CFG, "cnn", held_out=True)
+    assert (held_out.cfg.width, held_out.cfg.epochs, held_out.cfg.lr) == (4, 1, 0.01)
+    spectral = families.build(CFG, "spectral", held_out=True)
+    assert isinstance(spectral, SpectralDetector) and spectral.cfg == CFG.detect.spectral and spectral.seed == 9
+
+
+def test_a_cnn_started_from_a_champion_of_its_shape_fine_tunes():
+    champion = families.build(CFG, "cnn")
+    warm = families.build(CFG, "cnn", start=champion)
+    assert (warm.cfg.epochs, warm.cfg.lr) == (3, 0.001) and hasattr(warm, "started_from")
+    assert families.build(CFG, "cnn", held_out=True, start=champion).cfg.epochs == 1  # never warm when held out
+    other_shape = families.build(CFG.model_copy(update={"data": CFG.data.model_copy(update={"mode": "L"})}), "cnn",
+                                 start=champion)
+    assert other_shape.cfg == CFG.detect.cnn and not hasattr(other_shape, "started_from")
+
+
+def test_the_configured_families_default_to_the_registry_and_unknown_ones_are_named(monkeypatch):
+    assert families.selected(None) == ["cnn", "spectral"]
+    with pytest.raises(ConfigError, match="detect.families: unknown family vit; known: cnn, spectral"):
+        families.selected(["cnn", "vit"])
+    monkeypatch.setitem(families.FAMILIES, "toy", lambda cfg, held_out, start: SpectralDetector(seed=cfg.seed))
+    assert families.build(CFG, "toy").seed == 9 and "toy" in families.selected(None)
+
+
+def _result(family: str, tpr: float, fpr: float, auc: float) -> FamilyResult:
+    return FamilyResult(family, None, {"tpr_wild_mean": tpr, "fpr_real_max": fpr, "auc_seen": auc}, np.array([]), 0.0)
+
+
+def test_the_judge_is_the_best_ranked_family_after_the_winner():
+    results = {f: _result(f, *m) for f, m in
+               {"a": (0.9, 0.0, 0.99), "b": (0.5, 0.1, 0.90), "c": (0.6, 0.0, 0.80), "d": (0.6, 0.0, 0.70)}.items()}
+    assert _judge(results, "a") == "c"  # 0.6 beats 0.4; then the clean AUC breaks c's tie with d
+    assert _judge(results, "c") == "a"
+    assert _judge({"a": results["a"]}, "a") is None

@@ -1,0 +1,61 @@
+"""`--help` of every command and subcommand of `gandefect`, in-process.
+
+The command list is read from the typer app itself, so a command added to the CLI is covered
+without touching this file."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from gandefect.cli import app
+
+ROOT = typer.main.get_command(app)
+
+
+def _commands(group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    """(path, command) for the group itself and everything below it, depth first. (Typer
+    vendors its own click, so groups are told apart by what they have, not by their class.)"""
+    found = [(path, group)]
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            found += _commands(command, (*path, name))
+        else:
+            found.append(((*path, name), command))
+    return found
+
+
+COMMANDS = _commands(ROOT)
+
+
+def test_the_command_list_is_discovered_from_the_app():
+    paths = {" ".join(p) for p, _ in COMMANDS}
+    # a few that must be there (the rest are whatever the app declares)
+    assert {"", "ingest", "run", "serve", "data", "data status", "data validate"} <= paths
+    assert len(paths) > 20
+
+
+@pytest.mark.parametrize("path,command", COMMANDS, ids=[" ".join(p) or "gandefect" for p, _ in COMMANDS])
+def test_every_command_has_help(path, command, tmp_path, monkeypatch):
+    args = [*path, "--help"]
+    # as the real process sees it: the global callback skips the project lock when "--help" is in argv
+    monkeypatch.setattr(sys, "argv", ["gandefect", *args])
+    monkeypatch.chdir(tmp_path)
+    env = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    result = CliRunner().invoke(app, args, prog_name="gandefect", env=env)
+    assert result.exit_code == 0, (args, result.output, result.exception)
+    words = " ".join(result.output.split())
+    assert f"Usage: gandefect {' '.join(path)}".strip() in words, result.output
+    assert (command.help or "").strip(), f"`gandefect {' '.join(path)}` has no help text (docstring)"
+    for param in command.params:  # every option and argument the command takes is listed
+        if getattr(param, "hidden", False):
+            continue
+        if param.param_type_name == "option":
+            assert any(opt in result.output for opt in param.opts), (args, param.opts, result.output)
+        else:
+            usage = next(line for line in result.output.splitlines() if "Usage:" in line).lower()
+            assert (param.metavar or param.name).lower() in usage, (args, param.name, usage)
+    assert not list(tmp_path.iterdir()), "--help wrote into the working directory"
