@@ -25,7 +25,7 @@ from gandefect import hardware
 from gandefect.config import CNNDetectorConfig
 from gandefect.data.conditions import augment
 from gandefect.data.spliced import MaskSpec, mask_pool, splice
-from gandefect.detect.common import Detector, Labeled
+from gandefect.detect.common import Detector, Labeled, upgraded
 
 
 SPLICE_MASKS = MaskSpec(0.02, 0.6, ("rect", "blob"))  # training splices: wider than any benchmark's areas
@@ -103,12 +103,7 @@ class CNNDetector(Detector):
         self.net = PatchNet(channels, self.cfg.width)
 
     def __setstate__(self, state: dict) -> None:
-        old = state.get("cfg")
-        if isinstance(old, CNNConfig):  # pickled by an earlier gandefect
-            fields = set(CNNDetectorConfig.model_fields)
-            state = {**state, "channels": old.channels, "seed": old.seed,
-                     "cfg": CNNDetectorConfig(**{k: v for k, v in vars(old).items() if k in fields})}
-        self.__dict__.update(state)
+        self.__dict__.update(upgraded(state, CNNConfig, CNNDetectorConfig, ("channels", "seed")))
 
     def start_from(self, other: Detector) -> bool:
         """Take `other`'s weights when it is a CNN detector of the same shape; whether it was."""

@@ -35,6 +35,16 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
+def upgraded(state: dict, legacy: type, section: type, moved: tuple[str, ...]) -> dict:
+    """A detector's pickled state whose settings are an earlier gandefect's `legacy` object: its
+    fields go into the config `section`, the `moved` ones become the detector's attributes."""
+    old = state.get("cfg")
+    if not isinstance(old, legacy):
+        return state
+    kept = {k: v for k, v in vars(old).items() if k in section.model_fields}
+    return {**state, **{k: getattr(old, k) for k in moved}, "cfg": section(**kept)}
+
+
 class Detector(ABC):
     family: str = "base"
 

@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 from gandefect.config import SpectralDetectorConfig
 from gandefect.data.conditions import augment
-from gandefect.detect.common import Detector, Labeled
+from gandefect.detect.common import Detector, Labeled, upgraded
 
 
 @dataclass
@@ -77,12 +77,7 @@ class SpectralDetector(Detector):
         return crops, np.repeat(labels, k)
 
     def __setstate__(self, state: dict) -> None:
-        old = state.get("cfg")
-        if isinstance(old, SpectralConfig):  # pickled by an earlier gandefect
-            fields = set(SpectralDetectorConfig.model_fields)
-            state = {**state, "seed": old.seed,
-                     "cfg": SpectralDetectorConfig(**{k: v for k, v in vars(old).items() if k in fields})}
-        self.__dict__.update(state)
+        self.__dict__.update(upgraded(state, SpectralConfig, SpectralDetectorConfig, ("seed",)))
 
     def fit(self, train: Labeled, progress=None) -> "SpectralDetector":
         c = self.cfg
