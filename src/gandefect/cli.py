@@ -28,7 +28,9 @@ from gandefect.lifecycle import watch as records
 from gandefect.lifecycle.lock import project_lock
 from gandefect.lifecycle.registry import latest_uri, load_detector
 from gandefect.lifecycle.served import load_repairer
-from gandefect.names import DETECTOR_MODEL, INGEST_STAGE, REPAIRER_MODEL, RETRAIN_EXPERIMENT, SERVED_MODELS
+from gandefect.gan import families as family_registry
+from gandefect.gan import losses as loss_registry
+from gandefect.names import DETECTOR_MODEL, FLOW_STAGES, INGEST_STAGE, REPAIRER_MODEL, RETRAIN_EXPERIMENT, SERVED_MODELS
 from gandefect.stages import detectors, repair
 from gandefect.stages.apply import run_generate, run_repair
 from gandefect.stages.detectors import run_evaluate_detector, run_ingest_fakes, run_sample_fakes, run_train_detectors
@@ -139,8 +141,8 @@ def ingest(
 @app.command("train-gans")
 def train_gans(
     loss: list[str] = typer.Option(None, "--loss", metavar="L",
-                                   help="Train only this zoo member (repeatable): a loss (minimax, nonsaturating, lsgan, "
-                                        "wgan, wgan-gp, hinge) or another family (vae, mlpgan, resizegan)."),
+                                   help=f"Train only this zoo member (repeatable): a loss ({', '.join(loss_registry.REGISTRY)}) "
+                                        f"or another family ({', '.join(family_registry.FAMILIES)})."),
     resume: bool = typer.Option(False, "--resume", help="Continue each GAN from its last checkpoint (and MLflow run)."),
 ) -> None:
     """Train the GAN zoo: one tracked MLflow run and registered generator per adversarial loss and per other family."""
@@ -397,16 +399,16 @@ def watch_cmd() -> None:
 @app.command("run")
 def run_cmd(
     task_runner: Optional[str] = typer.Option(None, "--task-runner", help="processes (one worker per 2 cores), threads, dask (a LocalCluster) or dask=ADDRESS; default: processes."),
-    stages: Optional[list[str]] = typer.Option(None, "--stage", help="Run only these stages (ingest always runs): gans, detectors, repairer, bento."),
+    stages: Optional[list[str]] = typer.Option(None, "--stage", help=f"Run only these stages (ingest always runs): {', '.join(FLOW_STAGES[1:])}."),
     force: bool = typer.Option(False, "--force", help="Retrain every stage even when its inputs are unchanged."),
     wait: bool = typer.Option(False, "--wait", help="If another gandefect command is running in this project, wait for it instead of stopping."),
 ) -> None:
     """Run the whole lifecycle once as the Prefect flow `retrain` (ephemeral Prefect server by default).
 
     Stages whose inputs (data version, params, upstream models) are unchanged are reused from the cache."""
-    unknown = sorted(set(stages or []) - set(flows().STAGES))
+    unknown = sorted(set(stages or []) - set(FLOW_STAGES))
     if unknown:
-        raise BadInputError(f"--stage {', '.join(unknown)}: stages are {', '.join(flows().STAGES[1:])}")
+        raise BadInputError(f"--stage {', '.join(unknown)}: stages are {', '.join(FLOW_STAGES[1:])}")
 
     runner = flows().task_runner_for(task_runner)
     # taken here first, so a busy project stops before a flow run starts (the flow takes it again)

@@ -22,6 +22,9 @@ def generator_model(name: str) -> str:
     return f"gandefect-generator-{name}"
 
 
+# the retrain flow's stages, in order (ingest always runs)
+FLOW_STAGES = ["ingest", "gans", "detectors", "repairer", "bento"]
+
 # model version tags
 STAGE_KEY = "stage_key"  # the flow's cache key of the run that registered the version
 

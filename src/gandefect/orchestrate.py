@@ -44,7 +44,7 @@ from gandefect.lifecycle import bento, registry, tracking  # noqa: E402
 from gandefect.lifecycle import watch as records  # noqa: E402
 from gandefect.lifecycle.gates import CHAMPION, alias_version  # noqa: E402
 from gandefect.lifecycle.lock import project_lock  # noqa: E402
-from gandefect.names import DETECTOR_MODEL, JUDGE_MODEL, REPAIRER_MODEL, RETRAIN_EXPERIMENT  # noqa: E402
+from gandefect.names import DETECTOR_MODEL, FLOW_STAGES, JUDGE_MODEL, REPAIRER_MODEL, RETRAIN_EXPERIMENT  # noqa: E402
 from gandefect.report import RetrainResult, write_retrain_reports  # noqa: E402
 from gandefect.stages.detectors import run_train_detectors, run_watch  # noqa: E402
 from gandefect.stages.gans import (finish_zoo, member_settings, prepare_zoo, registered_generators,  # noqa: E402
@@ -53,7 +53,7 @@ from gandefect.stages.ingest import run_ingest  # noqa: E402
 from gandefect.stages.repair import run_train_repairer  # noqa: E402
 
 CACHE_DIR = ".gandefect/cache"
-STAGES = ["ingest", "gans", "detectors", "repairer", "bento"]
+STAGES = FLOW_STAGES
 
 
 def _flow_run_id() -> str | None:
