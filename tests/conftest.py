@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import sqlite3
@@ -141,12 +142,202 @@ def make_image_folder(folder: Path, n_good: int, n_corrupt: int = 0, seed: int =
 
 
 def run_cli(root: Path, *args: str, check: bool = False) -> subprocess.CompletedProcess:
-    """Run the real `gandefect` command in a project folder."""
-    proc = subprocess.run([sys.executable, "-m", "gandefect.cli", *args], cwd=root,
-                          capture_output=True, text=True, timeout=600)
+    """Run the real `gandefect` command in a project folder: a process of its own (pid, working
+    folder, environment, stdio, exit code) running gandefect.cli.main(), forked from an interpreter
+    that has imported the CLI once (see _CliForks); GANDEFECT_TEST_CLI=subprocess starts a fresh
+    interpreter for every call instead."""
+    if os.environ.get("GANDEFECT_TEST_CLI") == "subprocess":
+        proc = subprocess.run([sys.executable, "-m", "gandefect.cli", *args], cwd=root,
+                              capture_output=True, text=True, timeout=600)
+    else:
+        proc = _CliForks.run(root, list(args), timeout=600)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
+
+
+# The interpreter of _CliForks. Requests come one JSON line at a time on stdin, answers go out the same
+# way: "run" forks a command and answers with its exit status; "start" forks one and answers with its
+# pid at once, "poll" and "wait" answer with a started command's status (null while it runs).
+_FORK_SERVER = r"""
+import atexit, json, os, random, sys, threading, time, traceback
+import gandefect.cli as cli
+
+WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+
+
+def command(request):
+    # in the child: what `python -m gandefect.cli ARGS` does after its imports
+    code = 1
+    try:
+        os.setsid()  # a process group of its own, as `start_new_session` gives (killed whole on timeout)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        out = os.open(request["out"], WRITE, 0o644)
+        err = os.open(request["err"], WRITE, 0o644) if request["err"] else out
+        for fd, opened in ((0, stdin), (1, out), (2, err)):
+            os.dup2(opened, fd)
+        for opened in {stdin, out, err}:
+            os.close(opened)
+        random.seed()  # a fresh interpreter seeds these from the OS
+        if "numpy" in sys.modules:
+            sys.modules["numpy"].random.seed()
+        sys.argv = [cli.__file__, *request["args"]]
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()  # what the interpreter prints for an uncaught exception
+    finally:  # the interpreter's own shutdown: wait for threads, run atexit, flush
+        try:
+            threading._shutdown()
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def fork(request):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        command(request)
+    return pid
+
+
+def status(pid, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        done, code = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(code)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
+print("ready", flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    if request["op"] == "start":
+        answer = {"pid": fork(request)}
+    elif request["op"] == "run":
+        pid = fork(request)
+        code = status(pid, request["timeout"])
+        if code is None:
+            os.killpg(pid, 9)
+            os.waitpid(pid, 0)
+        answer = {"status": code}
+    else:  # poll, wait
+        answer = {"status": status(request["pid"], request.get("timeout", 0))}
+    print(json.dumps(answer), flush=True)
+"""
+
+
+class _CliForks:
+    """Importing gandefect.cli (torch, MLflow, scikit-learn, ...) takes about 5 s of CPU, more than
+    most commands the tests run; the integration tests run some fifty. One interpreter imports it
+    once and forks a child per call, which sets the call's working folder, environment and stdio and
+    runs cli.main() to its exit code: a process of its own, as `gandefect` is, minus the imports.
+    The interpreter is restarted when gandefect's source changes (files edited during a session)."""
+
+    _server: subprocess.Popen | None = None
+    _stamp: float = 0.0
+    _started: set[int] = set()
+
+    @staticmethod
+    def _source_stamp() -> float:
+        files = [*(REPO / "src" / "gandefect").rglob("*.py"), *(REPO / "serving").rglob("*.py")]
+        return max((p.stat().st_mtime for p in files), default=0.0)
+
+    @classmethod
+    def _ask(cls, request: dict) -> dict:
+        stamp = cls._source_stamp()
+        if cls._server is not None and (cls._server.poll() is not None
+                                        or (stamp != cls._stamp and not cls._started)):
+            cls.close()
+        if cls._server is None:
+            cls._server = subprocess.Popen([sys.executable, "-c", _FORK_SERVER], stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, text=True, cwd=REPO)
+            cls._stamp = stamp
+            ready = cls._server.stdout.readline().strip()
+            assert ready == "ready", f"the CLI fork server did not start: {ready!r}"
+        cls._server.stdin.write(json.dumps(request) + "\n")
+        cls._server.stdin.flush()
+        answer = cls._server.stdout.readline()
+        assert answer, "the CLI fork server exited"
+        return json.loads(answer)
+
+    @classmethod
+    def run(cls, root: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory(prefix="gandefect-cli-") as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            status = cls._ask({"op": "run", "args": args, "cwd": str(root), "env": dict(os.environ),
+                               "out": str(out), "err": str(err), "timeout": timeout})["status"]
+            stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+        command = [sys.executable, "-m", "gandefect.cli", *args]
+        if status is None:
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(command, status, stdout, stderr)
+
+    @classmethod
+    def start(cls, root: Path, args: list[str], env: dict, log: Path) -> "ForkedCommand":
+        pid = cls._ask({"op": "start", "args": args, "cwd": str(root), "env": env, "out": str(log),
+                        "err": None})["pid"]
+        cls._started.add(pid)
+        return ForkedCommand(pid, args)
+
+    @classmethod
+    def status(cls, pid: int, timeout: float) -> int | None:
+        code = cls._ask({"op": "wait", "pid": pid, "timeout": timeout})["status"]
+        if code is not None:
+            cls._started.discard(pid)
+        return code
+
+    @classmethod
+    def close(cls) -> None:
+        if cls._server is not None:
+            cls._server.stdin.close()
+            cls._server.wait(30)
+            cls._server = None
+            cls._started.clear()
+
+
+class ForkedCommand:
+    """A `gandefect` command running in the background (start_cli): the parts of Popen tests use.
+    It leads its own process group (os.killpg(command.pid, ...) stops it and its children)."""
+
+    def __init__(self, pid: int, args: list[str]):
+        self.pid, self.args, self.returncode = pid, args, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = _CliForks.status(self.pid, 0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.returncode = _CliForks.status(self.pid, 10**9 if timeout is None else timeout)
+            if self.returncode is None:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+
+def start_cli(root: Path, *args: str, env: dict, log: Path) -> ForkedCommand:
+    """Start the real `gandefect` command in the background (stdout and stderr to `log`), as
+    Popen(..., start_new_session=True) would; GANDEFECT_TEST_CLI=subprocess: with Popen itself."""
+    if os.environ.get("GANDEFECT_TEST_CLI") == "subprocess":
+        return subprocess.Popen([sys.executable, "-m", "gandefect.cli", *args], cwd=root, env=env,
+                                stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return _CliForks.start(root, list(args), env, log)
 
 
 # -- the session ---------------------------------------------------------------------------------
@@ -163,6 +354,10 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
+    _CliForks.close()
+    imported = sys.modules.get("tests.conftest")  # tests import run_cli from there: maybe another copy of this file
+    if imported is not None and getattr(imported, "_CliForks", _CliForks) is not _CliForks:
+        imported._CliForks.close()
     home = _ENV.pop("_home", None)
     for key, value in _ENV.items():
         if value is None:

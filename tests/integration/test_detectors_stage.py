@@ -40,7 +40,7 @@ def test_fake_sets_cover_every_generator_and_take_the_real_encoding_path(trained
 
 def test_train_detectors_registers_winner_and_judge_and_writes_the_report(trained):
     root, stage = trained.root, trained.flow.detector
-    assert (stage["version"], stage["judge"]) == ("1", "1")
+    assert (str(stage["version"]), str(stage["judge"])) == ("1", "1")
     client = _client(root)
     detector = client.get_model_version("gandefect-detector", "1")
     judge = client.get_model_version("gandefect-judge", "1")
@@ -157,7 +157,7 @@ def test_detectors_carry_their_localization_threshold_and_metrics(trained):
 
 def test_the_flow_s_repairer_is_registered_evaluated_reported_and_repairs_from_the_cli(trained, tmp_path):
     root = trained.root  # `repair` writes to --out only
-    assert trained.flow.repairer["version"] == "1" and trained.flow.repairer["gate_passed"] is True
+    assert str(trained.flow.repairer["version"]) == "1" and trained.flow.repairer["gate_passed"] is True
     metrics = json.loads((root / "reports" / "repair" / "repair.json").read_text())
     assert metrics["outside_mask_change"] == 0 and metrics["spliced_outside_mask_change"] == 0
     for key in ["psnr_mask", "psnr_mask_mean_fill", "psnr_mask_biharmonic", "fid_before_hinge", "fid_after_hinge",
@@ -216,7 +216,18 @@ def test_generate_clean_repairs_samples_and_reject_keeps_the_least_suspicious(tr
     proc = run_cli(root, "generate", "--generator", "hinge", "--n", "6", "--clean", "--reject",
                    "--out", str(tmp_path / "clean"), check=True)
     table = __import__("pandas").read_csv(tmp_path / "clean" / "generate.csv")
-    assert len(table) == 6 and (table["iterations"] >= 0).all() and "mean p_fake" in proc.stdout
+    cfg = load_config(root / "params.yaml")
+    assert len(table) == 6 and "mean p_fake" in proc.stdout
+    assert table["iterations"].between(0, cfg.repair.iterations).all()
+    # --reject drew reject_factor x 6 samples (the same seed) and kept the 6 the served detector scores lowest
+    from gandefect.lifecycle.served import load_served_detector
+    from gandefect.stages.gans import sample_generator
+
+    drawn = load_served_detector(cfg).score(sample_generator(cfg, "hinge", 6 * cfg.repair.reject_factor, cfg.seed))
+    assert cfg.repair.reject_factor > 1
+    assert sorted(table["score_before"]) == pytest.approx(sorted(drawn)[:6], abs=1e-5)
+    # a repaired sample scores no higher than before (a pass that does not lower the score is undone)
+    assert (table["score_after"] <= table["score_before"] + 1e-6).all()
     bad = run_cli(root, "generate", "--generator", "no-such-loss", "--n", "2", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "gandefect-generator-no-such-loss" in bad.stderr
 
@@ -247,7 +258,7 @@ def test_model_gate_keeps_a_worse_candidate_out_promotes_a_better_one_and_rolls_
 
     from gandefect.lifecycle import gates
 
-    assert trained.flow.detector["gate_passed"] is True and trained.flow.detector["version"] == "1"
+    assert trained.flow.detector["gate_passed"] is True and str(trained.flow.detector["version"]) == "1"
     root = copy_project(trained.root, tmp_path / "project")
     client = _client(root)
     assert _alias(client, "champion") == "1"

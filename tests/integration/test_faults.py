@@ -1,8 +1,11 @@
 """Faults in the real `gandefect run`: SIGKILL inside four stages, and two runs at once.
 
 Each run is the CLI in a process group of its own. GANDEFECT_PAUSE_AT holds it at a named point
-(gandefect.faults); the test then kills the whole group with SIGKILL (the flow, its GAN workers
-and its Prefect server, as `kill -9` of a process group would), or starts another run meanwhile.
+(gandefect.faults); the test then kills the whole group with SIGKILL (the flow and what it started,
+as `kill -9` of a process group would), or starts another run meanwhile. The first run starts its
+own ephemeral Prefect server and is killed with it; the later ones report to the session's Prefect
+server, as runs under a long-lived server do. The run killed in the zoo has the default runner (its
+GAN worker processes die with it); the later ones, whose zoo is cached, run their tasks in threads.
 """
 
 from __future__ import annotations
@@ -19,23 +22,25 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from gandefect.faults import PAUSE_AT, PAUSE_FILE
-from tests.conftest import make_project, run_cli
+from tests.conftest import make_project, run_cli, start_cli
 
 MODELS = ("gandefect-detector", "gandefect-judge", "gandefect-repairer")
 
 pytestmark = pytest.mark.slow
 
 
-def _start(project: Path, log: Path, *args: str, pause: str | None = None) -> subprocess.Popen:
+def _start(project: Path, log: Path, *args: str, pause: str | None = None, api: str | None = None):
+    """`gandefect run ARGS` in the background; `api`: report to that Prefect server (else it starts its own)."""
     env = {**os.environ, "BENTOML_HOME": str(project.parent / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
-    env.pop("PREFECT_API_URL", None)  # each run starts its own ephemeral Prefect server
+    env.pop("PREFECT_API_URL", None)
+    if api:
+        env["PREFECT_API_URL"] = api
     if pause:
         env.update({PAUSE_AT: pause, PAUSE_FILE: str(project.parent / "paused")})
-    return subprocess.Popen([sys.executable, "-m", "gandefect.cli", "run", *args], cwd=project, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return start_cli(project, "run", *args, env=env, log=log)
 
 
-def _wait_paused(proc: subprocess.Popen, project: Path, log: Path, timeout: float = 600) -> str:
+def _wait_paused(proc, project: Path, log: Path, timeout: float = 600) -> str:
     marker = project.parent / "paused"
     deadline = time.monotonic() + timeout
     while not marker.exists():
@@ -45,14 +50,14 @@ def _wait_paused(proc: subprocess.Popen, project: Path, log: Path, timeout: floa
     return marker.read_text()
 
 
-def _kill_at(project: Path, point: str) -> str:
+def _kill_at(project: Path, point: str, *args: str, api: str | None = None) -> str:
     """Run until `point`, SIGKILL the run's process group there; the run's output."""
     log = project.parent / f"killed-{point.replace(':', '-')}.log"
-    proc = _start(project, log, pause=point)
+    proc = _start(project, log, *args, pause=point, api=api)
     try:
         assert _wait_paused(proc, project, log).startswith(point)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the flow, its workers and its Prefect server
+        os.killpg(proc.pid, signal.SIGKILL)  # the flow, its workers, its own Prefect server if it started one
         proc.wait(60)
         (project.parent / "paused").unlink(missing_ok=True)
     assert proc.returncode == -signal.SIGKILL
@@ -90,7 +95,7 @@ def _assert_consistent(project: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def killed_project(tmp_path_factory):
+def killed_project(tmp_path_factory, prefect_server):
     """A tiny project whose first four runs were SIGKILLed inside ingest, the GAN zoo, the
     detectors stage and the repairer stage (each registered, alias not moved), then a run to the
     end, held at its start while a second run and a rollback were started (and refused)."""
@@ -98,27 +103,30 @@ def killed_project(tmp_path_factory):
     # three DCGANs (more add seconds, not another kind of stage)
     root = make_project(base / "project", detect={"leave_one_out": False},
                         gan={"losses": ["minimax", "nonsaturating", "lsgan"], "families": []})
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()  # the session's Prefect test server
     figures = {}
-    _kill_at(root, "ingest:images-written")
+    _kill_at(root, "ingest:images-written")  # with the ephemeral Prefect server it started
     figures["after_ingest_kill"] = sorted(p.name for p in (root / "data" / "real" / "images").iterdir())
-    _kill_at(root, "gan:lsgan")  # the third GAN of the zoo: two are trained and cached
+    figures["manifest_after_ingest_kill"] = (root / "data" / "real" / "manifest.csv").exists()
+    _kill_at(root, "gan:lsgan", api=api)  # the third GAN of the zoo: two are trained and cached
     figures["after_gan_kill"] = _versions(_client(root))
-    _kill_at(root, "detectors:registered")
+    _kill_at(root, "detectors:registered", "--task-runner", "threads", api=api)
     client = _client(root)
     figures["after_detector_kill"] = _versions(client)
     figures["champion_after_detector_kill"] = {m.name: dict(m.aliases or {}) for m in client.search_registered_models()}
     # the detector is gated in this run; the repairer is registered, not evaluated yet
-    figures["repairer_kill_output"] = _kill_at(root, "repairer:registered")
+    figures["repairer_kill_output"] = _kill_at(root, "repairer:registered", "--task-runner", "threads", api=api)
     figures["after_repairer_kill"] = _versions(client)
     figures["aliases_after_repairer_kill"] = {m.name: dict(m.aliases or {}) for m in client.search_registered_models()}
     # the run to the end holds the project while a second run and a rollback are started
     log = root.parent / "holder.log"
-    holder = _start(root, log, pause="ingest:images-written")
+    holder = _start(root, log, "--task-runner", "threads", pause="ingest:images-written", api=api)
     try:
         _wait_paused(holder, root, log)
         figures["holder_pid"] = holder.pid
-        figures["refused"] = subprocess.run([sys.executable, "-m", "gandefect.cli", "run"], cwd=root,
-                                            capture_output=True, text=True, timeout=300)
+        figures["refused"] = run_cli(root, "run")
         figures["rollback"] = run_cli(root, "rollback")
     finally:
         (root.parent / "paused").unlink(missing_ok=True)  # the holder goes on
@@ -132,6 +140,8 @@ def test_a_run_killed_in_ingest_the_gan_zoo_or_between_registering_and_promoting
     the repairer (each registered, alias not moved). Each next run passed the stage that was killed."""
     root, figures = killed_project
     client = _client(root)
+    # killed in ingest with the new PNGs on disk and no manifest yet (the next run finished it; below)
+    assert figures["after_ingest_kill"] and not figures["manifest_after_ingest_kill"]
     # killed in the zoo: the two GANs trained before it were kept, nothing else was registered
     gans = {k: v for k, v in figures["after_gan_kill"].items() if k.startswith("gandefect-generator-")}
     assert gans == {"gandefect-generator-minimax": 1, "gandefect-generator-nonsaturating": 1}

@@ -3,8 +3,6 @@ and `gandefect train-gans` end to end (the zoo's report, a clear error, resume a
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import mlflow
@@ -13,7 +11,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli, write_params
+from tests.conftest import run_cli, start_cli, write_params
 from tests.integration.conftest import FAMILIES, LOSSES
 
 pytestmark = pytest.mark.slow
@@ -77,8 +75,8 @@ def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_total_steps
     params["profiles"]["tiny"]["gan"].update(generator_steps=400, checkpoint_every=10)
     (ingested / "params.yaml").write_text(yaml.safe_dump(params))
     ckpt = ingested / "models" / "gans" / "nonsaturating" / "checkpoint.pt"
-    proc = subprocess.Popen([sys.executable, "-m", "gandefect.cli", "train-gans", "--loss", "nonsaturating"],
-                            cwd=ingested, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_cli(ingested, "train-gans", "--loss", "nonsaturating", env=dict(os.environ),
+                     log=ingested.parent / "killed-train-gans.log")
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if ckpt.exists() and torch.load(ckpt, weights_only=False)["step"] >= 30:

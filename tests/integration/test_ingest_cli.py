@@ -4,10 +4,13 @@ import re
 import subprocess
 import sys
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import make_image_folder, run_cli
+
+pytestmark = pytest.mark.slow  # real git, DVC, Great Expectations and MLflow behind the CLI: seconds per call
 
 VERSION = re.compile(r"data version: (\S+\.dir)")
 

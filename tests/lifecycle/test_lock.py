@@ -9,6 +9,7 @@ import time
 import pytest
 
 from gandefect.lifecycle.lock import LOCK_FILE, ProjectBusyError, holder, project_lock
+from tests.conftest import run_cli
 
 HOLD = """
 import sys, time
@@ -58,8 +59,7 @@ def test_the_cli_refuses_a_writer_while_the_project_is_busy(tmp_path):
     (tmp_path / "params.yaml").write_text("profile: default\n")
     proc = _hold(tmp_path)
     try:
-        done = subprocess.run([sys.executable, "-m", "gandefect.cli", "--params", str(tmp_path / "params.yaml"),
-                               "rollback"], capture_output=True, text=True, timeout=120)
+        done = run_cli(tmp_path, "--params", str(tmp_path / "params.yaml"), "rollback")
     finally:
         proc.kill()
         proc.wait()
