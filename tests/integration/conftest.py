@@ -25,7 +25,8 @@ FAMILIES = ["vae", "mlpgan", "resizegan"]  # generators built another way than t
 @pytest.fixture(scope="session")
 def prefect_server():
     """One Prefect test server for the flows this process runs (the session's training, the
-    retrain-flow tests). Subprocesses (`gandefect run`, `watch`) still start their own."""
+    retrain-flow tests) and the fault test's later runs; other `gandefect run` and `watch`
+    commands start their own ephemeral server, as a user's do."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=300):
@@ -75,8 +76,8 @@ MLFLOW_LOAD_MARK = "registered_model_meta"
 
 
 def fingerprint(root: Path) -> dict:
-    """What a test must not change in the trained project: every file (size and content hash) but
-    the volatile ones, and the MLflow store's runs, model versions and aliases."""
+    """What a test must not change in the trained project: every file (its content hash) but the
+    volatile ones, and the MLflow store's runs, model versions and aliases."""
     files = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
