@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Callable
 
 import mlflow
-import numpy
 import numpy as np
 import torch
 from mlflow.entities.model_registry import ModelVersion
@@ -25,7 +24,7 @@ PACKAGE_DIR = Path(gandefect.__file__).resolve().parent
 
 def pip_requirements() -> list[str]:
     """Pinned explicitly: letting MLflow infer them costs seconds per model."""
-    return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}", f"mlflow=={mlflow.__version__}"]
+    return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}", f"mlflow=={mlflow.__version__}"]
 
 
 def log_torch_model(model: torch.nn.Module, name: str, example_input: torch.Tensor,

@@ -31,6 +31,7 @@ from gandefect.repair.train import train_repairer
 from gandefect.stages.gans import ensure_feature_net, registered_generators, sample_generator
 from gandefect.stages.localize import load_spliced
 
+
 def _channels(cfg: Config) -> int:
     return 1 if cfg.data.mode == "L" else 3
 
