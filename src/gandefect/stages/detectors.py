@@ -109,7 +109,7 @@ def capped(data: Labeled, per_generator: int, seed: int) -> Labeled:
     """Every real image and at most `per_generator` images of each generator (a seeded choice, order kept)."""
     rng = np.random.default_rng(seed)
     keep = data.generators == "real"
-    for g in set(data.generators.tolist()) - {"real"}:
+    for g in sorted(set(data.generators.tolist()) - {"real"}):  # sorted: set order changes per process
         idx = np.flatnonzero(data.generators == g)
         keep[rng.choice(idx, min(per_generator, len(idx)), replace=False)] = True
     return data.subset(keep)
