@@ -70,7 +70,8 @@ class BentoArgs(BaseModel):
     """Set by `gandefect build-bento` (`bentoml build --arg ...`) and stored in the bento."""
 
     detector: str = "gandefect-detector:latest"
-    repairer: str = "gandefect-repairer:latest"
+    repairer: str = "gandefect-repairer:latest"  # "": no repairer champion; `repair` answers 503
+    repairer_unavailable: str = ""  # ... with this reason
     max_bytes: int = UploadLimits.max_bytes
     max_pixels: int = UploadLimits.max_pixels
     max_images: int = UploadLimits.max_images
@@ -261,14 +262,18 @@ class GanDefect:
     """Detect, localize and repair defects in generated images (the champion models)."""
 
     detector_model = bentoml.models.BentoModel(ARGS.detector)
-    repairer_model = bentoml.models.BentoModel(ARGS.repairer)
+    if ARGS.repairer:  # a bento built while the repairer has no champion carries none
+        repairer_model = bentoml.models.BentoModel(ARGS.repairer)
 
     def __init__(self) -> None:
         torch.set_num_threads(1)
         self.detector = _load(self.detector_model, "detector")
-        self.repairer = Repairer(_load(self.repairer_model, "repairer"))
-        self.meta = {role: json.loads(Path(m.path_of("metadata.json")).read_text())
-                     for role, m in (("detector", self.detector_model), ("repairer", self.repairer_model))}
+        served = {"detector": self.detector_model}
+        self.repairer = None
+        if ARGS.repairer:
+            self.repairer = Repairer(_load(self.repairer_model, "repairer"))
+            served["repairer"] = self.repairer_model
+        self.meta = {role: json.loads(Path(m.path_of("metadata.json")).read_text()) for role, m in served.items()}
         shape = self.meta["detector"]["input"]
         self.size, self.mode, self.resize = shape["size"], shape["mode"], shape["resize"]
 
@@ -281,8 +286,10 @@ class GanDefect:
         return (*read_upload_fairly(data, field), data)
 
     def _version_headers(self) -> dict[str, str]:
-        return {"X-Detector-Version": self.meta["detector"]["version"],
-                "X-Repairer-Version": self.meta["repairer"]["version"]}
+        headers = {"X-Detector-Version": self.meta["detector"]["version"]}
+        if self.repairer is not None:
+            headers["X-Repairer-Version"] = self.meta["repairer"]["version"]
+        return headers
 
     # -- APIs ------------------------------------------------------------------------------------
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
@@ -330,7 +337,10 @@ class GanDefect:
         Without `mask`, the detector finds the defects (detect -> mask -> inpaint, up to k passes);
         an image it does not call fake (verdict `real`, or `uncertain` outside the validated
         conditions) comes back byte for byte as sent, with the reason in `X-Stopped` / `X-Reason`.
-        With a mask (white = rewrite; the image's size or the model's), exactly that region is rewritten."""
+        With a mask (white = rewrite; the image's size or the model's), exactly that region is rewritten.
+        503 with the reason when the service carries no repairer (none has passed its gate)."""
+        if self.repairer is None:
+            return error(503, f"repair is unavailable: {ARGS.repairer_unavailable or 'no repairer champion'}")
         try:
             im, upload, data = self._read(image, "image")
             x = upload.pixels
@@ -364,13 +374,15 @@ class GanDefect:
     @bentoml.api
     def metadata(self) -> dict:
         """The served models: names, versions, thresholds, data versions and their promotion metrics."""
-        det, rep = self.meta["detector"], self.meta["repairer"]
+        det, rep = self.meta["detector"], self.meta.get("repairer")
+        repairer = {**_describe(rep), **rep.get("repair", {}), "available": True} if rep else \
+            {"available": False, "reason": ARGS.repairer_unavailable or "no repairer champion"}
         return {
             "detector": {**_describe(det), "family": det["tags"].get("family"),
                          "threshold": float(self.detector.threshold),
                          "map_threshold": float(self.detector.map_threshold),
                          "trained_on": list(self.detector.trained_on)},
-            "repairer": {**_describe(rep), **rep.get("repair", {})},
+            "repairer": repairer,
             "input": det["input"],
             "envelope": _envelope().to_dict(),
             "limits": {"max_bytes": LIMITS.max_bytes, "max_pixels": LIMITS.max_pixels, "max_images": LIMITS.max_images},

@@ -110,6 +110,21 @@ def tiny_cfg(project: Path):
     return load_config(project / "params.yaml")
 
 
+@contextlib.contextmanager
+def chromium_page(**options):
+    """A page of Debian's headless Chromium (driven by Playwright), closed afterwards."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is needed (.ci/run installs it: apt-get install chromium)"
+    from playwright.sync_api import sync_playwright  # lazy: only the browser tests need it
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            yield browser.new_page(**options)
+        finally:
+            browser.close()
+
+
 def random_image(rng: np.random.Generator, size: tuple[int, int], mode: str) -> Image.Image:
     channels = {"L": 1, "RGB": 3, "RGBA": 4, "LA": 2}[mode]
     arr = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)

@@ -34,3 +34,22 @@ def test_params_name_only_registered_losses_and_detector_families(profile):
     assert losses.selected([cfg.repair.adversarial_loss], "repair.adversarial_loss")
     assert {*cfg.gan.generator_steps_by_loss} <= {*losses.REGISTRY, *cfg.gan.families}
     assert detector_families.selected(cfg.detect.families)
+
+
+@pytest.mark.parametrize("size", [20, 24, 28, 32, 48, 64, 96, 128])
+def test_sizes_the_models_take_are_accepted(tmp_path, size):
+    assert load_config(write_params(tmp_path, data={"image_size": size, "mode": "RGB"})).data.image_size == size
+
+
+@pytest.mark.parametrize(("size", "why"), [(30, "would start from 15 px doubled 1 time"),
+                                            (27, "would start from 27 px with no doubling"),
+                                            (100, "would start from 25 px doubled 2 time")])
+def test_a_size_the_models_cannot_take_fails_at_config_time_with_the_reason(tmp_path, size, why):
+    with pytest.raises(ConfigError, match=rf"data.image_size {size}: the generators build an image by doubling") as err:
+        load_config(write_params(tmp_path, data={"image_size": size}))
+    assert why in str(err.value) and "Nearby sizes that work" in str(err.value)
+
+
+def test_a_size_below_the_spectral_window_fails_at_config_time(tmp_path):
+    with pytest.raises(ConfigError, match="smaller than the spectral detector's window"):
+        load_config(write_params(tmp_path, data={"image_size": 10}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gandefect.config import PARAMS_FILE, Config, load_config
+from gandefect.data import sources
 from gandefect.data.snapshot import read_manifest
 from gandefect.errors import BadInputError, DataValidationError, GandefectError
 from gandefect.evaluate import drift
@@ -35,7 +37,7 @@ from gandefect.stages import detectors, repair
 from gandefect.stages.apply import run_generate, run_repair
 from gandefect.stages.detectors import run_evaluate_detector, run_ingest_fakes, run_sample_fakes, run_train_detectors
 from gandefect.stages.gans import run_train_gans
-from gandefect.stages.ingest import run_ingest, validate_snapshot
+from gandefect.stages.ingest import run_ingest, sources_to_ingest, validate_snapshot
 from gandefect.stages.localize import evaluate_localization, run_build_spliced
 from gandefect.stages.repair import run_evaluate_repair, run_train_repairer
 
@@ -107,8 +109,8 @@ def _progress() -> Iterator:
 
 @app.command()
 def ingest(
-    from_dirs: list[str] = typer.Option(None, "--from", metavar="DIR",
-                                        help="Folder of images to add (any format, size, mode); repeatable. Default: the embedded MNIST-5k digits."),
+    from_dirs: list[str] = typer.Option(None, "--from", metavar="SOURCE",
+                                        help=f"Folder of images to add (any format, size, mode), or a built-in ({', '.join(sources.BUILT_IN)}); repeatable. Default: data.source, else the snapshot's own sources, else data.default_source."),
     replace: bool = typer.Option(False, "--replace", help="Start a new snapshot instead of adding to the current one."),
     labels_from_subfolders: bool = typer.Option(False, "--labels-from-subfolders",
                                                 help="Use each image's first subfolder under DIR as its class label."),
@@ -149,7 +151,9 @@ def train_gans(
     cfg = _config()
     with _progress() as progress:
         summary = run_train_gans(cfg, loss, resume=resume, progress=progress)
-    out.print(f"feature net test accuracy {summary.feature_accuracy:.4f}; untrained generator FID {summary.baseline['fid']:.1f}")
+    kind = "test" if summary.feature_space == "labelled" else "nearest-neighbour label"
+    quality = f", {kind} accuracy {summary.feature_accuracy:.4f}" if math.isfinite(summary.feature_accuracy) else ""
+    out.print(f"feature space {summary.feature_space}{quality}; untrained generator FID {summary.baseline['fid']:.1f}")
     table = Table(title=f"GAN zoo (data {summary.data_version}, {summary.seconds:.0f} s)")
     for col in summary.table.columns:
         table.add_column(col, justify="left" if col == "loss" else "right")
@@ -402,19 +406,27 @@ def run_cmd(
     stages: Optional[list[str]] = typer.Option(None, "--stage", help=f"Run only these stages (ingest always runs): {', '.join(FLOW_STAGES[1:])}."),
     force: bool = typer.Option(False, "--force", help="Retrain every stage even when its inputs are unchanged."),
     wait: bool = typer.Option(False, "--wait", help="If another gandefect command is running in this project, wait for it instead of stopping."),
+    from_: Optional[list[str]] = typer.Option(None, "--from", metavar="SOURCE", help=f"Ingest exactly this source (repeatable): a folder of images or a built-in ({', '.join(sources.BUILT_IN)}). Default: data.source, else the snapshot's own sources."),
+    replace: bool = typer.Option(False, "--replace", help="Start the snapshot over from the named sources (the old one stays in DVC's history)."),
 ) -> None:
     """Run the whole lifecycle once as the Prefect flow `retrain` (ephemeral Prefect server by default).
 
-    Stages whose inputs (data version, params, upstream models) are unchanged are reused from the cache."""
+    Ingest reads exactly the sources named (--from) or configured (data.source); with neither, the
+    snapshot's own sources, or data.default_source on an empty snapshot. A snapshot holding other
+    sources stops the run with the reason. Stages whose inputs (data version, params, upstream
+    models) are unchanged are reused from the cache."""
     unknown = sorted(set(stages or []) - set(FLOW_STAGES))
     if unknown:
         raise BadInputError(f"--stage {', '.join(unknown)}: stages are {', '.join(FLOW_STAGES[1:])}")
+    named = [spec if spec in sources.BUILT_IN else str(Path(spec).expanduser().resolve()) for spec in from_ or []]
+    sources_to_ingest(_config(), named or None, replace, exact=True)  # a disagreement stops before the flow starts
 
     runner = flows().task_runner_for(task_runner)
     # taken here first, so a busy project stops before a flow run starts (the flow takes it again)
     with project_lock(state.params.resolve().parent, "run", wait, on_wait=out.print):
-        result = flows().retrain.with_options(task_runner=runner)(str(state.params), state.profile,
-                                                          ["ingest", *stages] if stages else None, force, wait)
+        result = flows().retrain.with_options(task_runner=runner)(
+            str(state.params), state.profile, ["ingest", *stages] if stages else None, force, wait,
+            sources=named or None, replace=replace)
     times = ", ".join(f"{k} {v:.0f} s" + (" (cached)" if k in result.cached else "") for k, v in result.seconds.items())
     out.print(f"retrain {result.state}: data {result.data_version}; {times}")
     if result.cached:
@@ -451,6 +463,8 @@ def build_bento_cmd(force: bool = typer.Option(False, "--force", help="Build eve
     built = bento.build(_config(), force)
     out.print(f"bento {built.tag} ({'reused: same champions' if built.reused else 'built'}) at {built.path}")
     out.print(f"models: {', '.join(built.models.values())}")
+    for role, why in built.unavailable.items():
+        out.print(f"[yellow]not served: {role}: {why} (its API answers 503 with this reason)[/yellow]")
     out.print(f"serve it: bentoml serve {built.tag}   (or: gandefect serve)")
 
 
@@ -462,8 +476,6 @@ def serve_cmd(
     """Serve the champions over HTTP (BentoML): the web page at /, the APIs, /docs and /readyz.
 
     Builds the bento first when the champions changed since the last build."""
-
-
     cfg = _config()
     built = bento.build(cfg, rebuild)
     port = port or cfg.serve.port

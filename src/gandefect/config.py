@@ -25,8 +25,29 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MAX_BASE = 8  # the generators' smallest feature map is at most this many pixels a side
+
+
+def size_plan(size: int) -> tuple[int, int]:
+    """(base size, number of 2x up-samplings) the generators build a `size` image with: halve
+    while even and above MAX_BASE (28 -> 7 doubled twice, 32 -> 8 twice, 64 -> 8 three times)."""
+    base, ups = size, 0
+    while base % 2 == 0 and base > MAX_BASE:
+        base, ups = base // 2, ups + 1
+    return base, ups
+
+
+def _sizes_near(size: int) -> str:
+    ok = [s for s in range(16, 4 * size + 64) if size_plan(s)[0] <= MAX_BASE and size_plan(s)[1] >= 1]
+    return ", ".join(str(s) for s in sorted(ok, key=lambda s: (abs(s - size), s))[:4])
+
+
 class DataConfig(_Section):
-    source: str = "mnist5k"
+    # what `gandefect run` ingests: null = the snapshot's own sources, refreshed (`default_source`
+    # fills an empty snapshot); a built-in name or a folder = exactly that source, and the flow
+    # stops when the snapshot holds others
+    source: str | None = None
+    default_source: str = "mnist5k"  # mnist5k (gray digits, labelled) or photos (colour crops, no labels)
     image_size: int = Field(28, ge=8, le=1024)
     mode: Literal["L", "RGB"] = "L"
     resize: Literal["crop", "pad"] = "crop"
@@ -83,13 +104,19 @@ class GANConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    """The domain feature net: a classifier of real train images, the space for FID."""
+    """The domain feature net, the space for FID and precision/recall (gandefect.evaluate.features):
+    `labelled` (a classifier of the class labels), `contrastive` (self-supervised, no labels)
+    or `auto` (labelled where every train and test image has a label, else contrastive)."""
 
+    space: Literal["auto", "labelled", "contrastive"] = "auto"
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0)
     n_features: int = Field(128, ge=2)
-    min_accuracy: float = Field(0.98, ge=0, le=1)  # below this the run is flagged, not failed
+    min_accuracy: float = Field(0.98, ge=0, le=1)  # labelled: below this the run is flagged, not failed
+    contrastive_epochs: int = Field(15, ge=1)
+    contrastive_batch_size: int = Field(128, ge=4)
+    temperature: float = Field(0.2, gt=0)
 
 
 class CNNDetectorConfig(_Section):
@@ -249,6 +276,23 @@ class Config(_Section):
     serve: ServeConfig = ServeConfig()
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; null: torch's default
     root: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _models_take_the_size(self) -> "Config":
+        """Sizes the models cannot take fail here, before any work, with the reason."""
+        size = self.data.image_size
+        base, ups = size_plan(size)
+        if base > MAX_BASE or ups < 1:
+            raise ValueError(
+                f"data.image_size {size}: the generators build an image by doubling a feature map of at most "
+                f"{MAX_BASE} px at least once (size = base x 2^k, base <= {MAX_BASE}); {size} px would start from "
+                f"{base} px{' with no doubling' if ups == 0 else f' doubled {ups} time(s)'}. Nearby sizes that "
+                f"work: {_sizes_near(size)}")
+        if size < self.detect.spectral.window:
+            raise ValueError(f"data.image_size {size} is smaller than the spectral detector's window "
+                             f"(detect.spectral.window {self.detect.spectral.window}): lower the window or "
+                             "raise the size")
+        return self
 
     def path(self, relative: str) -> Path:
         """Resolve a path from the config against the project root."""

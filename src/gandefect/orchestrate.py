@@ -39,12 +39,12 @@ from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner  # 
 import gandefect  # noqa: E402
 from gandefect.config import Config, load_config  # noqa: E402
 from gandefect.data.fakes import external_digest  # noqa: E402
-from gandefect.errors import BadInputError  # noqa: E402
+from gandefect.errors import BadInputError, ConfigError, DataValidationError  # noqa: E402
 from gandefect.lifecycle import bento, registry, tracking  # noqa: E402
 from gandefect.lifecycle import watch as records  # noqa: E402
 from gandefect.lifecycle.gates import CHAMPION, alias_version  # noqa: E402
 from gandefect.lifecycle.lock import project_lock  # noqa: E402
-from gandefect.names import DETECTOR_MODEL, FLOW_STAGES, JUDGE_MODEL, REPAIRER_MODEL, RETRAIN_EXPERIMENT  # noqa: E402
+from gandefect.names import DETECTOR_MODEL, FLOW_STAGES, JUDGE_MODEL, RETRAIN_EXPERIMENT  # noqa: E402
 from gandefect.report import RetrainResult, write_retrain_reports  # noqa: E402
 from gandefect.stages.detectors import run_train_detectors, run_watch  # noqa: E402
 from gandefect.stages.gans import (finish_zoo, member_settings, prepare_zoo, registered_generators,  # noqa: E402
@@ -94,10 +94,17 @@ def _set_threads(threads: int | None) -> None:
 
 
 # -- tasks ---------------------------------------------------------------------------------
-@task(name="ingest", retries=1, retry_delay_seconds=5)
-def ingest_task(cfg: Config) -> str:
-    """Ingest + DVC version + the data gate (a failing suite raises and stops the flow)."""
-    return run_ingest(cfg, flow_run_id=_flow_run_id()).data_version
+def _transient(task, task_run, state) -> bool:
+    """Retry a failure that may pass (a tool, the disk), not a user's mistake: bad input or
+    data that failed its suite fail the same way again."""
+    return not isinstance(getattr(state, "data", None), (BadInputError, ConfigError, DataValidationError))
+
+
+@task(name="ingest", retries=1, retry_delay_seconds=5, retry_condition_fn=_transient)
+def ingest_task(cfg: Config, sources: list[str] | None = None, replace: bool = False) -> str:
+    """Ingest exactly the configured or named sources + DVC version + the data gate (a failing
+    suite, or a snapshot holding other sources than those, raises and stops the flow)."""
+    return run_ingest(cfg, sources, replace, flow_run_id=_flow_run_id(), exact=True).data_version
 
 
 def _setup_key(_, p) -> str:
@@ -174,7 +181,8 @@ def bento_task(cfg: Config) -> dict:
     """Package the champions as a bento; one built from the same champions and code is reused."""
     built = bento.build(cfg)
     get_run_logger().info("bento %s (%s)", built.tag, "reused" if built.reused else "built")
-    return {"tag": built.tag, "path": str(built.path), "reused": built.reused, "models": built.models}
+    return {"tag": built.tag, "path": str(built.path), "reused": built.reused, "models": built.models,
+            "unavailable": built.unavailable}
 
 
 def _gate_dict(result) -> dict:
@@ -245,12 +253,14 @@ def _shared_api_url():
 
 @flow(name="retrain", log_prints=True)
 def retrain(params: str = "params.yaml", profile: str | None = None, stages: list[str] | None = None,
-            force: bool = False, wait: bool = False) -> RetrainResult:
+            force: bool = False, wait: bool = False, sources: list[str] | None = None,
+            replace: bool = False) -> RetrainResult:
     """ingest -> data gate -> GAN zoo (concurrent) -> fakes + spliced -> detectors -> model gate
     -> promote -> repairer -> its gate -> the bento of the champions. `stages` limits the run (ingest always runs);
     `force` retrains every stage even when its inputs are unchanged. The whole run holds the project
     lock (gandefect.lifecycle.lock): a run started meanwhile stops with a message naming this one,
-    or with `wait` queues behind it."""
+    or with `wait` queues behind it. `sources`: what ingest reads (else `data.source`, else the
+    snapshot's own sources; see `stages.ingest.sources_to_ingest`); `replace` starts the snapshot over."""
     logger = get_run_logger()
     cfg = load_config(Path(params), profile)
     wanted = stages or STAGES
@@ -279,7 +289,7 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
             tracking.start_run(cfg, RETRAIN_EXPERIMENT, "retrain", "pending", _flow_run_id()) as parent:
         mlflow.log_params({"stages": ",".join(wanted), "force": force})
         started = time.perf_counter()
-        version = ingest_task(cfg)
+        version = ingest_task(cfg, sources, replace)
         seconds["ingest"] = time.perf_counter() - started
         mlflow.set_tag("data_version", version)
         logger.info("data version %s", version)
@@ -315,10 +325,10 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
             if repairer["gate_passed"] is False:
                 state = "failed gate"
         bento = None
-        # the bento packages the champions after the gates: a promoted detector is served even
-        # when the repairer's candidate was refused (its champion stays, and is packaged)
-        if "bento" in wanted and (state == "completed" or (detector.get("gate_passed") is True
-                                                           and _has_champion(REPAIRER_MODEL))):
+        # the bento packages the champions after the gates: the detector's champion is served even
+        # when the repairer's candidate was refused (its champion stays and is packaged; without
+        # one, the service answers repair with 503 and the reason)
+        if "bento" in wanted and _has_champion(DETECTOR_MODEL):
             started = time.perf_counter()
             bento = bento_task(cfg)
             seconds["bento"] = time.perf_counter() - started

@@ -98,6 +98,8 @@ def markdown(r: RetrainResult) -> str:
         lines += [f"Bento `{r.bento['tag']}` ({'reused' if r.bento['reused'] else 'built'}): "
                   f"{', '.join(r.bento['models'].values())}. Serve it: `gandefect serve` or "
                   f"`bentoml serve {r.bento['tag']}`.", ""]
+        for role, why in (r.bento.get("unavailable") or {}).items():
+            lines += [f"Not served: {role} ({why}); its API answers 503 with this reason.", ""]
     if r.zoo:
         lines += ["## GAN zoo", "", readable(zoo_table(r)).to_markdown(), ""]
     for name, part, keys in (("Detector", r.detector, HEADLINE), ("Repairer", r.repairer or {}, REPAIR_HEADLINE)):
@@ -146,6 +148,9 @@ def to_html(cfg: Config, r: RetrainResult, flow_run_id: str | None) -> str:
         parts.append(f"<p>Bento <code>{html.escape(r.bento['tag'])}</code> "
                      f"({'reused' if r.bento['reused'] else 'built'}): serve it with <code>gandefect serve</code> "
                      f"or <code>bentoml serve {html.escape(r.bento['tag'])}</code>.</p>")
+        for role, why in (r.bento.get("unavailable") or {}).items():
+            parts.append(f"<p>Not served: {html.escape(role)} ({html.escape(why)}); its API answers 503 "
+                         "with this reason.</p>")
     if r.zoo:
         parts += ["<h2>GAN zoo</h2>", table(zoo_table(r), index=True)]
     for name, part, keys in (("Detector", r.detector, HEADLINE), ("Repairer", r.repairer or {}, REPAIR_HEADLINE)):

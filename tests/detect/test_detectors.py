@@ -115,7 +115,7 @@ def test_calibrating_on_a_mix_sets_the_threshold_by_the_rule():
 
 
 def test_a_warm_started_cnn_begins_from_its_predecessor_and_keeps_what_it_knew():
-    train, test = synthetic(400, 0), synthetic(60, 2)
+    train = synthetic(400, 0)
     old = FAMILIES["cnn"](1).fit(train)
     new = CNNDetector(CNNDetectorConfig(width=8, epochs=1, batch_size=32, p_process=0.0, focal_gamma=0.0), seed=5)
     assert new.start_from(old)

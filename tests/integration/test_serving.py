@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ from PIL import Image
 
 from gandefect.config import load_config
 from gandefect.lifecycle.bento import free_port, wait_ready
-from tests.conftest import run_cli, start_cli
+from tests.conftest import chromium_page, run_cli, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -303,41 +302,32 @@ def test_the_bento_carries_the_models_and_a_rebuild_of_the_same_champions_is_reu
 
 @pytest.mark.browser
 def test_web_page_in_headless_chromium_shows_score_map_and_repair(served):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium is needed (.ci/run installs it: apt-get install chromium)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.goto(served["url"] + "/")
-            page.wait_for_function("document.getElementById('models').textContent.includes('detector v')")
-            page.set_input_files("#file", str(_generated(served["root"])))
-            page.wait_for_selector("#overlay[data-ready='1']", timeout=30_000)
-            score = page.text_content("#score")
-            assert score.endswith("%") and 0 <= float(score[:-1]) <= 100
-            assert page.text_content("#verdict") in {"generated", "real"}
-            assert "PNG 28\u00d728" in page.text_content("#history")
-            for image in ("#original", "#repaired"):
-                page.wait_for_function(f"document.querySelector('{image}').naturalWidth > 0")
-            drawn = page.evaluate("""() => {
-                const c = document.getElementById('overlay');
-                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                let lit = 0; for (let i = 0; i < d.length; i += 4) lit += d[i] + d[i + 1] + d[i + 2] > 0;
-                return lit; }""")
-            assert drawn > 0  # the image and its defect map were painted
-            assert not page.is_visible("#error")
-            # a heavily compressed upload: the page says uncertain, and why
-            q30 = served["base"] / "q30.jpg"
-            Image.open(_real(served["root"])).save(q30, "JPEG", quality=30)
-            page.set_input_files("#file", str(q30))
-            page.wait_for_function("document.getElementById('history').dataset.verdict === 'uncertain'", timeout=30_000)
-            assert page.text_content("#verdict") == "uncertain"
-            assert "JPEG quality about 30" in page.text_content("#history")
-            page.wait_for_function("document.getElementById('repair-note').textContent.includes('unchanged')")
-        finally:
-            browser.close()
+    with chromium_page() as page:
+        page.goto(served["url"] + "/")
+        page.wait_for_function("document.getElementById('models').textContent.includes('detector v')")
+        page.set_input_files("#file", str(_generated(served["root"])))
+        page.wait_for_selector("#overlay[data-ready='1']", timeout=30_000)
+        score = page.text_content("#score")
+        assert score.endswith("%") and 0 <= float(score[:-1]) <= 100
+        assert page.text_content("#verdict") in {"generated", "real"}
+        assert "PNG 28\u00d728" in page.text_content("#history")
+        for image in ("#original", "#repaired"):
+            page.wait_for_function(f"document.querySelector('{image}').naturalWidth > 0")
+        drawn = page.evaluate("""() => {
+            const c = document.getElementById('overlay');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let lit = 0; for (let i = 0; i < d.length; i += 4) lit += d[i] + d[i + 1] + d[i + 2] > 0;
+            return lit; }""")
+        assert drawn > 0  # the image and its defect map were painted
+        assert not page.is_visible("#error")
+        # a heavily compressed upload: the page says uncertain, and why
+        q30 = served["base"] / "q30.jpg"
+        Image.open(_real(served["root"])).save(q30, "JPEG", quality=30)
+        page.set_input_files("#file", str(q30))
+        page.wait_for_function("document.getElementById('history').dataset.verdict === 'uncertain'", timeout=30_000)
+        assert page.text_content("#verdict") == "uncertain"
+        assert "JPEG quality about 30" in page.text_content("#history")
+        page.wait_for_function("document.getElementById('repair-note').textContent.includes('unchanged')")
 
 
 def test_gandefect_serve_reuses_the_bento_and_answers_on_the_given_port(served):

@@ -134,7 +134,7 @@ def ingest(
         if not replace:
             for s in recorded.values():
                 rec = s["source"]
-                if rec["kind"] == src.MNIST5K or Path(rec["location"]).is_dir():
+                if rec["kind"] in src.BUILT_IN or Path(rec["location"]).is_dir():
                     carried.append(src.Source(**rec))
         todo = carried + [s for s in requested if s.to_record() not in [c.to_record() for c in carried]]
         manifest = pd.DataFrame(columns=MANIFEST_COLUMNS)

@@ -1,5 +1,16 @@
-"""The domain feature net: a small classifier of real images whose penultimate layer is the
-feature space for FID and precision/recall, and whose softmax gives sample-class histograms."""
+"""The domain feature net: the feature space for FID and precision/recall, trained on the real
+train split in one of two ways.
+
+- `labelled`: a classifier of the images' class labels; its penultimate layer is the space and
+  its softmax gives the sample-class histograms (class entropy, confident rate).
+- `contrastive`: no labels. The same network is trained self-supervised (SimCLR, Chen et al.
+  2020: two random views of each image are pulled together, other images pushed apart). Chosen
+  over an autoencoder because a reconstruction objective keeps pixel-level detail (noise,
+  exact position) that FID should not weigh, while contrastive features are invariant to the
+  nuisance changes of the views and keep what tells one image's content from another's;
+  self-supervised spaces rank GANs as well as supervised ones (Morozov et al., ICLR 2021).
+  There is no class head, so the label metrics are absent rather than guessed.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+LABELLED, CONTRASTIVE = "labelled", "contrastive"
+
+
 @dataclass
 class FeatureNetConfig:
     image_size: int = 28
     channels: int = 1
-    n_classes: int = 10
+    n_classes: int = 10  # 0 in the contrastive space: no class head
     n_features: int = 128
+    space: str = LABELLED
 
 
 class FeatureNet(nn.Module):
@@ -35,13 +50,22 @@ class FeatureNet(nn.Module):
 
         self.body = nn.Sequential(*block(cfg.channels, 32), *block(32, 64), nn.AdaptiveAvgPool2d(2), nn.Flatten())
         self.embed = nn.Sequential(nn.Linear(64 * 4, cfg.n_features), nn.ReLU(True))
-        self.classify = nn.Sequential(nn.Dropout(0.3), nn.Linear(cfg.n_features, cfg.n_classes))
+        if self.labelled:
+            self.classify = nn.Sequential(nn.Dropout(0.3), nn.Linear(cfg.n_features, cfg.n_classes))
+        else:  # SimCLR's projection head: the loss is taken after it, the features before it
+            self.project = nn.Sequential(nn.Linear(cfg.n_features, cfg.n_features), nn.ReLU(True),
+                                         nn.Linear(cfg.n_features, 64))
+
+    @property
+    def labelled(self) -> bool:
+        return getattr(self.cfg, "space", LABELLED) == LABELLED  # nets logged before the field: labelled
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(self.body(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.features(x))
+        """Class logits (labelled) or the projection the contrastive loss is taken on."""
+        return (self.classify if self.labelled else self.project)(self.features(x))
 
 
 class FeatureExtractor(nn.Module):
@@ -75,6 +99,100 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return F.grid_sample(x + 1, grid, align_corners=False, padding_mode="zeros") - 1  # pad with black
 
 
+def _views(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A random view for contrastive training: a stronger crop and jitter than `_augment`, a
+    random gain and offset per channel (all channels alike on gray images), a mirror on colour
+    images (a mirrored digit is another symbol), and a little noise."""
+    n, c = x.shape[:2]
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(15)
+    scale = 0.7 + 0.4 * torch.rand(n, generator=gen)  # < 1 zooms in: a crop of 70 % of the side
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * 0.15
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if c == 3 else torch.ones(n)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    v = F.grid_sample(x + 1, grid, align_corners=False, padding_mode="reflection") - 1
+    shared = torch.rand(n, 1, 1, 1, generator=gen)
+    own = torch.rand(n, c, 1, 1, generator=gen)
+    gain = 0.6 + 0.6 * (0.5 * shared + 0.5 * own)  # colour jitter: mostly brightness, some hue
+    offset = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * 0.2
+    v = v * gain + offset + 0.05 * torch.randn(v.shape, generator=gen)
+    return v.clamp(-1, 1)
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's loss: each view must find its partner among all 2N-1 other views."""
+    z = F.normalize(torch.cat([a, b]), dim=1)
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(float("-inf"))
+    n = len(a)
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    return F.cross_entropy(sim, partner)
+
+
+def _fit(net: FeatureNet, n: int, batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+         epochs: int, batch_size: int, lr: float, gen: torch.Generator,
+         on_epoch: Callable[[int, float], None] | None) -> FeatureNet:
+    """AdamW with a one-cycle schedule over `epochs` of shuffled batches of `n` images;
+    `batch_loss(indices, gen)` is the objective. Returns the net in eval mode."""
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = max(1, epochs * (n // batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    step = 0
+    for epoch in range(epochs):
+        net.train()
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in range(0, n - batch_size + 1, batch_size):
+            loss = batch_loss(perm[i:i + batch_size], gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step < steps - 1:
+                sched.step()
+            step += 1
+            total += loss.item()
+        if on_epoch:
+            on_epoch(epoch, total / max(1, n // batch_size))
+    return net.eval()
+
+
+def train_contrastive_net(
+    cfg: FeatureNetConfig,
+    images: torch.Tensor,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    temperature: float = 0.2,
+    seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> FeatureNet:
+    """Train the label-free space on real images in [-1, 1]; returns the net in eval mode."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = FeatureNet(cfg)
+
+    def batch_loss(idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        x = images[idx]
+        return nt_xent(net(_views(x, g)), net(_views(x, g)), temperature)
+
+    return _fit(net, len(images), batch_loss, epochs, min(batch_size, len(images)), lr, gen, on_epoch)
+
+
+@torch.no_grad()
+def knn_accuracy(net: FeatureNet, train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
+                 test_labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Nearest-neighbour (cosine) label accuracy in the feature space: how much class structure a
+    label-free space learned, where labels exist to check it."""
+    net.eval()
+
+    def feats(x):
+        return F.normalize(torch.cat([net.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]), dim=1)
+
+    nearest = (feats(test) @ feats(train).T).argmax(1)
+    return float((train_labels[nearest] == test_labels).float().mean())
+
+
 def train_feature_net(
     cfg: FeatureNetConfig,
     images: torch.Tensor,
@@ -89,31 +207,16 @@ def train_feature_net(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = FeatureNet(cfg)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    steps = max(1, epochs * (len(images) // batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    step = 0
-    for epoch in range(epochs):
-        net.train()
-        perm = torch.randperm(len(images), generator=gen)
-        total = 0.0
-        for i in range(0, len(images) - batch_size + 1, batch_size):
-            idx = perm[i:i + batch_size]
-            loss = F.cross_entropy(net(_augment(images[idx], gen)), labels[idx], label_smoothing=0.05)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if step < steps - 1:
-                sched.step()
-            step += 1
-            total += loss.item()
-        if on_epoch:
-            on_epoch(epoch, total / max(1, len(images) // batch_size))
-    return net.eval()
+
+    def batch_loss(idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return F.cross_entropy(net(_augment(images[idx], g)), labels[idx], label_smoothing=0.05)
+
+    return _fit(net, len(images), batch_loss, epochs, batch_size, lr, gen, on_epoch)
 
 
 @torch.no_grad()
 def accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Test accuracy of the labelled net's class head."""
     net.eval()
     correct = sum(int((net(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum())
                   for i in range(0, len(images), batch_size))

@@ -1,5 +1,6 @@
 """Generator metrics in the domain feature space: FID (torchmetrics), improved precision and
-recall (Kynkaanniemi et al. 2019), and the class histogram of samples to flag mode collapse."""
+recall (Kynkaanniemi et al. 2019), and, in a labelled space only, the class histogram of
+samples to flag mode collapse (a label-free space has no classes: those metrics are absent)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ def class_stats(net: FeatureNet, images: torch.Tensor, batch_size: int = 500) ->
 
 
 def generator_metrics(net: FeatureNet, real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict[str, float]:
-    """All generator metrics of ../DESIGN.md for one set of samples against real test images."""
+    """All generator metrics of ../DESIGN.md for one set of samples against real test images
+    (the class metrics only where `net` is the labelled space)."""
     extractor = FeatureExtractor(net)
     precision, recall = precision_recall(_features(extractor, real), _features(extractor, fake), k)
-    return {"fid": fid(extractor, real, fake), "precision": precision, "recall": recall, **class_stats(net, fake)}
+    labelled = class_stats(net, fake) if net.labelled else {}
+    return {"fid": fid(extractor, real, fake), "precision": precision, "recall": recall, **labelled}

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from gandefect.config import size_plan
+
 
 @dataclass
 class DCGANConfig:
@@ -18,11 +20,8 @@ class DCGANConfig:
     disc_norm: str = "batch"  # batch | layer | none (WGAN-GP's critic must not use batch norm)
 
     def plan(self) -> tuple[int, int]:
-        """(base size, number of 2x up-samplings): halve while even and above 8 (28->7, 32->8, 64->8)."""
-        size, ups = self.image_size, 0
-        while size % 2 == 0 and size > 8:
-            size, ups = size // 2, ups + 1
-        return size, ups
+        """(base size, number of 2x up-samplings): see gandefect.config.size_plan."""
+        return size_plan(self.image_size)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,6 +1,7 @@
 """The champions as a bento: export from the MLflow registry, build with BentoML, serve.
 
-A bento carries the detector and repairer weights, the calibrated thresholds and the metadata
+A bento carries the detector and repairer weights (a repairer without a champion is left out
+and its API answers 503 with the reason: the detector that passed is served all the same), the calibrated thresholds and the metadata
 they were promoted with, so serving it needs no MLflow store. Exported models are tagged
 `<registered name>:v<version>-<run id>`: the same champion is exported once, and two MLflow
 stores that both have a "version 1" never collide in BentoML's store.
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,7 @@ import torch
 import gandefect
 from gandefect.config import Config
 from gandefect.errors import BadInputError, ToolError
-from gandefect.lifecycle import registry, tracking
+from gandefect.lifecycle import gates, registry, tracking
 from gandefect.lifecycle.gates import CHAMPION
 from gandefect.lifecycle.served import load_repairer, load_served_detector
 from gandefect.names import DETECTOR_MODEL, REPAIRER_MODEL
@@ -49,20 +50,35 @@ class Champion:
         return f"{self.name}:v{self.version}-{self.run_id[:12]}"
 
 
-def champions(cfg: Config) -> dict[str, Champion]:
-    """The detector's and the repairer's `champion` versions, with the metrics they were promoted with."""
+def _why_none(client, name: str) -> str:
+    """Why `name` has no champion, in words a user of the service can read."""
+    latest = registry.latest_version(name)
+    if latest is None:
+        return f"{name} has no `{CHAMPION}`: none has been trained yet"
+    why = latest.tags.get(gates.GATE_REASONS_TAG)
+    return (f"{name} has no `{CHAMPION}`: its newest version v{latest.version} "
+            + (f"failed its gate ({why})" if why else "has not passed its gate"))
+
+
+def champions(cfg: Config) -> tuple[dict[str, Champion], dict[str, str]]:
+    """The detector's and the repairer's `champion` versions, with the metrics they were promoted
+    with, and role -> the reason for a repairer that has none (the service is built without it).
+    A detector without a champion is an error: there is nothing to serve."""
     mlflow = tracking.setup(cfg)
     client = mlflow.MlflowClient()
-    found = {}
+    found, missing = {}, {}
     for role, name in (("detector", DETECTOR_MODEL), ("repairer", REPAIRER_MODEL)):
         try:
             mv = client.get_model_version_by_alias(name, CHAMPION)
         except mlflow.exceptions.MlflowException:
+            if role == "repairer":
+                missing[role] = _why_none(client, name)
+                continue
             raise BadInputError(f"{name} has no `{CHAMPION}`: run `gandefect run` (or train and "
                                 f"`gandefect promote`) before building the service") from None
         metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
         found[role] = Champion(name, str(mv.version), mv.run_id or "norun", dict(mv.tags), dict(metrics))
-    return found
+    return found, missing
 
 
 def _stored(tag: str):
@@ -100,9 +116,11 @@ def export_models(cfg: Config, found: dict[str, Champion]) -> dict[str, str]:
     return tags
 
 
-def bento_args(cfg: Config, tags: dict[str, str]) -> dict[str, str]:
-    """The build arguments the service reads (`bentoml.use_arguments`); stored in the bento."""
-    return {"detector": tags["detector"], "repairer": tags["repairer"],
+def bento_args(cfg: Config, tags: dict[str, str], missing: dict[str, str] | None = None) -> dict[str, str]:
+    """The build arguments the service reads (`bentoml.use_arguments`); stored in the bento. A
+    repairer without a champion is left out, with the reason its `repair` answers (503)."""
+    return {"detector": tags["detector"], "repairer": tags.get("repairer", ""),
+            "repairer_unavailable": (missing or {}).get("repairer", ""),
             "max_bytes": str(int(cfg.serve.max_upload_mb * 2**20)), "max_pixels": str(cfg.serve.max_pixels),
             "max_images": str(cfg.serve.max_images)}
 
@@ -140,6 +158,7 @@ class BuiltBento:
     path: Path
     reused: bool
     models: dict[str, str]
+    unavailable: dict[str, str] = field(default_factory=dict)  # role -> why it is not served
 
 
 def build(cfg: Config, force: bool = False) -> BuiltBento:
@@ -149,13 +168,13 @@ def build(cfg: Config, force: bool = False) -> BuiltBento:
     if not BENTOFILE.is_file():
         raise BadInputError(f"serving/bentofile.yaml not found beside gandefect's source ({SOURCE_ROOT}): "
                             "install gandefect from its source tree with `pip install -e .`")
-    found = champions(cfg)
+    found, missing = champions(cfg)
     tags = export_models(cfg, found)
-    args = bento_args(cfg, tags)
+    args = bento_args(cfg, tags, missing)
     digest = source_digest()
     existing = None if force else _matching_bento(cfg.serve.bento_name, args, digest)
     if existing is not None:
-        return BuiltBento(str(existing.tag), Path(existing.path), True, tags)
+        return BuiltBento(str(existing.tag), Path(existing.path), True, tags, missing)
     # The real `bentoml build`, in its own process: it imports the service module with these arguments.
     command = [_bentoml_cli(), "build", "-f", str(BENTOFILE), "-o", "tag",
                "--name", cfg.serve.bento_name, "--label", f"gandefect_version={gandefect.__version__}",
@@ -169,7 +188,7 @@ def build(cfg: Config, force: bool = False) -> BuiltBento:
     if proc.returncode != 0:
         raise ToolError(f"bentoml build failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     tag = proc.stdout.strip().splitlines()[-1].replace("__tag__:", "").strip()
-    return BuiltBento(tag, Path(bentoml.get(tag).path), False, tags)
+    return BuiltBento(tag, Path(bentoml.get(tag).path), False, tags, missing)
 
 
 def _bentoml_cli() -> str:

@@ -35,6 +35,7 @@ from gandefect.names import REPAIRER_MODEL
 
 SUITE_NAME = "gandefect-model"
 CHAMPION, CHALLENGER = "champion", "challenger"
+GATE_TAG, GATE_REASONS_TAG = "gate", "gate_reasons"  # model-version tags: the verdict of its last gate
 HISTORY_TAG = "champion_history"  # registered-model tag: versions that held `champion`, oldest first
 LOWER_IS_BETTER = {"ece", "fid_ratio", "outside_mask_change"}
 # figures of retrained models (leave-one-out): not recomputable for a champion, so floors only
@@ -269,7 +270,12 @@ def rollback(name: str) -> tuple[str, str]:
 
 
 def apply_gate(cfg: Config, result: GateResult) -> GateResult:
-    """Passed: `challenger` -> the candidate, and `champion` too when gates.auto_promote. Failed: nothing moves."""
+    """Passed: `challenger` -> the candidate, and `champion` too when gates.auto_promote. Failed: nothing
+    moves. The version keeps its verdict (tags `gate`, `gate_reasons`: what the service says when
+    a repairer has no champion)."""
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(result.name, result.version, GATE_TAG, "passed" if result.passed else "failed")
+    client.set_model_version_tag(result.name, result.version, GATE_REASONS_TAG, "; ".join(result.reasons)[:4000])
     if result.passed:
         mlflow.MlflowClient().set_registered_model_alias(result.name, CHALLENGER, result.version)
         result.aliases[CHALLENGER] = result.version

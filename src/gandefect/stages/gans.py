@@ -20,7 +20,8 @@ from gandefect import faults
 from gandefect.config import Config
 from gandefect.data.datasets import Split, image_grid, load_split, to_uint8
 from gandefect.data.snapshot import Progress
-from gandefect.evaluate.features import FeatureNet, FeatureNetConfig, accuracy, train_feature_net
+from gandefect.evaluate.features import (CONTRASTIVE, LABELLED, FeatureNet, FeatureNetConfig, accuracy,
+                                         knn_accuracy, train_contrastive_net, train_feature_net)
 from gandefect.evaluate.generators import generator_metrics
 from gandefect.gan import families as family_registry
 from gandefect.gan import losses as loss_registry
@@ -57,15 +58,30 @@ def model_config(cfg: Config) -> DCGANConfig:
                        z_dim=g.z_dim, g_width=g.g_width, d_width=g.d_width)
 
 
+def feature_space(cfg: Config, train: Split, test: Split) -> str:
+    """The space the zoo is measured in: `features.space`, where `auto` is labelled when every
+    train and test image has a class label and contrastive (label-free) otherwise."""
+    labelled = train.labels is not None and test.labels is not None
+    space = cfg.features.space
+    if space == "auto":
+        return LABELLED if labelled else CONTRASTIVE
+    if space == LABELLED and not labelled:
+        raise BadInputError("features.space is labelled, but not every train and test image has a class label: "
+                            "set features.space to auto or contrastive (label-free), or ingest labelled data "
+                            "(the default MNIST digits, or --labels-from-subfolders)")
+    return space
+
+
 def ensure_feature_net(cfg: Config, train: Split, test: Split, version: str,
                        progress: Progress | None = None) -> tuple[FeatureNet, float]:
-    """Load the feature net registered for this data version and profile, or train and register one."""
-    if train.labels is None or test.labels is None:
-        raise BadInputError("the domain feature net needs class labels on every train and test image; "
-                            "ingest labelled data (the default MNIST digits, or --labels-from-subfolders)")
+    """Load the feature net registered for this data version, profile and space, or train and
+    register one. The figure returned is its quality: the labelled net's test accuracy, or
+    the contrastive net's nearest-neighbour label accuracy where labels exist to check it (NaN
+    where they don't)."""
+    space = feature_space(cfg, train, test)
     tracking.setup(cfg)
     # Reuse across GAN runs: only the data and the feature net's own settings define it.
-    settings = json.dumps({"features": cfg.features.model_dump(), "seed": cfg.seed,
+    settings = json.dumps({"features": cfg.features.model_dump(), "space": space, "seed": cfg.seed,
                            "size": cfg.data.image_size, "mode": cfg.data.mode}, sort_keys=True)
     key = f"{version}:{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
     found = registry.latest_version_with_tag(FEATURE_MODEL, "data_key", key)
@@ -73,20 +89,32 @@ def ensure_feature_net(cfg: Config, train: Split, test: Split, version: str,
         net = registry.load_torch_model(f"models:/{FEATURE_MODEL}/{found.version}")
         return net, float(found.tags.get("test_accuracy", "nan"))
     f = cfg.features
-    fcfg = FeatureNetConfig(cfg.data.image_size, train.images.shape[1], len(train.classes), f.n_features)
+    labelled = space == LABELLED
+    fcfg = FeatureNetConfig(cfg.data.image_size, train.images.shape[1], len(train.classes) if labelled else 0,
+                            f.n_features, space)
+    epochs = f.epochs if labelled else f.contrastive_epochs
     with tracking.start_run(cfg, GAN_EXPERIMENT, "feature-net", version) as run:
+        mlflow.log_param("feature_space", space)
+
         def on_epoch(epoch: int, loss: float) -> None:
             mlflow.log_metric("train_loss", loss, step=epoch)
             if progress:
-                progress("feature net", epoch + 1, f.epochs)
+                progress(f"feature net ({space})", epoch + 1, epochs)
 
-        net = train_feature_net(fcfg, train.images, train.labels, f.epochs, f.batch_size, f.lr, cfg.seed, on_epoch)
-        acc = accuracy(net, test.images, test.labels)
-        mlflow.log_metric("test_accuracy", acc)
-        mlflow.set_tag("accuracy_ok", str(acc >= f.min_accuracy))
+        if labelled:
+            net = train_feature_net(fcfg, train.images, train.labels, epochs, f.batch_size, f.lr, cfg.seed, on_epoch)
+            acc = accuracy(net, test.images, test.labels)
+            mlflow.set_tag("accuracy_ok", str(acc >= f.min_accuracy))
+        else:
+            net = train_contrastive_net(fcfg, train.images, epochs, f.contrastive_batch_size, f.lr,
+                                        f.temperature, cfg.seed, on_epoch)
+            checkable = train.labels is not None and test.labels is not None
+            acc = knn_accuracy(net, train.images, train.labels, test.images, test.labels) if checkable else float("nan")
+        if math.isfinite(acc):
+            mlflow.log_metric("test_accuracy" if labelled else "knn_accuracy", acc)
         registry.log_torch_model(net, "feature_net", test.images[:2], FEATURE_MODEL,
-                                 {"data_key": key, "data_version": version, "test_accuracy": f"{acc:.4f}",
-                                  "run_id": run.info.run_id})
+                                 {"data_key": key, "data_version": version, "feature_space": space,
+                                  "test_accuracy": f"{acc:.4f}", "run_id": run.info.run_id})
     return net, acc
 
 
@@ -184,6 +212,8 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
                        train_seconds=seconds, generator_steps=result.generator_steps, steps=result.steps,
                        resumed_from_step=result.resumed_from)
         mlflow.log_metrics(metrics)
+        if not resume_run:
+            mlflow.log_param("feature_space", "labelled" if net.labelled else "contrastive")
         mlflow.log_image(image_grid(samples[:64]), "samples/final.png")
         _, mv = registry.log_torch_model(trainer.G, "generator", z[:2], generator_model(loss_name),
                                          {"data_version": version, "loss": loss_name, "fid": f"{metrics['fid']:.3f}",
@@ -201,23 +231,43 @@ class ZooSummary:
     data_version: str
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    feature_space: str = LABELLED
 
 
 def zoo_table(rows: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """One row per generator; its targets: the FID ratio and, in a labelled space only, the
+    class entropy ratio (a label-free space has no classes to count)."""
     table = pd.DataFrame([{"loss": k, **v} for k, v in rows.items()])
-    table["meets_targets"] = ((table["fid_ratio"] <= MAX_FID_RATIO)
-                              & (table["class_entropy_ratio"] >= MIN_ENTROPY_RATIO)).map({True: "yes", False: "no"})
+    meets = table["fid_ratio"] <= MAX_FID_RATIO
+    if "class_entropy_ratio" in table.columns:
+        meets &= table["class_entropy_ratio"] >= MIN_ENTROPY_RATIO
+    table["meets_targets"] = meets.map({True: "yes", False: "no"})
     return table[[c for c in TABLE_COLUMNS if c in table.columns]]
 
 
-def write_zoo_report(table: pd.DataFrame, baseline: dict, accuracy_: float, path: Path) -> Path:
+SPACE_NOTES = {
+    LABELLED: "FID, precision and recall in the labelled feature space (a classifier of the real images' "
+              "class labels).",
+    CONTRASTIVE: "FID, precision and recall in the label-free feature space (trained self-supervised, "
+                 "contrastive, on the real train images). Class entropy and the confident rate are absent: "
+                 "they count the feature net's classes, and this space has none.",
+}
+
+
+def write_zoo_report(table: pd.DataFrame, baseline: dict, setup: "ZooSetup", path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["# GAN zoo", "",
-             f"Feature net test accuracy: {accuracy_:.4f}. Untrained generator: FID {baseline['fid']:.1f}, "
-             f"class entropy ratio {baseline['class_entropy_ratio']:.3f}.", "",
-             "fid_ratio = FID / untrained FID (target <= 0.10); class_entropy_ratio = entropy of the "
-             "sample-class histogram / ln(n_classes) (target >= 0.9).", "",
-             table.to_markdown(index=False, floatfmt=".3f")]
+    quality = (f"Feature net test accuracy: {setup.feature_accuracy:.4f}." if setup.feature_space == LABELLED else
+               f"Feature net nearest-neighbour label accuracy: {setup.feature_accuracy:.4f}."
+               if math.isfinite(setup.feature_accuracy) else "")
+    untrained = f"Untrained generator: FID {baseline['fid']:.1f}"
+    if "class_entropy_ratio" in baseline:
+        untrained += f", class entropy ratio {baseline['class_entropy_ratio']:.3f}"
+    targets = "fid_ratio = FID / untrained FID (target <= 0.10)"
+    if setup.feature_space == LABELLED:
+        targets += ("; class_entropy_ratio = entropy of the sample-class histogram / ln(n_classes) "
+                    "(target >= 0.9)")
+    lines = ["# GAN zoo", "", SPACE_NOTES[setup.feature_space], "", f"{quality} {untrained}.".strip(), "",
+             f"{targets}.", "", table.to_markdown(index=False, floatfmt=".3f")]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -230,13 +280,15 @@ class ZooSetup:
     data_version: str
     feature_accuracy: float
     baseline: dict[str, float]
+    feature_space: str = LABELLED
 
 
 def _zoo_inputs(cfg: Config, progress: Progress | None = None):
     version = versioning.data_version(cfg)
     train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
     net, acc = ensure_feature_net(cfg, train, test, version, progress)
-    return ZooSetup(version, acc, untrained_metrics(cfg, net, test)), train, test, net
+    space = LABELLED if net.labelled else CONTRASTIVE
+    return ZooSetup(version, acc, untrained_metrics(cfg, net, test), space), train, test, net
 
 
 def prepare_zoo(cfg: Config, progress: Progress | None = None) -> ZooSetup:
@@ -259,7 +311,7 @@ def train_zoo_member(cfg: Config, loss_name: str, setup: ZooSetup, resume: bool 
 def finish_zoo(cfg: Config, rows: dict[str, dict[str, float]], setup: ZooSetup) -> tuple[pd.DataFrame, Path]:
     """The zoo table and report (reports/gan-zoo.md and .csv) over every GAN trained."""
     table = zoo_table(rows)
-    report = write_zoo_report(table, setup.baseline, setup.feature_accuracy, cfg.report_dir / "gan-zoo.md")
+    report = write_zoo_report(table, setup.baseline, setup, cfg.report_dir / "gan-zoo.md")
     table.to_csv(report.with_suffix(".csv"), index=False)
     return table, report
 
@@ -277,7 +329,10 @@ def run_train_gans(cfg: Config, losses: list[str] | None = None, resume: bool = 
     version, acc = setup.data_version, setup.feature_accuracy
     rows = {}
     with tracking.start_run(cfg, GAN_EXPERIMENT, "train-gans", version, flow_run_id) as parent:
-        mlflow.log_metrics({"feature_net_accuracy": acc, **{f"untrained_{k}": v for k, v in setup.baseline.items()}})
+        mlflow.log_param("feature_space", setup.feature_space)
+        if math.isfinite(acc):
+            mlflow.log_metric("feature_net_accuracy", acc)
+        mlflow.log_metrics({f"untrained_{k}": v for k, v in setup.baseline.items()})
         for name in names:
             rows[name] = train_gan(cfg, name, train, test, net, setup.baseline, version, resume,
                                    parent.info.run_id, flow_run_id, progress)
@@ -285,7 +340,8 @@ def run_train_gans(cfg: Config, losses: list[str] | None = None, resume: bool = 
         tracking.log_artifacts([report, report.with_suffix(".csv")], "zoo")
         seconds = time.perf_counter() - started
         mlflow.log_metric("zoo_seconds", seconds)
-    return ZooSummary(table, report, parent.info.run_id, setup.baseline, acc, version, seconds)
+    return ZooSummary(table, report, parent.info.run_id, setup.baseline, acc, version, seconds,
+                      feature_space=setup.feature_space)
 
 
 def sample_generator(cfg: Config, loss: str, n: int, seed: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 from gandefect.config import Config
 from gandefect.data import snapshot, sources
 from gandefect.data.snapshot import IngestResult, Progress
-from gandefect.errors import DataValidationError
+from gandefect.errors import BadInputError, DataValidationError
 from gandefect.lifecycle import tracking, validation, versioning
 from gandefect.names import DATA_EXPERIMENT, INGEST_STAGE
 
@@ -48,6 +48,36 @@ def validate_snapshot(cfg: Config, progress: Progress | None = None) -> tuple[va
     return report, md
 
 
+def _same(a: sources.Source, b: dict) -> bool:
+    return (a.kind, a.location) == (b["kind"], b["location"])
+
+
+def sources_to_ingest(cfg: Config, named: list[str] | None = None, replace: bool = False,
+                      labels_from_subfolders: bool = False, exact: bool = False) -> list[sources.Source]:
+    """The sources an ingest reads: those `named` (or `data.source`); with none named, the
+    snapshot's own sources (refreshed: new files in a folder come in) or, on an empty snapshot,
+    `data.default_source`. With `exact` (what `gandefect run` does), a snapshot holding sources
+    other than the named ones stops the ingest with the reason: nothing is added on top of a
+    user's snapshot, and nothing guessed."""
+    d = cfg.data
+    held = [] if replace else [r["source"] for r in snapshot.read_snapshot_info(cfg.real_dir).get("sources", [])]
+    specs = list(named or ([d.source] if d.source else []))
+    if not specs and held:  # a folder that is gone is not read again; its images stay
+        return [sources.Source(**r) for r in held if r["kind"] in sources.BUILT_IN or Path(r["location"]).is_dir()]
+    requested = [sources.resolve_source(spec, d.max_images, labels_from_subfolders) for spec in specs or [d.default_source]]
+    others = [r for r in held if not any(_same(s, r) for s in requested)]
+    if exact and others:
+        what = "the sources you named (--from)" if named else f"data.source ({d.source})" if d.source else \
+            f"data.default_source ({d.default_source})"
+        holds = ", ".join(sources.Source(**r).name for r in others)
+        raise BadInputError(
+            f"{d.real_dir} holds images from {holds}, which {what} does not include. `gandefect run` ingests "
+            "exactly the sources configured and never adds one on top of another: set data.source: null to "
+            "keep the snapshot's own sources, name every source with --from, or start over from the named "
+            "ones with --replace (the old snapshot stays in DVC's history).")
+    return requested
+
+
 def run_ingest(
     cfg: Config,
     folders: list[str] | None = None,
@@ -56,16 +86,16 @@ def run_ingest(
     version: bool = True,
     flow_run_id: str | None = None,
     progress: Progress | None = None,
+    exact: bool = False,
 ) -> IngestSummary:
     """Ingest real images, validate the snapshot, version it with DVC and record an MLflow run.
+    `folders`: the sources to add (else those of `sources_to_ingest`); `exact` (the flow): the
+    snapshot must hold only the sources named.
 
     Raises DataValidationError (after writing and logging the report) when the suite fails;
     a failing snapshot is neither committed to DVC nor pushed.
     """
-    specs = folders or [cfg.data.source]
-    requested = [
-        sources.resolve_source(spec, cfg.data.max_images, labels_from_subfolders) for spec in specs
-    ]
+    requested = sources_to_ingest(cfg, folders, replace, labels_from_subfolders, exact=exact)
     result = snapshot.ingest(cfg, requested, replace=replace, progress=progress)
     quarantine = _write_quarantine(cfg, result)
     report, report_path = validate_snapshot(cfg, progress)
