@@ -6,7 +6,7 @@ page's screenshot goes to reports/serve-check.png and into the newest `retrain` 
     .venv/bin/python bench/serve_check.py [--params params.yaml] [--profile rgb64] [--image FILE]
 
 Without --image, the upload is the first sample of the first generator's fake set, saved as a
-JPEG (quality 90) at 3x its size: a generated image as a client would send it.
+JPEG (quality 90) at the model's size: a generated image as a client would send it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -35,10 +36,19 @@ def upload_file(cfg, image: str | None, folder: Path) -> Path:
     if image:
         return Path(image)
     first = sorted(cfg.path("data/fakes").glob("*/images/*.png"))[0]
-    im = Image.open(first).convert("RGB")
     path = folder / f"{first.parent.parent.name}-sample.jpg"
-    im.resize((im.width * 3, im.height * 3), Image.Resampling.BICUBIC).save(path, "JPEG", quality=90)
+    Image.open(first).convert("RGB").save(path, "JPEG", quality=90)
     return path
+
+
+def post(url: str, route: str, files, tries: int = 10) -> httpx.Response:
+    """POST as a client should: a 503 `busy` (the service sheds load) is retried after a second."""
+    for _ in range(tries):
+        r = httpx.post(f"{url}{route}", files=files, timeout=60)
+        if r.status_code != 503 or "busy" not in r.text:
+            return r
+        time.sleep(1)
+    return r
 
 
 def screenshot(url: str, upload: Path, out: Path) -> str:
@@ -83,13 +93,13 @@ def main() -> None:
         data = upload.read_bytes()
         with Image.open(io.BytesIO(data)) as im:
             print(f"upload {upload.name}: {im.format} {im.size[0]}x{im.size[1]} {im.mode}")
-        r = httpx.post(f"{url}/detect", files=[("images", (upload.name, data, "image/jpeg"))], timeout=60)
+        r = post(url, "/detect", [("images", (upload.name, data, "image/jpeg"))])
         print(f"detect {r.status_code}: {r.json()}")
-        r = httpx.post(f"{url}/localize", files={"image": (upload.name, data, "image/jpeg")}, timeout=60)
+        r = post(url, "/localize", {"image": (upload.name, data, "image/jpeg")})
         print(f"localize {r.status_code}: {r.headers.get('content-type')}, map "
               f"{Image.open(io.BytesIO(r.content)).size if r.status_code == 200 else r.text}, "
               f"area {r.headers.get('x-defect-area')}, verdict {r.headers.get('x-verdict')}")
-        r = httpx.post(f"{url}/repair", files={"image": (upload.name, data, "image/jpeg")}, timeout=60)
+        r = post(url, "/repair", {"image": (upload.name, data, "image/jpeg")})
         if r.status_code == 200:
             print(f"repair 200: {r.headers.get('content-type')}, score {r.headers.get('x-score-before')} -> "
                   f"{r.headers.get('x-score-after')}, rewritten {r.headers.get('x-mask-area')}, "

@@ -9,8 +9,11 @@ import json
 from starlette.responses import JSONResponse
 
 
+OWN = b"x-gandefect-error"  # marks an error answer this service wrote itself: its message is kept
+
+
 def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status)
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers={OWN.decode(): "1"})
 
 
 def _error_message(body: bytes) -> str | None:
@@ -158,11 +161,13 @@ def _uniform_errors(send, scope):
             return
         start, body = held.pop("start"), held.pop("body")
         status = start["status"]
-        body = json.dumps({"error": _message_for(status, body, scope), "status": status}).encode()
-        drop = (b"content-length", b"content-type", b"retry-after")
+        own = any(k.lower() == OWN for k, _ in start["headers"])  # e.g. 503: no repairer, with the reason
+        message = _error_message(body) if own else _message_for(status, body, scope)
+        body = json.dumps({"error": message, "status": status}).encode()
+        drop = (b"content-length", b"content-type", b"retry-after", OWN)
         headers = [(k, v) for k, v in start["headers"] if k.lower() not in drop]
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if status == 503:
+        if status == 503 and not own:  # busy: worth retrying soon
             headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
         await send({**start, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})

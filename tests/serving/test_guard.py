@@ -6,7 +6,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from serving.guard import RETRY_AFTER_S, RequestGuard
+from serving.guard import RETRY_AFTER_S, RequestGuard, error
 
 
 async def _overloaded(_request):
@@ -19,13 +19,18 @@ async def _validation(_request):
                          "detail": [{"loc": ["images", 0], "msg": "not an image"}]}, status_code=400)
 
 
+async def _unavailable(_request):
+    return error(503, "repair is unavailable: gandefect-repairer has no `champion`")
+
+
 async def _echo(request):
     return PlainTextResponse(str(len(await request.body())))
 
 
 APP = RequestGuard(Starlette(routes=[Route("/detect", _overloaded, methods=["POST"]),
                                      Route("/bad", _validation, methods=["POST"]),
-                                     Route("/localize", _echo, methods=["POST"])]),
+                                     Route("/localize", _echo, methods=["POST"]),
+                                     Route("/repair", _unavailable, methods=["POST"])]),
                    max_bytes=1000, image_apis={"/detect": "images", "/localize": "image"})
 
 
@@ -67,3 +72,10 @@ async def test_every_error_is_the_services_json_naming_the_problem(client, metho
 async def test_a_good_upload_passes_untouched(client):
     r = await client.post("/localize", headers=MULTIPART, content=b"--b\r\n\r\n--b--\r\n")
     assert r.status_code == 200 and r.text == "14"  # the whole body reached the app
+
+
+async def test_the_services_own_503_keeps_its_reason_and_is_not_a_retry(client):
+    r = await client.post("/repair", headers=MULTIPART, content=b"x")
+    assert r.status_code == 503 and r.json() == {"error": "repair is unavailable: gandefect-repairer has no `champion`",
+                                                  "status": 503}
+    assert "retry-after" not in r.headers and "x-gandefect-error" not in r.headers
