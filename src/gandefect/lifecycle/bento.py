@@ -50,7 +50,7 @@ class Champion:
         return f"{self.name}:v{self.version}-{self.run_id[:12]}"
 
 
-def _why_none(client, name: str) -> str:
+def _why_none(name: str) -> str:
     """Why `name` has no champion, in words a user of the service can read."""
     latest = registry.latest_version(name)
     if latest is None:
@@ -72,7 +72,7 @@ def champions(cfg: Config) -> tuple[dict[str, Champion], dict[str, str]]:
             mv = client.get_model_version_by_alias(name, CHAMPION)
         except mlflow.exceptions.MlflowException:
             if role == "repairer":
-                missing[role] = _why_none(client, name)
+                missing[role] = _why_none(name)
                 continue
             raise BadInputError(f"{name} has no `{CHAMPION}`: run `gandefect run` (or train and "
                                 f"`gandefect promote`) before building the service") from None
