@@ -17,7 +17,7 @@ import torch
 from gandefect.data.datasets import to_tensor, to_uint8
 from gandefect.evaluate.localization import binarize
 from gandefect.repair.masks import cap_area
-from gandefect.repair.model import InpaintUNet
+from gandefect.repair.model import InpaintUNet, pull_push_fill
 
 
 class Repairer:
@@ -37,6 +37,14 @@ class Repairer:
             pred = to_uint8(self.net.inpaint(x, m))
             out[i:i + batch_size] = composite_uint8(images[i:i + batch_size], pred, masks[i:i + batch_size])
         return out
+
+
+@torch.no_grad()
+def pull_push(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """The repairer's starting point without its net: the pull-push fill alone (reported beside
+    the repairer, so that the net's own share of its figure is visible)."""
+    pred = to_uint8(pull_push_fill(to_tensor(images), torch.from_numpy(masks[:, None].astype(np.float32))))
+    return composite_uint8(images, pred, masks)
 
 
 def composite_uint8(images: np.ndarray, predictions: np.ndarray, masks: np.ndarray) -> np.ndarray:
