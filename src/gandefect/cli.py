@@ -124,7 +124,9 @@ def ingest(
     r = summary.result
     for name in r.skipped_sources:
         out.print(f"[dim]{name}: unchanged since it was ingested; skipped[/dim]")
-    if r.rebuilt:
+    if r.replaced:
+        out.print("replaced: the snapshot now holds only the sources named (the old one stays in DVC's history)")
+    elif r.rebuilt:
         out.print("settings changed: the snapshot was rebuilt from its recorded sources")
     out.print(f"ingested: {r.added} new, {r.duplicates} duplicate(s) skipped, {len(r.quarantined)} quarantined; "
               f"snapshot has {r.total} images (train {r.counts.get('train', 0)}, val {r.counts.get('val', 0)}, "

@@ -50,3 +50,15 @@ def test_run_from_a_folder_the_snapshot_does_not_hold_stops_before_the_flow(proj
     assert "holds images from folder:mine, which the sources you named (--from) does not include" in \
         " ".join((stopped.stdout + stopped.stderr).split())
     assert snapshot.read_manifest(project / "data" / "real").equals(manifest)  # nothing touched
+
+
+def test_ingest_replace_keeps_only_the_named_folder_and_says_so(project, tmp_path):
+    first = make_image_folder(tmp_path / "first", n_good=30)
+    second = make_image_folder(tmp_path / "second", n_good=25, seed=3)
+    assert run_cli(project, "ingest", "--from", str(first)).returncode == 0
+    replaced = run_cli(project, "ingest", "--replace", "--from", str(second))
+    text = " ".join(replaced.stdout.split())
+    assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+    assert "replaced: the snapshot now holds only the sources named" in text and "settings changed" not in text
+    manifest = snapshot.read_manifest(project / "data" / "real")
+    assert set(manifest["source"]) == {"folder:second"} and len(manifest) == 25

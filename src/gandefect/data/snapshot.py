@@ -45,7 +45,8 @@ class IngestResult:
     added: int = 0
     duplicates: int = 0
     total: int = 0
-    rebuilt: bool = False
+    rebuilt: bool = False   # the encoding settings changed: rebuilt from the recorded sources
+    replaced: bool = False  # --replace: a new snapshot of the requested sources only
     skipped_sources: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -128,7 +129,7 @@ def ingest(
     recorded = {json.dumps(s["source"], sort_keys=True): s for s in info.get("sources", [])}
     rebuild = replace or (bool(info) and info.get("settings") != settings)
     if rebuild:
-        result.rebuilt = True
+        result.rebuilt, result.replaced = not replace, replace
         # Re-read the sources the old snapshot was built from (those still present), then the new ones.
         carried = []
         if not replace:
