@@ -5,6 +5,7 @@ without touching this file."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -59,3 +60,18 @@ def test_every_command_has_help(path, command, tmp_path, monkeypatch):
             usage = next(line for line in result.output.splitlines() if "Usage:" in line).lower()
             assert (param.metavar or param.name).lower() in usage, (args, param.name, usage)
     assert not list(tmp_path.iterdir()), "--help wrote into the working directory"
+
+
+@pytest.mark.parametrize("args, says", [
+    (["generate", "wgan"], "Missing option '--generator'"),
+    (["no-such-command"], "No such command 'no-such-command'"),
+    (["run", "--no-such-option"], "No such option: --no-such-option"),
+])
+def test_a_usage_error_gets_the_usage_and_exit_2_not_an_unexpected_error(args, says):
+    """Through `main()` in its own interpreter, as a user runs it (typer vendors its own click,
+    whose exceptions are not click's: they once reached the last-resort handler)."""
+    proc = subprocess.run([sys.executable, "-m", "gandefect.cli", *args], capture_output=True, text=True, timeout=120)
+    text = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 2, text
+    assert says in text and "Usage:" in text
+    assert "unexpected error" not in text and "Traceback" not in text

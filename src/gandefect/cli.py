@@ -653,14 +653,14 @@ def main() -> None:
         code = app(standalone_mode=False)  # without standalone mode click returns typer.Exit's code
         if isinstance(code, int) and code:
             sys.exit(code)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         console.print("aborted")
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except (click.ClickException, typer.TyperException) as exc:  # typer vendors its own click: both
+        exc.show()                                                # (a usage error: the command's usage + why)
+        sys.exit(getattr(exc, "exit_code", 2))
     except DataValidationError as exc:
         console.print(f"[red]data validation failed:[/red] {exc}")
         sys.exit(exc.exit_code)
