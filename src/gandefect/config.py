@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gandefect.errors import ConfigError
 
@@ -229,6 +229,13 @@ class ModelGateConfig(_Section):
     compare: list[str] = []         # checked against the champion even without a threshold
     per_generator: list[str] = []
     margin: float = Field(0.02, ge=0)  # the candidate may trail the champion by at most this, per row
+
+    @field_validator("floor", "ceiling", mode="before")
+    @classmethod
+    def _null_removes_a_bound(cls, bounds: dict | None) -> dict:
+        """`metric: null` removes that bound (a profile's mapping merges into the base one, so this
+        is how a profile drops one bound and keeps the others)."""
+        return {k: v for k, v in (bounds or {}).items() if v is not None}
 
 
 class RepairerGateConfig(ModelGateConfig):
