@@ -96,10 +96,11 @@ def main() -> None:
         print(f"{space} net {k + 1}/{args.seeds} (seed {net_cfg.seed}): label accuracy {quality:.4f} "
               f"({'test' if space == 'labelled' else 'nearest neighbour'}), {time.perf_counter() - started:.0f} s", flush=True)
 
+    pooled = {s: np.concatenate(draws[s]) for s in SPACES}  # every net's resamples, one row per draw
     table = pd.DataFrame({"gan": gans})
     for space in SPACES:
         per_net = np.array(point[space])
-        allb = np.concatenate(draws[space])
+        allb = pooled[space]
         table[f"fid_{space}"] = per_net.mean(0)
         table[f"spread_{space}"] = [f"{lo:.2f}-{hi:.2f}" for lo, hi in np.percentile(allb, [2.5, 97.5], axis=0).T]
         table[f"rank_{space}"] = table[f"fid_{space}"].rank().astype(int)
@@ -115,7 +116,7 @@ def main() -> None:
 
     rows, contradictions, both = [], [], 0
     for i, j in itertools.combinations(range(len(gans)), 2):
-        share = {s: float((np.concatenate(draws[s])[:, i] < np.concatenate(draws[s])[:, j]).mean()) for s in SPACES}
+        share = {s: float((pooled[s][:, i] < pooled[s][:, j]).mean()) for s in SPACES}
         order = {s: (gans[i] if p >= DECIDED else gans[j]) if (p >= DECIDED or p <= 1 - DECIDED) else None
                  for s, p in share.items()}
         if all(order.values()):
