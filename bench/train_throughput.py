@@ -1,18 +1,33 @@
-"""Trainer overhead and hardware utilization, measured side by side in one run.
+"""Training speed and the share of the hardware's peak it uses, measured side by side in one run.
 
 Prints images/s of the project's GAN trainer with full MLflow tracking (per-step metrics,
 sample grids, checkpoints, a real SQLite store) against a bare PyTorch loop over the same
-models, loss and batch; their ratio; and the share of this machine's measured float32
-matmul FLOP/s that the trainer reaches. Rounds alternate between the two so drift on a
-shared machine hits both alike.
+models, loss, batch and device; their ratio; the FLOPs of one training image (counted by
+torch's FlopCounterMode); and the share of this machine's measured matmul peak the trainer
+reaches: float32 matmul on the CPU, and on `--device cuda` both the float32 and the bf16
+peak (the trainer computes in bf16 there). Rounds alternate between the two loops so drift
+on a shared machine hits both alike. The default GAN is the one params.yaml configures
+(batch size and widths of the `gan` section, image size of `data`).
 
-    .venv/bin/python bench/train_throughput.py [--steps 150] [--rounds 3] [--loss nonsaturating]
+    .venv/bin/python bench/train_throughput.py [--steps 150] [--rounds 3] [--loss nonsaturating] [--device cpu]
+
+`--compare DIR` runs DIR's own copy of this benchmark (another checkout, e.g. a baseline
+commit, with its own .venv) in alternating rounds and prints both side by side.
+`--flow` runs the whole `gandefect run` in a fresh clone of this checkout's HEAD (with
+`--profile`) and prints each stage's seconds, so a change is measured where it matters.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import logging
+import os
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,44 +35,74 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from gandefect import hardware
+from gandefect.config import load_config
 from gandefect.gan import losses
 from gandefect.gan.models import DCGANConfig, Discriminator, Generator, init_weights
 from gandefect.gan.trainer import GANTrainer, TrainSettings
+from gandefect.names import RETRAIN_EXPERIMENT
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def matmul_flops(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        torch.mm(a, b)
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
-def bare_loop(loss, cfg: DCGANConfig, real: torch.Tensor, batch: int, steps: int) -> float:
-    """The same models and updates with nothing around them; returns images/s."""
+def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                 repeats: int = 10) -> float:
+    """FLOP/s of an n x n matrix product on `device` (float32: TF32 off; the largest product a
+    2-core CPU finishes quickly, a large one on a GPU)."""
+    n = n or (2048 if device.type == "cpu" else 8192)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        for _ in range(3):
+            torch.mm(a, b)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        _sync(device)
+        return 2 * n**3 * repeats / (time.perf_counter() - start)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def bare_loop(loss, cfg: DCGANConfig, real: torch.Tensor, batch: int, steps: int, device: torch.device) -> float:
+    """The same models and updates (and the same autocast) with nothing around them; images/s."""
     torch.manual_seed(0)
     G, D = Generator(cfg), Discriminator(cfg)
     G.apply(init_weights)
     D.apply(init_weights)
+    G.to(device)
+    D.to(device)
+    mixed = device.type == "cuda" and hardware.bf16_ok(device)
     opt_g, opt_d = loss.optimizer.build(G.parameters()), loss.optimizer.build(D.parameters())
+    real = real.to(device)
+    _sync(device)
     start = time.perf_counter()
     for step in range(steps):
         x = real[(step * batch) % (len(real) - batch):][:batch]
-        with torch.no_grad():
-            fake = G(torch.randn(batch, cfg.z_dim))
-        d = loss.d_loss(D(x), D(fake))
-        opt_d.zero_grad(set_to_none=True)
-        d.backward()
-        opt_d.step()
-        g = loss.g_loss(D(G(torch.randn(batch, cfg.z_dim))))
-        opt_g.zero_grad(set_to_none=True)
-        g.backward()
-        opt_g.step()
+        with torch.no_grad(), hardware.autocast(mixed, device):
+            fake = G(torch.randn(batch, cfg.z_dim, device=device))
+        with hardware.autocast(mixed, device):
+            terms = loss.discriminator_step(D, opt_d, x, fake)
+        if (step + 1) % loss.n_critic == 0:
+            with hardware.autocast(mixed, device):
+                g = loss.g_loss(D(G(torch.randn(batch, cfg.z_dim, device=device))).float())
+            opt_g.zero_grad(set_to_none=True)
+            g.backward()
+            opt_g.step()
+        float(terms["d_loss"])  # the trainer reads its metrics every step; so does the bare loop
+    _sync(device)
     return steps * batch / (time.perf_counter() - start)
 
 
-def tracked_trainer(loss, cfg: DCGANConfig, real: torch.Tensor, batch: int, steps: int, workdir: Path) -> float:
+def tracked_trainer(loss, cfg: DCGANConfig, real: torch.Tensor, batch: int, steps: int, workdir: Path,
+                    device: torch.device) -> float:
     """The project's trainer with its MLflow callback on a real SQLite store; returns images/s."""
     import mlflow
 
@@ -68,55 +113,178 @@ def tracked_trainer(loss, cfg: DCGANConfig, real: torch.Tensor, batch: int, step
     with mlflow.start_run(experiment_id=exp.experiment_id) as run:
         z = torch.randn(64, cfg.z_dim)
         callback = _Tracker(mlflow.MlflowClient(), run.info.run_id, z, loss.name, None)
-        settings = TrainSettings(generator_steps=steps, batch_size=batch, early_epochs=(), checkpoint_every=100)
+        settings = TrainSettings(generator_steps=steps // loss.n_critic, batch_size=batch, early_epochs=(),
+                                 checkpoint_every=100, device=device)
         trainer = GANTrainer(loss, cfg, settings, workdir / "ckpt", callback)
+        _sync(device)
         start = time.perf_counter()
         trainer.fit(real)
-        return steps * batch / (time.perf_counter() - start)
+        _sync(device)
+        return trainer.step * batch / (time.perf_counter() - start)
 
 
-def flops_per_image(loss, cfg: DCGANConfig, batch: int) -> float:
-    trainer = GANTrainer(loss, cfg, TrainSettings(batch_size=batch))
-    with FlopCounterMode(display=False) as counter:
-        trainer.train_step(torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1)
-    return counter.get_total_flops() / batch
+def flops_per_image(loss, cfg: DCGANConfig, batch: int, device: torch.device) -> tuple[float, bool]:
+    """Training FLOPs per real image: one discriminator step, plus 1/n_critic of a generator step;
+    and whether that is a lower bound. torch's FlopCounterMode cannot follow a gradient
+    penalty's double backward, so a loss with a penalty is counted without it (a lower bound)."""
+    try:
+        return _counted(loss, cfg, batch, device), False
+    except RuntimeError:
+        return _counted(dataclasses.replace(loss, penalty=None), cfg, batch, device), True
+
+
+def _counted(loss, cfg: DCGANConfig, batch: int, device: torch.device) -> float:
+    trainer = GANTrainer(loss, cfg, TrainSettings(batch_size=batch, device=device))
+    x = (torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1).to(device)
+    per_step = []
+    for step in range(loss.n_critic):
+        trainer.step = step
+        with FlopCounterMode(display=False) as counter:
+            trainer.train_step(x)
+        per_step.append(counter.get_total_flops())
+    return sum(per_step) / len(per_step) / batch
+
+
+def measure(args) -> dict:
+    """This checkout's figures (one JSON line with --json: what --compare reads)."""
+    device = hardware.setup(args.device or "cpu")
+    cfg_all = load_config(ROOT / "params.yaml", args.profile)
+    g = cfg_all.gan
+    batch = args.batch or g.batch_size
+    loss = losses.get(args.loss)
+    cfg = DCGANConfig(image_size=cfg_all.data.image_size, channels=1 if cfg_all.data.mode == "L" else 3,
+                      z_dim=g.z_dim, g_width=args.g_width or g.g_width, d_width=args.d_width or g.d_width,
+                      disc_norm=loss.disc_norm)
+    real = torch.rand(4000, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1
+    bare_loop(loss, cfg, real, batch, 20, device)  # warm-up
+    bare, tracked = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            bare.append(bare_loop(loss, cfg, real, batch, args.steps, device))
+            tracked.append(tracked_trainer(loss, cfg, real, batch, args.steps, Path(tmp) / f"r{r}", device))
+            if not args.json:
+                print(f"round {r + 1}: bare {bare[-1]:.0f} img/s, trainer+mlflow {tracked[-1]:.0f} img/s", flush=True)
+    out = {"device": str(device), "loss": loss.name, "batch": batch, "threads": torch.get_num_threads(),
+           "bare": statistics.median(bare), "trainer": statistics.median(tracked),
+           **dict(zip(("flops_per_image", "flops_lower_bound"), flops_per_image(loss, cfg, batch, device))),
+           "peak_fp32": statistics.median(matmul_flops(device) for _ in range(3))}
+    if device.type == "cuda":
+        out["peak_bf16"] = statistics.median(matmul_flops(device, torch.bfloat16) for _ in range(3))
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+def _legacy(text: str) -> dict:
+    """The figures of a checkout whose benchmark predates --json (it prints a text summary)."""
+    def num(label):
+        m = re.search(rf"{re.escape(label)}\s+([\d.]+)", text)
+        return float(m.group(1)) if m else float("nan")
+    return {"bare": num("bare PyTorch loop"), "trainer": num("trainer + MLflow"),
+            "flops_per_image": num("training FLOPs per image") * 1e6,
+            "peak_fp32": num("matmul FLOP/s (2048^2)") * 1e9, "device": "cpu"}
+
+
+def _other(directory: Path, args) -> dict:
+    python = directory / ".venv" / "bin" / "python"
+    cmd = [str(python if python.exists() else sys.executable), "bench/train_throughput.py", "--steps", str(args.steps),
+           "--rounds", "1", "--loss", args.loss]
+    env = {**os.environ, "PYTHONPATH": str(directory / "src") + os.pathsep + str(directory)}
+    text = subprocess.run(cmd + ["--json"], cwd=directory, env=env, capture_output=True, text=True)
+    if text.returncode == 0 and text.stdout.strip().startswith("{"):
+        return json.loads(text.stdout.strip().splitlines()[-1])
+    text = subprocess.run(cmd, cwd=directory, env=env, capture_output=True, text=True, check=True)
+    return _legacy(text.stdout)
+
+
+def _rows(f: dict) -> list[tuple[str, str]]:
+    share = f["trainer"] * f["flops_per_image"] / f["peak_fp32"]
+    rows = [("device", f.get("gpu", f["device"])), ("batch", str(f.get("batch", 32))),
+            ("bare PyTorch loop, images/s", f"{f['bare']:.0f}"), ("trainer + MLflow, images/s", f"{f['trainer']:.0f}"),
+            ("ratio trainer / bare (target >= 0.97)", f"{f['trainer'] / f['bare']:.3f}"),
+            ("training FLOPs per image, MFLOP",
+             f"{'>= ' if f.get('flops_lower_bound') else ''}{f['flops_per_image'] / 1e6:.1f}"),
+            ("trainer FLOP/s, GFLOP/s", f"{f['trainer'] * f['flops_per_image'] / 1e9:.1f}"),
+            ("fp32 matmul peak, GFLOP/s", f"{f['peak_fp32'] / 1e9:.1f}"),
+            ("share of fp32 matmul peak", f"{share:.3f}")]
+    if "peak_bf16" in f:
+        rows += [("bf16 matmul peak, GFLOP/s", f"{f['peak_bf16'] / 1e9:.1f}"),
+                 ("share of bf16 matmul peak", f"{f['trainer'] * f['flops_per_image'] / f['peak_bf16']:.4f}")]
+    return rows
+
+
+def flow(args) -> None:
+    """`gandefect run` in a fresh clone of HEAD; each stage's seconds from the retrain run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "clone"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        if args.device:  # the clone's params.yaml names the device
+            params = clone / "params.yaml"
+            text = params.read_text()
+            params.write_text(re.sub(r"(?m)^device: .*$", f"device: {args.device}", text) if re.search(
+                r"(?m)^device: ", text) else text + f"\ndevice: {args.device}\n")
+        cmd = [sys.executable, "-m", "gandefect.cli"] + (["--profile", args.profile] if args.profile else [])
+        started = time.perf_counter()
+        code = subprocess.run(cmd + ["run"], cwd=clone).returncode
+        total = time.perf_counter() - started
+        import mlflow  # only here: the other modes never open a store of their own
+
+        client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+        exp = client.get_experiment_by_name(RETRAIN_EXPERIMENT)
+        run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+        print(f"\n`gandefect run` in a fresh clone: {total:.0f} s (exit {code}), device {args.device or 'from params'}")
+        for key, value in sorted(run.data.metrics.items(), key=lambda kv: -kv[1]):
+            if key.startswith("seconds_"):
+                print(f"  {key.removeprefix('seconds_'):<10} {value:8.1f} s")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=None, help="default: gan.batch_size of params.yaml")
     ap.add_argument("--loss", default="nonsaturating")
-    ap.add_argument("--g-width", type=int, default=16)
-    ap.add_argument("--d-width", type=int, default=16)
+    ap.add_argument("--g-width", type=int, default=None)
+    ap.add_argument("--d-width", type=int, default=None)
+    ap.add_argument("--device", default=None, choices=hardware.DEVICES,
+                    help="default: cpu; with --flow: the project's own `device` setting")
+    ap.add_argument("--profile", default=None)
+    ap.add_argument("--compare", type=Path, default=None, help="another checkout (with its .venv) to measure beside")
+    ap.add_argument("--flow", action="store_true", help="time the whole `gandefect run` in a fresh clone of HEAD")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    import logging
-
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    loss = losses.get(args.loss)
-    cfg = DCGANConfig(g_width=args.g_width, d_width=args.d_width, disc_norm=loss.disc_norm)
-    real = torch.rand(4000, 1, 28, 28) * 2 - 1
-    bare_loop(loss, cfg, real, args.batch, 20)  # warm-up
-    bare, tracked = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):
-            bare.append(bare_loop(loss, cfg, real, args.batch, args.steps))
-            tracked.append(tracked_trainer(loss, cfg, real, args.batch, args.steps, Path(tmp) / f"r{r}"))
-            print(f"round {r + 1}: bare {bare[-1]:.0f} img/s, trainer+mlflow {tracked[-1]:.0f} img/s", flush=True)
-    peak = statistics.median(matmul_flops() for _ in range(3))
-    per_image = flops_per_image(loss, cfg, args.batch)
-    b, t = statistics.median(bare), statistics.median(tracked)
-    print(f"\nloss {loss.name}, batch {args.batch}, {args.steps} steps x {args.rounds} rounds, "
-          f"{torch.get_num_threads()} threads")
-    print(f"bare PyTorch loop        {b:8.0f} images/s")
-    print(f"trainer + MLflow         {t:8.0f} images/s")
-    print(f"ratio trainer / bare     {t / b:8.3f}   (target >= 0.95)")
-    print(f"training FLOPs per image {per_image / 1e6:8.1f} MFLOP")
-    print(f"trainer FLOP/s           {t * per_image / 1e9:8.1f} GFLOP/s")
-    print(f"matmul FLOP/s (2048^2)   {peak / 1e9:8.1f} GFLOP/s")
-    print(f"share of matmul FLOP/s   {t * per_image / peak:8.3f}")
+    if args.flow:
+        flow(args)
+        return
+    if args.json:
+        print(json.dumps(measure(args)))
+        return
+    if args.compare is None:
+        rows = _rows(measure(args))
+        print(f"\nloss {args.loss}, {args.steps} steps x {args.rounds} rounds, {torch.get_num_threads()} threads")
+        for label, value in rows:
+            print(f"{label:<40} {value:>12}")
+        return
+    mine, theirs = [], []
+    quiet = argparse.Namespace(**{**vars(args), "rounds": 1, "json": True})
+    for r in range(args.rounds):  # alternate: drift on a shared machine hits both alike
+        theirs.append(_other(args.compare.resolve(), args))
+        mine.append(measure(quiet))
+        print(f"round {r + 1}: {args.compare.name} trainer {theirs[-1]['trainer']:.0f} img/s, "
+              f"this checkout {mine[-1]['trainer']:.0f} img/s", flush=True)
+
+    def median(runs):
+        return {k: statistics.median(r[k] for r in runs) if type(runs[0][k]) is float else runs[0][k]
+                for k in runs[0]}
+
+    a, b = _rows(median(theirs)), _rows(median(mine))
+    print(f"\nloss {args.loss}, {args.steps} steps x {args.rounds} alternating rounds")
+    print(f"{'':<40} {str(args.compare)[-18:]:>18} {'this checkout':>18}")
+    for (label, x), (_, y) in zip(a, b):
+        print(f"{label:<40} {x:>18} {y:>18}")
+    speed = median(mine)["trainer"] / median(theirs)["trainer"]
+    print(f"{'trainer images/s, this / other':<40} {speed:>37.2f}")
 
 
 if __name__ == "__main__":

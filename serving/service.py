@@ -44,6 +44,7 @@ except ImportError:  # a bento served without gandefect installed: use the copy 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 # below the path tweak: these import gandefect (serving.uploads too), which may be the bento's copy
+from gandefect import hardware  # noqa: E402
 from gandefect.data.history import Envelope, History, read_history  # noqa: E402
 from gandefect.data.images import encode_png  # noqa: E402
 from gandefect.evaluate import drift  # noqa: E402
@@ -75,6 +76,7 @@ class BentoArgs(BaseModel):
     max_bytes: int = UploadLimits.max_bytes
     max_pixels: int = UploadLimits.max_pixels
     max_images: int = UploadLimits.max_images
+    device: str = "auto"  # the project's `device`: auto serves on a CUDA GPU where the server has one
 
 
 ARGS = bentoml.use_arguments(BentoArgs)
@@ -267,11 +269,12 @@ class GanDefect:
 
     def __init__(self) -> None:
         torch.set_num_threads(1)
-        self.detector = _load(self.detector_model, "detector")
+        device = hardware.resolve(ARGS.device)
+        self.detector = _load(self.detector_model, "detector").on(device)
         served = {"detector": self.detector_model}
         self.repairer = None
         if ARGS.repairer:
-            self.repairer = Repairer(_load(self.repairer_model, "repairer"))
+            self.repairer = Repairer(_load(self.repairer_model, "repairer"), device)
             served["repairer"] = self.repairer_model
         self.meta = {role: json.loads(Path(m.path_of("metadata.json")).read_text()) for role, m in served.items()}
         shape = self.meta["detector"]["input"]

@@ -282,6 +282,8 @@ class Config(_Section):
     gates: GatesConfig = GatesConfig()
     serve: ServeConfig = ServeConfig()
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; null: torch's default
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where every model trains, is evaluated and served
+    deterministic: bool = False  # torch's deterministic algorithms (bit-identical repeated CUDA runs)
     root: Path = Path(".")
 
     @model_validator(mode="after")

@@ -1,23 +1,70 @@
-"""What the hardware offers training: bfloat16 autocast where the CPU computes it natively.
+"""Where models compute: the device setting (`device: auto | cpu | cuda`) and bfloat16 autocast
+where the hardware computes it natively.
 
-On such CPUs (AVX512-BF16 or AMX) autocast plus channels-last convolutions train the CNN
-detector about 1.6x faster at the same quality (measured on this project's 2-core machine);
-elsewhere bf16 is emulated and slower, so it stays off. Weights stay float32 and models are
-served in float32. The GAN zoo stays in float32: in the flow it gained only 5-10 % (the
-wgan-gp penalty's double backward gains nothing) and the non-saturating GAN's FID rose from
-18.9 to 30.3.
+- `auto` takes the first CUDA GPU torch sees, else the CPU; `cuda` without one is a clear error.
+- Models are trained and evaluated on the device and always stored on the CPU (a model
+  registered on a GPU machine loads and serves anywhere).
+- Random numbers that decide data (noise for samples and fake sets, shuffles, masks) are drawn
+  on the CPU from seeded generators and then moved, so a fake set is the same on every device;
+  per-step training noise is drawn on the device from its seeded global generator. A CUDA run
+  is seeded but not bit-identical to a CPU run; `deterministic: true` makes repeated CUDA runs
+  bit-identical (torch's deterministic algorithms), at some speed.
+- bf16: on CUDA wherever the GPU supports it; on CPUs with AVX512-BF16 or AMX, autocast plus
+  channels-last convolutions train the CNN detector about 1.6x faster at the same quality
+  (measured on this project's 2-core machine); elsewhere bf16 is emulated and slower, so it
+  stays off. Weights stay float32 and models are served in float32. The GAN zoo stays in
+  float32 on the CPU: in the flow it gained only 5-10 % (the wgan-gp penalty's double
+  backward gains nothing) and the non-saturating GAN's FID rose from 18.9 to 30.3.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
 import torch
 
+from gandefect.errors import BadInputError
+
+DEVICES = ("auto", "cpu", "cuda")
+CPU = torch.device("cpu")
+
+
+def resolve(setting: str = "auto") -> torch.device:
+    """The torch device a `device` setting names on this machine."""
+    if setting not in DEVICES:
+        raise BadInputError(f"device must be one of {', '.join(DEVICES)}, got {setting!r}")
+    if setting == "cpu":
+        return CPU
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if setting == "cuda":
+        built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise BadInputError(f"device: cuda was asked for, but torch {torch.__version__} ({built}) sees no CUDA "
+                            "GPU: set device to auto or cpu, or install a CUDA build of torch on a machine with "
+                            "an NVIDIA GPU and its driver")
+    return CPU
+
+
+def setup(setting: str = "auto", deterministic: bool = False, threads: int | None = None) -> torch.device:
+    """Resolve the device and apply the process-wide options once, at a stage's entry."""
+    device = resolve(setting)
+    if threads:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = not deterministic  # float32 matmuls on tensor cores
+        torch.backends.cudnn.allow_tf32 = not deterministic
+        torch.backends.cudnn.benchmark = not deterministic
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return device
+
 
 @functools.cache
-def bf16_ok() -> bool:
+def _cpu_bf16() -> bool:
     """Whether oneDNN runs bfloat16 natively on this CPU."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -25,19 +72,38 @@ def bf16_ok() -> bool:
         return False
 
 
-def fast_training(*modules: torch.nn.Module) -> bool:
-    """Put `modules` in channels-last layout when bf16 pays; returns whether it does."""
-    fast = bf16_ok()
+def bf16_ok(device: torch.device = CPU) -> bool:
+    """Whether `device` computes bfloat16 natively (so autocast to it pays)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return _cpu_bf16()
+
+
+def fast_training(*modules: torch.nn.Module, device: torch.device = CPU) -> bool:
+    """Put `modules` in channels-last layout when bf16 pays on `device`; returns whether it does."""
+    fast = bf16_ok(device)
     if fast:
         for module in modules:
             module.to(memory_format=torch.channels_last)
     return fast
 
 
-def autocast(enabled: bool):
-    """bfloat16 autocast on the CPU when `enabled`, else nothing."""
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+def autocast(enabled: bool, device: torch.device = CPU):
+    """bfloat16 autocast on `device` when `enabled`, else nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
-def batch(x: torch.Tensor, fast: bool) -> torch.Tensor:
+def batch(x: torch.Tensor, fast: bool, device: torch.device = CPU) -> torch.Tensor:
+    """A batch on `device` (channels-last where `fast`)."""
+    x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if fast and x.dim() == 4 else x
+
+
+@contextlib.contextmanager
+def placed(module: torch.nn.Module, device: torch.device):
+    """`module` on `device` for the block, back on the CPU after it (models are stored on the CPU)."""
+    module.to(device)
+    try:
+        yield module
+    finally:
+        module.to(CPU)

@@ -25,7 +25,6 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 import mlflow  # noqa: E402
-import torch  # noqa: E402
 from prefect import flow, get_run_logger, serve, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import CachePolicy  # noqa: E402
@@ -37,6 +36,7 @@ from prefect.states import Failed  # noqa: E402
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner  # noqa: E402
 
 import gandefect  # noqa: E402
+from gandefect import hardware  # noqa: E402
 from gandefect.config import Config, load_config  # noqa: E402
 from gandefect.data.fakes import external_digest  # noqa: E402
 from gandefect.errors import BadInputError, ConfigError, DataValidationError  # noqa: E402
@@ -88,9 +88,9 @@ def _progress(every: float = 0.1):
     return progress
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads:
-        torch.set_num_threads(threads)
+def _set_threads(cfg: Config, threads: int | None) -> None:
+    """The worker's torch threads (its share of the cores) and the device options."""
+    hardware.setup(cfg.device, cfg.deterministic, threads or cfg.threads)
 
 
 # -- tasks ---------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def train_gan_task(cfg: Config, loss: str, setup, store: str, parent_run_id: str
                    flow_run_id: str | None, threads: int | None) -> dict:
     """One GAN of the zoo. A retry resumes from the attempt's checkpoints; a first attempt
     always starts fresh, so a changed input never continues an old model."""
-    _set_threads(threads)
+    _set_threads(cfg, threads)
     resume = (task_run.run_count or 1) > 1
     return train_zoo_member(cfg, loss, setup, resume, parent_run_id, flow_run_id, _progress())
 

@@ -120,7 +120,8 @@ class CNNDetector(Detector):
         n_fake = int(train.labels.sum())
         n_real = len(train.labels) - n_fake
         # class balance: each class contributes equally to the loss whatever its count
-        pos_weight = torch.tensor(n_real / max(1, n_fake))
+        device = self.device
+        pos_weight = torch.tensor(n_real / max(1, n_fake), device=device)
         opt = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=1e-4)
         steps_per_epoch = len(train.labels) // c.batch_size
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=max(1, c.epochs * steps_per_epoch))
@@ -128,8 +129,8 @@ class CNNDetector(Detector):
         real_idx, fake_idx = np.flatnonzero(train.labels == 0), np.flatnonzero(train.labels == 1)
         masks = mask_pool(rng, train.images.shape[1:3], SPLICE_MASKS, 2048) if c.p_splice > 0 and len(real_idx) \
             and len(fake_idx) else None
-        fast = hardware.fast_training(self.net)  # bf16 autocast + channels-last where native
-        self.net.train()
+        fast = hardware.fast_training(self.net, device=device)  # bf16 autocast + channels-last where native
+        self.net.to(device).train()
         for epoch in range(c.epochs):
             order = rng.permutation(len(train.labels))
             for i in range(steps_per_epoch):
@@ -141,23 +142,24 @@ class CNNDetector(Detector):
                     spliced = self._splice_batch(rng, train.images, real_idx, fake_idx, masks, images, target)
                 images[~spliced] = augment(images[~spliced], rng, c.p_process)
                 images[spliced] = augment(images[spliced], rng, c.p_process_spliced)
-                with hardware.autocast(fast):
-                    logits, image_logit = self.net(hardware.batch(_tensor(images), fast))
+                with hardware.autocast(fast, device):
+                    logits, image_logit = self.net(hardware.batch(_tensor(images), fast, device))
                 logits, image_logit = logits.float(), image_logit.float()
                 # patch target = the fraction of the patch's pixels that are generated; the image
                 # score learns from whole images only, all processed alike (spliced ones, less
                 # processed so the maps stay sharp, would otherwise teach "clean = generated")
-                t = F.adaptive_avg_pool2d(torch.from_numpy(target)[:, None], logits.shape[2:])
-                whole = torch.from_numpy(~spliced)
+                t = F.adaptive_avg_pool2d(torch.from_numpy(target)[:, None].to(device), logits.shape[2:])
+                whole = torch.from_numpy(~spliced).to(device)
+                image_labels = torch.from_numpy(labels[idx]).to(device)
                 loss = F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight) + \
-                    _image_loss(image_logit[whole], torch.from_numpy(labels[idx])[whole], pos_weight, c.focal_gamma)
+                    _image_loss(image_logit[whole], image_labels[whole], pos_weight, c.focal_gamma)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
                 if progress:
                     progress("cnn detector", epoch * steps_per_epoch + i + 1, c.epochs * steps_per_epoch)
-        self.net.eval()
+        self.net.to(hardware.CPU).eval()
         # a warm-started net has seen its predecessor's generators as well
         self.trained_on = sorted((set(train.generators) | set(getattr(self, "started_from", []))) - {"real"})
         return self
@@ -180,8 +182,9 @@ class CNNDetector(Detector):
     @torch.no_grad()
     def _outputs(self, images: np.ndarray, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
         self.net.eval()
-        out = [self.net(_tensor(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
-        return torch.cat([m for m, _ in out]), torch.cat([s for _, s in out])
+        with hardware.placed(self.net, self.device):
+            out = [self.net(_tensor(images[i:i + batch_size]).to(self.device)) for i in range(0, len(images), batch_size)]
+            return torch.cat([m for m, _ in out]).to(hardware.CPU), torch.cat([s for _, s in out]).to(hardware.CPU)
 
     def raw_scores(self, images: np.ndarray) -> np.ndarray:
         return self._outputs(images)[1].numpy().astype(np.float64)

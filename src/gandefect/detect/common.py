@@ -15,7 +15,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression
+
+from gandefect.hardware import CPU
 
 
 @dataclass
@@ -47,6 +50,17 @@ def upgraded(state: dict, legacy: type, section: type, moved: tuple[str, ...]) -
 
 class Detector(ABC):
     family: str = "base"
+    device: torch.device = CPU  # where it trains and scores (`on`); never stored with it
+
+    def on(self, device: torch.device) -> "Detector":
+        """Compute on `device` from now on (its weights are stored on the CPU all the same)."""
+        self.device = device
+        return self
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("device", None)  # a model registered on a GPU machine loads anywhere
+        return state
 
     def __init__(self) -> None:
         self.platt = (1.0, 0.0)  # p = sigmoid(a * raw + b); identity until calibrated

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from gandefect import hardware
 from gandefect.config import Config, registered
 from gandefect.detect.cnn import CNNDetector
 from gandefect.detect.common import Detector
@@ -49,4 +50,4 @@ def selected(names: list[str] | None) -> list[str]:
 def build(cfg: Config, family: str, held_out: bool = False, start: Detector | None = None) -> Detector:
     """An untrained detector of `family`, fine-tuned from `start` when the family can."""
     (name,) = selected([family])
-    return FAMILIES[name](cfg, held_out, start)
+    return FAMILIES[name](cfg, held_out, start).on(hardware.resolve(cfg.device))

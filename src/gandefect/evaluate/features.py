@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandefect.hardware import CPU, placed
 
 LABELLED, CONTRASTIVE = "labelled", "contrastive"
 
@@ -95,7 +96,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (4.0 / x.shape[-1])  # 2 px in [-1, 1] units
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     return F.grid_sample(x + 1, grid, align_corners=False, padding_mode="zeros") - 1  # pad with black
 
 
@@ -110,14 +111,15 @@ def _views(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if c == 3 else torch.ones(n)
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     v = F.grid_sample(x + 1, grid, align_corners=False, padding_mode="reflection") - 1
     shared = torch.rand(n, 1, 1, 1, generator=gen)
     own = torch.rand(n, c, 1, 1, generator=gen)
     gain = 0.6 + 0.6 * (0.5 * shared + 0.5 * own)  # colour jitter: mostly brightness, some hue
     offset = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * 0.2
-    v = v * gain + offset + 0.05 * torch.randn(v.shape, generator=gen)
-    return v.clamp(-1, 1)
+    noise = 0.05 * torch.randn(v.shape, generator=gen)  # drawn on the CPU: the same views on every device
+    gain, offset, noise = gain.to(x.device), offset.to(x.device), noise.to(x.device)
+    return (v * gain + offset + noise).clamp(-1, 1)
 
 
 def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -126,15 +128,17 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
     sim = z @ z.T / temperature
     sim.fill_diagonal_(float("-inf"))
     n = len(a)
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(a.device)
     return F.cross_entropy(sim, partner)
 
 
 def _fit(net: FeatureNet, n: int, batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
          epochs: int, batch_size: int, lr: float, gen: torch.Generator,
-         on_epoch: Callable[[int, float], None] | None) -> FeatureNet:
+         on_epoch: Callable[[int, float], None] | None, device: torch.device = CPU) -> FeatureNet:
     """AdamW with a one-cycle schedule over `epochs` of shuffled batches of `n` images;
-    `batch_loss(indices, gen)` is the objective. Returns the net in eval mode."""
+    `batch_loss(indices, gen)` is the objective. Trains on `device`; returns the net in eval
+    mode, on the CPU."""
+    net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = max(1, epochs * (n // batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -154,7 +158,7 @@ def _fit(net: FeatureNet, n: int, batch_loss: Callable[[torch.Tensor, torch.Gene
             total += loss.item()
         if on_epoch:
             on_epoch(epoch, total / max(1, n // batch_size))
-    return net.eval()
+    return net.to(CPU).eval()
 
 
 def train_contrastive_net(
@@ -166,30 +170,34 @@ def train_contrastive_net(
     temperature: float = 0.2,
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
+    device: torch.device = CPU,
 ) -> FeatureNet:
     """Train the label-free space on real images in [-1, 1]; returns the net in eval mode."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = FeatureNet(cfg)
+    images = images.to(device)
 
     def batch_loss(idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         x = images[idx]
         return nt_xent(net(_views(x, g)), net(_views(x, g)), temperature)
 
-    return _fit(net, len(images), batch_loss, epochs, min(batch_size, len(images)), lr, gen, on_epoch)
+    return _fit(net, len(images), batch_loss, epochs, min(batch_size, len(images)), lr, gen, on_epoch, device)
 
 
 @torch.no_grad()
 def knn_accuracy(net: FeatureNet, train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
-                 test_labels: torch.Tensor, batch_size: int = 500) -> float:
+                 test_labels: torch.Tensor, batch_size: int = 500, device: torch.device = CPU) -> float:
     """Nearest-neighbour (cosine) label accuracy in the feature space: how much class structure a
     label-free space learned, where labels exist to check it."""
     net.eval()
 
     def feats(x):
-        return F.normalize(torch.cat([net.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]), dim=1)
+        batches = [net.features(x[i:i + batch_size].to(device)).to(CPU) for i in range(0, len(x), batch_size)]
+        return F.normalize(torch.cat(batches), dim=1)
 
-    nearest = (feats(test) @ feats(train).T).argmax(1)
+    with placed(net, device):
+        nearest = (feats(test) @ feats(train).T).argmax(1)
     return float((train_labels[nearest] == test_labels).float().mean())
 
 
@@ -202,22 +210,26 @@ def train_feature_net(
     lr: float = 2e-3,
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
+    device: torch.device = CPU,
 ) -> FeatureNet:
     """Train on real images in [-1, 1] with integer labels; returns the net in eval mode."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = FeatureNet(cfg)
+    images, labels = images.to(device), labels.to(device)
 
     def batch_loss(idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return F.cross_entropy(net(_augment(images[idx], g)), labels[idx], label_smoothing=0.05)
 
-    return _fit(net, len(images), batch_loss, epochs, batch_size, lr, gen, on_epoch)
+    return _fit(net, len(images), batch_loss, epochs, batch_size, lr, gen, on_epoch, device)
 
 
 @torch.no_grad()
-def accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+def accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
+             device: torch.device = CPU) -> float:
     """Test accuracy of the labelled net's class head."""
     net.eval()
-    correct = sum(int((net(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum())
-                  for i in range(0, len(images), batch_size))
+    with placed(net, device):
+        correct = sum(int((net(images[i:i + batch_size].to(device)).argmax(1).to(CPU) == labels[i:i + batch_size]).sum())
+                      for i in range(0, len(images), batch_size))
     return correct / max(1, len(images))

@@ -10,21 +10,24 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from gandefect.evaluate.features import FeatureExtractor, FeatureNet
+from gandefect.hardware import CPU, placed
 
 CONFIDENT = 0.9  # a sample is "confident" when the feature net's top class has p >= this
 
 
 @torch.no_grad()
 def _features(extractor: FeatureExtractor, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    return torch.cat([extractor(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    device = next(extractor.parameters()).device
+    return torch.cat([extractor(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
 
 
 def fid(extractor: FeatureExtractor, real: torch.Tensor, fake: torch.Tensor, batch_size: int = 500) -> float:
-    metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False, normalize=True)
+    device = next(extractor.parameters()).device
+    metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False, normalize=True).to(device)
     for i in range(0, len(real), batch_size):
-        metric.update(real[i:i + batch_size], real=True)
+        metric.update(real[i:i + batch_size].to(device), real=True)
     for i in range(0, len(fake), batch_size):
-        metric.update(fake[i:i + batch_size], real=False)
+        metric.update(fake[i:i + batch_size].to(device), real=False)
     return float(metric.compute())
 
 
@@ -45,7 +48,8 @@ def precision_recall(real_feats: torch.Tensor, fake_feats: torch.Tensor, k: int 
 @torch.no_grad()
 def class_stats(net: FeatureNet, images: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
     """Entropy (nats) of the predicted-class histogram and the share of confident samples."""
-    probs = torch.cat([net(images[i:i + batch_size]).softmax(1) for i in range(0, len(images), batch_size)])
+    device = next(net.parameters()).device
+    probs = torch.cat([net(images[i:i + batch_size].to(device)).softmax(1) for i in range(0, len(images), batch_size)])
     top, cls = probs.max(1)
     hist = torch.bincount(cls, minlength=net.cfg.n_classes).float()
     p = hist / hist.sum()
@@ -54,10 +58,12 @@ def class_stats(net: FeatureNet, images: torch.Tensor, batch_size: int = 500) ->
             "confident_rate": float((top >= CONFIDENT).float().mean())}
 
 
-def generator_metrics(net: FeatureNet, real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict[str, float]:
+def generator_metrics(net: FeatureNet, real: torch.Tensor, fake: torch.Tensor, k: int = 3,
+                      device: torch.device = CPU) -> dict[str, float]:
     """All generator metrics of ../DESIGN.md for one set of samples against real test images
-    (the class metrics only where `net` is the labelled space)."""
-    extractor = FeatureExtractor(net)
-    precision, recall = precision_recall(_features(extractor, real), _features(extractor, fake), k)
-    labelled = class_stats(net, fake) if net.labelled else {}
-    return {"fid": fid(extractor, real, fake), "precision": precision, "recall": recall, **labelled}
+    (the class metrics only where `net` is the labelled space), computed on `device`."""
+    with placed(net, device):
+        extractor = FeatureExtractor(net)
+        precision, recall = precision_recall(_features(extractor, real), _features(extractor, fake), k)
+        labelled = class_stats(net, fake) if net.labelled else {}
+        return {"fid": fid(extractor, real, fake), "precision": precision, "recall": recall, **labelled}

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gandefect.errors import BadInputError
-from gandefect.gan.models import DCGANConfig, Discriminator
+from gandefect.gan.models import DCGANConfig, Discriminator, noise
 
 
 class MLPGenerator(nn.Module):
@@ -42,7 +42,7 @@ class MLPGenerator(nn.Module):
         return self.net(z).view(z.shape[0], c, s, s)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self(torch.randn(n, self.cfg.z_dim, generator=generator))
+        return self(noise(self, n, generator))
 
 
 class MLPDiscriminator(nn.Module):
@@ -81,7 +81,7 @@ class _ResizeDecoder(nn.Module):
         return self.to_image(x)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self(torch.randn(n, self.cfg.z_dim, generator=generator))
+        return self(noise(self, n, generator))
 
 
 class ResizeGenerator(_ResizeDecoder):

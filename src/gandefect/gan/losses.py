@@ -136,9 +136,10 @@ def gradient_penalty(critic: Callable[..., Tensor], real: Tensor, fake: Tensor, 
         n = max(1, round(real.shape[0] * fraction))
         real, fake, condition = real[:n], fake[:n], tuple(c[:n] for c in condition)
     alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
-    x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x_hat, *condition).sum(), x_hat, create_graph=True)
-    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+    with torch.autocast(real.device.type, enabled=False):  # a double backward in bf16 loses the penalty's precision
+        x_hat = (alpha * real.float() + (1 - alpha) * fake.float()).requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(x_hat, *condition).sum(), x_hat, create_graph=True)
+        return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
 def clip_weights(critic: nn.Module, bound: float) -> None:

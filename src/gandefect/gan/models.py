@@ -57,8 +57,7 @@ class Generator(nn.Module):
         return self.to_image(self.blocks(x))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        z = torch.randn(n, self.cfg.z_dim, generator=generator, device=next(self.parameters()).device)
-        return self(z)
+        return self(noise(self, n, generator))
 
 
 class Discriminator(nn.Module):
@@ -80,6 +79,13 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1)).squeeze(1)
+
+
+def noise(generator_module: nn.Module, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n latent vectors for `generator_module`, drawn on the CPU (the same samples on every device)
+    and moved to the module's device."""
+    z = torch.randn(n, generator_module.cfg.z_dim, generator=generator)
+    return z.to(next(generator_module.parameters()).device)
 
 
 def init_weights(module: nn.Module) -> None:

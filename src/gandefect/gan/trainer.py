@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from gandefect.gan.families import vae_loss
+from gandefect import hardware
+from gandefect.hardware import CPU
 from gandefect.gan.losses import AdversarialLoss
 from gandefect.gan.models import DCGANConfig, Discriminator, Generator, init_weights
 
@@ -31,6 +33,7 @@ class TrainSettings:
     early_epochs: tuple[int, ...] = (1,)  # keep the generator after these epochs as extra, cruder fakes
     checkpoint_every: int = 100  # steps between checkpoints (and at every epoch end)
     log_every: int = 1  # steps between recorded metrics
+    device: torch.device = CPU  # where the models train (gandefect.hardware)
 
 
 class Callback:
@@ -82,7 +85,7 @@ class _Loop:
         path = self.checkpoint_dir / CHECKPOINT if self.checkpoint_dir else None
         if path is None or not path.exists():
             return False
-        self.load_state(torch.load(path, weights_only=False))
+        self.load_state(torch.load(path, weights_only=False, map_location=self.settings.device))
         return True
 
     def fit(self, real: torch.Tensor, resume: bool = False) -> TrainResult:
@@ -92,6 +95,7 @@ class _Loop:
         if per_epoch == 0:
             raise ValueError(f"need at least batch_size={s.batch_size} real images, got {len(real)}")
         total = self.total_steps()
+        real = real.to(s.device)  # the whole split on the device once: batches are slices of it
         resumed_from = self.step if resume and self.load_checkpoint() else 0
         result = TrainResult(0, 0, resumed_from)
         self.train_mode(True)
@@ -101,6 +105,7 @@ class _Loop:
             epoch, pos = divmod(self.step, per_epoch)
             if epoch != perm_epoch:
                 perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(s.seed * 7919 + epoch))
+                perm = perm.to(s.device)
                 perm_epoch = epoch
             torch.manual_seed(s.seed * 1_000_003 + self.step)
             metrics = self.train_step(real[perm[pos * s.batch_size:(pos + 1) * s.batch_size]])
@@ -116,7 +121,7 @@ class _Loop:
             if epoch_done:
                 finished = self.step // per_epoch
                 if finished in s.early_epochs:
-                    early = copy.deepcopy(self.G).eval()
+                    early = copy.deepcopy(self.G).to(CPU).eval()  # stored on the CPU, as every model
                     result.early[finished] = early
                     self.callback.on_early_generator(finished, early)
                 self.callback.on_epoch_end(finished, self)
@@ -138,6 +143,10 @@ class GANTrainer(_Loop):
         self.G, self.D = generator(self.model_cfg), discriminator(self.model_cfg)
         self.G.apply(init_weights)
         self.D.apply(init_weights)
+        self.G.to(settings.device)  # initialized on the CPU: the same weights on every device
+        self.D.to(settings.device)
+        # bf16 autocast on a GPU that computes it (the penalty stays float32); float32 on the CPU
+        self.mixed = settings.device.type == "cuda" and hardware.bf16_ok(settings.device)
         self.opt_g = loss.optimizer.build(self.G.parameters())
         self.opt_d = loss.optimizer.build(self.D.parameters())
         self.step = 0
@@ -166,13 +175,15 @@ class GANTrainer(_Loop):
 
     def train_step(self, real: torch.Tensor) -> dict[str, float]:
         loss, b = self.loss, real.shape[0]
-        z = torch.randn(b, self.model_cfg.z_dim)
-        with torch.no_grad():
+        z = torch.randn(b, self.model_cfg.z_dim, device=real.device)
+        with torch.no_grad(), hardware.autocast(self.mixed, real.device):
             fake = self.G(z)
-        terms = loss.discriminator_step(self.D, self.opt_d, real, fake)
+        with hardware.autocast(self.mixed, real.device):
+            terms = loss.discriminator_step(self.D, self.opt_d, real, fake)
         metrics = {k: v.item() for k, v in terms.items()}
         if (self.step + 1) % loss.n_critic == 0:
-            g_loss = loss.g_loss(self.D(self.G(torch.randn(b, self.model_cfg.z_dim))))
+            with hardware.autocast(self.mixed, real.device):
+                g_loss = loss.g_loss(self.D(self.G(torch.randn(b, self.model_cfg.z_dim, device=real.device))).float())
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             self.opt_g.step()
@@ -189,6 +200,7 @@ class VAETrainer(_Loop):
                  checkpoint_dir: Path | None = None, callback: Callback | None = None):
         self.vae, self.settings, self.beta, self.loss_fn = vae, settings, beta, vae_loss
         self.callback, self.checkpoint_dir = callback or Callback(), checkpoint_dir
+        self.vae.to(settings.device)
         self.G = vae.decoder
         self.opt = torch.optim.Adam(vae.parameters(), lr=lr)
         self.step = self.generator_steps = 0

@@ -122,7 +122,7 @@ def bento_args(cfg: Config, tags: dict[str, str], missing: dict[str, str] | None
     return {"detector": tags["detector"], "repairer": tags.get("repairer", ""),
             "repairer_unavailable": (missing or {}).get("repairer", ""),
             "max_bytes": str(int(cfg.serve.max_upload_mb * 2**20)), "max_pixels": str(cfg.serve.max_pixels),
-            "max_images": str(cfg.serve.max_images)}
+            "max_images": str(cfg.serve.max_images), "device": cfg.device}
 
 
 def source_digest() -> str:

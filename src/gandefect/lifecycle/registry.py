@@ -18,6 +18,7 @@ import gandefect
 from gandefect.detect.common import Detector
 from gandefect.detect.model import DetectorModel
 from gandefect.errors import BadInputError
+from gandefect.hardware import CPU
 
 PACKAGE_DIR = Path(gandefect.__file__).resolve().parent
 
@@ -107,5 +108,6 @@ def load_torch_model(uri: str) -> torch.nn.Module:
         sys.path[:] = saved
 
 
-def load_detector(uri: str) -> Detector:
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model().detector
+def load_detector(uri: str, device: torch.device = CPU) -> Detector:
+    """A registered detector, computing on `device`."""
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model().detector.on(device)

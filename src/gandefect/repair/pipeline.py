@@ -16,6 +16,7 @@ import torch
 
 from gandefect.data.datasets import to_tensor, to_uint8
 from gandefect.evaluate.localization import binarize
+from gandefect.hardware import CPU, placed
 from gandefect.repair.masks import cap_area
 from gandefect.repair.model import InpaintUNet, pull_push_fill
 
@@ -23,19 +24,20 @@ from gandefect.repair.model import InpaintUNet, pull_push_fill
 class Repairer:
     """uint8 images + boolean masks -> uint8 images rewritten inside the masks only."""
 
-    def __init__(self, net: InpaintUNet):
-        self.net = net.eval()
+    def __init__(self, net: InpaintUNet, device: torch.device = CPU):
+        self.net, self.device = net.eval(), device
 
     @torch.no_grad()
     def inpaint(self, images: np.ndarray, masks: np.ndarray, batch_size: int = 256) -> np.ndarray:
         if images.shape[:3] != masks.shape:
             raise ValueError(f"images {images.shape} and masks {masks.shape} differ in size")
         out = images.copy()
-        for i in range(0, len(images), batch_size):
-            x = to_tensor(images[i:i + batch_size])
-            m = torch.from_numpy(masks[i:i + batch_size, None].astype(np.float32))
-            pred = to_uint8(self.net.inpaint(x, m))
-            out[i:i + batch_size] = composite_uint8(images[i:i + batch_size], pred, masks[i:i + batch_size])
+        with placed(self.net, self.device):
+            for i in range(0, len(images), batch_size):
+                x = to_tensor(images[i:i + batch_size]).to(self.device)
+                m = torch.from_numpy(masks[i:i + batch_size, None].astype(np.float32)).to(self.device)
+                pred = to_uint8(self.net.inpaint(x, m))
+                out[i:i + batch_size] = composite_uint8(images[i:i + batch_size], pred, masks[i:i + batch_size])
         return out
 
 

@@ -17,35 +17,36 @@ from gandefect.config import RepairConfig
 from gandefect.data.datasets import to_tensor
 from gandefect.data.spliced import MaskSpec, mask_pool
 from gandefect.gan import losses
+from gandefect.hardware import CPU
 from gandefect.repair.model import InpaintUNet, PatchDiscriminator, RepairerConfig, composite
 
 
 def train_repairer(images: np.ndarray, model_cfg: RepairerConfig, s: RepairConfig, seed: int,
                    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                   on_step: Callable[[int, int], None] | None = None) -> InpaintUNet:
-    """Train on uint8 real images (N, H, W[, 3]) with the training settings of `s`; returns the
-    U-Net in eval mode."""
+                   on_step: Callable[[int, int], None] | None = None, device: torch.device = CPU) -> InpaintUNet:
+    """Train on uint8 real images (N, H, W[, 3]) with the training settings of `s` on `device`;
+    returns the U-Net in eval mode, on the CPU."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     adv = losses.get(s.adversarial_loss)
-    net, disc = InpaintUNet(model_cfg), PatchDiscriminator(model_cfg.channels, model_cfg.width)
+    net, disc = InpaintUNet(model_cfg).to(device), PatchDiscriminator(model_cfg.channels, model_cfg.width).to(device)
     opt_g = torch.optim.Adam(net.parameters(), lr=s.lr, betas=(0.5, 0.999))
     opt_d = adv.optimizer.build(disc.parameters())
-    x_all = to_tensor(images)
+    x_all = to_tensor(images).to(device)
     pool = torch.from_numpy(mask_pool(rng, images.shape[1:3], MaskSpec(s.mask_min_area, s.mask_max_area), 4096)
-                            [:, None].astype(np.float32))
+                            [:, None].astype(np.float32)).to(device)
     steps = max(1, len(images) // s.batch_size)
     total = s.epochs * steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt_g, s.lr, total_steps=total)
     for epoch in range(s.epochs):
-        order = torch.from_numpy(rng.permutation(len(images)))
+        order = torch.from_numpy(rng.permutation(len(images))).to(device)
         sums = {"l1_hole": 0.0, "l1_valid": 0.0, "g_adv": 0.0, "d_loss": 0.0}
         net.train()
         for i in range(steps):
             x = x_all[order[i * s.batch_size:(i + 1) * s.batch_size]]
-            flip = torch.from_numpy(rng.random(len(x)) < 0.5)[:, None, None, None]
+            flip = torch.from_numpy(rng.random(len(x)) < 0.5)[:, None, None, None].to(device)
             x = torch.where(flip, x.flip(3), x)  # mirror augmentation
-            m = pool[torch.from_numpy(rng.integers(0, len(pool), len(x)))]
+            m = pool[torch.from_numpy(rng.integers(0, len(pool), len(x))).to(device)]
             pred = net.inpaint(x, m)
             comp = composite(x, pred, m)
             if s.adversarial_weight > 0:
@@ -67,4 +68,4 @@ def train_repairer(images: np.ndarray, model_cfg: RepairerConfig, s: RepairConfi
                 on_step(epoch * steps + i + 1, total)
         if on_epoch:
             on_epoch(epoch, {k: v / steps for k, v in sums.items()})
-    return net.eval()
+    return net.to(CPU).eval()

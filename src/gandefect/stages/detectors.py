@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from gandefect import faults
+from gandefect import faults, hardware
 from gandefect.config import Config
 from gandefect.data import conditions, sources
 from gandefect.data.datasets import load_pngs, to_uint8
@@ -25,6 +25,7 @@ from gandefect.detect.common import Detector, Labeled
 from gandefect.errors import BadInputError
 from gandefect.evaluate import drift, plots, wild
 from gandefect.evaluate.detection import auc, evaluate
+from gandefect.gan.models import noise
 from gandefect.lifecycle import gates, registry, tracking, versioning, watch
 from gandefect.lifecycle.registry import load_detector, log_detector
 from gandefect.names import DETECTOR_EXPERIMENT, DETECTOR_MODEL, FAKES_DIR, FAKES_STAGE, JUDGE_MODEL, STAGE_KEY
@@ -50,9 +51,8 @@ def run_sample_fakes(cfg: Config, progress: Progress | None = None) -> tuple[lis
         early = family_of(name) != name
         n = cfg.detect.fakes_per_early_generator if early else cfg.detect.fakes_per_generator
         g = registry.load_torch_model(uri)
-        with torch.no_grad():
-            z = torch.randn(n, g.cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 17))
-            arr = to_uint8(g(z))
+        with torch.no_grad(), hardware.placed(g, hardware.resolve(cfg.device)):
+            arr = to_uint8(g(noise(g, n, torch.Generator().manual_seed(cfg.seed + 17))))
         mode = "L" if arr.ndim == 3 else "RGB"
         # the manifest names the generator, not its (run-specific) URI, so identical samples
         # give an identical DVC hash on every machine
@@ -282,18 +282,18 @@ class ChampionToday:
     families: set[str]  # the generator families it was trained on
 
 
-def load_champion() -> tuple[str, Detector] | None:
-    """(version, detector) of the champion detector; None without one."""
+def load_champion(device: torch.device = hardware.CPU) -> tuple[str, Detector] | None:
+    """(version, detector) of the champion detector, computing on `device`; None without one."""
     version = gates.alias_version(DETECTOR_MODEL, gates.CHAMPION)
     if version is None:
         return None
-    return str(version), load_detector(f"models:/{DETECTOR_MODEL}/{version}")
+    return str(version), load_detector(f"models:/{DETECTOR_MODEL}/{version}", device)
 
 
 def evaluate_champion(cfg: Config, data: EvalData, found: tuple[str, Detector] | None = None) -> ChampionToday | None:
     """The current champion (or `found`, as load_champion returns it) on the candidate's data;
     None without a champion."""
-    found = found or load_champion()
+    found = found or load_champion(hardware.resolve(cfg.device))
     if found is None:
         return None
     version, det = found
@@ -319,11 +319,12 @@ def gate_figures(cfg: Config, version: str, name: str = DETECTOR_MODEL) -> tuple
     data = prepare_eval_data(cfg)
     logged = gates.version_metrics(name, version)
     candidate = {**{k: v for k, v in logged.items() if gates.recorded_only(k)},
-                 **evaluate_served(cfg, load_detector(f"models:/{name}/{version}"), data)}
+                 **evaluate_served(cfg, load_detector(f"models:/{name}/{version}", hardware.resolve(cfg.device)), data)}
     champion = gates.alias_version(name, gates.CHAMPION)
     if champion is None or champion == str(version):
         return candidate, None
-    return candidate, evaluate_served(cfg, load_detector(f"models:/{name}/{champion}"), data)
+    return candidate, evaluate_served(cfg, load_detector(f"models:/{name}/{champion}", hardware.resolve(cfg.device)),
+                                      data)
 
 
 def run_watch(cfg: Config) -> tuple[watch.ChampionFigures, list[str]]:
@@ -409,8 +410,7 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
         resumed = resume_registered(cfg, stage_key)
         if resumed is not None:
             return resumed
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    hardware.setup(cfg.device, cfg.deterministic, cfg.threads)
     generators = None
     if sample:
         _, fakes_version, generators = run_sample_fakes(cfg, progress)
@@ -430,7 +430,7 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
     tracking.setup(cfg)
     # the champion: the start of an incremental candidate (not one trained without a family: its
     # weights know that family) and, after training, the baseline judged on the candidate's data
-    found = load_champion() if gate else None
+    found = load_champion(hardware.resolve(cfg.device)) if gate else None
     start = found[1] if found and cfg.detect.cnn.warm_start and not without else None
     results: dict[str, FamilyResult] = {}
     for family in detector_families.selected(cfg.detect.families):
@@ -498,7 +498,7 @@ def run_evaluate_detector(cfg: Config, model_uri: str | None = None) -> tuple[st
     """Score a registered (or any logged) detector on the current test split."""
     tracking.setup(cfg)
     uri = model_uri or registry.latest_uri(DETECTOR_MODEL, "train-detectors")
-    det = load_detector(uri)
+    det = load_detector(uri, hardware.resolve(cfg.device))
     data = prepare_eval_data(cfg)
     metrics, _ = evaluate_detector(cfg, det, data)
     path = cfg.report_dir / "detectors" / "evaluate.json"

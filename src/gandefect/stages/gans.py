@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from mlflow.entities import Metric
 
-from gandefect import faults
+from gandefect import faults, hardware
 from gandefect.config import Config
 from gandefect.data.datasets import Split, image_grid, load_split, to_uint8
 from gandefect.data.snapshot import Progress
@@ -25,7 +25,7 @@ from gandefect.evaluate.features import (CONTRASTIVE, LABELLED, FeatureNet, Feat
 from gandefect.evaluate.generators import generator_metrics
 from gandefect.gan import families as family_registry
 from gandefect.gan import losses as loss_registry
-from gandefect.gan.models import DCGANConfig, Generator, init_weights
+from gandefect.gan.models import DCGANConfig, Generator, init_weights, noise
 from gandefect.gan.trainer import Callback, GANTrainer, TrainSettings, VAETrainer
 from gandefect.errors import BadInputError
 from gandefect.lifecycle import registry, tracking, versioning
@@ -89,6 +89,7 @@ def ensure_feature_net(cfg: Config, train: Split, test: Split, version: str,
         net = registry.load_torch_model(f"models:/{FEATURE_MODEL}/{found.version}")
         return net, float(found.tags.get("test_accuracy", "nan"))
     f = cfg.features
+    device = hardware.resolve(cfg.device)
     labelled = space == LABELLED
     fcfg = FeatureNetConfig(cfg.data.image_size, train.images.shape[1], len(train.classes) if labelled else 0,
                             f.n_features, space)
@@ -102,14 +103,16 @@ def ensure_feature_net(cfg: Config, train: Split, test: Split, version: str,
                 progress(f"feature net ({space})", epoch + 1, epochs)
 
         if labelled:
-            net = train_feature_net(fcfg, train.images, train.labels, epochs, f.batch_size, f.lr, cfg.seed, on_epoch)
-            acc = accuracy(net, test.images, test.labels)
+            net = train_feature_net(fcfg, train.images, train.labels, epochs, f.batch_size, f.lr, cfg.seed, on_epoch,
+                                    device)
+            acc = accuracy(net, test.images, test.labels, device=device)
             mlflow.set_tag("accuracy_ok", str(acc >= f.min_accuracy))
         else:
             net = train_contrastive_net(fcfg, train.images, epochs, f.contrastive_batch_size, f.lr,
-                                        f.temperature, cfg.seed, on_epoch)
+                                        f.temperature, cfg.seed, on_epoch, device)
             checkable = train.labels is not None and test.labels is not None
-            acc = knn_accuracy(net, train.images, train.labels, test.images, test.labels) if checkable else float("nan")
+            acc = knn_accuracy(net, train.images, train.labels, test.images, test.labels,
+                               device=device) if checkable else float("nan")
         if math.isfinite(acc):
             mlflow.log_metric("test_accuracy" if labelled else "knn_accuracy", acc)
         registry.log_torch_model(net, "feature_net", test.images[:2], FEATURE_MODEL,
@@ -134,7 +137,7 @@ class _Tracker(Callback):
         was_training = trainer.G.training
         trainer.G.eval()
         with torch.no_grad():
-            grid = image_grid(trainer.G(self.z))
+            grid = image_grid(trainer.G(self.z.to(trainer.settings.device)).to(hardware.CPU))
         trainer.G.train(was_training)
         self.client.log_image(self.run_id, grid, artifact_file=f"samples/epoch_{epoch:03d}.png")
 
@@ -149,8 +152,9 @@ class _Tracker(Callback):
 
 @torch.no_grad()
 def _samples(generator: Generator, n: int, seed: int) -> torch.Tensor:
+    """n samples (on the CPU) from the seed's noise, computed where the generator is."""
     generator.eval()
-    return generator.sample(n, torch.Generator().manual_seed(seed))
+    return generator.sample(n, torch.Generator().manual_seed(seed)).to(hardware.CPU)
 
 
 def untrained_metrics(cfg: Config, net: FeatureNet, test: Split) -> dict[str, float]:
@@ -158,7 +162,8 @@ def untrained_metrics(cfg: Config, net: FeatureNet, test: Split) -> dict[str, fl
     torch.manual_seed(cfg.seed)
     g = Generator(model_config(cfg))
     g.apply(init_weights)
-    return generator_metrics(net, test.images, _samples(g, cfg.gan.eval_samples, cfg.seed))
+    return generator_metrics(net, test.images, _samples(g, cfg.gan.eval_samples, cfg.seed),
+                             device=hardware.resolve(cfg.device))
 
 
 def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: FeatureNet,
@@ -177,7 +182,9 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
         shutil.rmtree(ckpt_dir)  # a fresh run must not pick up an old checkpoint
     # the other families keep no early generators: one fake set each
     early = () if family else tuple(g.early_epochs)
-    settings = TrainSettings(g.steps_for(loss_name), g.batch_size, cfg.seed, early, g.checkpoint_every)
+    device = hardware.resolve(cfg.device)
+    settings = TrainSettings(g.steps_for(loss_name), g.batch_size, cfg.seed, early, g.checkpoint_every,
+                             device=device)
     tracking.setup(cfg)
     with tracking.start_run(cfg, GAN_EXPERIMENT, f"gan-{loss_name}", version, flow_run_id,
                             parent_run_id=parent_run_id, run_id=resume_run) as run:
@@ -207,7 +214,8 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
         result = trainer.fit(train.images, resume=resume)
         seconds = time.perf_counter() - started
         samples = _samples(trainer.G, g.eval_samples, cfg.seed + 1)
-        metrics = generator_metrics(net, test.images, samples)
+        metrics = generator_metrics(net, test.images, samples, device=device)
+        trainer.G.to(hardware.CPU)  # registered on the CPU: loads anywhere
         metrics.update(fid_untrained=baseline["fid"], fid_ratio=metrics["fid"] / baseline["fid"],
                        train_seconds=seconds, generator_steps=result.generator_steps, steps=result.steps,
                        resumed_from_step=result.resumed_from)
@@ -322,8 +330,7 @@ def run_train_gans(cfg: Config, losses: list[str] | None = None, resume: bool = 
     names = losses or zoo_members(cfg)
     for name in names:
         member_settings(name)  # unknown names fail before any work
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    hardware.setup(cfg.device, cfg.deterministic, cfg.threads)
     started = time.perf_counter()
     setup, train, test, net = _zoo_inputs(cfg, progress)  # splits and feature net loaded once
     version, acc = setup.data_version, setup.feature_accuracy
@@ -348,9 +355,8 @@ def sample_generator(cfg: Config, loss: str, n: int, seed: int) -> np.ndarray:
     """n uint8 samples of the newest registered generator `loss`, drawn with `seed`."""
     tracking.setup(cfg)
     g = registry.load_torch_model(registry.latest_uri(generator_model(loss), f"train-gans --loss {loss}"))
-    with torch.no_grad():
-        z = torch.randn(n, g.cfg.z_dim, generator=torch.Generator().manual_seed(seed))
-        return to_uint8(g(z))
+    with torch.no_grad(), hardware.placed(g, hardware.resolve(cfg.device)):
+        return to_uint8(g(noise(g, n, torch.Generator().manual_seed(seed))))
 
 
 def registered_generators(cfg: Config) -> dict[str, str]:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gandefect import faults
+from gandefect import faults, hardware
 from gandefect.config import Config
 from gandefect.data.datasets import load_pngs, load_split, to_tensor, to_uint8
 from gandefect.data.snapshot import Progress, read_manifest
@@ -64,8 +64,7 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
     `stage_key` (the flow's cache key): the registered version carries it, and a version a
     killed flow registered under the same key is evaluated (if it was not) and gated instead
     of trained again (unless `resume` is off: `gandefect run --force`)."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    device = hardware.setup(cfg.device, cfg.deterministic, cfg.threads)
     tracking.setup(cfg)
     found = registry.latest_version_with_tag(REPAIRER_MODEL, STAGE_KEY, stage_key) if stage_key and resume else None
     if found is not None:
@@ -89,7 +88,7 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
 
             on_step = (lambda done, total: progress("repairer", done, total)) if progress else None
             started = time.perf_counter()
-            net = train_repairer(images, model_cfg, r, cfg.seed, on_epoch, on_step)
+            net = train_repairer(images, model_cfg, r, cfg.seed, on_epoch, on_step, device)
             seconds = time.perf_counter() - started
             mlflow.log_metric("train_seconds", seconds)
             example = torch.cat([to_tensor(images[:2]), torch.zeros(2, 1, *images.shape[1:3])], 1)
@@ -112,7 +111,7 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
 
 def _evaluate_into_run(cfg: Config, summary: RepairSummary, net, progress: Progress | None) -> None:
     """Evaluate a registered repairer and record the figures on the active run and its version."""
-    summary.evaluation = run_evaluate_repair(cfg, Repairer(net), progress=progress)
+    summary.evaluation = run_evaluate_repair(cfg, Repairer(net, hardware.resolve(cfg.device)), progress=progress)
     mlflow.log_metrics({k: v for k, v in summary.evaluation.metrics.items() if np.isfinite(v)})
     mlflow.log_dict(summary.evaluation.table.to_dict(orient="index"), "evaluation/per_generator.json")
     tracking.log_artifacts([summary.evaluation.report, *summary.evaluation.figures], "report")
@@ -165,10 +164,11 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
     `write_report=False`: the figures only (a champion judged beside a candidate)."""
     repairer = repairer or load_repairer(cfg)
     detector = load_served_detector(cfg, detector_uri)
-    judge = registry.load_detector(registry.latest_uri(JUDGE_MODEL, "train-detectors"))
+    device = hardware.resolve(cfg.device)
+    judge = registry.load_detector(registry.latest_uri(JUDGE_MODEL, "train-detectors"), device)
     train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
     net, _ = ensure_feature_net(cfg, train, test, versioning.data_version(cfg))
-    extractor = FeatureExtractor(net)
+    extractor = FeatureExtractor(net).to(device)
     real_test = to_uint8(test.images)
     r = cfg.repair
     rows, grid = {}, []
