@@ -72,16 +72,16 @@ def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: in
 
 
 def bare_loop(loss, cfg: DCGANConfig, real: torch.Tensor, batch: int, steps: int, device: torch.device) -> float:
-    """The same models and updates (and the same autocast) with nothing around them; images/s."""
+    """The same models, layout and updates (and the same autocast) with nothing around them; images/s."""
     torch.manual_seed(0)
     G, D = Generator(cfg), Discriminator(cfg)
     G.apply(init_weights)
     D.apply(init_weights)
-    G.to(device)
-    D.to(device)
+    G.to(device, memory_format=torch.channels_last)
+    D.to(device, memory_format=torch.channels_last)
     mixed = device.type == "cuda" and hardware.bf16_ok(device)
     opt_g, opt_d = loss.optimizer.build(G.parameters()), loss.optimizer.build(D.parameters())
-    real = real.to(device)
+    real = real.to(device, memory_format=torch.channels_last)
     _sync(device)
     start = time.perf_counter()
     for step in range(steps):

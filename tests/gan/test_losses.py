@@ -188,3 +188,24 @@ def test_the_configured_losses_default_to_the_registry_and_unknown_ones_are_name
     assert losses.selected(["hinge", "wgan"]) == ["hinge", "wgan"]
     with pytest.raises(ConfigError, match="gan.losses: unknown loss bogus; known: minimax"):
         losses.selected(["hinge", "bogus"])
+
+
+def test_a_lazy_penalty_runs_on_every_kth_step_with_k_times_the_weight():
+    plain = losses.get("nonsaturating")
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    updates, terms = {}, {}
+    for name, penalty in (("none", None), ("every", R1(weight=10.0)), ("lazy", R1(weight=10.0, every=2))):
+        loss = dataclasses.replace(plain, name=name, penalty=penalty)
+        torch.manual_seed(0)
+        critic = Linear(3.0)
+        start = critic.w.detach().clone()
+        opt = torch.optim.SGD(critic.parameters(), lr=0.1)
+        terms[name] = [set(loss.discriminator_step(critic, opt, x, x.flip(0), step=0))]
+        updates[name] = critic.w.detach() - start
+        terms[name].append(set(loss.discriminator_step(critic, opt, x, x.flip(0), step=1)))
+    assert all("r1" in t for t in terms["every"])
+    assert "r1" in terms["lazy"][0] and "r1" not in terms["lazy"][1]  # computed on every 2nd step only
+    # on the step it runs, the lazy penalty pushes the critic twice as hard as the every-step one
+    every, lazy = updates["every"] - updates["none"], updates["lazy"] - updates["none"]
+    assert every.abs().max() > 0
+    assert torch.allclose(lazy, 2 * every, rtol=1e-4, atol=1e-9)
