@@ -88,6 +88,31 @@ def test_leave_one_out_detectors_never_saw_the_held_out_family(trained):
             assert seen and not any(g == family or g.startswith(f"{family}-epoch") for g in seen), (family, seen)
 
 
+def test_leave_one_out_side_by_side_gives_the_serial_loop_s_figures(trained, monkeypatch):
+    """The held-out models trained in worker processes give exactly the figures of the same models
+    trained one after the other in this process (one torch thread in both), in the same order."""
+    import torch
+
+    from gandefect.stages import detectors
+
+    cfg = load_config(trained.root / "params.yaml")
+    cfg.detect.loo_fakes_per_generator = 40  # small models: the point is the equality
+    data = detectors.prepare_eval_data(cfg)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(detectors, "loo_workers", lambda cfg, n: 2)
+    monkeypatch.setattr(detectors.os, "cpu_count", lambda: 2)
+    pooled, pooled_on = detectors.leave_one_out(cfg, "cnn", data)
+    monkeypatch.setattr(detectors, "loo_workers", lambda cfg, n: 1)
+    torch.set_num_threads(1)
+    try:
+        serial, serial_on = detectors.leave_one_out(cfg, "cnn", data)
+    finally:
+        torch.set_num_threads(threads)
+    assert list(pooled) == list(serial) and pooled_on == serial_on
+    assert pooled == serial
+    assert {k.removeprefix("auc_unseen_") for k in pooled if k.startswith("auc_unseen_")} == set(LOSSES + FAMILIES)
+
+
 def test_no_detector_can_read_format_traces(trained, tmp_path):
     """Real test images re-written through the fake-writing path score like real images."""
     root = trained.root

@@ -1,13 +1,14 @@
-"""Generator metrics in the domain feature space: FID (torchmetrics), improved precision and
-recall (Kynkaanniemi et al. 2019), and, in a labelled space only, the class histogram of
-samples to flag mode collapse (a label-free space has no classes: those metrics are absent)."""
+"""Generator metrics in the domain feature space: FID (the Frechet distance, computed as
+torchmetrics computes it), improved precision and recall (Kynkaanniemi et al. 2019), and, in a
+labelled space only, the class histogram of samples to flag mode collapse (a label-free space
+has no classes: those metrics are absent). Each set's features are computed once and shared by
+every metric (the feature net is most of the metrics' cost)."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-from torchmetrics.image.fid import FrechetInceptionDistance
 
 from gandefect.evaluate.features import FeatureExtractor, FeatureNet
 from gandefect.hardware import CPU, placed
@@ -21,14 +22,24 @@ def _features(extractor: FeatureExtractor, images: torch.Tensor, batch_size: int
     return torch.cat([extractor(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
 
 
+def frechet_distance(real_feats: torch.Tensor, fake_feats: torch.Tensor) -> float:
+    """FID between two feature sets: |mu_r - mu_f|^2 + tr(S_r) + tr(S_f) - 2 tr((S_r S_f)^1/2), in
+    float64, the trace of the square root from the eigenvalues of S_r S_f (as torchmetrics does)."""
+    (mu_r, s_r), (mu_f, s_f) = (_moments(f) for f in (real_feats, fake_feats))
+    root_trace = torch.linalg.eigvals(s_r @ s_f).sqrt().real.sum()
+    return float((mu_r - mu_f).square().sum() + s_r.trace() + s_f.trace() - 2 * root_trace)
+
+
+def _moments(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = feats.double()
+    if len(x) < 2:
+        raise RuntimeError("FID needs at least two samples in each set")
+    mu = x.mean(0)
+    return mu, (x.t() @ x - len(x) * torch.outer(mu, mu)) / (len(x) - 1)
+
+
 def fid(extractor: FeatureExtractor, real: torch.Tensor, fake: torch.Tensor, batch_size: int = 500) -> float:
-    device = next(extractor.parameters()).device
-    metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False, normalize=True).to(device)
-    for i in range(0, len(real), batch_size):
-        metric.update(real[i:i + batch_size].to(device), real=True)
-    for i in range(0, len(fake), batch_size):
-        metric.update(fake[i:i + batch_size].to(device), real=False)
-    return float(metric.compute())
+    return frechet_distance(_features(extractor, real, batch_size), _features(extractor, fake, batch_size))
 
 
 def _radii(feats: torch.Tensor, k: int) -> torch.Tensor:
@@ -46,11 +57,16 @@ def precision_recall(real_feats: torch.Tensor, fake_feats: torch.Tensor, k: int 
 
 
 @torch.no_grad()
-def class_stats(net: FeatureNet, images: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
-    """Entropy (nats) of the predicted-class histogram and the share of confident samples."""
-    device = next(net.parameters()).device
-    probs = torch.cat([net(images[i:i + batch_size].to(device)).softmax(1) for i in range(0, len(images), batch_size)])
-    top, cls = probs.max(1)
+def class_stats(net: FeatureNet, images: torch.Tensor, batch_size: int = 500,
+                features: torch.Tensor | None = None) -> dict[str, float]:
+    """Entropy (nats) of the predicted-class histogram and the share of confident samples (from
+    the images' `features` where they are already computed)."""
+    if features is not None:
+        logits = net.classify(features)
+    else:
+        device = next(net.parameters()).device
+        logits = torch.cat([net(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
+    top, cls = logits.softmax(1).max(1)
     hist = torch.bincount(cls, minlength=net.cfg.n_classes).float()
     p = hist / hist.sum()
     entropy = max(0.0, float(-(p[p > 0] * p[p > 0].log()).sum()))  # no "-0.0" for a single class
@@ -62,8 +78,9 @@ def generator_metrics(net: FeatureNet, real: torch.Tensor, fake: torch.Tensor, k
                       device: torch.device = CPU) -> dict[str, float]:
     """All generator metrics of ../DESIGN.md for one set of samples against real test images
     (the class metrics only where `net` is the labelled space), computed on `device`."""
-    with placed(net, device):
+    with placed(net, device), torch.no_grad():
         extractor = FeatureExtractor(net)
-        precision, recall = precision_recall(_features(extractor, real), _features(extractor, fake), k)
-        labelled = class_stats(net, fake) if net.labelled else {}
-        return {"fid": fid(extractor, real, fake), "precision": precision, "recall": recall, **labelled}
+        real_feats, fake_feats = _features(extractor, real), _features(extractor, fake)
+        precision, recall = precision_recall(real_feats, fake_feats, k)
+        labelled = class_stats(net, fake, features=fake_feats) if net.labelled else {}
+        return {"fid": frechet_distance(real_feats, fake_feats), "precision": precision, "recall": recall, **labelled}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,26 +166,81 @@ def fit_detector(cfg: Config, family: str, train: Labeled, val_mix: Labeled, gro
     return det
 
 
+@dataclass
+class HeldOut:
+    """What one leave-one-out model needs, small enough to send to a worker process: the training
+    set and validation mix without family `held`, and real test plus `held`'s test images, clean
+    and under every wild condition."""
+
+    held: str
+    train: Labeled
+    val_mix: Labeled
+    val_groups: np.ndarray
+    test_labels: np.ndarray  # real test images and `held`'s, in test order
+    test_images: np.ndarray
+    wild_held: dict[str, np.ndarray]  # condition -> `held`'s test images as the model sees them
+
+
+def _held_out(cfg: Config, train: Labeled, data: EvalData, held: str) -> HeldOut:
+    test_families = _families(data.test)
+    keep = (test_families == "real") | (test_families == held)
+    mine = test_families == held
+    return HeldOut(held, without_family(train, held), *data.val_mix_without(held), data.test.labels[keep],
+                   data.test.images[keep], {c: data.wild_test.inputs[c][mine] for c in cfg.detect.wild.conditions})
+
+
+def fit_held_out(cfg: Config, family: str, job: HeldOut, threads: int | None = None) -> tuple[dict[str, float], list[str]]:
+    """Train detector family `family` without `job.held` and measure it on `job.held` (runs in a
+    worker process, with `threads` torch threads); returns its metrics and what it trained on."""
+    if threads:
+        hardware.setup(cfg.device, cfg.deterministic, threads)
+    det = fit_detector(cfg, family, job.train, job.val_mix, job.val_groups, held_out=True)
+    held, metrics = job.held, {}
+    metrics[f"auc_unseen_{held}"] = auc(job.test_labels, det.score(job.test_images))
+    for c, images in job.wild_held.items():
+        metrics[f"tpr_unseen_{c}_{held}"] = float((det.score(images) >= det.threshold).mean())
+    metrics[f"tpr_unseen_wild_{held}"] = min(metrics[f"tpr_unseen_{c}_{held}"] for c in cfg.detect.wild.gated)
+    return metrics, det.trained_on
+
+
+def loo_workers(cfg: Config, n: int) -> int:
+    """Worker processes for n leave-one-out models: on the CPU one per core (each on one torch
+    thread), since a model's batches are made by single-threaded Python (PIL) for about a third
+    of its step: side by side, the cores stay busy. One on a GPU."""
+    if hardware.resolve(cfg.device).type != "cpu":
+        return 1
+    return max(1, min(n, os.cpu_count() or 1))
+
+
 def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress | None = None):
     """For each generator family F: train without any of F's samples (train and val), then score
     real test vs F's test: auc_unseen_<F> on clean images, and at the LOO model's own served
-    threshold the share of F's test samples called fake under every condition (tpr_unseen_<c>_<F>)."""
-    test_families = _families(data.test)
+    threshold the share of F's test samples called fake under every condition (tpr_unseen_<c>_<F>).
+    The models train side by side in worker processes (`loo_workers`); each depends only on its
+    data and the seed, so the figures do not depend on the order they finish in."""
     fams = sorted(set(_families(data.train)) - {"real"})
-    metrics, trained_on = {}, {}
     train = capped(data.train, cfg.detect.loo_fakes_per_generator, cfg.seed)
-    for held in fams:
-        det = fit_detector(cfg, family, without_family(train, held), *data.val_mix_without(held), held_out=True)
-        held_out = (test_families == "real") | (test_families == held)
-        metrics[f"auc_unseen_{held}"] = auc(data.test.labels[held_out], det.score(data.test.images[held_out]))
-        mine = test_families == held
-        for c in cfg.detect.wild.conditions:
-            metrics[f"tpr_unseen_{c}_{held}"] = float((det.score(data.wild_test.inputs[c][mine]) >= det.threshold).mean())
-        metrics[f"tpr_unseen_wild_{held}"] = min(metrics[f"tpr_unseen_{c}_{held}"] for c in cfg.detect.wild.gated)
-        trained_on[held] = det.trained_on
+    workers = loo_workers(cfg, len(fams))
+    results: dict[str, tuple[dict[str, float], list[str]]] = {}
+
+    def done(held: str, result: tuple[dict[str, float], list[str]]) -> None:
+        results[held] = result
         if progress:
-            progress(f"leave-one-out {family}", len(trained_on), len(fams))
-    return metrics, trained_on
+            progress(f"leave-one-out {family}", len(results), len(fams))
+
+    if workers == 1:
+        for held in fams:
+            done(held, fit_held_out(cfg, family, _held_out(cfg, train, data, held)))
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        # spawn: a forked child of a process whose torch threads already ran can deadlock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(fit_held_out, cfg, family, _held_out(cfg, train, data, held), threads): held
+                       for held in fams}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+    metrics = {k: v for held in fams for k, v in results[held][0].items()}
+    return metrics, {held: results[held][1] for held in fams}
 
 
 def _report(cfg: Config, results: dict[str, FamilyResult], test: Labeled, winner: str) -> tuple[Path, list[Path]]:
