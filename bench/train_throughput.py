@@ -13,6 +13,8 @@ on a shared machine hits both alike. The default GAN is the one params.yaml conf
 
 `--compare DIR` runs DIR's own copy of this benchmark (another checkout, e.g. a baseline
 commit, with its own .venv) in alternating rounds and prints both side by side.
+`--side-by-side` compares one GAN on every core's thread with one GAN per core on one thread
+each (separate processes, as the flow's default runner trains the zoo), in total images/s.
 `--flow` runs the whole `gandefect run` in a fresh clone of this checkout's HEAD (with
 `--profile`) and prints each stage's seconds, so a change is measured where it matters.
 """
@@ -237,6 +239,46 @@ def flow(args) -> None:
                 print(f"  {key.removeprefix('seconds_'):<10} {value:8.1f} s")
 
 
+def _bare_child(args) -> None:
+    """One bare loop in this process on `--threads` threads: prints its images/s."""
+    torch.set_num_threads(args.threads)
+    device = hardware.setup("cpu")
+    cfg_all = load_config(ROOT / "params.yaml", args.profile)
+    g, loss = cfg_all.gan, losses.get(args.loss)
+    cfg = DCGANConfig(image_size=cfg_all.data.image_size, channels=1 if cfg_all.data.mode == "L" else 3,
+                      z_dim=g.z_dim, g_width=args.g_width or g.g_width, d_width=args.d_width or g.d_width,
+                      disc_norm=loss.disc_norm)
+    real = torch.rand(4000, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1
+    batch = args.batch or g.batch_size
+    bare_loop(loss, cfg, real, batch, 20, device)  # warm-up
+    print(bare_loop(loss, cfg, real, batch, args.steps, device), flush=True)
+
+
+def side_by_side(args) -> None:
+    """One process on all cores' threads vs one process per core on one thread, alternating."""
+    cores = os.cpu_count() or 1
+    base = [sys.executable, __file__, "--child", "--steps", str(args.steps), "--loss", args.loss]
+    if args.profile:
+        base += ["--profile", args.profile]
+
+    def run(n: int, threads: int) -> float:
+        procs = [subprocess.Popen(base + ["--threads", str(threads)], stdout=subprocess.PIPE, text=True)
+                 for _ in range(n)]
+        return sum(float(p.communicate()[0].split()[-1]) for p in procs)
+
+    one, many = [], []
+    for r in range(args.rounds):
+        one.append(run(1, cores))
+        many.append(run(cores, 1))
+        print(f"round {r + 1}: 1 GAN x {cores} threads {one[-1]:.0f} img/s, {cores} GANs x 1 thread "
+              f"{many[-1]:.0f} img/s in all", flush=True)
+    a, b = statistics.median(one), statistics.median(many)
+    print(f"\nloss {args.loss}, {args.steps} steps x {args.rounds} alternating rounds, {cores} cores")
+    print(f"{'1 GAN on ' + str(cores) + ' threads, images/s':<40} {a:>12.0f}")
+    print(f"{str(cores) + ' GANs on 1 thread each, images/s in all':<40} {b:>12.0f}")
+    print(f"{'side by side / one':<40} {b / a:>12.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=150)
@@ -250,10 +292,20 @@ def main() -> None:
     ap.add_argument("--profile", default=None)
     ap.add_argument("--compare", type=Path, default=None, help="another checkout (with its .venv) to measure beside")
     ap.add_argument("--flow", action="store_true", help="time the whole `gandefect run` in a fresh clone of HEAD")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="one GAN on every core vs one GAN per core on one thread (the zoo's runner)")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if args.child:
+        _bare_child(args)
+        return
+    if args.side_by_side:
+        side_by_side(args)
+        return
     if args.flow:
         flow(args)
         return

@@ -60,3 +60,16 @@ def test_a_profile_removes_one_gate_bound_with_null_and_keeps_the_others():
     assert base.ceiling == {"fid_ratio": 1.0, "outside_mask_change": 0}
     assert tiny.ceiling == {"outside_mask_change": 0}  # tiny repairers are not judged on FID; the composite rule stays
     assert tiny.floor == {} and tiny.margin == 1.0
+
+
+def test_the_zoo_is_submitted_longest_first():
+    """A pool starts with the GAN of the most discriminator steps (updates x critic steps), so the
+    longest one never starts last; every member is there once."""
+    from gandefect.stages.gans import longest_first, zoo_members
+
+    cfg = load_config(REPO / "params.yaml", "default")
+    order = longest_first(cfg, zoo_members(cfg))
+    assert sorted(order) == sorted(zoo_members(cfg))
+    assert order[0] == "wgan-gp"  # 1000 updates x 5 critic steps
+    steps = [cfg.gan.steps_for(n) * (losses.get(n).n_critic if n in losses.REGISTRY else 1) for n in order]
+    assert steps == sorted(steps, reverse=True)

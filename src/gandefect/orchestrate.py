@@ -47,8 +47,8 @@ from gandefect.lifecycle.lock import project_lock  # noqa: E402
 from gandefect.names import DETECTOR_MODEL, FLOW_STAGES, JUDGE_MODEL, RETRAIN_EXPERIMENT  # noqa: E402
 from gandefect.report import RetrainResult, write_retrain_reports  # noqa: E402
 from gandefect.stages.detectors import run_train_detectors, run_watch  # noqa: E402
-from gandefect.stages.gans import (finish_zoo, member_settings, prepare_zoo, registered_generators,  # noqa: E402
-                                   train_zoo_member, zoo_members)
+from gandefect.stages.gans import (finish_zoo, longest_first, member_settings, prepare_zoo,  # noqa: E402
+                                   registered_generators, train_zoo_member, zoo_members)
 from gandefect.stages.ingest import run_ingest  # noqa: E402
 from gandefect.stages.repair import run_train_repairer  # noqa: E402
 
@@ -197,10 +197,12 @@ def _gate_dict(result) -> dict:
 
 
 # -- the flow ------------------------------------------------------------------------------
-# A small GAN trains about 1.8x faster on 2 torch threads than on 1 (measured on 2 cores), so
-# two GANs side by side on 1 thread each gain nothing: the default runner gives every GAN
-# worker process this many cores (one worker on a 2-core machine, four on an 8-core one).
-THREADS_PER_GAN = 2
+# Two GANs side by side on one torch thread each train 1.3-1.5x the images per second of one
+# GAN on two threads (bench/train_throughput.py --side-by-side, 2 cores; a small model's ops
+# are too short for two threads to split well), so the default runner gives every GAN worker
+# process this many cores (two workers on a 2-core machine, eight on an 8-core one) and the
+# zoo is submitted longest first, so the longest GAN never starts last.
+THREADS_PER_GAN = 1
 
 
 def task_runner_for(spec: str | None):
@@ -299,8 +301,8 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
             setup = run_task("zoo-setup", zoo_setup_task, cfg, version, store)
             gan_task = cached_task(train_gan_task)
             futures = {loss: gan_task.submit(cfg, loss, setup, store, parent.info.run_id, _flow_run_id(), threads)
-                       for loss in zoo_members(cfg)}
-            zoo = {loss: f.result() for loss, f in futures.items()}
+                       for loss in longest_first(cfg, zoo_members(cfg))}
+            zoo = {loss: futures[loss].result() for loss in zoo_members(cfg)}
             cached += [f"gan-{loss}" for loss, f in futures.items() if f.state.name == "Cached"]
             _, report = finish_zoo(cfg, zoo, setup)
             tracking.log_artifacts([report, report.with_suffix(".csv")], "zoo")

@@ -42,6 +42,16 @@ def zoo_members(cfg: Config) -> list[str]:
     return [*loss_registry.selected(cfg.gan.losses), *cfg.gan.families]
 
 
+def longest_first(cfg: Config, names: list[str]) -> list[str]:
+    """Zoo members by their discriminator steps (updates x critic steps; a step costs about the
+    same in every member), the longest first: what a pool of workers should start with."""
+    def steps(name: str) -> int:
+        family = family_registry.FAMILIES.get(name)
+        loss = None if family else loss_registry.get(name)
+        return cfg.gan.steps_for(name) * (loss.n_critic if loss else 1)
+    return sorted(names, key=steps, reverse=True)
+
+
 def member_settings(name: str) -> dict:
     """What defines a zoo member besides the params (part of its cache key); unknown names fail."""
     if name in loss_registry.REGISTRY:
