@@ -404,7 +404,7 @@ def watch_cmd() -> None:
 
 @app.command("run")
 def run_cmd(
-    task_runner: Optional[str] = typer.Option(None, "--task-runner", help="processes (one worker per core), threads, dask (a LocalCluster) or dask=ADDRESS; default: processes."),
+    task_runner: Optional[str] = typer.Option(None, "--task-runner", help="processes (one worker per core), processes=N, threads, dask (a LocalCluster) or dask=ADDRESS; default: processes."),
     stages: Optional[list[str]] = typer.Option(None, "--stage", help=f"Run only these stages (ingest always runs): {', '.join(FLOW_STAGES[1:])}."),
     force: bool = typer.Option(False, "--force", help="Retrain every stage even when its inputs are unchanged."),
     wait: bool = typer.Option(False, "--wait", help="If another gandefect command is running in this project, wait for it instead of stopping."),

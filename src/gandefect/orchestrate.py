@@ -206,8 +206,9 @@ THREADS_PER_GAN = 1
 
 
 def task_runner_for(spec: str | None):
-    """`processes` (the default: one worker process per THREADS_PER_GAN cores), `threads`,
-    `dask` (a real LocalCluster) or `dask=ADDRESS` (an existing scheduler).
+    """`processes` (the default: one worker process per THREADS_PER_GAN cores), `processes=N`
+    (N workers sharing the cores; 1 trains the GANs one at a time), `threads`, `dask` (a real
+    LocalCluster) or `dask=ADDRESS` (an existing scheduler).
 
     Processes, even a single one on a 2-core machine: torch ops in a pool thread of the flow
     process ran about 25 % slower than in a process of their own (measured), and a GAN
@@ -215,6 +216,11 @@ def task_runner_for(spec: str | None):
     workers = max(1, (os.cpu_count() or 1) // THREADS_PER_GAN)
     if not spec or spec == "processes":
         return ProcessPoolTaskRunner(max_workers=workers)
+    if spec.startswith("processes="):
+        count = spec.partition("=")[2]
+        if not count.isdigit() or int(count) < 1:
+            raise BadInputError(f"--task-runner processes=N needs a whole number of workers >= 1, got {count!r}")
+        return ProcessPoolTaskRunner(max_workers=int(count))
     if spec == "threads":
         return ThreadPoolTaskRunner(max_workers=workers)
     if spec == "dask" or spec.startswith("dask="):
@@ -225,7 +231,7 @@ def task_runner_for(spec: str | None):
             return DaskTaskRunner(address=address)
         return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                               cluster_kwargs={"n_workers": max(2, workers), "threads_per_worker": 1, "processes": True})
-    raise BadInputError(f"--task-runner must be processes, threads, dask or dask=ADDRESS, got {spec!r}")
+    raise BadInputError(f"--task-runner must be processes, processes=N, threads, dask or dask=ADDRESS, got {spec!r}")
 
 
 def _worker_threads(runner) -> int | None:

@@ -4,8 +4,9 @@ Each run is the CLI in a process group of its own. GANDEFECT_PAUSE_AT holds it a
 (gandefect.faults); the test then kills the whole group with SIGKILL (the flow and what it started,
 as `kill -9` of a process group would), or starts another run meanwhile. The first run starts its
 own ephemeral Prefect server and is killed with it; the later ones report to the session's Prefect
-server, as runs under a long-lived server do. The run killed in the zoo has the default runner (its
-GAN worker processes die with it); the later ones, whose zoo is cached, run their tasks in threads.
+server, as runs under a long-lived server do. The run killed in the zoo has a process pool of one
+worker (its GAN worker process dies with it; one worker, so which GANs finished before the kill
+is fixed); the later ones, whose zoo is cached, run their tasks in threads.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def killed_project(tmp_path_factory, prefect_server):
     _kill_at(root, "ingest:images-written")  # with the ephemeral Prefect server it started
     figures["after_ingest_kill"] = sorted(p.name for p in (root / "data" / "real" / "images").iterdir())
     figures["manifest_after_ingest_kill"] = (root / "data" / "real" / "manifest.csv").exists()
-    _kill_at(root, "gan:lsgan", api=api)  # the third GAN of the zoo: two are trained and cached
+    _kill_at(root, "gan:lsgan", "--task-runner", "processes=1", api=api)  # the third GAN: two are trained and cached
     figures["after_gan_kill"] = _versions(_client(root))
     _kill_at(root, "detectors:registered", "--task-runner", "threads", api=api)
     client = _client(root)

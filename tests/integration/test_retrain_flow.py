@@ -162,5 +162,8 @@ def test_the_default_runner_is_a_process_pool_sized_to_the_machine():
     runner = task_runner_for(None)
     assert isinstance(runner, ProcessPoolTaskRunner)
     assert runner._max_workers == max(1, os.cpu_count() or 1)  # one GAN per core, one thread each
+    assert task_runner_for("processes=1")._max_workers == 1
     with pytest.raises(Exception, match="threads, dask or dask=ADDRESS"):
         task_runner_for("ray")
+    with pytest.raises(Exception, match="whole number of workers"):
+        task_runner_for("processes=0")
