@@ -131,36 +131,7 @@ class CNNDetector(Detector):
             and len(fake_idx) else None
         fast = hardware.fast_training(self.net, device=device)  # bf16 autocast + channels-last where native
         self.net.to(device).train()
-        total = c.epochs * steps_per_epoch
-        batches = self._batches(train, rng, labels, masks, real_idx, fake_idx, steps_per_epoch)
-        for step, (idx, images, target, spliced) in enumerate(batches, start=1):
-            with hardware.autocast(fast, device):
-                logits, image_logit = self.net(hardware.batch(_tensor(images), fast, device))
-            logits, image_logit = logits.float(), image_logit.float()
-            # patch target = the fraction of the patch's pixels that are generated; the image
-            # score learns from whole images only, all processed alike (spliced ones, less
-            # processed so the maps stay sharp, would otherwise teach "clean = generated")
-            t = F.adaptive_avg_pool2d(torch.from_numpy(target)[:, None].to(device), logits.shape[2:])
-            whole = torch.from_numpy(~spliced).to(device)
-            image_labels = torch.from_numpy(labels[idx]).to(device)
-            loss = F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight) + \
-                _image_loss(image_logit[whole], image_labels[whole], pos_weight, c.focal_gamma)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if progress:
-                progress("cnn detector", step, total)
-        self.net.to(hardware.CPU).eval()
-        # a warm-started net has seen its predecessor's generators as well
-        self.trained_on = sorted((set(train.generators) | set(getattr(self, "started_from", []))) - {"real"})
-        return self
-
-    def _batches(self, train: Labeled, rng, labels, masks, real_idx, fake_idx, steps_per_epoch: int):
-        """Every training batch in order: (indices, processed uint8 images, pixel targets, which
-        were spliced). Uses `rng` alone, so the batches depend only on the seed."""
-        c = self.cfg
-        for _ in range(c.epochs):
+        for epoch in range(c.epochs):
             order = rng.permutation(len(train.labels))
             for i in range(steps_per_epoch):
                 idx = order[i * c.batch_size:(i + 1) * c.batch_size]
@@ -171,7 +142,27 @@ class CNNDetector(Detector):
                     spliced = self._splice_batch(rng, train.images, real_idx, fake_idx, masks, images, target)
                 images[~spliced] = augment(images[~spliced], rng, c.p_process)
                 images[spliced] = augment(images[spliced], rng, c.p_process_spliced)
-                yield idx, images, target, spliced
+                with hardware.autocast(fast, device):
+                    logits, image_logit = self.net(hardware.batch(_tensor(images), fast, device))
+                logits, image_logit = logits.float(), image_logit.float()
+                # patch target = the fraction of the patch's pixels that are generated; the image
+                # score learns from whole images only, all processed alike (spliced ones, less
+                # processed so the maps stay sharp, would otherwise teach "clean = generated")
+                t = F.adaptive_avg_pool2d(torch.from_numpy(target)[:, None].to(device), logits.shape[2:])
+                whole = torch.from_numpy(~spliced).to(device)
+                image_labels = torch.from_numpy(labels[idx]).to(device)
+                loss = F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight) + \
+                    _image_loss(image_logit[whole], image_labels[whole], pos_weight, c.focal_gamma)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                if progress:
+                    progress("cnn detector", epoch * steps_per_epoch + i + 1, c.epochs * steps_per_epoch)
+        self.net.to(hardware.CPU).eval()
+        # a warm-started net has seen its predecessor's generators as well
+        self.trained_on = sorted((set(train.generators) | set(getattr(self, "started_from", []))) - {"real"})
+        return self
 
     def _splice_batch(self, rng, pool, real_idx, fake_idx, masks, images, target) -> np.ndarray:
         """Replace a p_splice share of the batch by spliced images and their pixel targets (in

@@ -43,7 +43,6 @@ class FeatureNet(nn.Module):
     def __init__(self, cfg: FeatureNetConfig):
         super().__init__()
         self.cfg = cfg
-        self.num_features = cfg.n_features  # read by torchmetrics' FID
 
         def block(cin, cout):
             return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(True),
@@ -70,16 +69,15 @@ class FeatureNet(nn.Module):
 
 
 class FeatureExtractor(nn.Module):
-    """Adapter for torchmetrics: images in [-1, 1] -> float64 features; frozen, eval mode."""
+    """The feature net as a frozen feature map: images in [-1, 1] -> float32 features, eval mode."""
 
     def __init__(self, net: FeatureNet):
         super().__init__()
         self.net = net.eval()
-        self.num_features = net.cfg.n_features
         for p in self.net.parameters():
             p.requires_grad_(False)
 
-    def train(self, mode: bool = True):  # torchmetrics may call .train(); the net stays frozen
+    def train(self, mode: bool = True):  # a caller's .train() leaves the net frozen, in eval mode
         super().train(False)
         return self
 

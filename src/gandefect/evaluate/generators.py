@@ -57,16 +57,10 @@ def precision_recall(real_feats: torch.Tensor, fake_feats: torch.Tensor, k: int 
 
 
 @torch.no_grad()
-def class_stats(net: FeatureNet, images: torch.Tensor, batch_size: int = 500,
-                features: torch.Tensor | None = None) -> dict[str, float]:
-    """Entropy (nats) of the predicted-class histogram and the share of confident samples (from
-    the images' `features` where they are already computed)."""
-    if features is not None:
-        logits = net.classify(features)
-    else:
-        device = next(net.parameters()).device
-        logits = torch.cat([net(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
-    top, cls = logits.softmax(1).max(1)
+def class_stats(net: FeatureNet, features: torch.Tensor) -> dict[str, float]:
+    """Entropy (nats) of the predicted-class histogram and the share of confident samples, from
+    the samples' features (the labelled net's classifier head on them)."""
+    top, cls = net.classify(features).softmax(1).max(1)
     hist = torch.bincount(cls, minlength=net.cfg.n_classes).float()
     p = hist / hist.sum()
     entropy = max(0.0, float(-(p[p > 0] * p[p > 0].log()).sum()))  # no "-0.0" for a single class
@@ -82,5 +76,5 @@ def generator_metrics(net: FeatureNet, real: torch.Tensor, fake: torch.Tensor, k
         extractor = FeatureExtractor(net)
         real_feats, fake_feats = _features(extractor, real), _features(extractor, fake)
         precision, recall = precision_recall(real_feats, fake_feats, k)
-        labelled = class_stats(net, fake, features=fake_feats) if net.labelled else {}
+        labelled = class_stats(net, fake_feats) if net.labelled else {}
         return {"fid": frechet_distance(real_feats, fake_feats), "precision": precision, "recall": recall, **labelled}
