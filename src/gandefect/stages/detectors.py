@@ -204,11 +204,10 @@ def fit_held_out(cfg: Config, family: str, job: HeldOut, threads: int | None = N
 
 
 def loo_workers(cfg: Config, n: int) -> int:
-    """Worker processes for n leave-one-out models: on the CPU one per core (each on one torch
+    """Worker processes for n leave-one-out models: one per core (on the CPU each on one torch
     thread), since a model's batches are made by single-threaded Python (PIL) for about a third
-    of its step: side by side, the cores stay busy. One on a GPU."""
-    if hardware.resolve(cfg.device).type != "cpu":
-        return 1
+    of its step on a CPU and most of it on a GPU: side by side, the cores stay busy. On a GPU the
+    workers share it (each holds its own CUDA context, a few hundred MB)."""
     return max(1, min(n, os.cpu_count() or 1))
 
 
