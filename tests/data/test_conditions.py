@@ -98,3 +98,24 @@ def test_training_chains_are_random_processings_of_both_kinds():
 def test_an_unknown_condition_is_a_clear_error():
     with pytest.raises(KeyError, match="unknown condition 'jpeg10'"):
         conditions.get("jpeg10")
+
+
+def test_wild_sets_built_in_worker_processes_equal_the_threaded_build():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from gandefect.detect.common import Labeled
+    from gandefect.evaluate import wild
+    from gandefect.stages.detectors import envelope_for
+
+    rng = np.random.default_rng(0)
+    data = Labeled(rng.integers(0, 256, (24, 28, 28), dtype=np.uint8), np.r_[np.zeros(12), np.ones(12)].astype(int),
+                   np.array(["real"] * 12 + ["gan"] * 12))
+    names = ["png", "jpeg75", "blur1.0", "resize", "noise"]
+    threaded = wild.build(data, names, "crop", envelope_for(["jpeg75"]))
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pooled = wild.build(data, names, "crop", envelope_for(["jpeg75"]), pool)
+    for name in names:
+        assert np.array_equal(threaded.inputs[name], pooled.inputs[name]), name
+        assert np.array_equal(threaded.inside[name], pooled.inside[name]), name
+    assert not threaded.inside["resize"][:12].all()  # outside the envelope: the comparison can fail

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,23 +35,34 @@ class WildSet:
     inside: dict[str, np.ndarray]  # condition -> inside the validated envelope (bool)
 
 
-def build(data: Labeled, names: list[str], resize: str, envelope: Envelope | None = None) -> WildSet:
+def _condition(images: np.ndarray, real: np.ndarray, name: str, resize: str,
+               envelope: Envelope | None) -> tuple[np.ndarray, np.ndarray]:
+    """One condition: every image's client bytes decoded as the service does, and whether each
+    real image is inside the envelope (a top-level function, so a worker process can run it)."""
+    size, mode = images.shape[1], "L" if images.ndim == 3 else "RGB"
+    files = conditions.client_bytes(images, name, WILD_SEED)
+    pixels = np.stack([conditions.to_model_input(b, size, mode, resize) for b in files])
+    inside = np.ones(len(files), bool)
+    if envelope is not None:
+        inside[real] = [read_history(Image.open(io.BytesIO(files[i])), size, envelope).inside for i in real]
+    return pixels, inside
+
+
+def build(data: Labeled, names: list[str], resize: str, envelope: Envelope | None = None,
+          pool: Executor | None = None) -> WildSet:
     """Encode every image under every condition and decode it as the service does; with an
-    envelope, also whether each real image would be inside it (`uncertain_real_<c>`)."""
-    size, mode = data.images.shape[1], "L" if data.images.ndim == 3 else "RGB"
+    envelope, also whether each real image would be inside it (`uncertain_real_<c>`).
+
+    One task per condition, on `pool` where given (a process pool: at 28x28 the per-image Python
+    around Pillow holds the GIL, so threads barely overlap), else on one thread per core. A
+    condition's bytes depend only on it and the seed, so the result is the same either way."""
     real = np.flatnonzero(data.labels == 0)
-
-    def one(name: str):
-        files = conditions.client_bytes(data.images, name, WILD_SEED)
-        pixels = np.stack([conditions.to_model_input(b, size, mode, resize) for b in files])
-        inside = np.ones(len(files), bool)
-        if envelope is not None:
-            inside[real] = [read_history(Image.open(io.BytesIO(files[i])), size, envelope).inside for i in real]
-        return pixels, inside
-
-    # Pillow encodes and decodes without the GIL: one thread per core
-    with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as pool:
-        built = dict(zip(names, pool.map(one, names)))
+    args = [(data.images, real, name, resize, envelope) for name in names]
+    if pool is not None:
+        built = dict(zip(names, pool.map(_condition, *zip(*args))))
+    else:
+        with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as threads:
+            built = dict(zip(names, threads.map(lambda a: _condition(*a), args)))
     inputs = {name: pixels for name, (pixels, _) in built.items()}
     inside = {name: mask for name, (_, mask) in built.items()} if envelope is not None else {}
     return WildSet(data, inputs, inside)

@@ -148,11 +148,14 @@ def prepare_eval_data(cfg: Config) -> EvalData:
     train, val, test = (load_labeled(cfg, s) for s in ("train", "val", "test"))
     # the threshold rule reads only the real images; fakes are there for Platt scaling
     val = capped(val, w.val_fakes_per_generator, cfg.seed)
-    wild_val = wild.build(val, w.gated, cfg.data.resize)
+    # the conditions are encoded in worker processes, one per core (spawn: see leave_one_out)
+    with ProcessPoolExecutor(min(len(w.conditions), os.cpu_count() or 1),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        wild_val = wild.build(val, w.gated, cfg.data.resize, pool=pool)
+        wild_test = wild.build(test, w.conditions, cfg.data.resize, envelope_for(w.gated), pool)
     val_mix = Labeled(np.concatenate([wild_val.inputs[c] for c in w.gated]), np.tile(val.labels, len(w.gated)),
                       np.tile(val.generators, len(w.gated)))
     groups = np.repeat(np.array(w.gated), len(val.labels))
-    wild_test = wild.build(test, w.conditions, cfg.data.resize, envelope_for(w.gated))
     return EvalData(train, val, test, val_mix, groups, wild_test)
 
 
