@@ -129,7 +129,7 @@ class CNNDetector(Detector):
         real_idx, fake_idx = np.flatnonzero(train.labels == 0), np.flatnonzero(train.labels == 1)
         masks = mask_pool(rng, train.images.shape[1:3], SPLICE_MASKS, 2048) if c.p_splice > 0 and len(real_idx) \
             and len(fake_idx) else None
-        fast = hardware.fast_training(self.net, device=device)  # bf16 autocast + channels-last where native
+        fast = hardware.fast_training(self.net, device=device)  # channels-last; bf16 autocast where native
         self.net.to(device).train()
         for epoch in range(c.epochs):
             order = rng.permutation(len(train.labels))
@@ -143,7 +143,7 @@ class CNNDetector(Detector):
                 images[~spliced] = augment(images[~spliced], rng, c.p_process)
                 images[spliced] = augment(images[spliced], rng, c.p_process_spliced)
                 with hardware.autocast(fast, device):
-                    logits, image_logit = self.net(hardware.batch(_tensor(images), fast, device))
+                    logits, image_logit = self.net(hardware.batch(_tensor(images), device))
                 logits, image_logit = logits.float(), image_logit.float()
                 # patch target = the fraction of the patch's pixels that are generated; the image
                 # score learns from whole images only, all processed alike (spliced ones, less
@@ -181,9 +181,10 @@ class CNNDetector(Detector):
 
     @torch.no_grad()
     def _outputs(self, images: np.ndarray, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-        self.net.eval()
+        self.net.eval().to(memory_format=torch.channels_last)  # 1.4x NCHW's speed on a CPU (a champion stored before: NCHW)
         with hardware.placed(self.net, self.device):
-            out = [self.net(_tensor(images[i:i + batch_size]).to(self.device)) for i in range(0, len(images), batch_size)]
+            out = [self.net(hardware.batch(_tensor(images[i:i + batch_size]), self.device))
+                   for i in range(0, len(images), batch_size)]
             return torch.cat([m for m, _ in out]).to(hardware.CPU), torch.cat([s for _, s in out]).to(hardware.CPU)
 
     def raw_scores(self, images: np.ndarray) -> np.ndarray:
