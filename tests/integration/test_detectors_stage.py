@@ -99,10 +99,10 @@ def test_leave_one_out_side_by_side_gives_the_serial_loop_s_figures(trained, mon
     cfg.detect.loo_fakes_per_generator = 40  # small models: the point is the equality
     data = detectors.prepare_eval_data(cfg)
     threads = torch.get_num_threads()
-    monkeypatch.setattr(detectors, "loo_workers", lambda cfg, n: 2)
+    monkeypatch.setattr(detectors, "loo_workers", lambda cfg, n, n_train: 2)
     monkeypatch.setattr(detectors.os, "cpu_count", lambda: 2)
     pooled, pooled_on = detectors.leave_one_out(cfg, "cnn", data)
-    monkeypatch.setattr(detectors, "loo_workers", lambda cfg, n: 1)
+    monkeypatch.setattr(detectors, "loo_workers", lambda cfg, n, n_train: 1)
     torch.set_num_threads(1)
     try:
         serial, serial_on = detectors.leave_one_out(cfg, "cnn", data)

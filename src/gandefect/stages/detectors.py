@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -143,14 +144,19 @@ class EvalData:
         return self.val_mix.subset(keep), self.val_groups[keep]
 
 
+WILD_PROCESSES_FROM = 20_000  # encoded images (the default data's test set alone: 36,000)
+
+
 def prepare_eval_data(cfg: Config) -> EvalData:
     w = cfg.detect.wild
     train, val, test = (load_labeled(cfg, s) for s in ("train", "val", "test"))
     # the threshold rule reads only the real images; fakes are there for Platt scaling
     val = capped(val, w.val_fakes_per_generator, cfg.seed)
-    # the conditions are encoded in worker processes, one per core (spawn: see leave_one_out)
-    with ProcessPoolExecutor(min(len(w.conditions), os.cpu_count() or 1),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
+    # many images: the conditions are encoded in worker processes, one per core (spawn: see
+    # leave_one_out); a few: on threads, since a worker takes seconds to start
+    many = len(val.labels) * len(w.gated) + len(test.labels) * len(w.conditions) >= WILD_PROCESSES_FROM
+    with (ProcessPoolExecutor(min(len(w.conditions), os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn"))
+          if many else contextlib.nullcontext()) as pool:
         wild_val = wild.build(val, w.gated, cfg.data.resize, pool=pool)
         wild_test = wild.build(test, w.conditions, cfg.data.resize, envelope_for(w.gated), pool)
     val_mix = Labeled(np.concatenate([wild_val.inputs[c] for c in w.gated]), np.tile(val.labels, len(w.gated)),
@@ -206,12 +212,15 @@ def fit_held_out(cfg: Config, family: str, job: HeldOut, threads: int | None = N
     return metrics, det.trained_on
 
 
-def loo_workers(cfg: Config, n: int) -> int:
+LOO_PROCESSES_FROM = 2_000  # training images; below, the models train in this process (a worker takes seconds to start)
+
+
+def loo_workers(cfg: Config, n: int, n_train: int = LOO_PROCESSES_FROM) -> int:
     """Worker processes for n leave-one-out models: one per core (on the CPU each on one torch
     thread), since a model's batches are made by single-threaded Python (PIL) for about a third
     of its step on a CPU and most of it on a GPU: side by side, the cores stay busy. On a GPU the
     workers share it (each holds its own CUDA context, a few hundred MB)."""
-    return max(1, min(n, os.cpu_count() or 1))
+    return max(1, min(n, os.cpu_count() or 1)) if n_train >= LOO_PROCESSES_FROM else 1
 
 
 def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress | None = None):
@@ -222,7 +231,7 @@ def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress |
     data and the seed, so the figures do not depend on the order they finish in."""
     fams = sorted(set(_families(data.train)) - {"real"})
     train = capped(data.train, cfg.detect.loo_fakes_per_generator, cfg.seed)
-    workers = loo_workers(cfg, len(fams))
+    workers = loo_workers(cfg, len(fams), len(train.labels))
     results: dict[str, tuple[dict[str, float], list[str]]] = {}
 
     def done(held: str, result: tuple[dict[str, float], list[str]]) -> None:
