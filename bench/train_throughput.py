@@ -16,7 +16,9 @@ commit, with its own .venv) in alternating rounds and prints both side by side.
 `--side-by-side` compares one GAN on every core's thread with one GAN per core on one thread
 each (separate processes, as the flow's default runner trains the zoo), in total images/s.
 `--flow` runs the whole `gandefect run` in a fresh clone of this checkout's HEAD (with
-`--profile`) and prints each stage's seconds, so a change is measured where it matters.
+`--profile`) and prints each stage's seconds and how many of the machine's cores it kept
+busy (sampled machine-wide from /proc/stat), so a change is measured where it matters and a
+stage that leaves cores idle shows.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -214,8 +217,50 @@ def _rows(f: dict) -> list[tuple[str, str]]:
     return rows
 
 
+class CoreSampler:
+    """Machine-wide CPU use from /proc/stat, sampled every `every` s in a thread: how many of the
+    machine's cores a window of wall-clock time kept busy (Linux; elsewhere it reports nothing)."""
+
+    def __init__(self, every: float = 0.5):
+        self.every, self.samples = every, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _read() -> tuple[float, float] | None:
+        try:
+            fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if (reading := self._read()) is not None:
+                self.samples.append((time.time(), *reading))
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def busy(self, start: float, end: float) -> float | None:
+        """Share of all cores busy between wall-clock times start and end (None: too few samples)."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2 or inside[-1][2] == inside[0][2]:
+            return None
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][2] - inside[0][2])
+
+
 def flow(args) -> None:
-    """`gandefect run` in a fresh clone of HEAD; each stage's seconds from the retrain run."""
+    """`gandefect run` in a fresh clone of HEAD; each stage's seconds from the retrain run, and the
+    share of the machine's cores busy meanwhile (sampled machine-wide: keep the machine quiet)."""
+    cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
@@ -225,18 +270,27 @@ def flow(args) -> None:
             params.write_text(re.sub(r"(?m)^device: .*$", f"device: {args.device}", text) if re.search(
                 r"(?m)^device: ", text) else text + f"\ndevice: {args.device}\n")
         cmd = [sys.executable, "-m", "gandefect.cli"] + (["--profile", args.profile] if args.profile else [])
-        started = time.perf_counter()
-        code = subprocess.run(cmd + ["run"], cwd=clone).returncode
-        total = time.perf_counter() - started
+        with CoreSampler() as sampler:
+            began, started = time.time(), time.perf_counter()
+            code = subprocess.run(cmd + ["run"], cwd=clone).returncode
+            total, finished = time.perf_counter() - started, time.time()
         import mlflow  # only here: the other modes never open a store of their own
 
         client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
         exp = client.get_experiment_by_name(RETRAIN_EXPERIMENT)
         run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
-        print(f"\n`gandefect run` in a fresh clone: {total:.0f} s (exit {code}), device {args.device or 'from params'}")
+
+        def cores_busy(start: float, end: float) -> str:
+            share = sampler.busy(start, end)
+            return "" if share is None else f"{share * cores:5.2f} of {cores} cores busy ({share:.0%})"
+
+        print(f"\n`gandefect run` in a fresh clone: {total:.0f} s (exit {code}), device {args.device or 'from params'}, "
+              f"{cores_busy(began, finished)}")
         for key, value in sorted(run.data.metrics.items(), key=lambda kv: -kv[1]):
             if key.startswith("seconds_"):
-                print(f"  {key.removeprefix('seconds_'):<10} {value:8.1f} s")
+                # the metric is timestamped at its stage's end: the stage ran in [end - seconds, end]
+                end = client.get_metric_history(run.info.run_id, key)[-1].timestamp / 1000
+                print(f"  {key.removeprefix('seconds_'):<10} {value:8.1f} s  {cores_busy(end - value, end)}")
 
 
 def _bare_child(args) -> None:

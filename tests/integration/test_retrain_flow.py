@@ -78,6 +78,16 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
     page = html[0].read_text()
     assert "data:image/png;base64," in page and "Gate table" in page and "repairer v1" in page.lower()
     registered = _versions(client)
+    # each stage's seconds are timestamped at its end, so its wall-clock window can be lined up with
+    # what the machine did meanwhile (bench/train_throughput.py --flow): the windows follow one another
+    (whole,) = client.search_runs([client.get_experiment_by_name("gandefect-retrain").experiment_id],
+                                  "params.stages != 'ingest,gans'")
+    ends = {k: client.get_metric_history(whole.info.run_id, k)[-1].timestamp
+            for k in whole.data.metrics if k.startswith("seconds_")}
+    assert sorted(ends, key=ends.get) == [f"seconds_{s}" for s in
+                                          ("ingest", "zoo-setup", "gans", "detectors", "repairer", "bento")]
+    assert whole.info.start_time <= ends["seconds_ingest"] - 1000 * whole.data.metrics["seconds_ingest"] + 50
+    assert ends["seconds_bento"] <= whole.info.end_time
 
     # rerun where it was trained: the flow's cache keys name the store's absolute path
     with borrowed(project), pytest.MonkeyPatch.context() as mp:
