@@ -182,6 +182,9 @@ def run_cli(root: Path, *args: str, check: bool = False) -> subprocess.Completed
 _FORK_SERVER = r"""
 import atexit, json, os, random, sys, threading, time, traceback
 import gandefect.cli as cli
+# what `ingest`, `run` and `data validate` import on first use (seconds each): imported once here.
+# Not Prefect: it reads its settings from the environment when imported, and each command has its own
+import great_expectations
 
 WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
@@ -265,7 +268,8 @@ for line in sys.stdin:
 class _CliForks:
     """Importing gandefect.cli (torch, MLflow, scikit-learn, ...) takes about 5 s of CPU, more than
     most commands the tests run; the integration tests run some fifty. One interpreter imports it
-    once and forks a child per call, which sets the call's working folder, environment and stdio and
+    (and Great Expectations, which the data gate imports on first use: 2.5 s more per command that
+    validates) once and forks a child per call, which sets the call's working folder, environment and stdio and
     runs cli.main() to its exit code: a process of its own, as `gandefect` is, minus the imports.
     The interpreter is restarted when gandefect's source changes (files edited during a session)."""
 

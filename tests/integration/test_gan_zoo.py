@@ -72,7 +72,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_total_steps
     ingested = project
     run_cli(ingested, "ingest", check=True)
     params = yaml.safe_load((ingested / "params.yaml").read_text())
-    params["profiles"]["tiny"]["gan"].update(generator_steps=400, checkpoint_every=10)
+    params["profiles"]["tiny"]["gan"].update(generator_steps=150, checkpoint_every=10)
     (ingested / "params.yaml").write_text(yaml.safe_dump(params))
     ckpt = ingested / "models" / "gans" / "nonsaturating" / "checkpoint.pt"
     proc = start_cli(ingested, "train-gans", "--loss", "nonsaturating", env=dict(os.environ),
@@ -86,7 +86,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_total_steps
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = torch.load(ckpt, weights_only=False)["step"]
-    assert 30 <= killed_at < 400
+    assert 30 <= killed_at < 150
 
     proc = run_cli(ingested, "train-gans", "--loss", "nonsaturating", "--resume", check=True)
     assert "GAN zoo" in proc.stdout and "nonsaturating" in proc.stdout
@@ -101,6 +101,6 @@ def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_total_steps
     resumed_parent = client.search_runs([exp.experiment_id], "tags.mlflow.runName = 'train-gans'",
                                         order_by=["attributes.start_time DESC"])[0]
     assert "zoo/gan-zoo.md" in {a.path for a in client.list_artifacts(resumed_parent.info.run_id, "zoo")}
-    assert run.data.metrics["steps"] == 400 and run.data.metrics["generator_steps"] == 400
+    assert run.data.metrics["steps"] == 150 and run.data.metrics["generator_steps"] == 150
     assert run.data.metrics["resumed_from_step"] == killed_at
-    assert torch.load(ckpt, weights_only=False)["step"] == 400
+    assert torch.load(ckpt, weights_only=False)["step"] == 150
