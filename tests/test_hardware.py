@@ -3,10 +3,7 @@ covered by tests/test_cuda.py on a machine with a GPU)."""
 
 from __future__ import annotations
 
-import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,7 +18,7 @@ from gandefect.errors import BadInputError, ConfigError
 from gandefect.gan import losses
 from gandefect.gan.models import DCGANConfig
 from gandefect.gan.trainer import GANTrainer, TrainSettings
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 
 def _params(tmp_path, **top) -> object:
@@ -50,11 +47,11 @@ def test_config_names_an_unknown_device(tmp_path):
     assert load_config(_params(tmp_path)).device == "auto"
 
 
-def test_a_stage_asked_for_cuda_without_one_stops_with_the_reason(tmp_path):
+def test_a_stage_asked_for_cuda_without_one_stops_with_the_reason(tmp_path, monkeypatch):
     _params(tmp_path, device="cuda")
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "CUDA_VISIBLE_DEVICES": ""}  # no GPU, also on a GPU machine
-    result = subprocess.run([sys.executable, "-m", "gandefect.cli", "train-repairer"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    for name, value in {"NO_COLOR": "1", "COLUMNS": "200", "CUDA_VISIBLE_DEVICES": ""}.items():  # no GPU, also on a GPU machine
+        monkeypatch.setenv(name, value)
+    result = run_cli(tmp_path, "train-repairer")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "device: cuda was asked for" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
