@@ -215,11 +215,12 @@ def fit_held_out(cfg: Config, family: str, job: HeldOut, threads: int | None = N
 LOO_PROCESSES_FROM = 2_000  # training images; below, the models train in this process (a worker takes seconds to start)
 
 
-def loo_workers(cfg: Config, n: int, n_train: int = LOO_PROCESSES_FROM) -> int:
-    """Worker processes for n leave-one-out models: one per core (on the CPU each on one torch
-    thread), since a model's batches are made by single-threaded Python (PIL) for about a third
-    of its step on a CPU and most of it on a GPU: side by side, the cores stay busy. On a GPU the
-    workers share it (each holds its own CUDA context, a few hundred MB)."""
+def loo_workers(cfg: Config, n: int, n_train: int) -> int:
+    """Worker processes for n leave-one-out models of n_train training images each: one per core
+    (on the CPU each on one torch thread), since a model's batches are made by single-threaded
+    Python (PIL) for about a third of its step on a CPU and most of it on a GPU: side by side, the
+    cores stay busy. On a GPU the workers share it (each holds its own CUDA context, a few hundred
+    MB). Under LOO_PROCESSES_FROM images: none, the models train in this process."""
     return max(1, min(n, os.cpu_count() or 1)) if n_train >= LOO_PROCESSES_FROM else 1
 
 
