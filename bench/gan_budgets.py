@@ -84,7 +84,8 @@ def main() -> None:
         family = family_registry.FAMILIES.get(name)
         budget = g.steps_for(name)
         steps = int(budget * args.max_factor)
-        settings = TrainSettings(steps, g.batch_size, cfg.seed, (), 10**9, device=device)
+        settings = TrainSettings(steps, g.batch_size, cfg.seed, (), 10**9, device=device,
+                                 bf16=hardware.use_bf16(cfg.precision, device, on_cpu=False))
         probe = _Probe(args.every, measure)
         if family and family.kind == "vae":
             torch.manual_seed(cfg.seed)

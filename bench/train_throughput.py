@@ -84,7 +84,7 @@ def bare_loop(loss, cfg: DCGANConfig, real: torch.Tensor, batch: int, steps: int
     D.apply(init_weights)
     G.to(device, memory_format=torch.channels_last)
     D.to(device, memory_format=torch.channels_last)
-    mixed = device.type == "cuda" and hardware.bf16_ok(device)
+    mixed = hardware.use_bf16("auto", device, on_cpu=False)  # as the zoo trains
     opt_g, opt_d = loss.optimizer.build(G.parameters()), loss.optimizer.build(D.parameters())
     real = real.to(device, memory_format=torch.channels_last)
     _sync(device)
@@ -119,7 +119,7 @@ def tracked_trainer(loss, cfg: DCGANConfig, real: torch.Tensor, batch: int, step
         z = torch.randn(64, cfg.z_dim)
         callback = _Tracker(mlflow.MlflowClient(), run.info.run_id, z, loss.name, None)
         settings = TrainSettings(generator_steps=steps // loss.n_critic, batch_size=batch, early_epochs=(),
-                                 checkpoint_every=100, device=device)
+                                 checkpoint_every=100, device=device, bf16=hardware.use_bf16("auto", device, on_cpu=False))
         trainer = GANTrainer(loss, cfg, settings, workdir / "ckpt", callback)
         _sync(device)
         start = time.perf_counter()
@@ -139,7 +139,8 @@ def flops_per_image(loss, cfg: DCGANConfig, batch: int, device: torch.device) ->
 
 
 def _counted(loss, cfg: DCGANConfig, batch: int, device: torch.device) -> float:
-    trainer = GANTrainer(loss, cfg, TrainSettings(batch_size=batch, device=device))
+    trainer = GANTrainer(loss, cfg, TrainSettings(batch_size=batch, device=device,
+                                                  bf16=hardware.use_bf16("auto", device, on_cpu=False)))
     x = (torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1).to(device)
     per_step = []
     for step in range(loss.n_critic):

@@ -35,12 +35,14 @@ def _digits(n: int = 256, size: int = 16, seed: int = 0) -> torch.Tensor:
 def test_auto_picks_the_gpu_and_bf16_is_used_there():
     assert hardware.resolve("auto") == CUDA
     assert hardware.bf16_ok(CUDA)
+    assert hardware.use_bf16("auto", CUDA, on_cpu=False)  # the zoo's setting: bf16 on the GPU
 
 
 @pytest.mark.parametrize("loss", ["nonsaturating", "wgan-gp"])
 def test_a_gan_trains_on_the_gpu_in_bf16_and_its_generator_samples_anywhere(loss):
     trainer = GANTrainer(losses.get(loss), DCGANConfig(image_size=16, g_width=8, d_width=8),
-                         TrainSettings(generator_steps=20, batch_size=32, early_epochs=(1,), device=CUDA))
+                         TrainSettings(generator_steps=20, batch_size=32, early_epochs=(1,), device=CUDA,
+                                       bf16=hardware.use_bf16("auto", CUDA, on_cpu=False)))
     assert trainer.mixed
     result = trainer.fit(_digits())
     assert result.generator_steps == 20

@@ -75,3 +75,54 @@ def test_trained_models_come_back_on_the_cpu():
                          TrainSettings(generator_steps=2, batch_size=8, early_epochs=(), device=hardware.CPU))
     trainer.fit(torch.rand(32, 1, 16, 16) * 2 - 1)
     assert {p.device.type for p in trainer.G.parameters()} == {"cpu"}
+
+
+def _conv_dtypes(module: torch.nn.Module) -> set[torch.dtype]:
+    """Records the dtype every convolution of `module` computes in (hooks stay on the module)."""
+    seen: set[torch.dtype] = set()
+    for m in module.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+    return seen
+
+
+def test_precision_forces_either_path_on_any_machine_and_auto_follows_the_hardware(tmp_path):
+    cuda_like = torch.device("cuda")
+    assert hardware.use_bf16("fp32") is False and hardware.use_bf16("fp32", cuda_like) is False
+    assert hardware.use_bf16("bf16") is True and hardware.use_bf16("bf16", on_cpu=False) is True
+    assert hardware.use_bf16("auto") == hardware.bf16_ok(hardware.CPU)
+    assert hardware.use_bf16("auto", hardware.CPU, on_cpu=False) is False  # the zoo: bf16 on a GPU only
+    with pytest.raises(BadInputError, match="precision must be one of auto, fp32, bf16"):
+        hardware.use_bf16("fp16")
+    with pytest.raises(ConfigError, match="precision"):
+        load_config(_params(tmp_path, precision="fp16"))
+    assert load_config(_params(tmp_path)).precision == "auto"
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_cnn_detector_trains_in_the_forced_precision_and_stays_float32(bf16):
+    """Either numeric path on any CPU (bf16 is emulated where the CPU lacks it: a small model)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 16, 16), dtype=np.uint8)
+    data = Labeled(images, np.repeat([0, 1], 32), np.repeat(["real", "g"], 32))
+    det = CNNDetector(CNNDetectorConfig(width=8, epochs=1, batch_size=16), channels=1).on(hardware.CPU, bf16)
+    computed = _conv_dtypes(det.net)
+    det.fit(data)
+    assert computed == {torch.bfloat16 if bf16 else torch.float32}
+    assert {p.dtype for p in det.net.parameters()} == {torch.float32}
+    computed.clear()
+    p = det.score(images)
+    assert computed == {torch.float32} and np.isfinite(p).all()  # scored (and served) in float32
+    stored = pickle.loads(pickle.dumps(CNNDetector(channels=1).on(hardware.CPU, bf16)))
+    assert stored.bf16 is False  # the training machine's choice is not stored with the model
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_a_gan_trains_in_the_forced_precision_on_the_cpu(bf16):
+    trainer = GANTrainer(losses.get("wgan-gp"), DCGANConfig(image_size=16, g_width=4, d_width=4),
+                         TrainSettings(generator_steps=2, batch_size=8, early_epochs=(), device=hardware.CPU, bf16=bf16))
+    computed = _conv_dtypes(trainer.D)
+    result = trainer.fit(torch.rand(32, 1, 16, 16) * 2 - 1)
+    assert result.generator_steps == 2
+    assert torch.bfloat16 in computed if bf16 else computed == {torch.float32}
+    assert all(torch.isfinite(p).all() for p in trainer.G.parameters())

@@ -283,6 +283,8 @@ class Config(_Section):
     serve: ServeConfig = ServeConfig()
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; null: torch's default
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where every model trains, is evaluated and served
+    # bf16 autocast in training: auto (where the hardware computes it natively), fp32 or bf16 (forced)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     deterministic: bool = False  # torch's deterministic algorithms (bit-identical repeated CUDA runs)
     root: Path = Path(".")
 

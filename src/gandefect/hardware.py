@@ -9,12 +9,13 @@ where the hardware computes it natively.
   per-step training noise is drawn on the device from its seeded global generator. A CUDA run
   is seeded but not bit-identical to a CPU run; `deterministic: true` makes repeated CUDA runs
   bit-identical (torch's deterministic algorithms), at some speed.
-- bf16: on CUDA wherever the GPU supports it; on CPUs with AVX512-BF16 or AMX, autocast plus
-  channels-last convolutions train the CNN detector about 1.6x faster at the same quality
-  (measured on this project's 2-core machine); elsewhere bf16 is emulated and slower, so it
-  stays off. Weights stay float32 and models are served in float32. The GAN zoo stays in
-  float32 on the CPU: in the flow it gained only 5-10 % (the wgan-gp penalty's double
-  backward gains nothing) and the non-saturating GAN's FID rose from 18.9 to 30.3.
+- Precision (`precision: auto | fp32 | bf16`): `auto` trains under bf16 autocast where the
+  hardware computes bf16 natively: the CNN detector on CUDA and on CPUs with AVX512-BF16 or
+  AMX (with channels-last convolutions, faster at the same quality), the GAN zoo on CUDA only
+  (on a CPU the wgan-gp penalty's double backward gains nothing, and the non-saturating GAN's
+  FID rose). `fp32` and `bf16` force one path on any machine, so both are tested everywhere:
+  bf16 on a CPU without it is emulated, slow but correct. Weights stay float32 and models
+  are served in float32.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from gandefect.errors import BadInputError
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 CPU = torch.device("cpu")
 
 
@@ -79,13 +81,22 @@ def bf16_ok(device: torch.device = CPU) -> bool:
     return _cpu_bf16()
 
 
-def fast_training(*modules: torch.nn.Module, device: torch.device = CPU) -> bool:
-    """Put `modules` in channels-last layout (on this project's small convolutions 1.1-1.4x
-    faster per training step than NCHW on an AVX2 CPU, float32); returns whether bf16 autocast
-    pays on `device`."""
+def use_bf16(precision: str, device: torch.device = CPU, on_cpu: bool = True) -> bool:
+    """Whether a model computes under bf16 autocast on `device`: never with `fp32`, always with
+    `bf16` (emulated where the hardware lacks it), and with `auto` where `device` computes it
+    natively (on a CPU only for models where it pays: `on_cpu`)."""
+    if precision not in PRECISIONS:
+        raise BadInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    return bf16_ok(device) and (on_cpu or device.type != "cpu")
+
+
+def channels_last(*modules: torch.nn.Module) -> None:
+    """Put `modules` in channels-last layout: oneDNN's and cuDNN's fast convolution layout (faster
+    per training step than NCHW on this project's small convolutions, float32 or bf16)."""
     for module in modules:
         module.to(memory_format=torch.channels_last)
-    return bf16_ok(device)
 
 
 def autocast(enabled: bool, device: torch.device = CPU):
@@ -94,7 +105,7 @@ def autocast(enabled: bool, device: torch.device = CPU):
 
 
 def batch(x: torch.Tensor, device: torch.device = CPU) -> torch.Tensor:
-    """A batch on `device`, channels-last (the layout `fast_training` gives the modules)."""
+    """A batch on `device`, channels-last (the layout `channels_last` gives the modules)."""
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 

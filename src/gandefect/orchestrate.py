@@ -127,7 +127,7 @@ def _gan_key(_, p) -> str:
     gan = cfg.gan.model_dump(exclude={"losses", "families", "generator_steps", "generator_steps_by_loss"})
     return digest("gan", gandefect.__version__, p["store"], p["setup"].data_version, p["loss"], cfg.seed,
                   cfg.data.model_dump(), cfg.features.model_dump(), gan, cfg.gan.steps_for(p["loss"]),
-                  member_settings(p["loss"]))
+                  member_settings(p["loss"]), cfg.precision)
 
 
 @task(name="train-gan", retries=1, retry_delay_seconds=5, cache_policy=CachePolicy.from_cache_key_fn(_gan_key), persist_result=True)
@@ -144,7 +144,7 @@ def _detectors_key(_, p) -> str:
     cfg: Config = p["cfg"]
     return digest("detectors", gandefect.__version__, p["store"], p["data_version"], cfg.seed,
                   cfg.data.model_dump(), cfg.detect.model_dump(), cfg.spliced.model_dump(),
-                  cfg.gates.model_dump(exclude={"repairer"}), p["generators"], p["external_fakes"])
+                  cfg.gates.model_dump(exclude={"repairer"}), p["generators"], p["external_fakes"], cfg.precision)
 
 
 @task(name="detectors", cache_policy=CachePolicy.from_cache_key_fn(_detectors_key), persist_result=True)

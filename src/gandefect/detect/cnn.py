@@ -129,7 +129,7 @@ class CNNDetector(Detector):
         real_idx, fake_idx = np.flatnonzero(train.labels == 0), np.flatnonzero(train.labels == 1)
         masks = mask_pool(rng, train.images.shape[1:3], SPLICE_MASKS, 2048) if c.p_splice > 0 and len(real_idx) \
             and len(fake_idx) else None
-        fast = hardware.fast_training(self.net, device=device)  # channels-last; bf16 autocast where native
+        hardware.channels_last(self.net)
         self.net.to(device).train()
         for epoch in range(c.epochs):
             order = rng.permutation(len(train.labels))
@@ -142,7 +142,7 @@ class CNNDetector(Detector):
                     spliced = self._splice_batch(rng, train.images, real_idx, fake_idx, masks, images, target)
                 images[~spliced] = augment(images[~spliced], rng, c.p_process)
                 images[spliced] = augment(images[spliced], rng, c.p_process_spliced)
-                with hardware.autocast(fast, device):
+                with hardware.autocast(self.bf16, device):
                     logits, image_logit = self.net(hardware.batch(_tensor(images), device))
                 logits, image_logit = logits.float(), image_logit.float()
                 # patch target = the fraction of the patch's pixels that are generated; the image

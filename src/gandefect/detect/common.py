@@ -51,15 +51,18 @@ def upgraded(state: dict, legacy: type, section: type, moved: tuple[str, ...]) -
 class Detector(ABC):
     family: str = "base"
     device: torch.device = CPU  # where it trains and scores (`on`); never stored with it
+    bf16: bool = False  # whether it trains under bf16 autocast (`on`; gandefect.hardware.use_bf16)
 
-    def on(self, device: torch.device) -> "Detector":
-        """Compute on `device` from now on (its weights are stored on the CPU all the same)."""
-        self.device = device
+    def on(self, device: torch.device, bf16: bool = False) -> "Detector":
+        """Compute on `device` from now on, training in bf16 autocast when `bf16` (its weights are
+        float32 and stored on the CPU all the same)."""
+        self.device, self.bf16 = device, bf16
         return self
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.pop("device", None)  # a model registered on a GPU machine loads anywhere
+        for machine in ("device", "bf16"):  # a model registered on a GPU machine loads anywhere
+            state.pop(machine, None)
         return state
 
     def __init__(self) -> None:

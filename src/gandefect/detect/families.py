@@ -50,4 +50,5 @@ def selected(names: list[str] | None) -> list[str]:
 def build(cfg: Config, family: str, held_out: bool = False, start: Detector | None = None) -> Detector:
     """An untrained detector of `family`, fine-tuned from `start` when the family can."""
     (name,) = selected([family])
-    return FAMILIES[name](cfg, held_out, start).on(hardware.resolve(cfg.device))
+    device = hardware.resolve(cfg.device)
+    return FAMILIES[name](cfg, held_out, start).on(device, hardware.use_bf16(cfg.precision, device))

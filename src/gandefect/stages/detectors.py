@@ -534,6 +534,7 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
             mlflow.log_params({"family": family, "trained_on": ",".join(r.detector.trained_on),
                                "trained_without": ",".join(without) or "none",
                                "warm_start_from": found[0] if hasattr(r.detector, "started_from") else "none",
+                               "bf16": r.detector.bf16,  # the arithmetic `precision` resolved to on this machine
                                "platt_a": r.detector.platt[0], "platt_b": r.detector.platt[1]})
             mlflow.log_metrics({k: v for k, v in r.metrics.items() if np.isfinite(v)})
             mlflow.log_dict({"trained_on": r.detector.trained_on, "leave_one_out": r.loo_trained_on},

@@ -194,13 +194,14 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
     early = () if family else tuple(g.early_epochs)
     device = hardware.resolve(cfg.device)
     settings = TrainSettings(g.steps_for(loss_name), g.batch_size, cfg.seed, early, g.checkpoint_every,
-                             device=device)
+                             device=device, bf16=hardware.use_bf16(cfg.precision, device, on_cpu=False))
     tracking.setup(cfg)
     with tracking.start_run(cfg, GAN_EXPERIMENT, f"gan-{loss_name}", version, flow_run_id,
                             parent_run_id=parent_run_id, run_id=resume_run) as run:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(run.info.run_id)
         if not resume_run:
+            mlflow.log_param("bf16", settings.bf16)  # the arithmetic `precision` resolved to on this machine
             if family:
                 mlflow.log_params({f"family.{k}": v for k, v in family.settings().items()} | {"family.about": family.about})
             if loss is not None:
