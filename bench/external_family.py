@@ -199,7 +199,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(args.params)
     real = read_manifest(cfg.real_dir)
-    images = load_pngs(real.loc[real["split"] == "train", "path"], cfg.real_dir).astype(np.float64)
+    images = load_pngs(real.loc[real["split"] == "train", "path"], cfg.real_dir, cfg.data.shape).astype(np.float64)
     rng = np.random.default_rng(args.seed)
     if args.family == "flow":
         samples = flow(images, args.n, rng, args.steps, args.sample_steps, args.width, args.checkpoint)

@@ -17,11 +17,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from hypothesis import settings
 from PIL import Image
 
 from gandefect.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property-based tests: in CI the same examples every run (derandomized: a red run is the code's, not
+# the draw's); HYPOTHESIS_PROFILE=explore draws new ones, ten times as many, to look for crashes.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)  # with tests.folder_shapes.examples: ten times as many
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # The CUDA tests run where torch sees a GPU (the lent GPU machine); elsewhere they are not
 # collected at all, since a skipped test fails the run here (CI has no GPU).

@@ -230,6 +230,8 @@ def _print_gate(result) -> None:
         out.print(f"  - {reason}")
     for reason in result.improvements:
         out.print(f"  + reason to promote: {reason}")
+    for row in result.not_judged:
+        out.print(f"  ? not judged, missing: {row}")
 
 
 
@@ -520,7 +522,7 @@ def evaluate_localization_cmd(model: Optional[str] = typer.Option(None, "--model
     metrics = evaluate_localization(cfg, load_detector(uri))
     table = Table(title=f"localization: {uri}", show_header=False)
     for key, value in metrics.items():
-        table.add_row(key, f"{value:.4f}")
+        table.add_row(key, f"missing: {metrics.missing[key]}" if key in metrics.missing else f"{value:.4f}")
     out.print(table)
 
 

@@ -55,6 +55,11 @@ class DataConfig(_Section):
     splits: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
     real_dir: str = "data/real"
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One stored image's array shape: (size, size) gray, (size, size, 3) colour."""
+        return (self.image_size, self.image_size) if self.mode == "L" else (self.image_size, self.image_size, 3)
+
     @model_validator(mode="after")
     def _splits_are_fractions(self) -> "DataConfig":
         if set(self.splits) != {"train", "val", "test"}:
@@ -255,6 +260,8 @@ class GatesConfig(ModelGateConfig):
     per_generator: list[str] = ["auc_gen"]
     repairer: RepairerGateConfig = RepairerGateConfig()
     auto_promote: bool = True  # a candidate that passes becomes champion (else only challenger)
+    # a figure from fewer images of a class it needs is missing, with the reason (never passed)
+    min_samples: int = Field(10, ge=1)
 
 
 class ServeConfig(_Section):

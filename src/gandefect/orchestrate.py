@@ -188,12 +188,13 @@ def bento_task(cfg: Config) -> dict:
 
 def _gate_dict(result) -> dict:
     if result is None:
-        return {"gate_passed": None, "gate_reasons": [], "gate_improvements": [], "aliases": {}, "gate_table": [],
-                "champion_before": None}
+        return {"gate_passed": None, "gate_reasons": [], "gate_improvements": [], "gate_not_judged": [], "aliases": {},
+                "gate_table": [], "champion_before": None}
     cols = ["row", "generator", "metric", "value", "threshold", "champion_value", "champion_recorded", "headroom",
-            "regression"]
+            "regression", "missing"]
     return {"gate_passed": result.passed, "gate_reasons": result.reasons, "gate_improvements": result.improvements,
-            "aliases": dict(result.aliases), "gate_table": result.table[cols].to_dict(orient="records"),
+            "gate_not_judged": result.not_judged, "aliases": dict(result.aliases),
+            "gate_table": result.table[cols].to_dict(orient="records"),
             "champion_before": result.champion}
 
 

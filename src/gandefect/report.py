@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from gandefect.config import Config
@@ -74,7 +75,9 @@ def gate_table(part: dict) -> pd.DataFrame:
     if t.empty:
         return t
     reasons = part.get("gate_reasons", [])
-    t["verdict"] = ["fail" if any(x.startswith(f"{row} =") for x in reasons) else "ok" for row in t["row"]]
+    failed = [row for row in t["row"] if any(x.startswith((f"{row} =", f"{row} is missing")) for x in reasons)]
+    missing = t["missing"].astype(bool) if "missing" in t else pd.Series(False, index=t.index)
+    t["verdict"] = np.where(t["row"].isin(failed), "fail", np.where(missing, "missing", "ok"))
     return t.drop(columns=["row"]).rename(columns={"generator": "slice", "value": "candidate",
                                                    "champion_value": "champion (today's data)",
                                                    "champion_recorded": "champion (at promotion)"})
@@ -109,6 +112,7 @@ def markdown(r: RetrainResult) -> str:
         lines += [title, "", _verdict(name.lower(), part), ""]
         lines += [f"- {reason}" for reason in part.get("gate_reasons", [])]
         lines += [f"- reason to promote: {reason}" for reason in part.get("gate_improvements", [])]
+        lines += [f"- not judged, missing: {row}" for row in part.get("gate_not_judged", [])]
         metrics = part.get("metrics", {})
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {number(metrics[k])} |" for k in keys if k in metrics]

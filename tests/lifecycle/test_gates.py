@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from gandefect.evaluate.figures import Figures
 from gandefect.config import load_config
 from gandefect.names import REPAIRER_MODEL
 from gandefect.lifecycle.gates import _reasons, improvements, metrics_table, run_suite, spec_for
@@ -78,6 +79,31 @@ def test_a_compare_only_metric_neither_model_has_does_not_fail_the_gate():
     assert any("pixel_ap = missing" in r for r in _reasons(metrics_table(spec, without, CHAMPION), spec.margin))
 
 
+def test_a_figure_the_data_cannot_support_is_named_with_its_reason_and_never_passed():
+    from gandefect.lifecycle.gates import not_judged
+
+    # a generator whose test samples are too few: both models lack its figures, for the same reason
+    candidate, champion = Figures(CHAMPION, min_samples=10), Figures(CHAMPION, min_samples=10)
+    for figures in (candidate, champion):
+        figures.share("tpr_fake_wild_vae", np.ones(3, bool), "test samples of vae")
+        figures.auc("auc_gen_vae", np.r_[np.zeros(50, int), np.ones(3, int)], np.linspace(0, 1, 53),
+                    "real test images", "test samples of vae")
+    table, report, reasons = _judge(candidate, champion)
+    rows = table.set_index("row")
+    assert rows.loc["vae:auc_gen", "missing"] == ("candidate: 3 test samples of vae (a figure needs at least 10); "
+                                                  "champion: 3 test samples of vae (a figure needs at least 10)")
+    # the default gate has a floor on both: a floor it cannot check fails, with the reason
+    assert not report.success
+    assert any(r.startswith("vae:auc_gen is missing (candidate: 3 test samples of vae") and "cannot be checked" in r
+               for r in reasons), reasons
+    # without a threshold (the tiny profile) the row is not judged, and says so
+    spec = spec_for(load_config(REPO / "params.yaml", "tiny"), "gandefect-detector")
+    table = metrics_table(spec, candidate, champion)
+    assert run_suite(spec, table).success and not _reasons(table, spec.margin)
+    assert "vae:auc_gen: candidate: 3 test samples of vae (a figure needs at least 10); " \
+           "champion: 3 test samples of vae (a figure needs at least 10)" in not_judged(table)
+
+
 def test_the_table_shows_the_champion_on_todays_data_beside_its_recorded_figures_and_compares_only_today():
     recorded = {**CHAMPION, "auc_seen": 0.999, "pixel_ap": 0.95}  # judged on easier data at its promotion
     today = {**CHAMPION, "auc_gen_vae": 0.93, "tpr_fake_wild_vae": 0.40}
@@ -126,8 +152,26 @@ def test_leave_one_out_figures_are_floors_only_never_compared_with_the_champion(
 def test_a_family_the_champion_never_saw_does_not_count_in_the_leave_one_out_floor():
     from gandefect.stages.detectors import summarize_unseen
 
-    metrics = {"auc_unseen_lsgan": 0.98, "auc_unseen_vae": 0.96, "auc_unseen_mixup": 0.79}
-    assert summarize_unseen(metrics, set()) == pytest.approx(
+    def summary(new: set[str]) -> dict[str, float]:
+        metrics = Figures({"auc_unseen_lsgan": 0.98, "auc_unseen_vae": 0.96, "auc_unseen_mixup": 0.79})
+        summarize_unseen(metrics, new)
+        return {k: metrics[k] for k in ("auc_unseen_min", "auc_unseen_mean", "auc_unseen_min_all")}
+
+    assert summary(set()) == pytest.approx(
         {"auc_unseen_min": 0.79, "auc_unseen_mean": (0.98 + 0.96 + 0.79) / 3, "auc_unseen_min_all": 0.79})
-    assert summarize_unseen(metrics, {"mixup"}) == pytest.approx(
-        {"auc_unseen_min": 0.96, "auc_unseen_mean": 0.97, "auc_unseen_min_all": 0.79})
+    assert summary({"mixup"}) == pytest.approx({"auc_unseen_min": 0.96, "auc_unseen_mean": 0.97, "auc_unseen_min_all": 0.79})
+
+
+def test_a_held_out_family_without_test_samples_is_missing_with_its_reason_not_a_crash():
+    from gandefect.stages.detectors import summarize_unseen
+
+    metrics = Figures(min_samples=10)
+    metrics.auc("auc_unseen_vae", np.r_[np.zeros(40, int), np.ones(3, int)], np.linspace(0, 1, 43),
+                "real test images", "test samples of vae")
+    metrics.share("tpr_unseen_wild_vae", np.ones(3, bool), "test samples of vae")
+    summarize_unseen(metrics, set())
+    assert np.isnan(metrics["auc_unseen_min"]) and np.isnan(metrics["tpr_unseen_min"])
+    assert "3 test samples of vae (a figure needs at least 10)" in metrics.missing["auc_unseen_min"]
+    metrics["auc_unseen_hinge"] = 0.97  # another family that could be measured: the summary is its figure
+    summarize_unseen(metrics, set())
+    assert metrics["auc_unseen_min"] == 0.97 and "auc_unseen_min" not in metrics.missing

@@ -23,9 +23,10 @@ def to_tensor(images: list[Image.Image] | np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.float32) / 127.5 - 1.0)
 
 
-def load_pngs(paths, root: Path) -> np.ndarray:
-    """Stack the stored PNGs at root/path as one uint8 array (N, H, W[, 3])."""
-    return np.stack([np.asarray(Image.open(root / p)) for p in paths])
+def load_pngs(paths, root: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """Stack the stored PNGs at root/path as one uint8 array (N, *shape), N = 0 for no paths."""
+    arrays = [np.asarray(Image.open(root / p)) for p in paths]
+    return np.stack(arrays) if arrays else np.zeros((0, *shape), np.uint8)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

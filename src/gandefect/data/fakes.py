@@ -1,8 +1,9 @@
 """Fake sets: `data/fakes/<generator>/images/<sha256>.png` + `manifest.csv`, one folder per generator.
 
 Samples go through exactly the encoding path of real images (gandefect.data.images) and are
-split train/val/test by content hash with the real images' fractions, so a detector never
-sees a format, resize or split difference between the two classes.
+split train/val/test in the order of their content hashes with the real images' fractions, so
+a detector never sees a format, resize or split difference between the two classes, and
+every split of a small set holds some of its samples.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from PIL import Image
 
 from gandefect.config import Config
 from gandefect.errors import BadInputError
-from gandefect.data.images import encode_png, pixel_sha256, split_for, to_model_image
+from gandefect.data.images import encode_png, pixel_sha256, splits_by_rank, to_model_image
 
 FAKES_DIR = "data/fakes"
 MANIFEST = "manifest.csv"
@@ -44,8 +45,9 @@ def fakes_root(cfg: Config) -> Path:
     return cfg.path(FAKES_DIR)
 
 
-def write_fake_set(cfg: Config, name: str, images: Iterable[Image.Image], source: str) -> FakeSet:
-    """Replace data/fakes/<name>/ with these images, encoded like every real image."""
+def write_fake_set(cfg: Config, name: str, images: Iterable[Image.Image], source: str, least: int = 1) -> FakeSet:
+    """Replace data/fakes/<name>/ with these images, encoded like every real image; fewer than
+    `least` distinct ones are refused and the old set stays."""
     if not NAME.match(name):
         raise BadInputError(f"generator name {name!r}: use letters, digits and . _ + - (at most 64)")
     d = cfg.data
@@ -62,11 +64,13 @@ def write_fake_set(cfg: Config, name: str, images: Iterable[Image.Image], source
         seen.add(sha)
         (tmp / "images" / f"{sha}.png").write_bytes(encode_png(im))
         rows.append({"path": f"images/{sha}.png", "sha256": sha, "generator": name,
-                     "family": family_of(name), "source": source, "source_ref": str(i),
-                     "split": split_for(sha, d.splits)})
-    if not rows:
+                     "family": family_of(name), "source": source, "source_ref": str(i)})
+    for row, split in zip(rows, splits_by_rank([r["sha256"] for r in rows], d.splits)):
+        row["split"] = split
+    if len(rows) < least:
         shutil.rmtree(tmp)
-        raise BadInputError(f"no images for generator {name!r}; nothing was written")
+        raise BadInputError(f"{len(rows)} distinct image(s) for generator {name!r}: a family needs at least {least}, "
+                            "so that validation and test hold some of its samples; nothing was written")
     pd.DataFrame(rows).sort_values("sha256").to_csv(tmp / MANIFEST, index=False, lineterminator="\n")
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)  # the old set is replaced whole, never half-written

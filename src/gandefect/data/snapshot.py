@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -77,6 +78,32 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def least_images(cfg: Config) -> dict[str, int]:
+    """The fewest real images the flow can use: in all (the data suite's `validation.min_images`),
+    in train (a GAN batch: `gan.batch_size`), and in val and test (the threshold is chosen on val and
+    every figure judged on test: `gates.min_samples`)."""
+    return {"in all": cfg.validation.min_images, "train": cfg.gan.batch_size, "val": cfg.gates.min_samples,
+            "test": cfg.gates.min_samples}
+
+
+def check_enough(cfg: Config, counts: dict[str, int], duplicates: int = 0) -> None:
+    """A BadInputError naming what is short and the minimum, when `counts` (per split) fall below
+    `least_images`."""
+    have = {"in all": sum(counts.values()), **{s: counts.get(s, 0) for s in ("train", "val", "test")}}
+    need = least_images(cfg)
+    short = [f"{have[k]} {k} (needs {n})" for k, n in need.items() if have[k] < n]
+    if not short:
+        return
+    repeats = f"; {duplicates} more were repeats of images already counted" if duplicates else ""
+    raise BadInputError(
+        f"too few distinct images for the flow: {', '.join(short)}. The snapshot would hold {have['in all']} "
+        f"(train {have['train']}, val {have['val']}, test {have['test']}){repeats}. It needs at least {need['in all']} "
+        f"distinct images (validation.min_images), {need['train']} in train (gan.batch_size) and {need['val']} in "
+        f"each of val and test (gates.min_samples); the splits are about {cfg.data.splits['train']:.0%} / "
+        f"{cfg.data.splits['val']:.0%} / {cfg.data.splits['test']:.0%} of the images. Nothing was written or trained: "
+        "add images (several --from folders at once) or lower those settings (e.g. --profile tiny).")
+
+
 def _collect(source: src.Source, cfg: Config, known: set[str], progress: Progress | None):
     """Decode and encode every image of a source in memory; nothing is written yet."""
     rows, blobs, quarantined, duplicates, good = [], {}, [], 0, 0
@@ -92,6 +119,12 @@ def _collect(source: src.Source, cfg: Config, known: set[str], progress: Progres
             image = to_model_image(raw.image, d.image_size, d.mode, d.resize)
         except IMAGE_ERRORS as exc:
             quarantined.append(Quarantined(source.name, raw.ref, f"{type(exc).__name__}: {exc}"))
+            continue
+        low, high = image.getextrema() if d.mode == "L" else (min(e[0] for e in image.getextrema()),
+                                                               max(e[1] for e in image.getextrema()))
+        if low == high:  # the data suite would refuse the whole snapshot for it
+            quarantined.append(Quarantined(source.name, raw.ref, f"a single colour once it is {d.image_size}x"
+                                           f"{d.image_size} {d.mode}: it carries no signal to learn from"))
             continue
         good += 1
         sha = pixel_sha256(image)
@@ -109,7 +142,7 @@ def _collect(source: src.Source, cfg: Config, known: set[str], progress: Progres
         })
     if good == 0:
         raise BadInputError(
-            f"{source.location}: no readable images among {total} file(s); nothing was written"
+            f"{source.location}: no usable images among {total} file(s); nothing was written"
             + (f" (first problem: {quarantined[0].ref}: {quarantined[0].reason})" if quarantined else "")
         )
     return rows, blobs, quarantined, duplicates
@@ -120,8 +153,11 @@ def ingest(
     requested: list[src.Source],
     replace: bool = False,
     progress: Progress | None = None,
+    enough_for_the_flow: bool = False,
 ) -> IngestResult:
-    """Add the requested sources' images to the snapshot under cfg.real_dir."""
+    """Add the requested sources' images to the snapshot under cfg.real_dir; with
+    `enough_for_the_flow`, a snapshot too small for the flow (`check_enough`) is refused before
+    anything on disk changes."""
     real_dir = cfg.real_dir
     info = read_snapshot_info(real_dir)
     settings = settings_of(cfg)
@@ -161,6 +197,8 @@ def ingest(
         recorded[json.dumps(s.to_record(), sort_keys=True)] = {
             "source": s.to_record(), "fingerprint": src.fingerprint(s)
         }
+    if enough_for_the_flow:
+        check_enough(cfg, Counter([*manifest["split"], *(r["split"] for r in new_rows)]), result.duplicates)
 
     # Everything is decoded and checked; only now touch the snapshot on disk.
     (real_dir / IMAGES).mkdir(parents=True, exist_ok=True)

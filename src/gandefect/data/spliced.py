@@ -66,9 +66,12 @@ def make_spliced(real: np.ndarray, fakes: np.ndarray, spec: MaskSpec, seed: int,
     """One spliced image per real image, each with a random fake and mask; deterministic in seed.
 
     With `generators` (the generator of each fake), the generator is drawn uniformly first, so
-    the benchmark's mix of generators does not follow how many samples each one has."""
+    the benchmark's mix of generators does not follow how many samples each one has. No real or no
+    fake image: no spliced image."""
     rng = np.random.default_rng(seed)
     h, w = real.shape[1:3]
+    if not len(real) or not len(fakes):
+        return np.zeros((0, *real.shape[1:]), np.uint8), np.zeros((0, h, w), bool), [], []
     by_generator = [np.flatnonzero(generators == g) for g in np.unique(generators)] if generators is not None else None
     out, masks, kinds, sources = [], [], [], []
     for img in real:

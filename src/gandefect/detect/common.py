@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from gandefect.errors import BadInputError
 from gandefect.hardware import CPU
 
 
@@ -82,12 +83,16 @@ class Detector(ABC):
     def raw_maps(self, images: np.ndarray) -> np.ndarray: ...
 
     def score(self, images: np.ndarray) -> np.ndarray:
-        """Calibrated probability that each image is generated."""
+        """Calibrated probability that each image is generated (none for no images)."""
+        if not len(images):
+            return np.zeros(0)
         a, b = self.platt
         return _sigmoid(a * self.raw_scores(images) + b)
 
     def defect_map(self, images: np.ndarray) -> np.ndarray:
         """Per-pixel likelihood of generated content, (N, H, W) in [0, 1]."""
+        if not len(images):
+            return np.zeros(images.shape[:3])
         return np.clip(self.raw_maps(images), 0.0, 1.0)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -96,6 +101,10 @@ class Detector(ABC):
     def calibrate(self, val: Labeled, groups: np.ndarray | None = None, fpr_target: float | None = None) -> "Detector":
         """Fit Platt scaling on validation raw scores, then pick the threshold there: balanced
         accuracy on one split, or the `fpr_target` rule on a mix with `groups`."""
+        counts = np.bincount(val.labels, minlength=2)
+        if counts.min() == 0:
+            raise BadInputError(f"the validation split holds {counts[0]} real and {counts[1]} generated images: "
+                                "calibration needs both; ingest more images")
         raw = self.raw_scores(val.images)
         lr = LogisticRegression(C=1e4).fit(raw[:, None], val.labels)
         self.platt = (float(lr.coef_[0, 0]), float(lr.intercept_[0]))

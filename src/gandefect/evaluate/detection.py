@@ -9,6 +9,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torchmetrics.classification import BinaryCalibrationError
 
 from gandefect.detect.common import Detector, Labeled
+from gandefect.evaluate.figures import Figures
 
 
 def ece(p: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -20,23 +21,23 @@ def auc(labels: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(labels, p)) if len(set(labels.tolist())) == 2 else float("nan")
 
 
-def per_generatorauc(p: np.ndarray, test: Labeled) -> dict[str, float]:
-    real = test.generators == "real"
-    return {g: auc(test.labels[real | (test.generators == g)], p[real | (test.generators == g)])
-            for g in sorted(set(test.generators.tolist()) - {"real"})}
-
-
-def evaluate(detector: Detector, test: Labeled) -> tuple[dict[str, float], np.ndarray]:
-    """Seen-generator metrics on the clean test split; returns (metrics, p_fake)."""
+def evaluate(detector: Detector, test: Labeled, generators: list[str], min_samples: int = 1) -> tuple[Figures, np.ndarray]:
+    """Seen-generator metrics on the clean test split, `auc_gen_<g>` for each of `generators`
+    (missing, with the reason, where the split holds too few of its samples); (metrics, p_fake)."""
     p = detector.score(test.images)
     pred = p >= detector.threshold
-    metrics = {
-        "auc_seen": auc(test.labels, p),
-        "ap_seen": float(average_precision_score(test.labels, p)),
-        "ece": ece(p, test.labels),
-        "threshold": detector.threshold,
-        "acc_real": float((~pred[test.labels == 0]).mean()),
-        "acc_fake": float(pred[test.labels == 1].mean()),
-    }
-    metrics.update({f"auc_gen_{g}": v for g, v in per_generatorauc(p, test).items()})
+    real, fake = test.labels == 0, test.labels == 1
+    metrics = Figures({"threshold": detector.threshold}, min_samples)
+    metrics.auc("auc_seen", test.labels, p, "real test images", "generated test images")
+    if "auc_seen" in metrics.missing:
+        metrics.lack("ap_seen", metrics.missing["auc_seen"])
+        metrics.lack("ece", metrics.missing["auc_seen"])
+    else:
+        metrics["ap_seen"] = float(average_precision_score(test.labels, p))
+        metrics["ece"] = ece(p, test.labels)
+    metrics.share("acc_real", ~pred[real], "real test images")
+    metrics.share("acc_fake", pred[fake], "generated test images")
+    for g in generators:
+        mine = real | (test.generators == g)
+        metrics.auc(f"auc_gen_{g}", test.labels[mine], p[mine], "real test images", f"test samples of {g}")
     return metrics, p

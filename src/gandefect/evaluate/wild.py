@@ -21,7 +21,8 @@ from PIL import Image
 from gandefect.data import conditions
 from gandefect.data.history import Envelope, read_history
 from gandefect.detect.common import Labeled
-from gandefect.evaluate.detection import auc, ece
+from gandefect.evaluate.detection import ece
+from gandefect.evaluate.figures import Figures
 
 WILD_SEED = 4242  # the noise condition's draws; fixed so HTTP and in-process runs see the same bytes
 
@@ -68,43 +69,47 @@ def build(data: Labeled, names: list[str], resize: str, envelope: Envelope | Non
     return WildSet(data, inputs, inside)
 
 
-def verdict_metrics(p: np.ndarray, data: Labeled, threshold: float, condition: str) -> dict[str, float]:
-    """fpr_real_<c>, tpr_fake_<c>_<generator> and their worst case tpr_fake_<c>, auc_<c>."""
+def verdict_metrics(p: np.ndarray, data: Labeled, threshold: float, condition: str,
+                    generators: list[str] | None = None, min_samples: int = 1) -> Figures:
+    """fpr_real_<c>, tpr_fake_<c>_<generator> (each of `generators`, default those in `data`) and
+    their worst case tpr_fake_<c>, auc_<c>."""
     called = p >= threshold
     real = data.labels == 0
-    out = {f"fpr_real_{condition}": float(called[real].mean()) if real.any() else float("nan")}
-    tprs = {}
-    for g in sorted(set(data.generators[~real].tolist())):
-        tprs[g] = float(called[data.generators == g].mean())
-        out[f"tpr_fake_{condition}_{g}"] = tprs[g]
-    if tprs:
-        out[f"tpr_fake_{condition}"] = min(tprs.values())
-    out[f"auc_{condition}"] = auc(data.labels, p)
+    out = Figures(min_samples=min_samples)
+    out.share(f"fpr_real_{condition}", called[real], "real test images")
+    generators = sorted(set(data.generators[~real].tolist())) if generators is None else generators
+    for g in generators:
+        out.share(f"tpr_fake_{condition}_{g}", called[data.generators == g], f"test samples of {g}")
+    if generators:
+        out.worst(f"tpr_fake_{condition}", [f"tpr_fake_{condition}_{g}" for g in generators])
+    out.auc(f"auc_{condition}", data.labels, p, "real test images", "generated test images")
     return out
 
 
-def evaluate_wild(detector, wild: WildSet, names: list[str] | None = None) -> dict[str, float]:
+def evaluate_wild(detector, wild: WildSet, names: list[str] | None = None, generators: list[str] | None = None,
+                  min_samples: int = 1) -> Figures:
     """The in-the-wild figures of one detector."""
-    metrics = {}
+    metrics = Figures(min_samples=min_samples)
+    real = wild.data.labels == 0
     for name in names or list(wild.inputs):
         p = detector.score(wild.inputs[name])
-        metrics.update(verdict_metrics(p, wild.data, detector.threshold, name))
+        metrics.update(verdict_metrics(p, wild.data, detector.threshold, name, generators, min_samples))
         if name in wild.inside:
-            metrics[f"uncertain_real_{name}"] = float((~wild.inside[name][wild.data.labels == 0]).mean())
-        if name == "jpeg75":
+            metrics.share(f"uncertain_real_{name}", ~wild.inside[name][real], "real test images")
+        if name == "jpeg75" and metrics.enough("ece_jpeg75", {"real test images": int(real.sum()),
+                                                              "generated test images": int((~real).sum())}):
             metrics["ece_jpeg75"] = ece(p, wild.data.labels)
     return metrics
 
 
-def summarize(metrics: dict[str, float], gated: list[str], generators: list[str]) -> dict[str, float]:
-    """Worst cases over the gated conditions: fpr_real_max, and tpr_fake_wild_<generator> per generator."""
-    out = {"fpr_real_max": max(metrics[f"fpr_real_{c}"] for c in gated)}
+def summarize(metrics: Figures, gated: list[str], generators: list[str]) -> Figures:
+    """Adds the worst cases over the gated conditions to `metrics`: fpr_real_max, and
+    tpr_fake_wild_<generator> per generator (their min and mean over generators); returns it."""
+    metrics.worst("fpr_real_max", [f"fpr_real_{c}" for c in gated], highest=True)
     for g in generators:
-        values = [metrics[f"tpr_fake_{c}_{g}"] for c in gated if f"tpr_fake_{c}_{g}" in metrics]
-        if values:
-            out[f"tpr_fake_wild_{g}"] = min(values)
-    tprs = [v for k, v in out.items() if k.startswith("tpr_fake_wild_")]
+        metrics.worst(f"tpr_fake_wild_{g}", [f"tpr_fake_{c}_{g}" for c in gated])
+    tprs = [f"tpr_fake_wild_{g}" for g in generators]
     if tprs:
-        out["tpr_wild_min"] = min(tprs)
-        out["tpr_wild_mean"] = float(np.mean(tprs))
-    return out
+        metrics.worst("tpr_wild_min", tprs)
+        metrics.mean("tpr_wild_mean", tprs)
+    return metrics

@@ -29,6 +29,7 @@ import pandas as pd
 
 from gandefect.config import Config, ModelGateConfig
 from gandefect.errors import BadInputError
+from gandefect.evaluate.figures import Figures, missing_from_tags
 from gandefect.lifecycle import registry
 from gandefect.lifecycle.validation import ValidationReport, _summarize
 from gandefect.names import REPAIRER_MODEL
@@ -51,15 +52,22 @@ def _lower_is_better(spec: ModelGateConfig, metric: str) -> bool:
     return metric in LOWER_IS_BETTER or metric in spec.ceiling
 
 
-def version_metrics(name: str, version: str) -> dict[str, float]:
-    """The metrics of the run that logged model version `version` of `name`."""
+def version_metrics(name: str, version: str) -> Figures:
+    """The metrics of the run that logged model version `version` of `name`, and the figures it
+    could not compute (its `missing.<figure>` tags), with their reasons."""
     client = mlflow.MlflowClient()
     try:
         mv = client.get_model_version(name, str(version))
     except Exception:  # noqa: BLE001 - MLflow raises its own exception types per store
         raise BadInputError(f"{name} has no version {version}") from None
     run_id = mv.tags.get("run_id") or mv.run_id
-    return dict(client.get_run(run_id).data.metrics) if run_id else {}
+    if not run_id:
+        return Figures()
+    run = client.get_run(run_id).data
+    figures = Figures(run.metrics)
+    for key, why in missing_from_tags(run.tags).items():
+        figures.lack(key, why)
+    return figures
 
 
 def alias_version(name: str, alias: str) -> str | None:
@@ -81,17 +89,24 @@ def recorded_only(metric: str) -> bool:
 def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: dict[str, float] | None,
                   recorded: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per (slice, metric) the gate names, with its threshold, the champion's value on
-    the same (today's) data and, for reference, the value recorded at the champion's promotion."""
+    the same (today's) data and, for reference, the value recorded at the champion's promotion;
+    `missing` says why a value is missing (a Figures' reason, else that nothing computed it)."""
     rows = []
+
+    def why(figures, key: str) -> str:
+        return getattr(figures, "missing", {}).get(key, "not computed")
 
     def add(generator: str, metric: str, key: str) -> None:
         lower = _lower_is_better(spec, metric)
         bound = (spec.ceiling if lower else spec.floor).get(metric)
         value = candidate.get(key, np.nan)
         champ = np.nan if champion is None or recorded_only(metric) else champion.get(key, np.nan)
+        missing = "; ".join(f"{who}: {why(figures, key)}" for who, v, figures in
+                            (("candidate", value, candidate), ("champion", champ, champion))
+                            if pd.isna(v) and (who == "candidate" or (champion is not None and not recorded_only(metric))))
         rows.append({"generator": generator, "metric": metric, "value": value, "threshold": bound,
                      "champion_value": champ, "champion_recorded": (recorded or {}).get(key, np.nan),
-                     "lower": lower})
+                     "lower": lower, "missing": missing})
 
     for metric in sorted(set(spec.floor) | set(spec.ceiling) | set(spec.compare)):
         if metric not in spec.per_generator:
@@ -104,7 +119,7 @@ def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: 
         for gen in sorted(gens):
             add(gen, metric, prefix + gen)
     t = pd.DataFrame(rows, columns=["generator", "metric", "value", "threshold", "champion_value",
-                                    "champion_recorded", "lower"])
+                                    "champion_recorded", "lower", "missing"])
     sign = np.where(t["lower"].astype(bool), -1.0, 1.0)
     t["headroom"] = sign * (t["value"] - t["threshold"])
     t.loc[t["threshold"].isna(), "headroom"] = 0.0
@@ -165,6 +180,7 @@ class GateResult:
     reasons: list[str]
     table: pd.DataFrame
     improvements: list[str] = field(default_factory=list)  # why promote: slices the champion misses
+    not_judged: list[str] = field(default_factory=list)  # rows with no figure to judge, and why
     report: Path | None = None
     aliases: dict[str, str] = field(default_factory=dict)
 
@@ -172,14 +188,24 @@ class GateResult:
 def _reasons(table: pd.DataFrame, margin: float) -> list[str]:
     out = []
     for _, r in table.iterrows():
-        if r["headroom"] < 0:
-            bound = "at most" if r["lower"] else "at least"
+        bound = "at most" if r["lower"] else "at least"
+        if pd.isna(r["value"]) and pd.notna(r["threshold"]):
+            out.append(f"{r['row']} is missing ({r['missing']}), so its threshold ({bound} {r['threshold']:.4f}) "
+                       "cannot be checked")
+        elif r["headroom"] < 0:
             out.append(f"{r['row']} = {r['value']:.4f}, needs {bound} {r['threshold']:.4f}")
         if pd.notna(r["regression"]) and r["regression"] > margin:
-            value = "missing" if pd.isna(r["value"]) else f"{r['value']:.4f}"
+            value = f"missing ({r['missing']})" if pd.isna(r["value"]) else f"{r['value']:.4f}"
             out.append(f"{r['row']} = {value}, worse than the champion's {r['champion_value']:.4f} "
                        f"by more than {margin}")
     return out
+
+
+def not_judged(table: pd.DataFrame) -> list[str]:
+    """Rows the gate could not judge (no threshold, and no figure to compare: missing in both
+    models, or in the candidate with no champion): shown with why, never counted as passed."""
+    rows = table[table["missing"].astype(bool) & table["threshold"].isna() & table["regression"].isna()]
+    return [f"{r['row']}: {r['missing']}" for _, r in rows.iterrows()]
 
 
 def gate(cfg: Config, name: str, version: str, candidate: dict[str, float] | None = None,
@@ -200,7 +226,8 @@ def gate(cfg: Config, name: str, version: str, candidate: dict[str, float] | Non
     report = run_suite(spec, table)
     reasons = _reasons(table, spec.margin)
     passed = report.success and not reasons
-    result = GateResult(name, str(version), champion, passed, reasons, table, improvements(table) if other else [])
+    result = GateResult(name, str(version), champion, passed, reasons, table, improvements(table) if other else [],
+                        not_judged(table))
     result.report = _write(cfg, result, report)
     return result
 
@@ -215,6 +242,9 @@ def _write(cfg: Config, result: GateResult, report: ValidationReport) -> Path:
     lines += [f"- {r}" for r in result.reasons] + ([""] if result.reasons else [])
     if result.improvements:
         lines += ["Reasons to promote:", ""] + [f"- {r}" for r in result.improvements] + [""]
+    if result.not_judged:
+        lines += ["Not judged (no threshold, and the data gave neither model the figure):", ""] + \
+            [f"- {r}" for r in result.not_judged] + [""]
     lines += ["Both models are judged on today's data; `champion (at promotion)` is what the champion's "
               "own run recorded (other data: shown, not compared). Leave-one-out figures are floors only.", "",
               table_markdown(result.table), "", report.to_markdown("GX suite").strip()]
@@ -222,13 +252,14 @@ def _write(cfg: Config, result: GateResult, report: ValidationReport) -> Path:
     path.write_text("\n".join(lines) + "\n")
     (path.with_suffix(".json")).write_text(json.dumps(
         {"name": result.name, "version": result.version, "champion": result.champion, "passed": result.passed,
-         "reasons": result.reasons, "improvements": result.improvements, "suite": report.to_dict()}, indent=2, default=str) + "\n")
+         "reasons": result.reasons, "improvements": result.improvements, "not_judged": result.not_judged,
+         "suite": report.to_dict()}, indent=2, default=str) + "\n")
     return path
 
 
 TABLE_COLUMNS = {"generator": "slice", "metric": "metric", "value": "candidate", "threshold": "threshold",
                  "champion_value": "champion (today's data)", "champion_recorded": "champion (at promotion)",
-                 "headroom": "headroom", "regression": "regression"}
+                 "headroom": "headroom", "regression": "regression", "missing": "missing (why)"}
 
 
 def table_markdown(table: pd.DataFrame) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,9 +89,12 @@ def build_suite(cfg: Config, table: pd.DataFrame):
     # A constant image carries no signal and usually means a broken export.
     add(E.ExpectColumnValuesToBeBetween(column="pixel_range", min_value=1))
     for split, fraction in d.splits.items():
+        # splits follow content hashes: on a few hundred images their shares vary by chance, so the
+        # band is at least three binomial standard deviations wide (a broken split is far outside)
+        band = max(v.split_tolerance, 3 * math.sqrt(fraction * (1 - fraction) / max(1, len(table))))
         add(E.ExpectColumnMeanToBeBetween(column=f"is_{split}",
-                                          min_value=max(0.0, fraction - v.split_tolerance),
-                                          max_value=min(1.0, fraction + v.split_tolerance)))
+                                          min_value=max(0.0, fraction - band),
+                                          max_value=min(1.0, fraction + band)))
     label_cols = [c for c in table.columns if c.startswith("is_label_")]
     if label_cols:
         # one class is no class: a capped or filtered export that kept a single label

@@ -28,7 +28,8 @@ from gandefect.detect import families as detector_families
 from gandefect.detect.common import Detector, Labeled
 from gandefect.errors import BadInputError
 from gandefect.evaluate import drift, plots, wild
-from gandefect.evaluate.detection import auc, evaluate
+from gandefect.evaluate.detection import evaluate
+from gandefect.evaluate.figures import Figures, missing_from_tags
 from gandefect.gan.models import noise
 from gandefect.lifecycle import gates, registry, tracking, versioning, watch
 from gandefect.lifecycle.registry import load_detector, log_detector
@@ -66,12 +67,15 @@ def run_sample_fakes(cfg: Config, progress: Progress | None = None) -> tuple[lis
     return sets, _version_fakes(cfg), generators
 
 
+MIN_FAMILY_IMAGES = 10  # a family's samples are split about 80/10/10: fewer leave val or test without one
+
+
 def run_ingest_fakes(cfg: Config, folder: str, name: str) -> tuple[FakeSet, int, str]:
     """Add a folder of externally generated images as generator `name` (its own family)."""
     source = sources.resolve_source(folder)
     good = [raw.image for raw in sources.iter_images(source) if raw.image is not None]
     skipped = sources.count(source) - len(good)
-    fake_set = write_fake_set(cfg, name, good, f"folder:{Path(folder).name}")
+    fake_set = write_fake_set(cfg, name, good, f"folder:{Path(folder).name}", least=MIN_FAMILY_IMAGES)
     return fake_set, skipped, _version_fakes(cfg)
 
 
@@ -83,7 +87,8 @@ def load_labeled(cfg: Config, split: str) -> Labeled:
     if fakes.empty:
         raise BadInputError("no fake sets in data/fakes: run `gandefect train-detectors` after `train-gans`")
     fakes = fakes[fakes["split"] == split]
-    images = np.concatenate([load_pngs(real["path"], cfg.real_dir), load_pngs(fakes["path"], fakes_root(cfg))])
+    images = np.concatenate([load_pngs(real["path"], cfg.real_dir, cfg.data.shape),
+                             load_pngs(fakes["path"], fakes_root(cfg), cfg.data.shape)])
     labels = np.r_[np.zeros(len(real), int), np.ones(len(fakes), int)]
     return Labeled(images, labels, np.r_[np.array(["real"] * len(real)), fakes["generator"].to_numpy()])
 
@@ -93,7 +98,7 @@ def load_labeled(cfg: Config, split: str) -> Labeled:
 class FamilyResult:
     family: str
     detector: Detector
-    metrics: dict[str, float]
+    metrics: Figures
     p_test: np.ndarray
     train_seconds: float
     unseen: dict[str, float] = field(default_factory=dict)
@@ -138,6 +143,7 @@ class EvalData:
     val_mix: Labeled  # val under every gated condition, stacked
     val_groups: np.ndarray  # the condition of each val_mix row
     wild_test: wild.WildSet
+    generators: list[str]  # today's generators: every one with samples in any split
 
     def val_mix_without(self, family: str) -> tuple[Labeled, np.ndarray]:
         keep = _families(self.val_mix) != family
@@ -147,9 +153,23 @@ class EvalData:
 WILD_PROCESSES_FROM = 20_000  # encoded images (the default data's test set alone: 36,000)
 
 
+def _check_both_classes(splits: dict[str, Labeled]) -> None:
+    """Training and calibration need real and generated images in train and val: a BadInputError
+    naming what is short, before anything is trained."""
+    short = {name: np.bincount(split.labels, minlength=2) for name, split in splits.items()}
+    short = {name: counts for name, counts in short.items() if counts.min() == 0}
+    if short:
+        what = "; ".join(f"{name}: {c[0]} real and {c[1]} generated images" for name, c in short.items())
+        raise BadInputError(f"the detectors need real and generated images in train and val, and have {what}. "
+                            "Generated samples are split like real ones (about "
+                            "80/10/10): a generator that collapsed to one or two distinct images gives val none. "
+                            "Ingest more real images, or more (distinct) generated ones; nothing was trained.")
+
+
 def prepare_eval_data(cfg: Config) -> EvalData:
     w = cfg.detect.wild
     train, val, test = (load_labeled(cfg, s) for s in ("train", "val", "test"))
+    _check_both_classes({"train": train, "val": val})
     # the threshold rule reads only the real images; fakes are there for Platt scaling
     val = capped(val, w.val_fakes_per_generator, cfg.seed)
     # many images: the conditions are encoded in worker processes, one per core (spawn: see
@@ -162,7 +182,8 @@ def prepare_eval_data(cfg: Config) -> EvalData:
     val_mix = Labeled(np.concatenate([wild_val.inputs[c] for c in w.gated]), np.tile(val.labels, len(w.gated)),
                       np.tile(val.generators, len(w.gated)))
     groups = np.repeat(np.array(w.gated), len(val.labels))
-    return EvalData(train, val, test, val_mix, groups, wild_test)
+    generators = sorted({g for split in (train, val, test) for g in split.generators.tolist()} - {"real"})
+    return EvalData(train, val, test, val_mix, groups, wild_test, generators)
 
 
 def fit_detector(cfg: Config, family: str, train: Labeled, val_mix: Labeled, groups: np.ndarray,
@@ -198,18 +219,28 @@ def _held_out(cfg: Config, train: Labeled, data: EvalData, held: str) -> HeldOut
                    data.test.images[keep], {c: data.wild_test.inputs[c][mine] for c in cfg.detect.wild.conditions})
 
 
-def fit_held_out(cfg: Config, family: str, job: HeldOut, threads: int | None = None) -> tuple[dict[str, float], list[str]]:
+def fit_held_out(cfg: Config, family: str, job: HeldOut, threads: int | None = None) -> tuple[Figures, list[str]]:
     """Train detector family `family` without `job.held` and measure it on `job.held` (runs in a
     worker process, with `threads` torch threads); returns its metrics and what it trained on."""
     if threads:
         hardware.setup(cfg.device, cfg.deterministic, threads)
     det = fit_detector(cfg, family, job.train, job.val_mix, job.val_groups, held_out=True)
-    held, metrics = job.held, {}
-    metrics[f"auc_unseen_{held}"] = auc(job.test_labels, det.score(job.test_images))
+    held, metrics = job.held, Figures(min_samples=cfg.gates.min_samples)
+    metrics.auc(f"auc_unseen_{held}", job.test_labels, det.score(job.test_images), "real test images",
+                f"test samples of {held}")
     for c, images in job.wild_held.items():
-        metrics[f"tpr_unseen_{c}_{held}"] = float((det.score(images) >= det.threshold).mean())
-    metrics[f"tpr_unseen_wild_{held}"] = min(metrics[f"tpr_unseen_{c}_{held}"] for c in cfg.detect.wild.gated)
+        metrics.share(f"tpr_unseen_{c}_{held}", det.score(images) >= det.threshold, f"test samples of {held}")
+    metrics.worst(f"tpr_unseen_wild_{held}", [f"tpr_unseen_{c}_{held}" for c in cfg.detect.wild.gated])
     return metrics, det.trained_on
+
+
+def _not_held_out(cfg: Config, held: str) -> Figures:
+    """The leave-one-out figures of a family no model can be trained without: missing, with why."""
+    why = f"without {held}, train or val holds no generated image to learn from"
+    metrics = Figures(min_samples=cfg.gates.min_samples)
+    for key in [f"auc_unseen_{held}", f"tpr_unseen_wild_{held}"] + [f"tpr_unseen_{c}_{held}" for c in cfg.detect.wild.conditions]:
+        metrics.lack(key, why)
+    return metrics
 
 
 LOO_PROCESSES_FROM = 2_000  # training images; below, the models train in this process (a worker takes seconds to start)
@@ -232,26 +263,33 @@ def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress |
     data and the seed, so the figures do not depend on the order they finish in."""
     fams = sorted(set(_families(data.train)) - {"real"})
     train = capped(data.train, cfg.detect.loo_fakes_per_generator, cfg.seed)
-    workers = loo_workers(cfg, len(fams), len(train.labels))
-    results: dict[str, tuple[dict[str, float], list[str]]] = {}
+    results: dict[str, tuple[Figures, list[str]]] = {}
+    jobs = {held: _held_out(cfg, train, data, held) for held in fams}
+    for held, job in list(jobs.items()):
+        # the only family with samples in train or val: without it there is nothing to learn "generated" from
+        if min(np.bincount(job.train.labels, minlength=2).min(), np.bincount(job.val_mix.labels, minlength=2).min()) == 0:
+            results[held] = (_not_held_out(cfg, held), [])
+            del jobs[held]
+    workers = loo_workers(cfg, len(jobs), len(train.labels))
 
-    def done(held: str, result: tuple[dict[str, float], list[str]]) -> None:
+    def done(held: str, result: tuple[Figures, list[str]]) -> None:
         results[held] = result
         if progress:
             progress(f"leave-one-out {family}", len(results), len(fams))
 
     if workers == 1:
-        for held in fams:
-            done(held, fit_held_out(cfg, family, _held_out(cfg, train, data, held)))
+        for held, job in jobs.items():
+            done(held, fit_held_out(cfg, family, job))
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
         # spawn: a forked child of a process whose torch threads already ran can deadlock
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(fit_held_out, cfg, family, _held_out(cfg, train, data, held), threads): held
-                       for held in fams}
+            futures = {pool.submit(fit_held_out, cfg, family, job, threads): held for held, job in jobs.items()}
             for future in as_completed(futures):
                 done(futures[future], future.result())
-    metrics = {k: v for held in fams for k, v in results[held][0].items()}
+    metrics = Figures(min_samples=cfg.gates.min_samples)
+    for held in fams:
+        metrics.update(results[held][0])
     return metrics, {held: results[held][1] for held in fams}
 
 
@@ -327,28 +365,27 @@ class DetectorSummary:
     resumed: bool = False  # registered by an interrupted run with the same inputs, gated now
 
 
-def evaluate_detector(cfg: Config, det: Detector, data: EvalData) -> tuple[dict[str, float], np.ndarray]:
-    """Clean-test metrics, the wild verdicts and their worst cases (everything but leave-one-out)."""
-    metrics, p = evaluate(det, data.test)
-    wild_metrics = wild.evaluate_wild(det, data.wild_test)
-    metrics.update(wild_metrics)
-    generators = sorted(set(data.test.generators.tolist()) - {"real"})
-    metrics.update(wild.summarize(wild_metrics, cfg.detect.wild.gated, generators))
-    return metrics, p
+def evaluate_detector(cfg: Config, det: Detector, data: EvalData) -> tuple[Figures, np.ndarray]:
+    """Clean-test metrics, the wild verdicts and their worst cases (everything but leave-one-out),
+    for every generator of today's data (missing, with the reason, where its test samples are too few)."""
+    generators, n_min = data.generators, cfg.gates.min_samples
+    metrics, p = evaluate(det, data.test, generators, n_min)
+    metrics.update(wild.evaluate_wild(det, data.wild_test, generators=generators, min_samples=n_min))
+    return wild.summarize(metrics, cfg.detect.wild.gated, generators), p
 
 
-def evaluate_served(cfg: Config, det: Detector, data: EvalData) -> dict[str, float]:
+def evaluate_served(cfg: Config, det: Detector, data: EvalData) -> Figures:
     """A registered detector as it is served (its own threshold and map threshold) on today's
     data: clean test, the wild conditions and the spliced benchmark, every current generator."""
     metrics, _ = evaluate_detector(cfg, det, data)
-    metrics.update({k: v for k, v in localize(cfg, det, choose=False).items() if k != "spliced_test_images"})
-    return {k: v for k, v in metrics.items() if np.isfinite(v)}
+    metrics.update(localize(cfg, det, choose=False))
+    return metrics
 
 
 @dataclass
 class ChampionToday:
     version: str
-    metrics: dict[str, float]  # its figures on the candidate's data
+    metrics: Figures  # its figures on the candidate's data
     families: set[str]  # the generator families it was trained on
 
 
@@ -370,16 +407,18 @@ def evaluate_champion(cfg: Config, data: EvalData, found: tuple[str, Detector] |
     return ChampionToday(version, evaluate_served(cfg, det, data), {family_of(g) for g in det.trained_on})
 
 
-def summarize_unseen(metrics: dict[str, float], new: set[str]) -> dict[str, float]:
-    """auc_unseen_min / _mean over the held-out families the champion was trained on too: a family
-    it never saw is judged directly instead (its auc_gen and tpr_fake_wild beside the champion's, on
-    today's data), since holding it out of the candidate as well says nothing about the candidate
-    against the champion; the minimum over every family stays as auc_unseen_min_all."""
-    unseen = {k.removeprefix("auc_unseen_"): v for k, v in metrics.items()
-              if k.startswith("auc_unseen_") and not k.startswith(("auc_unseen_min", "auc_unseen_mean"))}
-    known = [v for f, v in unseen.items() if f not in new] or list(unseen.values())
-    return {"auc_unseen_min": float(np.nanmin(known)), "auc_unseen_mean": float(np.nanmean(known)),
-            "auc_unseen_min_all": float(np.nanmin(list(unseen.values())))}
+def summarize_unseen(metrics: Figures, new: set[str]) -> None:
+    """Adds to `metrics` auc_unseen_min / _mean over the held-out families the champion was trained
+    on too: a family it never saw is judged directly instead (its auc_gen and tpr_fake_wild beside
+    the champion's, on today's data), since holding it out of the candidate as well says nothing
+    about the candidate against the champion; the minimum over every family stays as
+    auc_unseen_min_all; tpr_unseen_min is the worst held-out family's share caught."""
+    unseen = [k for k in list(metrics) if k.startswith("auc_unseen_") and not k.startswith(("auc_unseen_min", "auc_unseen_mean"))]
+    known = [k for k in unseen if k.removeprefix("auc_unseen_") not in new] or unseen
+    metrics.worst("auc_unseen_min", known)
+    metrics.mean("auc_unseen_mean", known)
+    metrics.worst("auc_unseen_min_all", unseen)
+    metrics.worst("tpr_unseen_min", [k for k in list(metrics) if k.startswith("tpr_unseen_wild_")])
 
 
 def gate_figures(cfg: Config, version: str, name: str = DETECTOR_MODEL) -> tuple[dict[str, float], dict[str, float] | None]:
@@ -421,8 +460,13 @@ def score_histogram(det: Detector, data: EvalData) -> dict:
 def _rank(metrics: dict[str, float]) -> tuple[float, float]:
     """Winner order: the share of generators' samples caught in the wild, averaged over generators,
     minus the worst condition's reals called fake; then the clean AUC. (The mean, not the worst
-    generator: a generator no family catches yet would otherwise make the choice by fpr alone.)"""
-    return metrics.get("tpr_wild_mean", 0.0) - metrics.get("fpr_real_max", 1.0), metrics["auc_seen"]
+    generator: a generator no family catches yet would otherwise make the choice by fpr alone.) A
+    missing figure counts as the worst it could be."""
+    def known(key: str, worst: float) -> float:
+        value = metrics.get(key, worst)
+        return worst if np.isnan(value) else value
+
+    return known("tpr_wild_mean", 0.0) - known("fpr_real_max", 1.0), known("auc_seen", 0.0)
 
 
 def _judge(results: dict[str, FamilyResult], winner: str) -> str | None:
@@ -441,11 +485,16 @@ def resume_registered(cfg: Config, stage_key: str) -> DetectorSummary | None:
     run = mlflow.MlflowClient().get_run(mv.run_id)
     try:
         recorded = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/champion_today.json")
-        champion = ChampionToday(str(recorded["champion_version"]), recorded["metrics"], set())
+        figures = Figures(recorded["metrics"])
+        for key, why in recorded.get("missing", {}).items():
+            figures.lack(key, why)
+        champion = ChampionToday(str(recorded["champion_version"]), figures, set())
     except Exception:  # noqa: BLE001 - there was no champion when it was trained
         champion = None
     judge = registry.latest_version_with_tag(JUDGE_MODEL, STAGE_KEY, stage_key)
-    family, metrics = mv.tags["family"], dict(run.data.metrics)
+    family, metrics = mv.tags["family"], Figures(run.data.metrics)
+    for key, why in missing_from_tags(run.data.tags).items():
+        metrics.lack(key, why)
     summary = DetectorSummary({family: FamilyResult(family, None, metrics, np.array([]), metrics.get("train_seconds", 0.0))},
                               family, cfg.report_dir / "detectors" / "detectors.md", mv.tags.get("fakes_version", ""),
                               run.data.tags.get("spliced_version", ""), str(mv.version),
@@ -509,7 +558,7 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
         seconds = time.perf_counter() - started
         metrics, p = evaluate_detector(cfg, det, data)
         metrics.update(train_seconds=seconds, images_per_second=_images_per_second(det, data.test.images))
-        metrics.update({k: v for k, v in localize(cfg, det).items() if k != "spliced_test_images"})
+        metrics.update(localize(cfg, det))
         results[family] = FamilyResult(family, det, metrics, p, seconds)
     winner = max(results, key=lambda f: _rank(results[f].metrics))
     judge = _judge(results, winner)
@@ -518,12 +567,11 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
         loo, result.loo_trained_on = leave_one_out(cfg, winner, data, progress)
         result.metrics.update(loo)
         result.unseen = {k.removeprefix("auc_unseen_"): v for k, v in loo.items() if k.startswith("auc_unseen_")}
-        result.metrics["tpr_unseen_min"] = min(v for k, v in loo.items() if k.startswith("tpr_unseen_wild_"))
     # the champion judged on exactly the candidate's data, before anything is registered
     champion = evaluate_champion(cfg, data, found) if found else None
     new_families = set(result.unseen) - champion.families if champion and cfg.detect.leave_one_out else set()
     if cfg.detect.leave_one_out:
-        result.metrics.update(summarize_unseen(result.metrics, new_families))
+        summarize_unseen(result.metrics, new_families)
     report, figures = _report(cfg, results, data.test, winner)
     summary = DetectorSummary(results, winner, report, fakes_version, spliced_version)
     for family, r in results.items():
@@ -536,13 +584,15 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
                                "warm_start_from": found[0] if hasattr(r.detector, "started_from") else "none",
                                "bf16": r.detector.bf16,  # the arithmetic `precision` resolved to on this machine
                                "platt_a": r.detector.platt[0], "platt_b": r.detector.platt[1]})
-            mlflow.log_metrics({k: v for k, v in r.metrics.items() if np.isfinite(v)})
+            mlflow.log_metrics(r.metrics.finite())
+            mlflow.set_tags(r.metrics.missing_tags())  # what the data could not support, and why
             mlflow.log_dict({"trained_on": r.detector.trained_on, "leave_one_out": r.loo_trained_on},
                             "training_manifest.json")
             mlflow.log_dict(score_histogram(r.detector, data), "score_histogram.json")
             if champion and family == winner:
-                mlflow.log_dict({"champion_version": champion.version, "metrics": champion.metrics,
-                                 "new_families": sorted(new_families)}, "champion_today.json")
+                mlflow.log_dict({"champion_version": champion.version, "metrics": champion.metrics.finite(),
+                                 "missing": champion.metrics.missing, "new_families": sorted(new_families)},
+                                "champion_today.json")
             tracking.log_artifacts([report, *figures], "report")
             info = log_detector(r.detector, "detector", data.test.images[:2])
             role = {winner: DETECTOR_MODEL, judge: JUDGE_MODEL}.get(family)

@@ -96,7 +96,7 @@ def run_ingest(
     a failing snapshot is neither committed to DVC nor pushed.
     """
     requested = sources_to_ingest(cfg, folders, replace, labels_from_subfolders, exact=exact)
-    result = snapshot.ingest(cfg, requested, replace=replace, progress=progress)
+    result = snapshot.ingest(cfg, requested, replace=replace, progress=progress, enough_for_the_flow=True)
     quarantine = _write_quarantine(cfg, result)
     report, report_path = validate_snapshot(cfg, progress)
 

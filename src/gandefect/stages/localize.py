@@ -17,6 +17,7 @@ from gandefect.data.images import encode_png
 from gandefect.data.snapshot import read_manifest
 from gandefect.data.spliced import MaskSpec, make_spliced
 from gandefect.errors import BadInputError
+from gandefect.evaluate.figures import Figures
 from gandefect.evaluate.localization import binarize, choose_map_threshold, mean_iou, pixel_ap
 from gandefect.lifecycle import versioning
 
@@ -44,7 +45,8 @@ def run_build_spliced(cfg: Config, version: bool = True) -> tuple[pd.DataFrame, 
     for offset, split in enumerate(("val", "test")):
         r = real[real["split"] == split]
         f = fakes[fakes["split"] == split]
-        images, masks, kinds, picks = make_spliced(load_pngs(r["path"], cfg.real_dir), load_pngs(f["path"], fakes_root(cfg)),
+        images, masks, kinds, picks = make_spliced(load_pngs(r["path"], cfg.real_dir, cfg.data.shape),
+                                                   load_pngs(f["path"], fakes_root(cfg), cfg.data.shape),
                                                    spec, cfg.seed + 101 + offset, f["generator"].to_numpy())
         for i, (img, mask, kind, j) in enumerate(zip(images, masks, kinds, picks)):
             name = f"{split}-{i:05d}.png"
@@ -53,7 +55,7 @@ def run_build_spliced(cfg: Config, version: bool = True) -> tuple[pd.DataFrame, 
             rows.append({"path": f"images/{name}", "mask_path": f"masks/{name}", "split": split, "kind": kind,
                          "area": round(float(mask.mean()), 6), "real_sha256": r["sha256"].iloc[i],
                          "generator": f["generator"].iloc[j]})
-    manifest = pd.DataFrame(rows)
+    manifest = pd.DataFrame(rows, columns=["path", "mask_path", "split", "kind", "area", "real_sha256", "generator"])
     manifest.to_csv(tmp / "manifest.csv", index=False, lineterminator="\n")
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)
@@ -69,32 +71,37 @@ def load_spliced(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray, pd.Da
         raise BadInputError("no spliced benchmark: run `gandefect build-spliced` first")
     m = pd.read_csv(root / "manifest.csv")
     m = m[m["split"] == split]
-    return load_pngs(m["path"], root), load_pngs(m["mask_path"], root) > 127, m
+    return load_pngs(m["path"], root, cfg.data.shape), load_pngs(m["mask_path"], root, cfg.data.shape[:2]) > 127, m
 
 
-def localize(cfg: Config, detector, choose: bool = True) -> dict[str, float]:
+def localize(cfg: Config, detector, choose: bool = True) -> Figures:
     """Choose the detector's defect-map threshold on the spliced val part (stored on the detector;
-    `choose=False` keeps the one it is served with); pixel AP and IoU on the test part, overall
-    and per generator of the spliced-in region."""
+    `choose=False` keeps the one it is served with; an empty val part keeps it too); pixel AP and
+    IoU on the test part, overall and per generator of the spliced-in region."""
     test_images, test_masks, manifest = load_spliced(cfg, "test")
     if choose:
         val_images, val_masks, _ = load_spliced(cfg, "val")
-        detector.map_threshold = choose_map_threshold(detector.defect_map(val_images), val_masks, cfg.spliced.dilate)
+        if len(val_images):
+            detector.map_threshold = choose_map_threshold(detector.defect_map(val_images), val_masks, cfg.spliced.dilate)
+    metrics = Figures({"map_threshold": detector.map_threshold}, cfg.gates.min_samples)
+    if not metrics.enough("pixel_ap", {"spliced test images": len(test_images)}):
+        metrics.lack("iou", metrics.missing["pixel_ap"])
+        return metrics
     maps = detector.defect_map(test_images)
     pred = binarize(maps, detector.map_threshold, cfg.spliced.dilate)
-    metrics = {"pixel_ap": pixel_ap(maps, test_masks), "iou": mean_iou(pred, test_masks),
-               "map_threshold": detector.map_threshold, "spliced_test_images": float(len(test_images))}
+    metrics.update(pixel_ap=pixel_ap(maps, test_masks), iou=mean_iou(pred, test_masks))
     generators = manifest["generator"].to_numpy()
     for g in sorted(set(generators)):
         keep = generators == g
-        metrics[f"pixel_ap_{g}"] = pixel_ap(maps[keep], test_masks[keep])
+        if metrics.enough(f"pixel_ap_{g}", {f"spliced test images of {g}": int(keep.sum())}):
+            metrics[f"pixel_ap_{g}"] = pixel_ap(maps[keep], test_masks[keep])
     return metrics
 
 
-def evaluate_localization(cfg: Config, detector) -> dict[str, float]:
-    """`localize`, with the figures written to reports/localization.json."""
+def evaluate_localization(cfg: Config, detector) -> Figures:
+    """`localize`, with the figures (and why any is missing) written to reports/localization.json."""
     metrics = localize(cfg, detector)
     path = cfg.report_dir / "localization.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    path.write_text(json.dumps({**metrics.finite(), "missing": metrics.missing}, indent=2) + "\n")
     return metrics

@@ -41,7 +41,7 @@ def load_real(cfg: Config, split: str) -> np.ndarray:
     rows = manifest[manifest["split"] == split]
     if rows.empty:
         raise BadInputError(f"no {split} images in {cfg.real_dir}: run `gandefect ingest` first")
-    return load_pngs(rows["path"], cfg.real_dir)
+    return load_pngs(rows["path"], cfg.real_dir, cfg.data.shape)
 
 
 # -- training ----------------------------------------------------------------------------
@@ -144,7 +144,7 @@ class RepairEvaluation:
 def _spliced_psnr(cfg: Config, repairer: Repairer) -> tuple[dict[str, float], list[tuple[str, list[np.ndarray]]]]:
     images, masks, manifest = load_spliced(cfg, "test")
     real = read_manifest(cfg.real_dir).set_index("sha256")
-    original = load_pngs(real.loc[manifest["real_sha256"], "path"], cfg.real_dir)
+    original = load_pngs(real.loc[manifest["real_sha256"], "path"], cfg.real_dir, cfg.data.shape)
     repaired = repairer.inpaint(images, masks)
     filled, classical = mean_fill(images, masks), biharmonic(images, masks)
     metrics = {"psnr_mask": psnr_in_mask(repaired, original, masks), "psnr_mask_mean_fill": psnr_in_mask(filled, original, masks),
