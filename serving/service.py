@@ -173,6 +173,14 @@ def verdict(p: float, threshold: float, history: History) -> dict:
     return {"verdict": "fake" if fake else "real", "is_fake": bool(fake), "reasons": []}
 
 
+def map_regions(verdict_name: str) -> str:
+    """What the map's regions above the map threshold are, given the image's verdict: defects only
+    when the image as a whole is called fake."""
+    return {"fake": "defects",
+            "real": "highest-scoring: the image as a whole is called real, so no region is a defect",
+            "uncertain": "highest-scoring: the verdict is uncertain, so no region is called a defect"}[verdict_name]
+
+
 def _load(model, role: str):
     return torch.load(model.path_of(f"{role}.pt"), weights_only=False, map_location="cpu")
 
@@ -315,22 +323,30 @@ class GanDefect:
 
     @bentoml.api
     def localize(self, image: Path = None) -> t.Annotated[Path, bentoml.validators.ContentType("image/png")]:  # noqa: RUF013
-        """The defect map as a PNG (white = likely generated); boxes and area in the X-Defect-* headers."""
+        """The defect map as a PNG (white = likely generated) and what its regions are, agreeing
+        with the verdict: an image called fake has its defects (the map at the map threshold) in
+        X-Defect-Area / X-Defect-Boxes; an image called real or uncertain has none, and the same
+        regions come as X-Top-Area / X-Top-Boxes, the parts that score highest, with X-Regions
+        saying which it is."""
         try:
             _, upload, _ = self._read(image, "image")
         except UploadError as exc:
             return error(exc.status, str(exc))
         batch = upload.pixels[None]
         heat = self.detector.defect_map(batch)[0]
-        mask = heat >= getattr(self.detector, "map_threshold", 0.5)
+        above = heat >= getattr(self.detector, "map_threshold", 0.5)
         p = float(self.detector.score(batch)[0])
         png = encode_png(_gray(heat))
         answer = verdict(p, self.detector.threshold, upload.history)
+        defects = above if answer["verdict"] == "fake" else np.zeros_like(above)
         return Response(png, media_type="image/png", headers={
             **self._version_headers(), "X-P-Fake": f"{p:.6f}", "X-Is-Fake": str(p >= self.detector.threshold).lower(),
             "X-Verdict": answer["verdict"], "X-Reason": "; ".join(answer["reasons"]),
-            "X-Defect-Area": f"{mask.mean():.6f}", "X-Defect-Boxes": json.dumps(bounding_boxes(mask)),
-            "X-Map-Threshold": f"{self.detector.map_threshold:.6f}", "X-Image-Size": f"{self.size}x{self.size}"})
+            "X-Regions": map_regions(answer["verdict"]),
+            "X-Defect-Area": f"{defects.mean():.6f}", "X-Defect-Boxes": json.dumps(bounding_boxes(defects)),
+            "X-Top-Area": f"{above.mean():.6f}", "X-Top-Boxes": json.dumps(bounding_boxes(above)),
+            "X-Map-Threshold": f"{self.detector.map_threshold:.6f}", "X-Threshold": f"{self.detector.threshold:.6f}",
+            "X-Image-Size": f"{self.size}x{self.size}"})
 
     @bentoml.api
     def repair(self, image: Path = None,  # noqa: RUF013

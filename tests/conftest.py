@@ -36,11 +36,12 @@ collect_ignore = [] if torch.cuda.is_available() else ["test_cuda.py"]
 
 
 def write_params(root: Path, profile: str = "tiny", **sections) -> Path:
-    """Copy the project's params.yaml into root with `profile` active and sections overridden."""
+    """Copy the project's params.yaml into root with `profile` active and sections (or top-level
+    settings) overridden."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["profile"] = profile
     for section, values in sections.items():
-        params[section] = {**params.get(section, {}), **values}
+        params[section] = {**params.get(section, {}), **values} if isinstance(values, dict) else values
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
@@ -126,7 +127,7 @@ def tiny_cfg(project: Path):
 def chromium_page(**options):
     """A page of Debian's headless Chromium (driven by Playwright), closed afterwards."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium is needed (.ci/run installs it: apt-get install chromium)"
+    assert chromium, "Debian's chromium is needed: ./scripts/test.sh installs it (apt-get install chromium)"
     from playwright.sync_api import sync_playwright  # lazy: only the browser tests need it
 
     with sync_playwright() as p:

@@ -42,8 +42,9 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, prefect_server) -> Trained:
-    """The tiny project (default tiny params: the whole zoo, leave-one-out on) trained ONCE for the
-    session by the real `retrain` flow: first only ingest + the GAN zoo, with the default runner (GAN
+    """The tiny project (default tiny params: the whole zoo, leave-one-out on; float32 forced, so
+    the session computes the same way on every machine: test_retrain_flow reruns its detectors in
+    forced bf16) trained ONCE for the session by the real `retrain` flow: first only ingest + the GAN zoo, with the default runner (GAN
     workers in a process pool), then the whole flow, which takes the zoo from the cache (its tasks
     resolved in threads: no worker to start) and trains the detectors and the repairer in the flow's
     process, gates and promotes them and builds the bento (BENTOML_HOME of the session).
@@ -52,7 +53,7 @@ def trained(tmp_path_factory, prefect_server) -> Trained:
     or borrows it (tests.conftest.borrowed). The session checks at its end that nothing changed it."""
     from gandefect.orchestrate import retrain, task_runner_for
 
-    root = make_project(tmp_path_factory.mktemp("trained") / "project")
+    root = make_project(tmp_path_factory.mktemp("trained") / "project", precision="fp32")
     params = str(root / "params.yaml")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)

@@ -18,6 +18,7 @@ from PIL import Image
 from gandefect.config import load_config
 from gandefect.lifecycle.bento import free_port, wait_ready
 from tests.conftest import chromium_page, run_cli, start_cli
+from tests.integration.conftest import LIMITS
 
 pytestmark = pytest.mark.slow
 
@@ -96,20 +97,32 @@ def test_detect_accepts_every_format_and_mode_at_any_size(served):
     assert len(r.json()) == len(files)
 
 
-def test_localize_returns_a_png_defect_map_with_its_boxes_and_area(served):
-    r = httpx.post(f"{served['url']}/localize", files={"image": _generated(served["root"]).read_bytes()}, timeout=30)
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == "image/png"
-    heat = np.asarray(Image.open(io.BytesIO(r.content)))
-    assert heat.shape == (28, 28) and heat.dtype == np.uint8
-    boxes = json.loads(r.headers["x-defect-boxes"])
-    area = float(r.headers["x-defect-area"])
-    mask = heat >= round(float(r.headers["x-map-threshold"]) * 255)
-    assert abs(mask.mean() - area) <= 0.05  # the mask behind the boxes is the map at the served threshold
-    assert sum(b["pixels"] for b in boxes) == pytest.approx(area * 28 * 28, abs=1)
-    for b in boxes:
-        assert 0 <= b["x0"] < b["x1"] <= 28 and 0 <= b["y0"] < b["y1"] <= 28
-    assert 0.0 <= float(r.headers["x-p-fake"]) <= 1.0
+def test_localize_returns_a_png_map_whose_regions_agree_with_the_verdict(served):
+    seen = set()
+    fakes = sorted((served["root"] / "data" / "fakes").glob("*/images/*.png"))[:20]
+    for image in fakes + [_called_real(served["url"], served["root"])]:
+        r = httpx.post(f"{served['url']}/localize", files={"image": image.read_bytes()}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "image/png"
+        heat = np.asarray(Image.open(io.BytesIO(r.content)))
+        assert heat.shape == (28, 28) and heat.dtype == np.uint8
+        top, area = json.loads(r.headers["x-top-boxes"]), float(r.headers["x-top-area"])
+        mask = heat >= round(float(r.headers["x-map-threshold"]) * 255)
+        assert abs(mask.mean() - area) <= 0.05  # the regions are the map at the map threshold
+        assert sum(b["pixels"] for b in top) == pytest.approx(area * 28 * 28, abs=1)
+        for b in top:
+            assert 0 <= b["x0"] < b["x1"] <= 28 and 0 <= b["y0"] < b["y1"] <= 28
+        p, threshold = float(r.headers["x-p-fake"]), float(r.headers["x-threshold"])
+        verdict = r.headers["x-verdict"]
+        assert verdict == ("fake" if p >= threshold else "real")  # PNG at the model's size: inside the envelope
+        defects, defect_area = json.loads(r.headers["x-defect-boxes"]), float(r.headers["x-defect-area"])
+        if verdict == "fake":  # the regions are its defects
+            assert r.headers["x-regions"] == "defects" and (defects, defect_area) == (top, area)
+        else:  # called real: no region is a defect, whatever the map shows
+            assert r.headers["x-regions"].startswith("highest-scoring: the image as a whole is called real")
+            assert defects == [] and defect_area == 0.0
+        seen.add(verdict)
+    assert "real" in seen  # the real image, at least
 
 
 def test_repair_with_a_mask_rewrites_only_the_masked_pixels(served):
@@ -130,6 +143,17 @@ def test_repair_with_a_mask_rewrites_only_the_masked_pixels(served):
 
 def _real(root: Path) -> Path:
     return sorted((root / "data" / "real" / "images").glob("*.png"))[0]
+
+
+def _called_real(url: str, root: Path) -> Path:
+    """A real image the served detector calls real (the threshold leaves most real images there)."""
+    paths = sorted((root / "data" / "real" / "images").glob("*.png"))[:32]
+    for start in range(0, len(paths), LIMITS["max_images"]):
+        chunk = paths[start:start + LIMITS["max_images"]]
+        for path, answer in zip(chunk, _detect(url, [p.read_bytes() for p in chunk])):
+            if answer["verdict"] == "real":
+                return path
+    raise AssertionError("the served detector calls 32 real images fake")
 
 
 def _detect(url: str, files: list[bytes]) -> list[dict]:
@@ -320,6 +344,14 @@ def test_web_page_in_headless_chromium_shows_score_map_and_repair(served):
             return lit; }""")
         assert drawn > 0  # the image and its defect map were painted
         assert not page.is_visible("#error")
+        # the map's caption agrees with the verdict: defects only on an image called generated
+        regions = {"generated": "defects", "real": "highest-scoring"}[page.text_content("#verdict")]
+        assert page.get_attribute("#defect-note", "data-regions") == regions
+        page.set_input_files("#file", str(_called_real(served["url"], served["root"])))
+        page.wait_for_function("document.getElementById('history').dataset.verdict === 'real'", timeout=30_000)
+        page.wait_for_selector("#overlay[data-ready='1']", timeout=30_000)
+        assert page.get_attribute("#defect-note", "data-regions") == "highest-scoring"
+        assert page.text_content("#defect-note").startswith("no defect marked: the image as a whole is called real")
         # a heavily compressed upload: the page says uncertain, and why
         q30 = served["base"] / "q30.jpg"
         Image.open(_real(served["root"])).save(q30, "JPEG", quality=30)
