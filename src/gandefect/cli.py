@@ -565,8 +565,11 @@ def _print_repair_evaluation(evaluation) -> None:
         table.add_row(name, *[f"{row[c]:.3f}" if c not in ("outside_mask_change",) else f"{row[c]:.0f}" for c in cols])
     out.print(table)
     m = evaluation.metrics
-    out.print(f"psnr_mask on spliced test: repairer {m['psnr_mask']:.2f} dB, mean fill {m['psnr_mask_mean_fill']:.2f} dB, "
-              f"biharmonic {m['psnr_mask_biharmonic']:.2f} dB")
+    if "psnr_mask" in m.missing:
+        out.print(f"psnr_mask on spliced test: missing ({m.missing['psnr_mask']})")
+    else:
+        out.print(f"psnr_mask on spliced test: repairer {m['psnr_mask']:.2f} dB, mean fill {m['psnr_mask_mean_fill']:.2f} dB, "
+                  f"biharmonic {m['psnr_mask_biharmonic']:.2f} dB")
     out.print(f"report {evaluation.report}")
 
 

@@ -162,3 +162,17 @@ def test_the_repairer_steps_its_critic_by_the_loss_entry_penalty_share_included(
     finally:
         del losses.REGISTRY["wgan-gp-counted"]
     assert penalty.calls == [(8, 8)] * 2 * 2  # 2 batches x n_critic, on half of each batch and its masks
+
+
+def test_in_mask_psnr_without_spliced_test_images_is_missing_with_the_reason(tmp_path):
+    from gandefect.config import load_config
+    from gandefect.stages.repair import SPLICED_FIGURES, _spliced_psnr
+    from tests.conftest import write_params
+
+    cfg = load_config(write_params(tmp_path))
+    spliced = tmp_path / "data" / "spliced"
+    spliced.mkdir(parents=True)
+    (spliced / "manifest.csv").write_text("path,mask_path,split,kind,area,real_sha256,generator\n")
+    figures, rows = _spliced_psnr(cfg, repairer=None)  # nothing to repair: the repairer is never asked
+    assert rows == [] and set(figures.missing) == set(SPLICED_FIGURES)
+    assert figures.missing["psnr_gain"] == "0 spliced test images (a figure needs at least 1)"

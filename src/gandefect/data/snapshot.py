@@ -78,12 +78,15 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+MIN_EVAL_IMAGES = 2  # a distance between two sets of images (FID) needs two images in each
+
+
 def least_images(cfg: Config) -> dict[str, int]:
     """The fewest real images the flow can use: in all (the data suite's `validation.min_images`),
     in train (a GAN batch: `gan.batch_size`), and in val and test (the threshold is chosen on val and
-    every figure judged on test: `gates.min_samples`)."""
-    return {"in all": cfg.validation.min_images, "train": cfg.gan.batch_size, "val": cfg.gates.min_samples,
-            "test": cfg.gates.min_samples}
+    every figure judged on test: `gates.min_samples`, and at least MIN_EVAL_IMAGES)."""
+    judged = max(cfg.gates.min_samples, MIN_EVAL_IMAGES)
+    return {"in all": cfg.validation.min_images, "train": cfg.gan.batch_size, "val": judged, "test": judged}
 
 
 def check_enough(cfg: Config, counts: dict[str, int], duplicates: int = 0) -> None:
@@ -99,7 +102,7 @@ def check_enough(cfg: Config, counts: dict[str, int], duplicates: int = 0) -> No
         f"too few distinct images for the flow: {', '.join(short)}. The snapshot would hold {have['in all']} "
         f"(train {have['train']}, val {have['val']}, test {have['test']}){repeats}. It needs at least {need['in all']} "
         f"distinct images (validation.min_images), {need['train']} in train (gan.batch_size) and {need['val']} in "
-        f"each of val and test (gates.min_samples); the splits are about {cfg.data.splits['train']:.0%} / "
+        f"each of val and test (gates.min_samples, at least {MIN_EVAL_IMAGES}); the splits are about {cfg.data.splits['train']:.0%} / "
         f"{cfg.data.splits['val']:.0%} / {cfg.data.splits['test']:.0%} of the images. Nothing was written or trained: "
         "add images (several --from folders at once) or lower those settings (e.g. --profile tiny).")
 

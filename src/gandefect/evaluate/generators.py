@@ -48,8 +48,9 @@ def _radii(feats: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def precision_recall(real_feats: torch.Tensor, fake_feats: torch.Tensor, k: int = 3) -> tuple[float, float]:
-    """Precision: share of fakes inside the real manifold (union of k-NN balls); recall: vice versa."""
-    real_r, fake_r = _radii(real_feats, k), _radii(fake_feats, k)
+    """Precision: share of fakes inside the real manifold (union of k-NN balls); recall: vice versa.
+    A set of at most k points takes all its other points as neighbours (k = n - 1)."""
+    real_r, fake_r = _radii(real_feats, min(k, len(real_feats) - 1)), _radii(fake_feats, min(k, len(fake_feats) - 1))
     d = torch.cdist(fake_feats, real_feats)  # [n_fake, n_real]
     precision = (d <= real_r[None, :]).any(dim=1).float().mean().item()
     recall = (d.T <= fake_r[None, :]).any(dim=1).float().mean().item()

@@ -20,6 +20,7 @@ from gandefect.data.snapshot import Progress, read_manifest
 from gandefect.errors import BadInputError
 from gandefect.evaluate import plots
 from gandefect.evaluate.features import FeatureExtractor
+from gandefect.evaluate.figures import Figures
 from gandefect.evaluate.generators import fid
 from gandefect.evaluate.repair import biharmonic, mean_fill, outside_change, psnr_in_mask
 from gandefect.lifecycle import gates, registry, tracking, versioning
@@ -112,7 +113,8 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
 def _evaluate_into_run(cfg: Config, summary: RepairSummary, net, progress: Progress | None) -> None:
     """Evaluate a registered repairer and record the figures on the active run and its version."""
     summary.evaluation = run_evaluate_repair(cfg, Repairer(net, hardware.resolve(cfg.device)), progress=progress)
-    mlflow.log_metrics({k: v for k, v in summary.evaluation.metrics.items() if np.isfinite(v)})
+    mlflow.log_metrics(summary.evaluation.metrics.finite())
+    mlflow.set_tags(summary.evaluation.metrics.missing_tags())  # what the data could not support, and why
     mlflow.log_dict(summary.evaluation.table.to_dict(orient="index"), "evaluation/per_generator.json")
     tracking.log_artifacts([summary.evaluation.report, *summary.evaluation.figures], "report")
     mlflow.MlflowClient().set_model_version_tag(REPAIRER_MODEL, summary.version, "psnr_mask",
@@ -135,26 +137,38 @@ def gate_figures(cfg: Config, version: str) -> tuple[dict[str, float], dict[str,
 # -- evaluation ------------------------------------------------------------------------------------
 @dataclass
 class RepairEvaluation:
-    metrics: dict[str, float]
+    metrics: Figures
     table: pd.DataFrame
     report: Path | None  # None when written without a report
     figures: list[Path] = field(default_factory=list)
 
 
-def _spliced_psnr(cfg: Config, repairer: Repairer) -> tuple[dict[str, float], list[tuple[str, list[np.ndarray]]]]:
+SPLICED_FIGURES = ("psnr_mask", "psnr_mask_mean_fill", "psnr_mask_biharmonic", "psnr_mask_pull_push",
+                   "psnr_mask_spliced_input", "spliced_outside_mask_change", "psnr_gain")
+
+
+def _spliced_psnr(cfg: Config, repairer: Repairer) -> tuple[Figures, list[tuple[str, list[np.ndarray]]]]:
     images, masks, manifest = load_spliced(cfg, "test")
+    figures = Figures(min_samples=cfg.gates.min_samples)
+    if not figures.enough("psnr_mask", {"spliced test images": len(images)}):
+        for key in SPLICED_FIGURES:
+            figures.lack(key, figures.missing["psnr_mask"])
+        return figures, []
     real = read_manifest(cfg.real_dir).set_index("sha256")
     original = load_pngs(real.loc[manifest["real_sha256"], "path"], cfg.real_dir, cfg.data.shape)
     repaired = repairer.inpaint(images, masks)
     filled, classical = mean_fill(images, masks), biharmonic(images, masks)
-    metrics = {"psnr_mask": psnr_in_mask(repaired, original, masks), "psnr_mask_mean_fill": psnr_in_mask(filled, original, masks),
-               "psnr_mask_biharmonic": psnr_in_mask(classical, original, masks),
-               "psnr_mask_pull_push": psnr_in_mask(pull_push(images, masks), original, masks),
-               "psnr_mask_spliced_input": psnr_in_mask(images, original, masks),
-               "spliced_outside_mask_change": float(outside_change(images, repaired, masks))}
+    figures.update({"psnr_mask": psnr_in_mask(repaired, original, masks),
+                    "psnr_mask_mean_fill": psnr_in_mask(filled, original, masks),
+                    "psnr_mask_biharmonic": psnr_in_mask(classical, original, masks),
+                    "psnr_mask_pull_push": psnr_in_mask(pull_push(images, masks), original, masks),
+                    "psnr_mask_spliced_input": psnr_in_mask(images, original, masks),
+                    "spliced_outside_mask_change": float(outside_change(images, repaired, masks))})
+    # what the learned repairer adds over the better of the two classical fills (dB; the gate's floor)
+    figures["psnr_gain"] = figures["psnr_mask"] - max(figures["psnr_mask_mean_fill"], figures["psnr_mask_biharmonic"])
     rows = [(f"spliced {i}", [images[i], masks[i].astype(np.float32), filled[i], classical[i], repaired[i], original[i]])
             for i in range(min(6, len(images)))]
-    return metrics, rows
+    return figures, rows
 
 
 def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_uri: str | None = None,
@@ -200,34 +214,35 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
     if progress:
         progress("repair evaluation", len(generators) + 1, len(generators) + 1)
     j_real = judge.score(real_test)
-    metrics = {
-        **spliced,
+    metrics = spliced
+    metrics.update({
         "outside_mask_change": float(table["outside_mask_change"].max()),
         "worst_fid_ratio": float(table["fid_ratio"].max()), "worst_judge_ratio": float(table["judge_ratio"].max()),
         "judge_pfake_real_test": float(j_real.mean()),
         "judge_flagged_real_test": float((j_real >= judge.threshold).mean()),
         **{f"{k}_{loss}": float(v) for loss, row in table.iterrows() for k, v in row.items()
            if k in ("fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after")},
-    }
-    # what the learned repairer adds over the better of the two classical fills (dB; the gate's floor)
-    metrics["psnr_gain"] = metrics["psnr_mask"] - max(metrics["psnr_mask_mean_fill"], metrics["psnr_mask_biharmonic"])
+    })
     if not write_report:
         return RepairEvaluation(metrics, table, None, [])
     out = cfg.report_dir / "repair"
     out.mkdir(parents=True, exist_ok=True)
-    figures = [
-        plots.panel_grid(grid, ["input", "defect map", "mask", "repaired"], out / "repair-grid.png",
-                         "generated samples: input | defect map | mask (all passes) | repaired"),
-        plots.panel_grid(spliced_rows, ["spliced", "true mask", "mean fill", "biharmonic", "repairer", "original"],
-                         out / "spliced-grid.png", "spliced test images repaired inside the true mask"),
-    ]
+    figures = [plots.panel_grid(grid, ["input", "defect map", "mask", "repaired"], out / "repair-grid.png",
+                                "generated samples: input | defect map | mask (all passes) | repaired")]
+    if spliced_rows:
+        figures.append(plots.panel_grid(spliced_rows, ["spliced", "true mask", "mean fill", "biharmonic", "repairer",
+                                                       "original"], out / "spliced-grid.png",
+                                        "spliced test images repaired inside the true mask"))
     report = _write_report(cfg, table, metrics, figures, out)
     return RepairEvaluation(metrics, table, report, figures)
 
 
-def _write_report(cfg: Config, table: pd.DataFrame, metrics: dict[str, float], figures: list[Path], out: Path) -> Path:
+def _write_report(cfg: Config, table: pd.DataFrame, metrics: Figures, figures: list[Path], out: Path) -> Path:
+    def shown(key: str, fmt: str = ".2f") -> str:
+        return f"missing ({metrics.missing[key]})" if key in metrics.missing else format(metrics[key], fmt)
+
     table.to_csv(out / "repair.csv", lineterminator="\n")
-    (out / "repair.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "repair.json").write_text(json.dumps({**metrics.finite(), "missing": metrics.missing}, indent=2) + "\n")
     cols = ["fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after", "judge_ratio",
             "judge_flagged_before", "judge_flagged_after", "detector_pfake_before", "detector_pfake_after",
             "mask_area", "iterations", "outside_mask_change"]
@@ -240,14 +255,14 @@ def _write_report(cfg: Config, table: pd.DataFrame, metrics: dict[str, float], f
         table[cols].to_markdown(floatfmt=".3f"), "",
         "## In-mask PSNR on the spliced test images (dB, pooled over all masked pixels)", "",
         "| method | psnr_mask |", "|---|---|",
-        f"| spliced input (generated content) | {metrics['psnr_mask_spliced_input']:.2f} |",
-        f"| mean fill | {metrics['psnr_mask_mean_fill']:.2f} |",
-        f"| skimage inpaint_biharmonic | {metrics['psnr_mask_biharmonic']:.2f} |",
-        f"| gandefect repairer | **{metrics['psnr_mask']:.2f}** |",
+        f"| spliced input (generated content) | {shown('psnr_mask_spliced_input')} |",
+        f"| mean fill | {shown('psnr_mask_mean_fill')} |",
+        f"| skimage inpaint_biharmonic | {shown('psnr_mask_biharmonic')} |",
+        f"| gandefect repairer | **{shown('psnr_mask')}** |",
         f"| the repairer's pull-push fill alone (its starting point; not a gate baseline) | "
-        f"{metrics['psnr_mask_pull_push']:.2f} |", "",
-        f"Largest change outside the masks: {int(metrics['outside_mask_change'])} (generated), "
-        f"{int(metrics['spliced_outside_mask_change'])} (spliced).", "",
+        f"{shown('psnr_mask_pull_push')} |", "",
+        f"Largest change outside the masks: {shown('outside_mask_change', '.0f')} (generated), "
+        f"{shown('spliced_outside_mask_change', '.0f')} (spliced).", "",
         "## Figures", "", *[f"![{p.stem}]({p.name})" for p in figures],
     ]
     path = out / "repair.md"
