@@ -53,9 +53,9 @@ def test_ingest_versions_validates_and_tracks_the_default_data(project):
 
 
 def test_ingest_from_folder_reports_quarantined_files(project, tmp_path):
-    folder = make_image_folder(tmp_path / "upload", n_good=20, n_corrupt=3)
+    folder = make_image_folder(tmp_path / "upload", n_good=40, n_corrupt=3)  # enough for the tiny flow
     proc = run_cli(project, "ingest", "--from", str(folder), check=True)
-    assert "20 new" in proc.stdout and "3 quarantined" in proc.stdout
+    assert "40 new" in proc.stdout and "3 quarantined" in proc.stdout
     quarantine = (project / "reports" / "ingest-quarantine.csv").read_text().splitlines()
     assert len(quarantine) == 1 + 3 and all("broken" in line for line in quarantine[1:])
 

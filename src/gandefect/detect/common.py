@@ -34,6 +34,10 @@ class Labeled:
         """The rows where `keep` (a boolean mask or indices) holds, in order."""
         return Labeled(self.images[keep], self.labels[keep], self.generators[keep])
 
+    def class_counts(self) -> np.ndarray:
+        """(real images, generated images)."""
+        return np.bincount(self.labels, minlength=2)
+
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
@@ -101,7 +105,7 @@ class Detector(ABC):
     def calibrate(self, val: Labeled, groups: np.ndarray | None = None, fpr_target: float | None = None) -> "Detector":
         """Fit Platt scaling on validation raw scores, then pick the threshold there: balanced
         accuracy on one split, or the `fpr_target` rule on a mix with `groups`."""
-        counts = np.bincount(val.labels, minlength=2)
+        counts = val.class_counts()
         if counts.min() == 0:
             raise BadInputError(f"the validation split holds {counts[0]} real and {counts[1]} generated images: "
                                 "calibration needs both; ingest more images")

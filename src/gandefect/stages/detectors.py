@@ -156,8 +156,7 @@ WILD_PROCESSES_FROM = 20_000  # encoded images (the default data's test set alon
 def _check_both_classes(splits: dict[str, Labeled]) -> None:
     """Training and calibration need real and generated images in train and val: a BadInputError
     naming what is short, before anything is trained."""
-    short = {name: np.bincount(split.labels, minlength=2) for name, split in splits.items()}
-    short = {name: counts for name, counts in short.items() if counts.min() == 0}
+    short = {name: split.class_counts() for name, split in splits.items() if split.class_counts().min() == 0}
     if short:
         what = "; ".join(f"{name}: {c[0]} real and {c[1]} generated images" for name, c in short.items())
         raise BadInputError(f"the detectors need real and generated images in train and val, and have {what}. "
@@ -263,14 +262,12 @@ def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress |
     data and the seed, so the figures do not depend on the order they finish in."""
     fams = sorted(set(_families(data.train)) - {"real"})
     train = capped(data.train, cfg.detect.loo_fakes_per_generator, cfg.seed)
-    results: dict[str, tuple[Figures, list[str]]] = {}
-    jobs = {held: _held_out(cfg, train, data, held) for held in fams}
-    for held, job in list(jobs.items()):
-        # the only family with samples in train or val: without it there is nothing to learn "generated" from
-        if min(np.bincount(job.train.labels, minlength=2).min(), np.bincount(job.val_mix.labels, minlength=2).min()) == 0:
-            results[held] = (_not_held_out(cfg, held), [])
-            del jobs[held]
-    workers = loo_workers(cfg, len(jobs), len(train.labels))
+    # the only family with samples in train or val: without it there is nothing to learn "generated" from
+    others = [set(_families(split)) - {"real"} for split in (train, data.val_mix)]
+    results: dict[str, tuple[Figures, list[str]]] = {held: (_not_held_out(cfg, held), []) for held in fams
+                                                       if any(not (families - {held}) for families in others)}
+    held_out = [held for held in fams if held not in results]
+    workers = loo_workers(cfg, len(held_out), len(train.labels))
 
     def done(held: str, result: tuple[Figures, list[str]]) -> None:
         results[held] = result
@@ -278,13 +275,14 @@ def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress |
             progress(f"leave-one-out {family}", len(results), len(fams))
 
     if workers == 1:
-        for held, job in jobs.items():
-            done(held, fit_held_out(cfg, family, job))
+        for held in held_out:
+            done(held, fit_held_out(cfg, family, _held_out(cfg, train, data, held)))
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
         # spawn: a forked child of a process whose torch threads already ran can deadlock
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(fit_held_out, cfg, family, job, threads): held for held, job in jobs.items()}
+            futures = {pool.submit(fit_held_out, cfg, family, _held_out(cfg, train, data, held), threads): held
+                       for held in held_out}
             for future in as_completed(futures):
                 done(futures[future], future.result())
     metrics = Figures(min_samples=cfg.gates.min_samples)
