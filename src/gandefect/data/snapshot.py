@@ -104,7 +104,8 @@ def check_enough(cfg: Config, counts: dict[str, int], duplicates: int = 0) -> No
         f"distinct images (validation.min_images), {need['train']} in train (gan.batch_size) and {need['val']} in "
         f"each of val and test (gates.min_samples, at least {MIN_EVAL_IMAGES}); the splits are about {cfg.data.splits['train']:.0%} / "
         f"{cfg.data.splits['val']:.0%} / {cfg.data.splits['test']:.0%} of the images. Nothing was written or trained: "
-        "add images (several --from folders at once) or lower those settings (e.g. --profile tiny).")
+        "add images (several --from folders at once) or lower those settings"
+        + (" (e.g. --profile tiny, for a trial run)." if cfg.profile != "tiny" else "."))
 
 
 def _collect(source: src.Source, cfg: Config, known: set[str], progress: Progress | None):
