@@ -419,14 +419,16 @@ def summarize_unseen(metrics: Figures, new: set[str]) -> None:
     metrics.worst("tpr_unseen_min", [k for k in list(metrics) if k.startswith("tpr_unseen_wild_")])
 
 
-def gate_figures(cfg: Config, version: str, name: str = DETECTOR_MODEL) -> tuple[dict[str, float], dict[str, float] | None]:
+def gate_figures(cfg: Config, version: str, name: str = DETECTOR_MODEL) -> tuple[Figures, Figures | None]:
     """Version `version` of `name` and the champion, both evaluated on today's data, for a gate run
-    on its own (`gandefect gate`); leave-one-out figures come from the version's own run."""
+    on its own (`gandefect gate`); leave-one-out figures (and why any is missing) come from the
+    version's own run."""
     tracking.setup(cfg)
     data = prepare_eval_data(cfg)
     logged = gates.version_metrics(name, version)
-    candidate = {**{k: v for k, v in logged.items() if gates.recorded_only(k)},
-                 **evaluate_served(cfg, load_detector(f"models:/{name}/{version}", hardware.resolve(cfg.device)), data)}
+    candidate = Figures({k: v for k, v in logged.items() if gates.recorded_only(k)})
+    candidate.missing.update({k: why for k, why in logged.missing.items() if gates.recorded_only(k)})
+    candidate.update(evaluate_served(cfg, load_detector(f"models:/{name}/{version}", hardware.resolve(cfg.device)), data))
     champion = gates.alias_version(name, gates.CHAMPION)
     if champion is None or champion == str(version):
         return candidate, None

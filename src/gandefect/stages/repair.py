@@ -121,7 +121,7 @@ def _evaluate_into_run(cfg: Config, summary: RepairSummary, net, progress: Progr
                                                 f"{summary.evaluation.metrics['psnr_mask']:.3f}")
 
 
-def gate_figures(cfg: Config, version: str) -> tuple[dict[str, float], dict[str, float] | None]:
+def gate_figures(cfg: Config, version: str) -> tuple[Figures, Figures | None]:
     """Repairer version `version` and the champion, both evaluated on today's samples with the
     served detector, for a gate run on its own (`gandefect gate --model gandefect-repairer`)."""
     tracking.setup(cfg)
