@@ -23,11 +23,9 @@ from gandefect import hardware
 from gandefect.config import load_config
 from gandefect.data.datasets import load_split
 from gandefect.evaluate.generators import generator_metrics
-from gandefect.gan import families as family_registry
-from gandefect.gan import losses as loss_registry
-from gandefect.gan.trainer import Callback, GANTrainer, TrainSettings, VAETrainer
+from gandefect.gan.trainer import Callback, TrainSettings
 from gandefect.lifecycle import tracking, versioning
-from gandefect.stages.gans import (MAX_FID_RATIO, MIN_ENTROPY_RATIO, _samples, ensure_feature_net, model_config,
+from gandefect.stages.gans import (MAX_FID_RATIO, MIN_ENTROPY_RATIO, _samples, build_trainer, ensure_feature_net,
                                    untrained_metrics, zoo_members)
 
 
@@ -81,19 +79,12 @@ def main() -> None:
     print(f"targets: fid_ratio <= {MAX_FID_RATIO}" + (f", class_entropy_ratio >= {MIN_ENTROPY_RATIO}" if labelled else ""))
     print(f"{'member':<14} {'configured':>10} {'least meeting':>14} {'s (configured)':>15} {'s (least)':>10}  curve")
     for name in args.members or zoo_members(cfg):
-        family = family_registry.FAMILIES.get(name)
         budget = g.steps_for(name)
         steps = int(budget * args.max_factor)
         settings = TrainSettings(steps, g.batch_size, cfg.seed, (), 10**9, device=device,
                                  bf16=hardware.use_bf16(cfg.precision, device, on_cpu=False))
         probe = _Probe(args.every, measure)
-        if family and family.kind == "vae":
-            torch.manual_seed(cfg.seed)
-            trainer = VAETrainer(family_registry.VAE(model_config(cfg)), settings, family.lr, family.beta, None, probe)
-        else:
-            loss = loss_registry.get(family.loss if family else name)
-            kw = {"generator": family.generator, "discriminator": family.discriminator} if family else {}
-            trainer = GANTrainer(loss, model_config(cfg), settings, None, probe, **kw)
+        trainer = build_trainer(cfg, name, settings, None, probe)
         probe.trainer = trainer
         trainer.fit(train.images)
         rows = probe.rows

@@ -90,7 +90,7 @@ class VersioningConfig(_Section):
 class GANConfig(_Section):
     losses: list[str] | None = None  # names in gandefect.gan.losses; None: every registered loss
     # generators built another way than the DCGANs (gandefect.gan.families): held out family by family
-    families: list[str] = ["vae", "mlpgan", "resizegan"]
+    families: list[str] = ["vae", "mlpgan", "resizegan", "ddpm", "rectflow"]
     generator_steps: int = Field(700, ge=1)  # generator updates per GAN
     # Per-loss overrides: critic losses pay n_critic discriminator steps per generator update.
     generator_steps_by_loss: dict[str, int] = {}

@@ -19,7 +19,7 @@ from tests.conftest import copy_project, make_project, run_cli
 
 LIMITS = {"max_upload_mb": 0.5, "max_pixels": 4_000_000, "max_images": 8}
 LOSSES = ["minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"]
-FAMILIES = ["vae", "mlpgan", "resizegan"]  # generators built another way than the DCGANs
+FAMILIES = ["vae", "mlpgan", "resizegan", "ddpm", "rectflow"]  # generators built another way than the DCGANs
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,9 @@ another way:
 - `mlpgan`: a fully-connected GAN (Goodfellow et al. 2014's architecture): no convolution and no
   up-sampling layer at all, hinge loss;
 - `resizegan`: a GAN whose generator up-samples by nearest-neighbour resize + convolution
-  (Odena et al. 2016's fix for checkerboard artefacts), non-saturating loss.
+  (Odena et al. 2016's fix for checkerboard artefacts), non-saturating loss;
+- `ddpm` and `rectflow`: diffusion-style models (gandefect.gan.diffusion), an image made by many
+  small denoising steps of a U-Net: a DDPM sampled by DDIM, a rectified flow in a few Euler steps.
 
 Each is one entry of `FAMILIES`: adding a family is adding an entry (and its modules).
 """
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gandefect.errors import BadInputError
+from gandefect.gan.diffusion import DDPM, RectifiedFlow
 from gandefect.gan.models import DCGANConfig, Discriminator, noise
 
 
@@ -120,7 +123,8 @@ def vae_loss(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: tor
 @dataclass(frozen=True)
 class Family:
     """A way of making images the zoo lacks. kind `gan`: trained by the GAN trainer with `loss`
-    and these modules; kind `vae`: trained by the VAE loop."""
+    and these modules; kind `vae`: trained by the VAE loop; kind `diffusion`: `generator` is the
+    model (its own loss and sampler), trained by the diffusion loop."""
 
     name: str
     kind: str
@@ -128,13 +132,16 @@ class Family:
     loss: str | None = None
     generator: type | None = None
     discriminator: type | None = None
-    lr: float = 1e-3  # VAE only
+    lr: float = 1e-3  # VAE and diffusion
     beta: float = 1.0  # VAE only: weight of the KL term
+    width: int = 16  # diffusion only: the U-Net's feature maps at full resolution
+    sample_steps: int = 0  # diffusion only: denoising steps per image
 
     def settings(self) -> dict:
         return {"name": self.name, "kind": self.kind, "loss": self.loss, "lr": self.lr, "beta": self.beta,
                 "generator": getattr(self.generator, "__name__", None),
-                "discriminator": getattr(self.discriminator, "__name__", None)}
+                "discriminator": getattr(self.discriminator, "__name__", None),
+                **({"width": self.width, "sample_steps": self.sample_steps} if self.kind == "diffusion" else {})}
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
@@ -143,6 +150,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            generator=MLPGenerator, discriminator=MLPDiscriminator),
     Family("resizegan", "gan", "GAN with nearest-neighbour resize + convolution up-sampling", loss="nonsaturating",
            generator=ResizeGenerator, discriminator=Discriminator),
+    Family("ddpm", "diffusion", "denoising diffusion (DDPM noise prediction), deterministic DDIM sampler",
+           generator=DDPM, lr=2e-3, sample_steps=25),
+    Family("rectflow", "diffusion", "rectified flow (flow matching), few-step Euler sampler",
+           generator=RectifiedFlow, lr=2e-3, sample_steps=8),
 ]}
 
 

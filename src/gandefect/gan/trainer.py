@@ -195,24 +195,27 @@ class GANTrainer(_Loop):
         return metrics
 
 
-class VAETrainer(_Loop):
-    """The training loop of a VAE generator family: same settings, checkpoints and callbacks as
-    GANTrainer (one step = one batch; `generator_steps` = steps); `G` is the decoder."""
+class _OneModelLoop(_Loop):
+    """One model trained by its own loss with Adam: same settings, checkpoints and callbacks as
+    GANTrainer (one step = one batch; `generator_steps` = steps); `G` is what draws images."""
 
-    def __init__(self, vae, settings: TrainSettings, lr: float, beta: float,
-                 checkpoint_dir: Path | None = None, callback: Callback | None = None):
-        self.vae, self.settings, self.beta, self.loss_fn = vae, settings, beta, vae_loss
+    STATE_KEY = "model"  # the model's entry in a checkpoint
+
+    def __init__(self, model, sampler, settings: TrainSettings, lr: float, checkpoint_dir: Path | None = None,
+                 callback: Callback | None = None):
+        self.model, self.G, self.settings = model, sampler, settings
         self.callback, self.checkpoint_dir = callback or Callback(), checkpoint_dir
-        self.vae.to(settings.device, memory_format=torch.channels_last)
-        self.G = vae.decoder
-        self.opt = torch.optim.Adam(vae.parameters(), lr=lr)
+        self.model.to(settings.device, memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(model.parameters(), lr=lr)
         self.step = self.generator_steps = 0
 
+    def loss(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]: ...
+
     def state_dict(self) -> dict:
-        return {"vae": self.vae.state_dict(), "opt": self.opt.state_dict(), "step": self.step}
+        return {self.STATE_KEY: self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step}
 
     def load_state(self, state: dict) -> None:
-        self.vae.load_state_dict(state["vae"])
+        self.model.load_state_dict(state[self.STATE_KEY])
         self.opt.load_state_dict(state["opt"])
         self.step = self.generator_steps = state["step"]
 
@@ -220,12 +223,39 @@ class VAETrainer(_Loop):
         return self.settings.generator_steps
 
     def train_mode(self, on: bool) -> None:
-        self.vae.train(on)
+        self.model.train(on)
 
     def train_step(self, real: torch.Tensor) -> dict[str, float]:
-        loss, metrics = self.loss_fn(real, *self.vae(real), self.beta)
+        with hardware.autocast(self.settings.bf16, real.device):
+            loss, metrics = self.loss(real)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.generator_steps += 1
         return {"loss": loss.item(), **metrics}
+
+
+class VAETrainer(_OneModelLoop):
+    """The training loop of a VAE generator family (negative ELBO); `G` is the decoder."""
+
+    STATE_KEY = "vae"
+
+    def __init__(self, vae, settings: TrainSettings, lr: float, beta: float,
+                 checkpoint_dir: Path | None = None, callback: Callback | None = None):
+        super().__init__(vae, vae.decoder, settings, lr, checkpoint_dir, callback)
+        self.vae, self.beta = vae, beta
+
+    def loss(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return vae_loss(real, *self.vae(real), self.beta)
+
+
+class DiffusionTrainer(_OneModelLoop):
+    """The training loop of a diffusion-style family (gandefect.gan.diffusion): its own loss on
+    every batch; `G` is the model, whose forward samples images."""
+
+    def __init__(self, model, settings: TrainSettings, lr: float, checkpoint_dir: Path | None = None,
+                 callback: Callback | None = None):
+        super().__init__(model, model, settings, lr, checkpoint_dir, callback)
+
+    def loss(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.model.loss(real), {}

@@ -26,7 +26,7 @@ from gandefect.evaluate.generators import generator_metrics
 from gandefect.gan import families as family_registry
 from gandefect.gan import losses as loss_registry
 from gandefect.gan.models import DCGANConfig, Generator, init_weights, noise
-from gandefect.gan.trainer import Callback, GANTrainer, TrainSettings, VAETrainer
+from gandefect.gan.trainer import Callback, DiffusionTrainer, GANTrainer, TrainSettings, VAETrainer
 from gandefect.errors import BadInputError
 from gandefect.lifecycle import registry, tracking, versioning
 from gandefect.names import FEATURE_MODEL, GAN_EXPERIMENT, generator_model
@@ -176,6 +176,23 @@ def untrained_metrics(cfg: Config, net: FeatureNet, test: Split) -> dict[str, fl
                              device=hardware.resolve(cfg.device))
 
 
+def build_trainer(cfg: Config, name: str, settings: TrainSettings, checkpoint_dir: Path | None = None,
+                  callback: Callback | None = None):
+    """The training loop of zoo member `name` (a loss of the DCGAN zoo or another family), seeded."""
+    family = family_registry.FAMILIES.get(name)
+    if family is None:
+        return GANTrainer(loss_registry.get(name), model_config(cfg), settings, checkpoint_dir, callback)
+    if family.kind == "gan":
+        return GANTrainer(loss_registry.get(family.loss), model_config(cfg), settings, checkpoint_dir, callback,
+                          family.generator, family.discriminator)
+    torch.manual_seed(cfg.seed)  # the model's initial weights
+    if family.kind == "vae":
+        return VAETrainer(family_registry.VAE(model_config(cfg)), settings, family.lr, family.beta, checkpoint_dir,
+                          callback)
+    model = family.generator(model_config(cfg), width=family.width, sample_steps=family.sample_steps)
+    return DiffusionTrainer(model, settings, family.lr, checkpoint_dir, callback)
+
+
 def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: FeatureNet,
               baseline: dict[str, float], version: str, resume: bool = False,
               parent_run_id: str | None = None, flow_run_id: str | None = None,
@@ -183,7 +200,7 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
     """Train one GAN with MLflow tracking, evaluate it, register its generator; returns its metrics."""
     member_settings(loss_name)
     family = family_registry.FAMILIES.get(loss_name)
-    loss = None if family and family.kind == "vae" else loss_registry.get(family.loss if family else loss_name)
+    loss = None if family and family.kind != "gan" else loss_registry.get(family.loss if family else loss_name)
     g = cfg.gan
     ckpt_dir = cfg.path(g.checkpoint_dir) / loss_name
     run_file = ckpt_dir / RUN_ID_FILE
@@ -210,17 +227,9 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
                                    "optimizer": loss.optimizer.name, "optimizer.lr": loss.optimizer.lr,
                                    "optimizer.betas": loss.optimizer.betas, "disc_norm": loss.disc_norm,
                                    **{f"loss.penalty.{k}": v for k, v in loss.penalty_settings().items()}})
-        z = torch.randn(g.grid_samples, g.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
-        callback = _Tracker(mlflow.MlflowClient(), run.info.run_id, z, loss_name, progress)
-        if family and family.kind == "vae":
-            torch.manual_seed(cfg.seed)
-            trainer = VAETrainer(family_registry.VAE(model_config(cfg)), settings, family.lr, family.beta,
-                                 ckpt_dir, callback)
-        elif family:
-            trainer = GANTrainer(loss, model_config(cfg), settings, ckpt_dir, callback,
-                                 family.generator, family.discriminator)
-        else:
-            trainer = GANTrainer(loss, model_config(cfg), settings, ckpt_dir, callback)
+        trainer = build_trainer(cfg, loss_name, settings, ckpt_dir)
+        z = noise(trainer.G, g.grid_samples, torch.Generator().manual_seed(cfg.seed)).to(hardware.CPU)
+        trainer.callback = _Tracker(mlflow.MlflowClient(), run.info.run_id, z, loss_name, progress)
         started = time.perf_counter()
         result = trainer.fit(train.images, resume=resume)
         seconds = time.perf_counter() - started
