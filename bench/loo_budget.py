@@ -35,7 +35,7 @@ def main() -> None:
     t0 = time.perf_counter()
     data = stage.prepare_eval_data(base)
     print(f"evaluation data built in {time.perf_counter() - t0:.0f} s", flush=True)
-    test_families = stage._families(data.test)
+    test_families = data.test.families
     if args.family not in set(test_families):
         raise SystemExit(f"no generator family {args.family!r} in the test fakes; there are: "
                          + ", ".join(sorted(set(test_families) - {"real"})))

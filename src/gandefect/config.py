@@ -184,6 +184,8 @@ class DetectConfig(_Section):
     families: list[str] | None = None  # names in gandefect.detect.families; None: every registered family
     leave_one_out: bool = True
     loo_fakes_per_generator: int = Field(800, ge=1)  # training images per generator of a leave-one-out model
+    # real train images refined by each diffusion member into its aligned set (training only; 0: none)
+    aligned_per_generator: int = Field(1000, ge=0)
     cnn: CNNDetectorConfig = CNNDetectorConfig()
     spectral: SpectralDetectorConfig = SpectralDetectorConfig()
     wild: WildConfig = WildConfig()

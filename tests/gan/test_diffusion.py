@@ -40,3 +40,22 @@ def test_a_diffusion_member_learns_its_data(name):
     with torch.no_grad():
         error = (model.eval().sample(16, torch.Generator().manual_seed(1)) - target).abs().mean()
     assert error < 0.15 < untrained, (float(error), float(untrained))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_an_aligned_fake_keeps_its_real_twin_s_content_and_carries_the_model_s_trace(name):
+    """`refine` (the aligned path): a real image noised part of the way and denoised by the model
+    stays nearest its own twin among the real images, and is not that image."""
+    torch.manual_seed(0)
+    ramp = torch.linspace(-0.9, 0.9, 8)
+    real = torch.stack([ramp.view(1, 8).expand(8, 8), ramp.view(8, 1).expand(8, 8),
+                        -ramp.view(1, 8).expand(8, 8), -ramp.view(8, 1).expand(8, 8)])[:, None]
+    model = MODELS[name](DCGANConfig(image_size=8, channels=1))
+    DiffusionTrainer(model, TrainSettings(generator_steps=250, batch_size=16, early_epochs=()), lr=3e-3).fit(real.repeat(8, 1, 1, 1))
+    with torch.no_grad():
+        z = noise(model.eval(), len(real), torch.Generator().manual_seed(5))
+        aligned = model.refine(real, 0.35, z)
+        assert torch.equal(aligned, model.refine(real, 0.35, z))  # a function of the image and the noise
+    distances = torch.cdist(aligned.flatten(1), real.flatten(1))
+    assert torch.equal(distances.argmin(1), torch.arange(len(real)))  # the same content as its twin
+    assert (aligned - real).abs().flatten(1).amax(1).min() > 2 / 255  # ... but not the twin: the model drew it

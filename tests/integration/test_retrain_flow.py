@@ -37,6 +37,9 @@ def test_the_gan_zoo_part_of_the_flow_runs_alone_in_worker_processes(trained):
     assert parent.data.tags["data_version"] == result.data_version
     for loss in result.zoo:
         assert client.get_registered_model(f"gandefect-generator-{loss}")
+    for run in gans:  # every member, the diffusion ones too, has its FID and its sample grid
+        assert "fid" in run.data.metrics and "samples/final.png" in {a.path for a in client.list_artifacts(
+            run.info.run_id, "samples")}, run.data.tags["mlflow.runName"]
     assert [Path(p).name for p in result.reports] and all(Path(p).is_file() for p in result.reports)
     assert all(Path(p).name.startswith("retrain-") for p in result.reports)
     assert (project / "reports" / "gan-zoo.csv").read_text().count("\n") == 1 + len(LOSSES + FAMILIES)  # one report, every generator

@@ -18,21 +18,34 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from gandefect.data.fakes import family_of
 from gandefect.errors import BadInputError
 from gandefect.hardware import CPU
 
 
 @dataclass
 class Labeled:
-    """Images with labels (1 = generated) and, for fakes, the generator that made them."""
+    """Images with labels (1 = generated) and, for fakes, the generator that made them and its
+    family: how it is built, what leave-one-family-out holds out (default: the generator's own
+    name, early checkpoints with their generator)."""
 
     images: np.ndarray  # uint8, N,H,W or N,H,W,3
     labels: np.ndarray  # int, 0 real / 1 fake
     generators: np.ndarray  # str, "real" for real images
+    families: np.ndarray | None = None  # str, "real" for real images
+
+    def __post_init__(self) -> None:
+        if self.families is None:
+            self.families = np.array([g if g == "real" else family_of(g) for g in self.generators.tolist()], dtype=object)
 
     def subset(self, keep: np.ndarray) -> "Labeled":
         """The rows where `keep` (a boolean mask or indices) holds, in order."""
-        return Labeled(self.images[keep], self.labels[keep], self.generators[keep])
+        return Labeled(self.images[keep], self.labels[keep], self.generators[keep], self.families[keep])
+
+    def tiled(self, times: int, images: np.ndarray) -> "Labeled":
+        """`times` copies of these rows (labels, generators, families) over `images`, e.g. the same
+        set under several conditions, stacked."""
+        return Labeled(images, np.tile(self.labels, times), np.tile(self.generators, times), np.tile(self.families, times))
 
     def class_counts(self) -> np.ndarray:
         """(real images, generated images)."""

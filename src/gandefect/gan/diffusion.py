@@ -8,6 +8,11 @@ pass of a decoder.
   the velocity x1 - x0 along straight paths from noise x0 to an image x1; images are drawn by
   `sample_steps` Euler steps (few: the straighter the paths, the fewer it needs).
 
+`refine(x, strength, z)` is the aligned path (SDEdit, Meng et al. 2022; the "aligned" training
+sets of B-Free and Rajan et al. 2025): a real image noised part of the way and denoised by the
+model keeps its content and gains the model's generation traces, so a detector trained on the
+pair learns the traces rather than what the images show.
+
 Both are modules whose `forward(z)` maps flat noise (`cfg.z_dim` = C*H*W, drawn by
 `gandefect.gan.models.noise` like every generator's) to images in [-1, 1], so the fake sets,
 the registry and serving treat them as any generator; `loss(x)` is their training objective.
@@ -123,12 +128,23 @@ class DDPM(_NoiseToImage):
         return F.mse_loss(pred.float(), eps)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self._image(z)
-        steps = torch.linspace(self.TIMESTEPS - 1, 0, self.sample_steps, device=z.device).round().long()
+        return self._denoise(self._image(z), self.TIMESTEPS - 1, self.sample_steps)
+
+    def refine(self, x: torch.Tensor, strength: float, z: torch.Tensor) -> torch.Tensor:
+        """`x` noised to step strength * T with noise `z` (flat, as `noise` draws it), then DDIM back
+        to 0 in a proportional share of `sample_steps`."""
+        t = max(1, round(strength * (self.TIMESTEPS - 1)))
+        a = self.alpha_bar[t]
+        noisy = a.sqrt() * x + (1 - a).sqrt() * self._image(z)
+        return self._denoise(noisy, t, max(2, round(strength * self.sample_steps)))
+
+    def _denoise(self, x: torch.Tensor, start: int, n_steps: int) -> torch.Tensor:
+        """DDIM (eta = 0) from step `start` to 0 in `n_steps` steps."""
+        steps = torch.linspace(start, 0, n_steps, device=x.device).round().long()
         for i, t in enumerate(steps):
             a = self.alpha_bar[t]
-            a_next = self.alpha_bar[steps[i + 1]] if i + 1 < len(steps) else torch.ones((), device=z.device)
-            eps = self.net(x, torch.full((x.shape[0],), float(t) / self.TIMESTEPS, device=z.device)).float()
+            a_next = self.alpha_bar[steps[i + 1]] if i + 1 < len(steps) else torch.ones((), device=x.device)
+            eps = self.net(x, torch.full((x.shape[0],), float(t) / self.TIMESTEPS, device=x.device)).float()
             x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
             x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
         return x.clamp(-1, 1)
@@ -148,8 +164,17 @@ class RectifiedFlow(_NoiseToImage):
         return F.mse_loss(self.net((1 - tt) * x0 + tt * x1, t).float(), x1 - x0)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self._image(z)
-        dt = 1.0 / self.sample_steps
-        for k in range(self.sample_steps):
-            x = x + dt * self.net(x, torch.full((x.shape[0],), k * dt, device=z.device)).float()
+        return self._integrate(self._image(z), 0.0, self.sample_steps)
+
+    def refine(self, x: torch.Tensor, strength: float, z: torch.Tensor) -> torch.Tensor:
+        """`x` moved back along its path to time 1 - strength (toward the noise `z`), then integrated
+        to 1 in a proportional share of `sample_steps`."""
+        t0 = 1.0 - strength
+        return self._integrate(t0 * x + (1 - t0) * self._image(z), t0, max(1, round(strength * self.sample_steps)))
+
+    def _integrate(self, x: torch.Tensor, t0: float, n_steps: int) -> torch.Tensor:
+        """Euler steps of the learned velocity from time t0 to 1."""
+        dt = (1.0 - t0) / n_steps
+        for k in range(n_steps):
+            x = x + dt * self.net(x, torch.full((x.shape[0],), t0 + k * dt, device=x.device)).float()
         return x.clamp(-1, 1)

@@ -129,6 +129,7 @@ class Family:
     name: str
     kind: str
     about: str
+    build: str  # how its images are made: members of one build share their traces (leave-one-family-out)
     loss: str | None = None
     generator: type | None = None
     discriminator: type | None = None
@@ -136,25 +137,33 @@ class Family:
     beta: float = 1.0  # VAE only: weight of the KL term
     width: int = 16  # diffusion only: the U-Net's feature maps at full resolution
     sample_steps: int = 0  # diffusion only: denoising steps per image
+    ema: float = 0.0  # diffusion only: decay of the sampled weights' moving average (0: none)
 
     def settings(self) -> dict:
         return {"name": self.name, "kind": self.kind, "loss": self.loss, "lr": self.lr, "beta": self.beta,
-                "generator": getattr(self.generator, "__name__", None),
+                "build": self.build, "generator": getattr(self.generator, "__name__", None),
                 "discriminator": getattr(self.discriminator, "__name__", None),
-                **({"width": self.width, "sample_steps": self.sample_steps} if self.kind == "diffusion" else {})}
+                **({"width": self.width, "sample_steps": self.sample_steps, "ema": self.ema}
+                   if self.kind == "diffusion" else {})}
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
-    Family("vae", "vae", "convolutional VAE, bilinear-resize decoder (not adversarial)", beta=0.5),
-    Family("mlpgan", "gan", "fully-connected GAN, no convolution or up-sampling layer", loss="hinge",
-           generator=MLPGenerator, discriminator=MLPDiscriminator),
-    Family("resizegan", "gan", "GAN with nearest-neighbour resize + convolution up-sampling", loss="nonsaturating",
-           generator=ResizeGenerator, discriminator=Discriminator),
+    Family("vae", "vae", "convolutional VAE, bilinear-resize decoder (not adversarial)", "vae", beta=0.5),
+    Family("mlpgan", "gan", "fully-connected GAN, no convolution or up-sampling layer", "fully-connected",
+           loss="hinge", generator=MLPGenerator, discriminator=MLPDiscriminator),
+    Family("resizegan", "gan", "GAN with nearest-neighbour resize + convolution up-sampling", "resize-conv",
+           loss="nonsaturating", generator=ResizeGenerator, discriminator=Discriminator),
     Family("ddpm", "diffusion", "denoising diffusion (DDPM noise prediction), deterministic DDIM sampler",
-           generator=DDPM, lr=2e-3, sample_steps=25),
-    Family("rectflow", "diffusion", "rectified flow (flow matching), few-step Euler sampler",
+           "diffusion", generator=DDPM, lr=2e-3, sample_steps=25, ema=0.995),
+    Family("rectflow", "diffusion", "rectified flow (flow matching), few-step Euler sampler", "diffusion",
            generator=RectifiedFlow, lr=2e-3, sample_steps=8),
 ]}
+DCGAN_BUILD = "dcgan"  # every loss of the zoo trains the same transposed-convolution DCGAN
+
+
+def build_of(member: str) -> str:
+    """How zoo member `member` (a loss of the DCGAN zoo or a family) makes its images."""
+    return FAMILIES[member].build if member in FAMILIES else DCGAN_BUILD
 
 
 def get(name: str) -> Family:

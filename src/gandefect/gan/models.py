@@ -88,6 +88,13 @@ def noise(generator_module: nn.Module, n: int, generator: torch.Generator | None
     return z.to(next(generator_module.parameters()).device)
 
 
+@torch.no_grad()
+def generate(generator_module: nn.Module, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """generator_module(z) in batches (a diffusion member runs its network many times per image:
+    a whole fake set at once would hold every activation of it); the same images either way."""
+    return torch.cat([generator_module(z[i:i + batch_size]) for i in range(0, len(z), batch_size)])
+
+
 def init_weights(module: nn.Module) -> None:
     """DCGAN initialization: N(0, 0.02) convolutions, N(1, 0.02) norm scales."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):

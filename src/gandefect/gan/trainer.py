@@ -205,7 +205,8 @@ class _OneModelLoop(_Loop):
                  callback: Callback | None = None):
         self.model, self.G, self.settings = model, sampler, settings
         self.callback, self.checkpoint_dir = callback or Callback(), checkpoint_dir
-        self.model.to(settings.device, memory_format=torch.channels_last)
+        for module in (self.model, self.G):  # G may be a copy of the model (a moving average)
+            module.to(settings.device, memory_format=torch.channels_last)
         self.opt = torch.optim.Adam(model.parameters(), lr=lr)
         self.step = self.generator_steps = 0
 
@@ -251,11 +252,28 @@ class VAETrainer(_OneModelLoop):
 
 class DiffusionTrainer(_OneModelLoop):
     """The training loop of a diffusion-style family (gandefect.gan.diffusion): its own loss on
-    every batch; `G` is the model, whose forward samples images."""
+    every batch; `G`, which samples, is the exponential moving average of the trained weights
+    (`ema` decay per step; 0: the weights themselves), as diffusion models are sampled."""
 
     def __init__(self, model, settings: TrainSettings, lr: float, checkpoint_dir: Path | None = None,
-                 callback: Callback | None = None):
-        super().__init__(model, model, settings, lr, checkpoint_dir, callback)
+                 callback: Callback | None = None, ema: float = 0.0):
+        super().__init__(model, copy.deepcopy(model) if ema else model, settings, lr, checkpoint_dir, callback)
+        self.ema = ema
 
     def loss(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         return self.model.loss(real), {}
+
+    def train_step(self, real: torch.Tensor) -> dict[str, float]:
+        metrics = super().train_step(real)
+        if self.ema:
+            with torch.no_grad():
+                for averaged, trained in zip(self.G.parameters(), self.model.parameters()):
+                    averaged.lerp_(trained, 1.0 - self.ema)
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "ema": self.G.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.G.load_state_dict(state["ema"])

@@ -1,4 +1,5 @@
-"""Detector stage: fake sets, both detector families, leave-one-loss-out evaluation, registry."""
+"""Detector stage: fake sets, both detector families, leave-one-family-out evaluation (a family is
+how a generator is built: every DCGAN loss is one), registry."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from PIL import Image
 from gandefect import faults, hardware
 from gandefect.config import Config
 from gandefect.data import conditions, sources
-from gandefect.data.datasets import load_pngs, to_uint8
-from gandefect.data.fakes import FakeSet, family_of, fakes_root, read_fakes, write_fake_set
+from gandefect.data.datasets import load_pngs, to_tensor, to_uint8
+from gandefect.data.fakes import EXTERNAL_SOURCE, FakeSet, family_of, fakes_root, read_fakes, write_fake_set
 from gandefect.data.history import Envelope
 from gandefect.data.snapshot import Progress, read_manifest
 from gandefect.detect import families as detector_families
@@ -30,7 +31,8 @@ from gandefect.errors import BadInputError
 from gandefect.evaluate import drift, plots, wild
 from gandefect.evaluate.detection import evaluate
 from gandefect.evaluate.figures import Figures, missing_from_tags
-from gandefect.gan.models import noise
+from gandefect.gan import families as gan_families
+from gandefect.gan.models import generate, noise
 from gandefect.lifecycle import gates, registry, tracking, versioning, watch
 from gandefect.lifecycle.registry import load_detector, log_detector
 from gandefect.names import DETECTOR_EXPERIMENT, DETECTOR_MODEL, FAKES_DIR, FAKES_STAGE, JUDGE_MODEL, STAGE_KEY
@@ -56,15 +58,44 @@ def run_sample_fakes(cfg: Config, progress: Progress | None = None) -> tuple[lis
         early = family_of(name) != name
         n = cfg.detect.fakes_per_early_generator if early else cfg.detect.fakes_per_generator
         g = registry.load_torch_model(uri)
+        family = gan_families.build_of(family_of(name))
         with torch.no_grad(), hardware.placed(g, hardware.resolve(cfg.device)):
-            arr = to_uint8(g(noise(g, n, torch.Generator().manual_seed(cfg.seed + 17))))
-        mode = "L" if arr.ndim == 3 else "RGB"
-        # the manifest names the generator, not its (run-specific) URI, so identical samples
-        # give an identical DVC hash on every machine
-        sets.append(write_fake_set(cfg, name, [Image.fromarray(a, mode) for a in arr], f"generator:{name}"))
+            arr = to_uint8(generate(g, noise(g, n, torch.Generator().manual_seed(cfg.seed + 17))))
+            # the manifest names the generator, not its (run-specific) URI, so identical samples
+            # give an identical DVC hash on every machine
+            sets.append(write_fake_set(cfg, name, _pil(arr), f"generator:{name}", family=family))
+            if hasattr(g, "refine") and cfg.detect.aligned_per_generator and not early:
+                sets.append(write_fake_set(cfg, f"{name}{ALIGNED}", _pil(_aligned(cfg, g)), f"{ALIGNED_SOURCE}{name}",
+                                           family=family, split="train"))
         if progress:
             progress("sampling fakes", i, len(generators))
     return sets, _version_fakes(cfg), generators
+
+
+ALIGNED, ALIGNED_SOURCE = "-aligned", "aligned:"  # a generator's aligned set: real train images it refined (training only)
+ALIGNED_STRENGTHS = (0.2, 0.35, 0.5, 0.65)  # how far each quarter of them is noised before it is denoised
+
+
+def _pil(arr: np.ndarray) -> list[Image.Image]:
+    return [Image.fromarray(a, "L" if arr.ndim == 3 else "RGB") for a in arr]
+
+
+def _aligned(cfg: Config, g: torch.nn.Module) -> np.ndarray:
+    """Real train images passed through generator `g`'s denoising (its `refine`): each keeps its
+    content and gains `g`'s traces, so beside its real twin it teaches the traces, not the content
+    (B-Free, Guillaro et al. 2025; Rajan et al. 2025). A seeded choice of the train split."""
+    real = read_manifest(cfg.real_dir)
+    real = real[real["split"] == "train"]
+    rng = np.random.default_rng(cfg.seed + 23)
+    pick = rng.choice(len(real), min(cfg.detect.aligned_per_generator, len(real)), replace=False)
+    x = to_tensor(load_pngs(real["path"].iloc[np.sort(pick)], cfg.real_dir, cfg.data.shape))
+    z = noise(g, len(x), torch.Generator().manual_seed(cfg.seed + 29))
+    device = next(g.parameters()).device
+    groups = np.array_split(np.arange(len(x)), len(ALIGNED_STRENGTHS))
+    out = torch.cat([torch.cat([g.refine(x[idx[i:i + 256]].to(device), strength, z[idx[i:i + 256]])
+                                for i in range(0, len(idx), 256)])
+                     for idx, strength in zip(groups, ALIGNED_STRENGTHS) if len(idx)])
+    return to_uint8(out)
 
 
 MIN_FAMILY_IMAGES = 10  # a family's samples are split about 80/10/10: fewer leave val or test without one
@@ -75,7 +106,7 @@ def run_ingest_fakes(cfg: Config, folder: str, name: str) -> tuple[FakeSet, int,
     source = sources.resolve_source(folder)
     good = [raw.image for raw in sources.iter_images(source) if raw.image is not None]
     skipped = sources.count(source) - len(good)
-    fake_set = write_fake_set(cfg, name, good, f"folder:{Path(folder).name}", least=MIN_FAMILY_IMAGES)
+    fake_set = write_fake_set(cfg, name, good, f"{EXTERNAL_SOURCE}{Path(folder).name}", least=MIN_FAMILY_IMAGES)
     return fake_set, skipped, _version_fakes(cfg)
 
 
@@ -90,7 +121,8 @@ def load_labeled(cfg: Config, split: str) -> Labeled:
     images = np.concatenate([load_pngs(real["path"], cfg.real_dir, cfg.data.shape),
                              load_pngs(fakes["path"], fakes_root(cfg), cfg.data.shape)])
     labels = np.r_[np.zeros(len(real), int), np.ones(len(fakes), int)]
-    return Labeled(images, labels, np.r_[np.array(["real"] * len(real)), fakes["generator"].to_numpy()])
+    return Labeled(images, labels, np.r_[np.array(["real"] * len(real)), fakes["generator"].to_numpy()],
+                   np.r_[np.array(["real"] * len(real)), fakes["family"].to_numpy()].astype(object))
 
 
 # -- training and evaluation -------------------------------------------------------------
@@ -105,13 +137,9 @@ class FamilyResult:
     loo_trained_on: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _families(data: Labeled) -> np.ndarray:
-    return np.array([g if g == "real" else family_of(g) for g in data.generators])
-
-
 def without_family(data: Labeled, family: str) -> Labeled:
     """The same images minus every fake of one generator family (order kept)."""
-    return data.subset(_families(data) != family)
+    return data.subset(data.families != family)
 
 
 def capped(data: Labeled, per_generator: int, seed: int) -> Labeled:
@@ -143,10 +171,10 @@ class EvalData:
     val_mix: Labeled  # val under every gated condition, stacked
     val_groups: np.ndarray  # the condition of each val_mix row
     wild_test: wild.WildSet
-    generators: list[str]  # today's generators: every one with samples in any split
+    generators: list[str]  # today's generators: every one with samples in any split, but the training-only sets
 
     def val_mix_without(self, family: str) -> tuple[Labeled, np.ndarray]:
-        keep = _families(self.val_mix) != family
+        keep = self.val_mix.families != family
         return self.val_mix.subset(keep), self.val_groups[keep]
 
 
@@ -178,10 +206,11 @@ def prepare_eval_data(cfg: Config) -> EvalData:
           if many else contextlib.nullcontext()) as pool:
         wild_val = wild.build(val, w.gated, cfg.data.resize, pool=pool)
         wild_test = wild.build(test, w.conditions, cfg.data.resize, envelope_for(w.gated), pool)
-    val_mix = Labeled(np.concatenate([wild_val.inputs[c] for c in w.gated]), np.tile(val.labels, len(w.gated)),
-                      np.tile(val.generators, len(w.gated)))
+    val_mix = val.tiled(len(w.gated), np.concatenate([wild_val.inputs[c] for c in w.gated]))
     groups = np.repeat(np.array(w.gated), len(val.labels))
-    generators = sorted({g for split in (train, val, test) for g in split.generators.tolist()} - {"real"})
+    fakes = read_fakes(cfg)
+    training_only = set(fakes.loc[fakes["source"].str.startswith(ALIGNED_SOURCE), "generator"])
+    generators = sorted({g for split in (train, val, test) for g in split.generators.tolist()} - {"real"} - training_only)
     return EvalData(train, val, test, val_mix, groups, wild_test, generators)
 
 
@@ -211,7 +240,7 @@ class HeldOut:
 
 
 def _held_out(cfg: Config, train: Labeled, data: EvalData, held: str) -> HeldOut:
-    test_families = _families(data.test)
+    test_families = data.test.families
     keep = (test_families == "real") | (test_families == held)
     mine = test_families == held
     return HeldOut(held, without_family(train, held), *data.val_mix_without(held), data.test.labels[keep],
@@ -260,10 +289,10 @@ def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress |
     threshold the share of F's test samples called fake under every condition (tpr_unseen_<c>_<F>).
     The models train side by side in worker processes (`loo_workers`); each depends only on its
     data and the seed, so the figures do not depend on the order they finish in."""
-    fams = sorted(set(_families(data.train)) - {"real"})
+    fams = sorted(set(data.train.families) - {"real"})
     train = capped(data.train, cfg.detect.loo_fakes_per_generator, cfg.seed)
     # the only family with samples in train or val: without it there is nothing to learn "generated" from
-    others = [set(_families(split)) - {"real"} for split in (train, data.val_mix)]
+    others = [set(split.families) - {"real"} for split in (train, data.val_mix)]
     results: dict[str, tuple[Figures, list[str]]] = {held: (_not_held_out(cfg, held), []) for held in fams
                                                        if any(not (families - {held}) for families in others)}
     held_out = [held for held in fams if held not in results]
@@ -384,7 +413,7 @@ def evaluate_served(cfg: Config, det: Detector, data: EvalData) -> Figures:
 class ChampionToday:
     version: str
     metrics: Figures  # its figures on the candidate's data
-    families: set[str]  # the generator families it was trained on
+    families: set[str]  # the families (today's grouping) of the generators it was trained on
 
 
 def load_champion(device: torch.device = hardware.CPU) -> tuple[str, Detector] | None:
@@ -402,7 +431,9 @@ def evaluate_champion(cfg: Config, data: EvalData, found: tuple[str, Detector] |
     if found is None:
         return None
     version, det = found
-    return ChampionToday(version, evaluate_served(cfg, det, data), {family_of(g) for g in det.trained_on})
+    families = dict(zip(data.train.generators.tolist(), data.train.families.tolist()))  # today's, by generator
+    return ChampionToday(version, evaluate_served(cfg, det, data),
+                         {families.get(g, family_of(g)) for g in det.trained_on})
 
 
 def summarize_unseen(metrics: Figures, new: set[str]) -> None:
@@ -540,7 +571,7 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
     _, spliced_version = run_build_spliced(cfg)
     version = versioning.data_version(cfg)
     data = prepare_eval_data(cfg)
-    known = set(_families(data.train)) - {"real"}
+    known = set(data.train.families) - {"real"}
     for family in without:
         if family not in known:
             raise BadInputError(f"--without {family}: no such generator family in data/fakes ({', '.join(sorted(known))})")

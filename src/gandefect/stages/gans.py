@@ -190,7 +190,7 @@ def build_trainer(cfg: Config, name: str, settings: TrainSettings, checkpoint_di
         return VAETrainer(family_registry.VAE(model_config(cfg)), settings, family.lr, family.beta, checkpoint_dir,
                           callback)
     model = family.generator(model_config(cfg), width=family.width, sample_steps=family.sample_steps)
-    return DiffusionTrainer(model, settings, family.lr, checkpoint_dir, callback)
+    return DiffusionTrainer(model, settings, family.lr, checkpoint_dir, callback, family.ema)
 
 
 def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: FeatureNet,
