@@ -133,6 +133,9 @@ class CNNDetectorConfig(_Section):
     p_splice: float = Field(0.5, ge=0, le=1)  # share of (real, fake) pairs turned into spliced training images
     p_process_spliced: float = Field(0.3, ge=0, le=1)  # ... of which processed (less: sharper defect maps)
     focal_gamma: float = Field(2.0, ge=0)  # focal loss on the image logit (0: plain cross-entropy)
+    # what a batch is drawn over: `image` (every training image alike) or `family` (real images half
+    # of the draws, each generator family an equal share of the rest, however many samples it has)
+    balance: Literal["image", "family"] = "image"
     # the leave-one-family-out models (one per family) are trained lighter to fit the flow's time
     loo_width: int = Field(24, ge=2)
     loo_epochs: int = Field(3, ge=1)

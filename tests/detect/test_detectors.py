@@ -150,3 +150,20 @@ def test_a_detector_pickled_with_the_old_settings_objects_still_loads():
     buf.seek(0)
     cnn = torch.load(buf, weights_only=False)
     assert (cnn.channels, cnn.seed, cnn.cfg.width, cnn.cfg.epochs) == (1, 7, 8, 2)
+
+
+def test_family_balanced_drawing_gives_each_generator_family_an_equal_share_of_the_fakes():
+    from gandefect.detect.cnn import _family_balanced
+
+    generators = np.array(["real"] * 100 + ["lsgan"] * 600 + ["hinge"] * 600 + ["ddpm"] * 50 + ["ddpm-aligned"] * 50)
+    families = np.array(["real"] * 100 + ["dcgan"] * 1200 + ["diffusion"] * 100)
+    data = Labeled(np.zeros((1400, 4, 4), np.uint8), (generators != "real").astype(int), generators, families)
+    p = _family_balanced(data)
+    share = {f: p[families == f].sum() for f in ("real", "dcgan", "diffusion")}
+    assert share == pytest.approx({"real": 0.5, "dcgan": 0.25, "diffusion": 0.25})  # 12x the samples, the same share
+    rng = np.random.default_rng(0)
+    drawn = families[rng.choice(len(p), 20_000, p=p)]
+    assert abs((drawn == "diffusion").mean() - 0.25) < 0.02
+    det = CNNDetector(CNNDetectorConfig(width=8, epochs=1, batch_size=64, balance="family"), channels=1)
+    det.fit(synthetic(200, 0, False))
+    assert det.trained_on == ["toy"]

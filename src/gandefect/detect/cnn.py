@@ -85,6 +85,21 @@ def _image_loss(logit: torch.Tensor, label: torch.Tensor, pos_weight: torch.Tens
     return (weight * ce).mean()
 
 
+def _family_balanced(train: Labeled) -> np.ndarray | None:
+    """Drawing probabilities under which real images make half of the draws and every generator
+    family an equal share of the other half (a family of many losses or samples no longer drowns
+    a small one); None without both classes."""
+    real = train.labels == 0
+    families = train.families[~real]
+    if real.all() or not real.any():
+        return None
+    p = np.zeros(len(train.labels))
+    p[real] = 0.5 / real.sum()
+    names, inverse, counts = np.unique(families.astype(str), return_inverse=True, return_counts=True)
+    p[~real] = 0.5 / len(names) / counts[inverse]
+    return p / p.sum()
+
+
 def _tensor(images: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)
     return x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
@@ -127,12 +142,16 @@ class CNNDetector(Detector):
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=max(1, c.epochs * steps_per_epoch))
         labels = train.labels.astype(np.float32)
         real_idx, fake_idx = np.flatnonzero(train.labels == 0), np.flatnonzero(train.labels == 1)
+        draw = _family_balanced(train) if c.balance == "family" else None
+        if draw is not None:  # both classes are drawn equally often: no class weight on top
+            pos_weight = torch.tensor(1.0, device=device)
         masks = mask_pool(rng, train.images.shape[1:3], SPLICE_MASKS, 2048) if c.p_splice > 0 and len(real_idx) \
             and len(fake_idx) else None
         hardware.channels_last(self.net)
         self.net.to(device).train()
         for epoch in range(c.epochs):
-            order = rng.permutation(len(train.labels))
+            order = rng.permutation(len(train.labels)) if draw is None else \
+                rng.choice(len(train.labels), len(train.labels), p=draw)
             for i in range(steps_per_epoch):
                 idx = order[i * c.batch_size:(i + 1) * c.batch_size]
                 images = train.images[idx].copy()
