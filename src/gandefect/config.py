@@ -135,8 +135,8 @@ class CNNDetectorConfig(_Section):
     focal_gamma: float = Field(2.0, ge=0)  # focal loss on the image logit (0: plain cross-entropy)
     # what a batch is drawn over: `image` (every training image alike) or `family` (real images half
     # of the draws, each generator family an equal share of the rest, however many samples it has)
-    balance: Literal["image", "family"] = "image"
-    # the leave-one-family-out models (one per family) are trained lighter to fit the flow's time
+    balance: Literal["image", "family"] = "family"
+    # the leave-one-family-out models (one per family); params.yaml gives them the served recipe
     loo_width: int = Field(24, ge=2)
     loo_epochs: int = Field(3, ge=1)
     # incremental learning (Marra et al. 2019): a retrained candidate starts from the champion's
@@ -189,6 +189,10 @@ class DetectConfig(_Section):
     loo_fakes_per_generator: int = Field(800, ge=1)  # training images per generator of a leave-one-out model
     # real train images refined by each diffusion member into its aligned set (training only; 0: none)
     aligned_per_generator: int = Field(1000, ge=0)
+    # real train images reconstructed by each kind of generator up-sampling (gandefect.detect.components;
+    # training only, 0: none), by autoencoders trained for `component_steps`
+    components_per_kind: int = Field(0, ge=0)
+    component_steps: int = Field(400, ge=1)
     cnn: CNNDetectorConfig = CNNDetectorConfig()
     spectral: SpectralDetectorConfig = SpectralDetectorConfig()
     wild: WildConfig = WildConfig()

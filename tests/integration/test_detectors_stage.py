@@ -13,6 +13,7 @@ from PIL import Image
 from gandefect.config import load_config
 from gandefect.data.fakes import read_fakes, write_fake_set
 from gandefect.data.snapshot import read_manifest
+from gandefect.detect import components
 from gandefect.lifecycle.registry import load_detector
 from gandefect.evaluate.detection import auc
 from gandefect.stages.detectors import load_labeled
@@ -31,12 +32,15 @@ def test_fake_sets_cover_every_generator_and_take_the_real_encoding_path(trained
     cfg = load_config(root / "params.yaml")
     fakes = read_fakes(cfg)
     aligned = {"ddpm-aligned", "rectflow-aligned"}  # real train images refined by each diffusion member
-    expected = set(LOSSES) | {f"{loss}-epoch1" for loss in LOSSES} | set(FAMILIES) | aligned
+    bank = {f"component-{kind}" for kind in components.KINDS}  # real train images through each kind of up-sampling
+    expected = set(LOSSES) | {f"{loss}-epoch1" for loss in LOSSES} | set(FAMILIES) | aligned | bank
     assert set(fakes["generator"]) == expected
     assert set(fakes["split"]) == {"train", "val", "test"}
     twins = fakes[fakes["generator"].isin(aligned)]
     assert set(twins["split"]) == {"train"} and set(twins["family"]) == {"diffusion"}  # training only, held out with their model
     assert set(fakes.loc[fakes["generator"].isin(["lsgan", "lsgan-epoch1"]), "family"]) == {"dcgan"}
+    made = fakes[fakes["generator"].isin(bank)]
+    assert set(made["split"]) == {"train"} and set(made["family"]) == {components.FAMILY}
     sample = Image.open(root / "data" / "fakes" / fakes["path"].iloc[0])
     real = Image.open(cfg.real_dir / read_manifest(cfg.real_dir)["path"].iloc[0])
     assert (sample.format, sample.mode, sample.size) == (real.format, real.mode, real.size)

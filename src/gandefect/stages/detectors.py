@@ -7,6 +7,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from gandefect.data.datasets import load_pngs, to_tensor, to_uint8
 from gandefect.data.fakes import EXTERNAL_SOURCE, FakeSet, family_of, fakes_root, read_fakes, write_fake_set
 from gandefect.data.history import Envelope
 from gandefect.data.snapshot import Progress, read_manifest
+from gandefect.detect import components
 from gandefect.detect import families as detector_families
 from gandefect.detect.common import Detector, Labeled
 from gandefect.errors import BadInputError
@@ -69,7 +71,27 @@ def run_sample_fakes(cfg: Config, progress: Progress | None = None) -> tuple[lis
                                            family=family, split="train"))
         if progress:
             progress("sampling fakes", i, len(generators))
+    sets += _component_sets(cfg, progress)
     return sets, _version_fakes(cfg), generators
+
+
+COMPONENT, COMPONENT_SOURCE = "component-", "component:"  # the component bank's sets (training only, never held out)
+
+
+def _component_sets(cfg: Config, progress: Progress | None = None) -> list[FakeSet]:
+    """Real train images through each kind of generator up-sampling (`gandefect.detect.components`),
+    one training-only set per kind; none where `detect.components_per_kind` is 0 or the images have
+    nothing to up-sample from. Sets of a kind no longer made are removed."""
+    real = read_manifest(cfg.real_dir)
+    real = real[real["split"] == "train"]
+    x = to_tensor(load_pngs(real["path"], cfg.real_dir, cfg.data.shape))
+    made = components.bank(x, cfg.detect.components_per_kind, cfg.detect.component_steps, cfg.seed + 31,
+                           hardware.resolve(cfg.device), progress)
+    for stale in fakes_root(cfg).glob(f"{COMPONENT}*"):
+        if stale.is_dir() and stale.name.removeprefix(COMPONENT) not in made:
+            shutil.rmtree(stale)
+    return [write_fake_set(cfg, f"{COMPONENT}{kind}", _pil(to_uint8(images)), f"{COMPONENT_SOURCE}{kind}",
+                           family=components.FAMILY, split="train") for kind, images in made.items()]
 
 
 ALIGNED, ALIGNED_SOURCE = "-aligned", "aligned:"  # a generator's aligned set: real train images it refined (training only)
@@ -209,7 +231,7 @@ def prepare_eval_data(cfg: Config) -> EvalData:
     val_mix = val.tiled(len(w.gated), np.concatenate([wild_val.inputs[c] for c in w.gated]))
     groups = np.repeat(np.array(w.gated), len(val.labels))
     fakes = read_fakes(cfg)
-    training_only = set(fakes.loc[fakes["source"].str.startswith(ALIGNED_SOURCE), "generator"])
+    training_only = set(fakes.loc[fakes["source"].str.startswith((ALIGNED_SOURCE, COMPONENT_SOURCE)), "generator"])
     generators = sorted({g for split in (train, val, test) for g in split.generators.tolist()} - {"real"} - training_only)
     return EvalData(train, val, test, val_mix, groups, wild_test, generators)
 
@@ -289,7 +311,7 @@ def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress |
     threshold the share of F's test samples called fake under every condition (tpr_unseen_<c>_<F>).
     The models train side by side in worker processes (`loo_workers`); each depends only on its
     data and the seed, so the figures do not depend on the order they finish in."""
-    fams = sorted(set(data.train.families) - {"real"})
+    fams = sorted(set(data.train.families) - {"real", components.FAMILY})  # the bank is recipe, not a family
     train = capped(data.train, cfg.detect.loo_fakes_per_generator, cfg.seed)
     # the only family with samples in train or val: without it there is nothing to learn "generated" from
     others = [set(split.families) - {"real"} for split in (train, data.val_mix)]
