@@ -55,7 +55,7 @@ def _with_bank(train: Labeled, per_kind: int, steps: int, seed: int) -> Labeled:
     made = {k: to_uint8(v) for k, v in components.bank(to_tensor(real), per_kind, steps, seed).items()}
     if not made:
         return train
-    names = np.concatenate([[f"component-{k}"] * len(v) for k, v in made.items()])
+    names = np.concatenate([[f"{stage.COMPONENT}{k}"] * len(v) for k, v in made.items()])
     return Labeled(np.concatenate([train.images, *made.values()]), np.r_[train.labels, np.ones(len(names), int)],
                    np.r_[train.generators, names], np.r_[train.families, [components.FAMILY] * len(names)].astype(object))
 
