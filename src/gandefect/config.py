@@ -136,6 +136,9 @@ class CNNDetectorConfig(_Section):
     # what a batch is drawn over: `image` (every training image alike) or `family` (real images half
     # of the draws, each generator family an equal share of the rest, however many samples it has)
     balance: Literal["image", "family"] = "family"
+    # the image score: `linear` (a half-space) or `radial` (a ball around the real images; anything
+    # outside it, in any direction, is generated)
+    head: Literal["linear", "radial"] = "radial"
     # the leave-one-family-out models (one per family); params.yaml gives them the served recipe
     loo_width: int = Field(24, ge=2)
     loo_epochs: int = Field(3, ge=1)

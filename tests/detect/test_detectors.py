@@ -1,13 +1,14 @@
 """Both detector families behind one interface, on synthetic images with a known up-sampling trace."""
 
 import io
+import pickle
 
 import numpy as np
 import pytest
 import torch
 
 from gandefect.config import CNNDetectorConfig, SpectralDetectorConfig
-from gandefect.detect.cnn import CNNConfig, CNNDetector
+from gandefect.detect.cnn import CNNConfig, CNNDetector, RadialLogit
 from gandefect.detect.common import Detector, Labeled, choose_threshold
 from gandefect.detect.spectral import SpectralConfig, SpectralDetector
 from gandefect.evaluate.detection import ece, evaluate
@@ -167,3 +168,30 @@ def test_family_balanced_drawing_gives_each_generator_family_an_equal_share_of_t
     det = CNNDetector(CNNDetectorConfig(width=8, epochs=1, batch_size=64, balance="family"), channels=1)
     det.fit(synthetic(200, 0, False))
     assert det.trained_on == ["toy"]
+
+
+def test_the_radial_head_calls_every_direction_away_from_the_real_centre_generated():
+    """A linear head's logit is antisymmetric about its boundary, so one of two opposite departures
+    from the real images reads as more real than they are; the radial head's grows both ways."""
+    torch.manual_seed(0)
+    head = RadialLogit(32, 8)
+    with torch.no_grad():
+        centre = torch.linalg.lstsq(head.project.weight, -head.project.bias[:, None]).solution[:, 0]
+        at_centre = head(centre[None])[0, 0]
+        for d in torch.randn(20, 32):
+            near, far, opposite = (head(torch.stack([centre + t * d]))[0, 0] for t in (0.5, 1.0, -1.0))
+            assert at_centre < near < far  # the score rises with the distance ...
+            assert torch.isclose(far, opposite, rtol=1e-4)  # ... whichever way the image departs
+    assert float(at_centre) == pytest.approx(-head.radius.item(), abs=1e-4)
+
+
+def test_the_cnn_head_follows_the_setting_and_a_warm_start_needs_the_same_head():
+    assert CNNDetector(CNNDetectorConfig(width=8)).net.radial  # the default
+    linear = CNNDetector(CNNDetectorConfig(width=8, head="linear"))
+    assert not linear.net.radial and isinstance(linear.net.image_head[-1], torch.nn.Linear)
+    assert not CNNDetector(CNNDetectorConfig(width=8)).start_from(linear)
+    assert CNNDetector(CNNDetectorConfig(width=8, head="linear")).start_from(linear)
+    old = pickle.loads(pickle.dumps(linear))
+    del old.cfg.__dict__["head"]  # a champion pickled before the setting existed
+    assert not old.net.radial and not CNNDetector(CNNDetectorConfig(width=8)).start_from(old)
+    assert old.score(synthetic(4, 0).images).shape == (4,)

@@ -60,18 +60,45 @@ class PatchNet(nn.Module):
     linear) whose logit is the image's score: it sees the whole picture, so it can weigh a
     local trace against what the rest of the image shows (e.g. compression everywhere)."""
 
-    def __init__(self, channels: int, width: int):
+    def __init__(self, channels: int, width: int, radial: bool = False):
         super().__init__()
         w = width
         self.body = nn.Sequential(*_block(channels, w // 2), *_block(w // 2, w, 2), *_block(w, 2 * w), *_block(2 * w, 2 * w))
         self.head = nn.Conv2d(2 * w, 1, 1)
         self.image_head = nn.Sequential(*_block(2 * w, 2 * w, 2), *_block(2 * w, 4 * w, 2),
-                                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 1))
+                                        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                        RadialLogit(4 * w, RADIAL_DIMS) if radial else nn.Linear(4 * w, 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(patch logit map (N, 1, H/2, W/2), image logit (N,))."""
         features = self.body(x)
         return self.head(features), self.image_head(features)[:, 0]
+
+    @property
+    def radial(self) -> bool:
+        """Whether the image score is a distance from the real images' centre (nets stored before
+        the option have the linear head, whatever their upgraded settings say)."""
+        return isinstance(self.image_head[-1], RadialLogit)
+
+
+RADIAL_DIMS = 16
+
+
+class RadialLogit(nn.Module):
+    """A boundary centred on the real class (Deep SVDD, Ruff et al. 2018; the real-centred view of
+    SimLBR, 2026): the logit grows with the squared distance of the projected features from a
+    learnt centre, so real images are pulled into a ball and every fake family is a sink outside
+    it. An image unlike anything trained on lands outside the ball in whatever direction it lies,
+    where a linear head would call half of such directions real."""
+
+    def __init__(self, features: int, dims: int):
+        super().__init__()
+        self.project = nn.Linear(features, dims)
+        self.log_scale = nn.Parameter(torch.zeros(1))
+        self.radius = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.log_scale.exp() * (self.project(x).pow(2).mean(1, keepdim=True) - self.radius))
 
 
 def _image_loss(logit: torch.Tensor, label: torch.Tensor, pos_weight: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -115,14 +142,15 @@ class CNNDetector(Detector):
         super().__init__()
         self.cfg, self.channels, self.seed = cfg or CNNDetectorConfig(), channels, seed
         torch.manual_seed(seed)
-        self.net = PatchNet(channels, self.cfg.width)
+        self.net = PatchNet(channels, self.cfg.width, self.cfg.head == "radial")
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(upgraded(state, CNNConfig, CNNDetectorConfig, ("channels", "seed")))
 
     def start_from(self, other: Detector) -> bool:
         """Take `other`'s weights when it is a CNN detector of the same shape; whether it was."""
-        if not isinstance(other, CNNDetector) or other.channels != self.channels or other.cfg.width != self.cfg.width:
+        if not isinstance(other, CNNDetector) or other.channels != self.channels or other.cfg.width != self.cfg.width \
+                or other.net.radial != self.net.radial:
             return False
         self.net.load_state_dict(other.net.state_dict())
         self.started_from = list(other.trained_on)
