@@ -246,6 +246,12 @@ class ModelGateConfig(_Section):
     compare: list[str] = []         # checked against the champion even without a threshold
     per_generator: list[str] = []
     margin: float = Field(0.02, ge=0)  # the candidate may trail the champion by at most this, per row
+    # shares (tpr_*, fpr_real_*) with their test counts: a threshold is judged where the 95 % interval
+    # at the threshold is at most this wide each side (else refused only when the whole interval
+    # misses it, and the gate says so), and a slice may trail the champion by `se_multiple` of the
+    # champion's standard error when that is more than `margin`
+    ci_halfwidth: float = Field(0.1, gt=0, le=1)
+    se_multiple: float = Field(1.96, ge=0)
 
     @field_validator("floor", "ceiling", mode="before")
     @classmethod

@@ -190,8 +190,8 @@ def _gate_dict(result) -> dict:
     if result is None:
         return {"gate_passed": None, "gate_reasons": [], "gate_improvements": [], "gate_not_judged": [], "aliases": {},
                 "gate_table": [], "champion_before": None}
-    cols = ["row", "generator", "metric", "value", "threshold", "champion_value", "champion_recorded", "headroom",
-            "regression", "missing"]
+    cols = ["row", "generator", "metric", "value", "n", "ci_low", "ci_high", "threshold", "champion_value",
+            "champion_recorded", "headroom", "regression", "allowed", "missing"]
     return {"gate_passed": result.passed, "gate_reasons": result.reasons, "gate_improvements": result.improvements,
             "gate_not_judged": result.not_judged, "aliases": dict(result.aliases),
             "gate_table": result.table[cols].to_dict(orient="records"),

@@ -6,7 +6,8 @@ import pytest
 from gandefect.evaluate.figures import Figures
 from gandefect.config import load_config
 from gandefect.names import REPAIRER_MODEL
-from gandefect.lifecycle.gates import _reasons, improvements, metrics_table, run_suite, spec_for
+from gandefect.evaluate.figures import wilson
+from gandefect.lifecycle.gates import _reasons, improvements, metrics_table, not_judged, run_suite, spec_for
 from tests.conftest import REPO
 
 GATED = ["png", "jpeg95", "jpeg90", "jpeg75", "jpeg60", "jpeg90x75", "webp80", "blur0.5", "blur1.0", "resize",
@@ -19,7 +20,7 @@ CHAMPION = {"auc_seen": 0.99, "auc_unseen_min": 0.95, "pixel_ap": 0.8, "iou": 0.
 def _judge(candidate, champion=CHAMPION, model="gandefect-detector", recorded=None):
     spec = spec_for(load_config(REPO / "params.yaml", "default"), model)
     table = metrics_table(spec, candidate, champion, recorded)
-    return table, run_suite(spec, table), _reasons(table, spec.margin)
+    return table, run_suite(spec, table), _reasons(table)
 
 
 def test_an_equal_candidate_passes_and_the_table_has_one_row_per_generator_and_metric():
@@ -74,9 +75,9 @@ def test_a_compare_only_metric_neither_model_has_does_not_fail_the_gate():
     spec = spec_for(load_config(REPO / "params.yaml", "tiny"), "gandefect-detector")
     without = {k: v for k, v in CHAMPION.items() if k != "pixel_ap"}
     table = metrics_table(spec, without, without)
-    assert run_suite(spec, table).success and not _reasons(table, spec.margin)
+    assert run_suite(spec, table).success and not _reasons(table)
     # ... but it fails when the champion is judged on it today
-    assert any("pixel_ap = missing" in r for r in _reasons(metrics_table(spec, without, CHAMPION), spec.margin))
+    assert any("pixel_ap = missing" in r for r in _reasons(metrics_table(spec, without, CHAMPION)))
 
 
 def test_a_figure_the_data_cannot_support_is_named_with_its_reason_and_never_passed():
@@ -99,7 +100,7 @@ def test_a_figure_the_data_cannot_support_is_named_with_its_reason_and_never_pas
     # without a threshold (the tiny profile) the row is not judged, and says so
     spec = spec_for(load_config(REPO / "params.yaml", "tiny"), "gandefect-detector")
     table = metrics_table(spec, candidate, champion)
-    assert run_suite(spec, table).success and not _reasons(table, spec.margin)
+    assert run_suite(spec, table).success and not _reasons(table)
     assert "vae:auc_gen: candidate: 3 test samples of vae (a figure needs at least 10); " \
            "champion: 3 test samples of vae (a figure needs at least 10)" in not_judged(table)
 
@@ -133,7 +134,7 @@ def test_a_candidate_better_on_the_new_family_but_worse_on_an_old_one_is_refused
     candidate = {**CHAMPION, "auc_gen_vae": 0.997, "tpr_fake_wild_vae": 0.96, "tpr_fake_wild_lsgan": 0.86}
     table, report, reasons = _judge(candidate, today)
     assert not report.success
-    assert reasons == ["lsgan:tpr_fake_wild = 0.8600, worse than the champion's 0.9200 by more than 0.02"]
+    assert reasons == ["lsgan:tpr_fake_wild = 0.8600, worse than the champion's 0.9200 by more than 0.0200"]
     # the improvement is reported, and does not override the regression
     assert improvements(table) == ["champion misses `vae` (tpr_fake_wild 0.400, floor 0.850); candidate 0.960"]
 
@@ -144,8 +145,8 @@ def test_leave_one_out_figures_are_floors_only_never_compared_with_the_champion(
     table = metrics_table(spec, candidate, CHAMPION, CHAMPION)
     row = table.set_index("row").loc["all:auc_unseen_min"]
     assert np.isnan(row["champion_value"]) and row["champion_recorded"] == 0.95
-    assert not _reasons(table, spec.margin)
-    assert _reasons(metrics_table(spec, {**candidate, "auc_unseen_min": 0.85}, CHAMPION), spec.margin) == [
+    assert not _reasons(table)
+    assert _reasons(metrics_table(spec, {**candidate, "auc_unseen_min": 0.85}, CHAMPION)) == [
         "all:auc_unseen_min = 0.8500, needs at least 0.9000"]
 
 
@@ -175,3 +176,44 @@ def test_a_held_out_family_without_test_samples_is_missing_with_its_reason_not_a
     metrics["auc_unseen_hinge"] = 0.97  # another family that could be measured: the summary is its figure
     summarize_unseen(metrics, set())
     assert metrics["auc_unseen_min"] == 0.97 and "auc_unseen_min" not in metrics.missing
+
+
+def test_the_wilson_interval_holds_the_share_and_narrows_with_the_count():
+    lo, hi = wilson(0.8, 40)
+    assert 0.64 < lo < 0.8 < hi < 0.91
+    lo2, hi2 = wilson(0.8, 4000)
+    assert lo < lo2 < 0.8 < hi2 < hi and hi2 - lo2 < 0.03
+    assert wilson(1.0, 20)[1] == 1.0 and wilson(0.0, 20)[0] == 0.0
+
+
+def test_a_slice_too_small_for_its_floor_is_named_and_refused_only_when_its_whole_interval_misses_it():
+    new = {"auc_gen_newddpm": 0.95, "n_test_newddpm": 40, "n_test_real": 1000}
+    candidate = {**CHAMPION, **new, "tpr_fake_wild_newddpm": 0.80}
+    table, report, reasons = _judge(candidate)
+    row = table[table["row"] == "newddpm:tpr_fake_wild"].iloc[0]
+    assert row["small"] and row["n"] == 40 and row["ci_low"] < 0.8 < 0.85 < row["ci_high"]
+    assert report.success and not reasons  # 0.80 of 40 could be 0.85: not refused ...
+    said = [r for r in not_judged(table) if r.startswith("newddpm:tpr_fake_wild")]
+    assert len(said) == 1 and "from 40 test images" in said[0] and "too few" in said[0]  # ... and not passed silently
+    # far below: refused even from 40, with the interval in the reason
+    table, report, reasons = _judge({**candidate, "tpr_fake_wild_newddpm": 0.50})
+    assert not report.success
+    assert any(r.startswith("newddpm:tpr_fake_wild = 0.5000 (95 % interval 0.35-0.65 of 40), needs at least 0.85")
+               for r in reasons)
+    # the same 0.80 from 400 images is refused like any slice, and the real slice is large enough to judge
+    table, report, reasons = _judge({**candidate, "n_test_newddpm": 400})
+    assert not report.success and "newddpm:tpr_fake_wild = 0.8000, needs at least 0.8500" in reasons
+    assert not table.loc[table["metric"].str.startswith("fpr_real"), "small"].any()
+
+
+def test_the_regression_margin_follows_the_slices_standard_error():
+    champion = {**CHAMPION, "tpr_fake_wild_lsgan": 0.90}
+    candidate = {**CHAMPION, "tpr_fake_wild_lsgan": 0.86}
+    # 100 test images: the champion's 0.90 has a standard error of 0.03, so 0.04 worse is noise
+    table, report, reasons = _judge({**candidate, "n_test_lsgan": 100}, {**champion, "n_test_lsgan": 100})
+    allowed = table.loc[table["row"] == "lsgan:tpr_fake_wild", "allowed"].item()
+    assert allowed == pytest.approx(1.96 * 0.03, abs=1e-3) and report.success and not reasons
+    # 5,000 images: the error is 0.004, the fixed margin (0.02) applies and 0.04 worse is refused
+    table, report, reasons = _judge({**candidate, "n_test_lsgan": 5000}, {**champion, "n_test_lsgan": 5000})
+    assert table.loc[table["row"] == "lsgan:tpr_fake_wild", "allowed"].item() == pytest.approx(0.02)
+    assert not report.success and any(r.startswith("lsgan:tpr_fake_wild = 0.8600, worse") for r in reasons)

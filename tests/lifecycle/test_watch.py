@@ -23,6 +23,16 @@ def test_a_generator_below_its_floor_is_an_alert_naming_it_and_its_family():
     assert watch.alerts(_figures({**metrics, "tpr_fake_wild_vae": 0.9}), FLOORS) == []
 
 
+def test_each_generator_row_says_how_many_samples_it_had_and_how_sure_its_figure_is():
+    metrics = {"tpr_fake_wild_new": 0.80, "n_train_new": 400, "n_val_new": 50, "n_test_new": 50,
+               "tpr_fake_wild_lsgan": 0.95}
+    table = watch.per_generator(metrics, FLOORS).set_index("generator")
+    assert table.loc["new", "train/val/test"] == "400/50/50"
+    lo, hi = (float(x) for x in table.loc["new", "tpr_fake_wild 95 %"].split("-"))
+    assert 0.6 < lo < 0.8 < hi < 0.9
+    assert table.loc["lsgan", "train/val/test"] == "?/?/?" and table.loc["lsgan", "tpr_fake_wild 95 %"] == ""
+
+
 def test_the_record_round_trips(tmp_path):
     from gandefect.config import load_config
     from tests.conftest import REPO

@@ -46,7 +46,7 @@ def test_a_detector_that_calls_jpeg_reals_fake_is_refused_with_the_reason():
     spec = spec_for(load_config(REPO / "params.yaml", "default"), "gandefect-detector")
     table = metrics_table(spec, candidate, None)
     report = run_suite(spec, table)
-    reasons = _reasons(table, spec.margin)
+    reasons = _reasons(table)
     assert not report.success
     assert any(r.startswith("all:fpr_real_jpeg75 = ") and "needs at most 0.0500" in r for r in reasons), reasons
     assert not any(r.startswith("all:fpr_real_png") for r in reasons)

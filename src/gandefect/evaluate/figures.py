@@ -14,6 +14,7 @@ from typing import Iterable, Mapping
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+Z95 = 1.959964  # the normal quantile of a two-sided 95 % interval
 MISSING_TAG = "missing."  # MLflow run tag prefix: missing.<figure> = why
 
 
@@ -91,3 +92,12 @@ class Figures(dict):
 def missing_from_tags(tags: Mapping[str, str]) -> dict[str, str]:
     """Figure -> why it is missing, from a run's tags."""
     return {k.removeprefix(MISSING_TAG): v for k, v in tags.items() if k.startswith(MISSING_TAG)}
+
+
+def wilson(p: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a share `p` of `n` images (95 % by default)."""
+    if n is None or p is None or math.isnan(n) or n <= 0 or math.isnan(p):
+        return math.nan, math.nan
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -29,7 +29,7 @@ import pandas as pd
 
 from gandefect.config import Config, ModelGateConfig
 from gandefect.errors import BadInputError
-from gandefect.evaluate.figures import Figures, missing_from_tags
+from gandefect.evaluate.figures import Figures, missing_from_tags, wilson
 from gandefect.lifecycle import registry
 from gandefect.lifecycle.validation import ValidationReport, _summarize
 from gandefect.names import REPAIRER_MODEL
@@ -86,6 +86,37 @@ def recorded_only(metric: str) -> bool:
     return metric.startswith(RECORDED_ONLY)
 
 
+def count_key(metric: str, generator: str) -> str | None:
+    """The figure that counts the test images a share was computed over (None: not a share)."""
+    if metric.startswith("tpr_") and generator != "all":
+        return f"n_test_{generator}"
+    if metric.startswith("fpr_real"):
+        return "n_test_real"
+    return None
+
+
+def _weigh_by_counts(spec: ModelGateConfig, t: pd.DataFrame, candidate: dict) -> pd.DataFrame:
+    """Shares judged by how many images they come from: the interval, whether the threshold can be
+    judged at that count (`small`: it cannot, and the row passes unless its whole interval misses
+    the threshold), and the regression each row may show (the margin, or the champion's standard
+    error times `se_multiple` where that is larger)."""
+    t["n"] = [candidate.get(count_key(m, g) or "", np.nan) for m, g in zip(t["metric"], t["generator"])]
+    ci = [wilson(v, n) for v, n in zip(t["value"], t["n"])]
+    t["ci_low"], t["ci_high"] = [c[0] for c in ci], [c[1] for c in ci]
+    at_threshold = [wilson(b, n) for b, n in zip(t["threshold"], t["n"])]
+    t["small"] = [pd.notna(b) and pd.notna(lo) and (hi - lo) / 2 > spec.ci_halfwidth
+                  for b, (lo, hi) in zip(t["threshold"], at_threshold)]
+    sign = np.where(t["lower"].astype(bool), -1.0, 1.0)
+    # a small slice misses its floor only when even its interval's best end does
+    best_end = np.where(t["lower"].astype(bool), t["ci_low"], t["ci_high"])
+    small = t["small"] & t["value"].notna()
+    t.loc[small, "headroom"] = (sign * (best_end - t["threshold"]))[small]
+    champ = t["champion_value"].clip(0, 1)
+    se = np.sqrt(champ * (1 - champ) / t["n"])
+    t["allowed"] = np.fmax(spec.margin, (spec.se_multiple * se).where(t["n"] > 0))
+    return t
+
+
 def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: dict[str, float] | None,
                   recorded: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per (slice, metric) the gate names, with its threshold, the champion's value on
@@ -130,6 +161,8 @@ def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: 
     lost = t["champion_value"].notna() & t["value"].isna()  # the champion is judged on it, the candidate not
     t.loc[lost, "regression"] = np.inf
     t["row"] = t["generator"] + ":" + t["metric"]
+    t = _weigh_by_counts(spec, t, candidate)
+    t["over_margin"] = t["regression"] - t["allowed"]  # <= 0 passes
     return t
 
 
@@ -158,8 +191,8 @@ def run_suite(spec: ModelGateConfig, table: pd.DataFrame) -> ValidationReport:
     suite = gx.ExpectationSuite(name=SUITE_NAME)
     suite.add_expectation(E.ExpectTableRowCountToBeBetween(min_value=1))
     suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="headroom", min_value=0))
-    suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="regression", max_value=spec.margin))
-    data = table.drop(columns=["lower"])
+    suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="over_margin", max_value=0))
+    data = table.drop(columns=["lower", "small"])
     numeric = data.select_dtypes("number").columns
     data[numeric] = data[numeric].replace([np.inf, -np.inf], [1e9, -1e9])
     batch = context.data_sources.add_pandas("metrics").add_dataframe_asset("table") \
@@ -185,7 +218,7 @@ class GateResult:
     aliases: dict[str, str] = field(default_factory=dict)
 
 
-def _reasons(table: pd.DataFrame, margin: float) -> list[str]:
+def _reasons(table: pd.DataFrame) -> list[str]:
     out = []
     for _, r in table.iterrows():
         bound = "at most" if r["lower"] else "at least"
@@ -193,19 +226,26 @@ def _reasons(table: pd.DataFrame, margin: float) -> list[str]:
             out.append(f"{r['row']} is missing ({r['missing']}), so its threshold ({bound} {r['threshold']:.4f}) "
                        "cannot be checked")
         elif r["headroom"] < 0:
-            out.append(f"{r['row']} = {r['value']:.4f}, needs {bound} {r['threshold']:.4f}")
-        if pd.notna(r["regression"]) and r["regression"] > margin:
+            interval = f" (95 % interval {r['ci_low']:.2f}-{r['ci_high']:.2f} of {r['n']:.0f})" if r["small"] else ""
+            out.append(f"{r['row']} = {r['value']:.4f}{interval}, needs {bound} {r['threshold']:.4f}")
+        if pd.notna(r["regression"]) and r["over_margin"] > 0:
             value = f"missing ({r['missing']})" if pd.isna(r["value"]) else f"{r['value']:.4f}"
             out.append(f"{r['row']} = {value}, worse than the champion's {r['champion_value']:.4f} "
-                       f"by more than {margin}")
+                       f"by more than {r['allowed']:.4f}")
     return out
 
 
 def not_judged(table: pd.DataFrame) -> list[str]:
     """Rows the gate could not judge (no threshold, and no figure to compare: missing in both
-    models, or in the candidate with no champion): shown with why, never counted as passed."""
+    models, or in the candidate with no champion), and thresholds a slice is too small to judge:
+    shown with why, never counted as passed."""
     rows = table[table["missing"].astype(bool) & table["threshold"].isna() & table["regression"].isna()]
-    return [f"{r['row']}: {r['missing']}" for _, r in rows.iterrows()]
+    out = [f"{r['row']}: {r['missing']}" for _, r in rows.iterrows()]
+    for _, r in table[table["small"] & table["value"].notna()].iterrows():
+        out.append(f"{r['row']}: {r['value']:.3f} from {r['n']:.0f} test images (95 % interval "
+                   f"{r['ci_low']:.2f}-{r['ci_high']:.2f}) is too few to judge the threshold {r['threshold']:.2f}: "
+                   "refused only when the whole interval misses it")
+    return out
 
 
 def gate(cfg: Config, name: str, version: str, candidate: dict[str, float] | None = None,
@@ -224,7 +264,7 @@ def gate(cfg: Config, name: str, version: str, candidate: dict[str, float] | Non
     table = metrics_table(spec, candidate if candidate is not None else version_metrics(name, version),
                           champion_today if other else None, recorded)
     report = run_suite(spec, table)
-    reasons = _reasons(table, spec.margin)
+    reasons = _reasons(table)
     passed = report.success and not reasons
     result = GateResult(name, str(version), champion, passed, reasons, table, improvements(table) if other else [],
                         not_judged(table))
@@ -240,10 +280,13 @@ def _write(cfg: Config, result: GateResult, report: ValidationReport) -> Path:
              f"Champion: {('v' + result.champion) if result.champion else 'none'}; "
              f"margin {spec_for(cfg, result.name).margin}.", ""]
     lines += [f"- {r}" for r in result.reasons] + ([""] if result.reasons else [])
+    lines += ["A share with its test count is judged by its 95 % interval: a slice too small for its threshold "
+              "is refused only when the whole interval misses it, and a slice may trail the champion by its "
+              "standard error (`regression allowed`) where that exceeds the margin.", ""]
     if result.improvements:
         lines += ["Reasons to promote:", ""] + [f"- {r}" for r in result.improvements] + [""]
     if result.not_judged:
-        lines += ["Not judged (no threshold, and the data gave neither model the figure):", ""] + \
+        lines += ["Not judged (no threshold and no figure from the data, or too few images for the threshold):", ""] + \
             [f"- {r}" for r in result.not_judged] + [""]
     lines += ["Both models are judged on today's data; `champion (at promotion)` is what the champion's "
               "own run recorded (other data: shown, not compared). Leave-one-out figures are floors only.", "",
@@ -257,9 +300,11 @@ def _write(cfg: Config, result: GateResult, report: ValidationReport) -> Path:
     return path
 
 
-TABLE_COLUMNS = {"generator": "slice", "metric": "metric", "value": "candidate", "threshold": "threshold",
+TABLE_COLUMNS = {"generator": "slice", "metric": "metric", "value": "candidate", "n": "test images",
+                 "ci_low": "95 % low", "ci_high": "95 % high", "threshold": "threshold",
                  "champion_value": "champion (today's data)", "champion_recorded": "champion (at promotion)",
-                 "headroom": "headroom", "regression": "regression", "missing": "missing (why)"}
+                 "headroom": "headroom", "regression": "regression", "allowed": "regression allowed",
+                 "missing": "missing (why)"}
 
 
 def table_markdown(table: pd.DataFrame) -> str:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from gandefect.config import Config
 from gandefect.data.fakes import family_of
+from gandefect.evaluate.figures import wilson
 
 WATCH_DIR = "watch"
 WATCHED = ("auc_gen", "tpr_fake_wild")  # per-generator figures the champion must keep above their floors
@@ -65,9 +66,13 @@ def per_generator(metrics: dict[str, float], floors: dict[str, float]) -> pd.Dat
             row[m] = value
             if value is not None and m in floors and value < floors[m]:
                 below.append(f"{m} {value:.3f} < {floors[m]:.2f}")
+        counts = [metrics.get(f"n_{split}_{g}") for split in ("train", "val", "test")]
+        row["train/val/test"] = "/".join("?" if n is None else f"{n:.0f}" for n in counts)
+        lo, hi = wilson(row["tpr_fake_wild"], counts[2])
+        row["tpr_fake_wild 95 %"] = "" if pd.isna(lo) else f"{lo:.2f}-{hi:.2f}"
         row["status"] = "MISSES: " + ", ".join(below) if below else "ok"
         rows.append(row)
-    return pd.DataFrame(rows, columns=["generator", "family", *WATCHED, "status"])
+    return pd.DataFrame(rows, columns=["generator", "family", *WATCHED, "tpr_fake_wild 95 %", "train/val/test", "status"])
 
 
 def alerts(figures: ChampionFigures, floors: dict[str, float]) -> list[str]:

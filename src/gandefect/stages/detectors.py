@@ -420,7 +420,18 @@ def evaluate_detector(cfg: Config, det: Detector, data: EvalData) -> tuple[Figur
     generators, n_min = data.generators, cfg.gates.min_samples
     metrics, p = evaluate(det, data.test, generators, n_min)
     metrics.update(wild.evaluate_wild(det, data.wild_test, generators=generators, min_samples=n_min))
+    metrics.update(sample_counts(data))
     return wild.summarize(metrics, cfg.detect.wild.gated, generators), p
+
+
+def sample_counts(data: EvalData) -> dict[str, float]:
+    """n_<split>_<generator>: how many images each generator (and `real`) has in train, val and
+    test; the gate weighs a slice's figure by its test count."""
+    out = {}
+    for split in ("train", "val", "test"):
+        names, counts = np.unique(getattr(data, split).generators.astype(str), return_counts=True)
+        out.update({f"n_{split}_{g}": float(n) for g, n in zip(names, counts)})
+    return out
 
 
 def evaluate_served(cfg: Config, det: Detector, data: EvalData) -> Figures:
