@@ -138,7 +138,7 @@ class CNNDetectorConfig(_Section):
     balance: Literal["image", "family"] = "family"
     # the image score: `linear` (a half-space) or `radial` (a ball around the real images; anything
     # outside it, in any direction, is generated)
-    head: Literal["linear", "radial"] = "radial"
+    head: Literal["linear", "radial"] = "linear"
     # the leave-one-family-out models (one per family); params.yaml gives them the served recipe
     loo_width: int = Field(24, ge=2)
     loo_epochs: int = Field(3, ge=1)

@@ -186,12 +186,12 @@ def test_the_radial_head_calls_every_direction_away_from_the_real_centre_generat
 
 
 def test_the_cnn_head_follows_the_setting_and_a_warm_start_needs_the_same_head():
-    assert CNNDetector(CNNDetectorConfig(width=8)).net.radial  # the default
+    assert CNNDetector(CNNDetectorConfig(width=8, head="radial")).net.radial and not CNNDetector().net.radial  # linear by default
     linear = CNNDetector(CNNDetectorConfig(width=8, head="linear"))
     assert not linear.net.radial and isinstance(linear.net.image_head[-1], torch.nn.Linear)
-    assert not CNNDetector(CNNDetectorConfig(width=8)).start_from(linear)
+    assert not CNNDetector(CNNDetectorConfig(width=8, head="radial")).start_from(linear)
     assert CNNDetector(CNNDetectorConfig(width=8, head="linear")).start_from(linear)
     old = pickle.loads(pickle.dumps(linear))
     del old.cfg.__dict__["head"]  # a champion pickled before the setting existed
-    assert not old.net.radial and not CNNDetector(CNNDetectorConfig(width=8)).start_from(old)
+    assert not old.net.radial and not CNNDetector(CNNDetectorConfig(width=8, head="radial")).start_from(old)
     assert old.score(synthetic(4, 0).images).shape == (4,)
