@@ -450,7 +450,7 @@ def schedule_cmd(
     cron: str = typer.Option(..., "--cron", help='Cron schedule, e.g. "0 3 * * 0" (Sundays 03:00).'),
     name: str = typer.Option("weekly", "--name", help="Deployment name (retrain/<name>)."),
     register_only: bool = typer.Option(False, "--register-only", help="Create the deployment and return; a worker or a later `gandefect schedule` runs it."),
-    watch_cron: Optional[str] = typer.Option(None, "--watch-cron", help='Also run `watch` (the champion on the current data; fails when it misses a generator) on this schedule, e.g. "0 * * * *".'),
+    watch_cron: Optional[str] = typer.Option(None, "--watch-cron", help='Also run `watch` (the champion on the current data; fails when it misses a generator) on this schedule, e.g. "0 * * * *"; a generator it misses and never trained on (brought by ingest-fakes) starts a retrain run at once.'),
 ) -> None:
     """Serve the retrain flow as a Prefect deployment on a cron schedule (needs PREFECT_API_URL: a Prefect server)."""
     params = str(state.params.resolve())

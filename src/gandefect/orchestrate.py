@@ -32,6 +32,7 @@ from prefect.cache_policies import CachePolicy  # noqa: E402
 from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.schedules import CronSchedule  # noqa: E402
 from prefect.context import FlowRunContext  # noqa: E402
+from prefect.deployments import run_deployment  # noqa: E402
 from prefect.runtime import flow_run, task_run  # noqa: E402
 from prefect.states import Failed  # noqa: E402
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner  # noqa: E402
@@ -378,23 +379,35 @@ DEPLOYMENT_NAME = "weekly"
 
 
 @flow(name="watch", log_prints=True)
-def watch(params: str = "params.yaml", profile: str | None = None):
+def watch(params: str = "params.yaml", profile: str | None = None, retrain_deployment: str | None = None):
     """Re-evaluate the champion detector on the current data. A markdown artifact
     (`champion-watch`) holds its figure per generator; the run ends Failed (so a Prefect
-    automation can notify) when the champion misses a generator: below the gate floor."""
+    automation can notify) when the champion misses a generator: below the gate floor.
+
+    `retrain_deployment` (as `gandefect schedule --watch-cron` serves it): when a generator the
+    champion misses has samples it never trained on (a family `ingest-fakes` brought), a run of
+    the retrain deployment `retrain/<name>` starts at once, and the watch run names it."""
     logger = get_run_logger()
     cfg = load_config(Path(params), profile)
     figures, alerts = run_watch(cfg)
+    started = ""
+    learn = records.to_learn(figures, cfg.gates.floor) if alerts and retrain_deployment else []
+    if learn:
+        run = run_deployment(f"retrain/{retrain_deployment}", timeout=0, parameters={"params": params, "profile": profile})
+        started = f"retrain flow run {run.name} ({run.id}) started to learn {', '.join(learn)}"
     table = records.per_generator(figures.metrics, cfg.gates.floor)
     lines = [f"# champion {figures.name} v{figures.version} on the current data", "",
              f"Data `{figures.data_version}`, fakes `{figures.fakes_version}`, {figures.when}.", ""]
-    lines += [f"- **ALERT** {a}" for a in alerts] + ([""] if alerts else [])
+    lines += [f"- **ALERT** {a}" for a in alerts] + ([f"- {started}"] if started else []) + ([""] if alerts else [])
     create_markdown_artifact("\n".join(lines) + table.to_markdown(index=False, floatfmt=".4f") + "\n",
                              key="champion-watch", description=f"{figures.name} v{figures.version}")
     for a in alerts:
         logger.warning(a)
+    if started:
+        logger.warning(started)
     if alerts:
-        return Failed(message=f"the champion misses {len(alerts)} generator(s): " + "; ".join(alerts))
+        return Failed(message=f"the champion misses {len(alerts)} generator(s): " + "; ".join(alerts)
+                      + (f"; {started}" if started else ""))
     return {"version": figures.version, "alerts": alerts}
 
 
@@ -418,11 +431,13 @@ def check_cron(cron: str) -> None:
 def serve_schedule(params: str, profile: str | None, cron: str, name: str = DEPLOYMENT_NAME,
                    watch_cron: str | None = None) -> None:
     """Serve the deployment: a long-running process that runs the flow on its schedule (and,
-    with `watch_cron`, the `watch` flow on its own)."""
+    with `watch_cron`, the `watch` flow on its own, which starts a retrain at once when the
+    champion misses a generator it has never trained on)."""
     check_cron(cron)
     parameters = {"params": params, "profile": profile}
     deployments = [retrain.to_deployment(name=name, cron=cron, parameters=parameters)]
     if watch_cron:
         check_cron(watch_cron)
-        deployments.append(watch.to_deployment(name=name, cron=watch_cron, parameters=parameters))
+        deployments.append(watch.to_deployment(name=name, cron=watch_cron,
+                                               parameters={**parameters, "retrain_deployment": name}))
     serve(*deployments)

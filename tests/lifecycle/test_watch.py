@@ -70,3 +70,13 @@ def test_traffic_of_a_new_family_is_flagged_as_a_shift_and_like_validation_is_no
     new_family = drift.histogram(np.r_[np.full(40, 0.3), np.full(60, 0.6)])  # scores where validation has none
     shifted = drift.compare(validation, 0.10, new_family, 0.60)
     assert shifted["shifted"] and shifted["psi"] > drift.SHIFT_PSI
+
+
+def test_a_retrain_is_worth_starting_only_for_missed_generators_the_champion_never_trained_on():
+    metrics = {"tpr_fake_wild_lsgan": 0.70, "tpr_fake_wild_newddpm": 0.30, "tpr_fake_wild_hinge": 0.95}
+    figures = watch.ChampionFigures("gandefect-detector", "3", "d", "f", "watch", metrics,
+                                    trained_on=["hinge", "lsgan"])
+    assert watch.to_learn(figures, FLOORS) == ["newddpm"]  # lsgan is missed too, but its samples are not new
+    figures.trained_on.append("newddpm")
+    assert watch.to_learn(figures, FLOORS) == []
+    assert watch.to_learn(_figures(metrics), FLOORS) == ["lsgan", "newddpm"]  # a record written before trained_on

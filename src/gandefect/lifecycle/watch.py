@@ -32,6 +32,15 @@ class ChampionFigures:
     source: str  # "gate" (judged beside a candidate) or "watch"
     metrics: dict[str, float]
     when: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
+    trained_on: list[str] = field(default_factory=list)  # the generators the champion's weights have seen
+
+
+def to_learn(figures: ChampionFigures, floors: dict[str, float]) -> list[str]:
+    """Generators the champion misses and never trained on: samples a retrain would learn from
+    (a miss on a generator it was trained on is not mended by training on the same data again)."""
+    seen = set(figures.trained_on)
+    table = per_generator(figures.metrics, floors)
+    return [g for g, status in zip(table["generator"], table["status"]) if status != "ok" and g not in seen]
 
 
 def record_path(cfg: Config, name: str) -> Path:

@@ -447,6 +447,7 @@ class ChampionToday:
     version: str
     metrics: Figures  # its figures on the candidate's data
     families: set[str]  # the families (today's grouping) of the generators it was trained on
+    trained_on: list[str] = field(default_factory=list)  # ... and the generators themselves
 
 
 def load_champion(device: torch.device = hardware.CPU) -> tuple[str, Detector] | None:
@@ -466,7 +467,7 @@ def evaluate_champion(cfg: Config, data: EvalData, found: tuple[str, Detector] |
     version, det = found
     families = dict(zip(data.train.generators.tolist(), data.train.families.tolist()))  # today's, by generator
     return ChampionToday(version, evaluate_served(cfg, det, data),
-                         {families.get(g, family_of(g)) for g in det.trained_on})
+                         {families.get(g, family_of(g)) for g in det.trained_on}, list(det.trained_on))
 
 
 def summarize_unseen(metrics: Figures, new: set[str]) -> None:
@@ -508,7 +509,7 @@ def run_watch(cfg: Config) -> tuple[watch.ChampionFigures, list[str]]:
     if found is None:
         raise BadInputError(f"no champion {DETECTOR_MODEL}: run `gandefect run` first")
     figures = watch.ChampionFigures(DETECTOR_MODEL, found.version, versioning.data_version(cfg), _version_fakes(cfg), "watch",
-                                    found.metrics)
+                                    found.metrics, trained_on=list(found.trained_on))
     watch.write(cfg, figures)
     return figures, watch.alerts(figures, cfg.gates.floor)
 
