@@ -200,9 +200,13 @@ def test_a_slice_too_small_for_its_floor_is_named_and_refused_only_when_its_whol
     assert not report.success
     assert any(r.startswith("newddpm:tpr_fake_wild = 0.5000 (95 % interval 0.35-0.65 of 40), needs at least 0.85")
                for r in reasons)
+    # far above: passed from 40 and not listed
+    table, report, reasons = _judge({**candidate, "tpr_fake_wild_newddpm": 1.0})
+    assert report.success and not any(r.startswith("newddpm") for r in not_judged(table))
     # the same 0.80 from 400 images is refused like any slice, and the real slice is large enough to judge
     table, report, reasons = _judge({**candidate, "n_test_newddpm": 400})
-    assert not report.success and "newddpm:tpr_fake_wild = 0.8000, needs at least 0.8500" in reasons
+    assert not report.success and "newddpm:tpr_fake_wild = 0.8000 (95 % interval 0.76-0.84 of 400), needs at least 0.8500" \
+        in reasons
     assert not table.loc[table["metric"].str.startswith("fpr_real"), "small"].any()
 
 

@@ -104,8 +104,10 @@ def _weigh_by_counts(spec: ModelGateConfig, t: pd.DataFrame, candidate: dict) ->
     ci = [wilson(v, n) for v, n in zip(t["value"], t["n"])]
     t["ci_low"], t["ci_high"] = [c[0] for c in ci], [c[1] for c in ci]
     at_threshold = [wilson(b, n) for b, n in zip(t["threshold"], t["n"])]
-    t["small"] = [pd.notna(b) and pd.notna(lo) and (hi - lo) / 2 > spec.ci_halfwidth
-                  for b, (lo, hi) in zip(t["threshold"], at_threshold)]
+    # too few to judge: the threshold's own interval is wider than allowed, and the figure's
+    # interval holds the threshold (one wholly on either side is a verdict at any count)
+    t["small"] = [pd.notna(b) and pd.notna(lo) and (hi - lo) / 2 > spec.ci_halfwidth and vlo <= b <= vhi
+                  for b, (lo, hi), vlo, vhi in zip(t["threshold"], at_threshold, t["ci_low"], t["ci_high"])]
     sign = np.where(t["lower"].astype(bool), -1.0, 1.0)
     # a small slice misses its floor only when even its interval's best end does
     best_end = np.where(t["lower"].astype(bool), t["ci_low"], t["ci_high"])
@@ -226,7 +228,7 @@ def _reasons(table: pd.DataFrame) -> list[str]:
             out.append(f"{r['row']} is missing ({r['missing']}), so its threshold ({bound} {r['threshold']:.4f}) "
                        "cannot be checked")
         elif r["headroom"] < 0:
-            interval = f" (95 % interval {r['ci_low']:.2f}-{r['ci_high']:.2f} of {r['n']:.0f})" if r["small"] else ""
+            interval = f" (95 % interval {r['ci_low']:.2f}-{r['ci_high']:.2f} of {r['n']:.0f})" if pd.notna(r["ci_low"]) else ""
             out.append(f"{r['row']} = {r['value']:.4f}{interval}, needs {bound} {r['threshold']:.4f}")
         if pd.notna(r["regression"]) and r["over_margin"] > 0:
             value = f"missing ({r['missing']})" if pd.isna(r["value"]) else f"{r['value']:.4f}"
