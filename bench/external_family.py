@@ -112,6 +112,19 @@ def strokes(n: int, rng: np.random.Generator, size: int = 28) -> np.ndarray:
     return out
 
 
+def _tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8-range images (N, H, W[, C]) as a (N, C, H, W) batch in [-1, 1]."""
+    x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)
+    return x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
+
+
+def _pixels(batches: list[torch.Tensor]) -> np.ndarray:
+    """Sampled batches in [-1, 1] back to uint8-range images (N, H, W[, C])."""
+    samples = (torch.cat(batches).clamp(-1, 1) + 1) * 127.5
+    samples = samples[:, 0] if samples.shape[1] == 1 else samples.permute(0, 2, 3, 1)
+    return samples.numpy().astype(np.float64)
+
+
 class VelocityNet(torch.nn.Module):
     """A small U-Net v(x, t): two resolutions below the image's, time added to every block."""
 
@@ -151,8 +164,7 @@ def flow(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, sampl
     it from `checkpoint` when that file exists; a new one is saved there), then integrate n
     samples from noise with `sample_steps` Euler steps."""
     torch.manual_seed(int(rng.integers(2**31)))
-    x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)
-    x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    x = _tensor(images)
     net = VelocityNet(x.shape[1], width)
     if checkpoint is not None and checkpoint.exists():
         net.load_state_dict(torch.load(checkpoint))
@@ -181,9 +193,7 @@ def flow(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, sampl
             for k in range(sample_steps):
                 z = z + net(z, torch.full((len(z),), k / sample_steps)) / sample_steps
             out.append(z)
-    samples = (torch.cat(out).clamp(-1, 1) + 1) * 127.5
-    samples = samples[:, 0] if samples.shape[1] == 1 else samples.permute(0, 2, 3, 1)
-    return samples.numpy().astype(np.float64)
+    return _pixels(out)
 
 
 def ddpm(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, width: int, timesteps: int,
@@ -194,8 +204,7 @@ def ddpm(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, width
     stochastic: another network and another sampler than the zoo's `ddpm` (nearest up-sampling,
     EMA weights, deterministic DDIM in 25 steps)."""
     torch.manual_seed(int(rng.integers(2**31)))
-    x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)
-    x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    x = _tensor(images)
     net = VelocityNet(x.shape[1], width, upsample="bilinear")
     betas = torch.linspace(1e-4, 0.02, timesteps)
     alphas_bar = torch.cumprod(1 - betas, 0)
@@ -229,9 +238,7 @@ def ddpm(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, width
                 if t:
                     z = z + betas[t].sqrt() * torch.randn_like(z)
             out.append(z)
-    samples = (torch.cat(out).clamp(-1, 1) + 1) * 127.5
-    samples = samples[:, 0] if samples.shape[1] == 1 else samples.permute(0, 2, 3, 1)
-    return samples.numpy().astype(np.float64)
+    return _pixels(out)
 
 
 def main() -> None:
