@@ -148,6 +148,10 @@ class CNNDetectorConfig(_Section):
     warm_start: bool = True
     finetune_epochs: int = Field(3, ge=1)
     finetune_lr: float = Field(5e-4, gt=0)
+    # learning without forgetting (Li & Hoiem 2017): while fine-tuning, the champion's own outputs
+    # on real images and on the generators it was trained on are soft targets of this weight
+    # (0: off), so a few hundred images of a new family move its verdicts on the old ones less
+    distill: float = Field(1.0, ge=0)
 
 
 class SpectralDetectorConfig(_Section):

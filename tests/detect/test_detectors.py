@@ -131,6 +131,30 @@ def test_a_warm_started_cnn_begins_from_its_predecessor_and_keeps_what_it_knew()
     assert not CNNDetector(CNNDetectorConfig(width=8), channels=3).start_from(old)
 
 
+def test_distillation_keeps_a_fine_tuned_cnn_near_its_champion_on_what_the_champion_knew():
+    """Learning without forgetting: fine-tuned on a new family, the candidate's scores on real
+    images and the old generator move less from the champion's with the champion's outputs as
+    soft targets than without them, and the teacher is not kept inside the model."""
+    old_data = synthetic(400, 0)
+    old = FAMILIES["cnn"](1).fit(old_data)
+    rng = np.random.default_rng(3)
+    new = synthetic(400, 1)
+    noisy = np.clip(new.images.astype(int) + rng.integers(-40, 41, new.images.shape) * new.labels[:, None, None], 0, 255)
+    new = Labeled(noisy.astype(np.uint8), new.labels, np.where(new.labels == 1, "grain", "real"))
+    mixed = Labeled(np.concatenate([old_data.images[:100], new.images]), np.concatenate([old_data.labels[:100], new.labels]),
+                    np.concatenate([old_data.generators[:100], new.generators]))
+    probe = synthetic(200, 9).images
+    drift = {}
+    for weight in (0.0, 4.0):
+        cand = CNNDetector(CNNDetectorConfig(width=8, epochs=3, batch_size=32, lr=5e-3, p_process=0.0,
+                                             focal_gamma=0.0, distill=weight), seed=5)
+        assert cand.start_from(old)
+        cand.fit(mixed)
+        assert not hasattr(cand, "_teacher")
+        drift[weight] = np.abs(cand.raw_scores(probe) - old.raw_scores(probe)).mean()
+    assert drift[4.0] < 0.7 * drift[0.0], drift
+
+
 def test_a_detector_pickled_with_the_old_settings_objects_still_loads():
     """Champions registered before the config sections were the detectors' settings keep loading."""
     old_cnn = CNNDetector()

@@ -14,6 +14,7 @@ whole generated images keep their constant targets, so the net learns *where* as
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,6 +113,13 @@ def _image_loss(logit: torch.Tensor, label: torch.Tensor, pos_weight: torch.Tens
     return (weight * ce).mean()
 
 
+def _distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """Cross-entropy of the student's logits against the teacher's softened probabilities (Li &
+    Hoiem 2017), times T^2 so its gradients keep their scale whatever the temperature."""
+    target = torch.sigmoid(teacher / temperature)
+    return F.binary_cross_entropy_with_logits(student / temperature, target) * temperature ** 2
+
+
 def _family_balanced(train: Labeled) -> np.ndarray | None:
     """Drawing probabilities under which real images make half of the draws and every generator
     family an equal share of the other half (a family of many losses or samples no longer drowns
@@ -154,6 +162,7 @@ class CNNDetector(Detector):
             return False
         self.net.load_state_dict(other.net.state_dict())
         self.started_from = list(other.trained_on)
+        self._teacher = other.net  # read, never trained: soft targets while fine-tuning (cfg.distill)
         return True
 
     def fit(self, train: Labeled, progress=None) -> "CNNDetector":
@@ -175,6 +184,12 @@ class CNNDetector(Detector):
             pos_weight = torch.tensor(1.0, device=device)
         masks = mask_pool(rng, train.images.shape[1:3], SPLICE_MASKS, 2048) if c.p_splice > 0 and len(real_idx) \
             and len(fake_idx) else None
+        # the champion's verdicts on what it already knows are kept while the new data is learned
+        teacher = getattr(self, "_teacher", None) if c.distill > 0 else None
+        known = np.isin(train.generators, ["real", *getattr(self, "started_from", [])])
+        if teacher is not None:
+            teacher = copy.deepcopy(teacher).to(device).eval().requires_grad_(False)
+            hardware.channels_last(teacher)
         hardware.channels_last(self.net)
         self.net.to(device).train()
         for epoch in range(c.epochs):
@@ -200,6 +215,12 @@ class CNNDetector(Detector):
                 image_labels = torch.from_numpy(labels[idx]).to(device)
                 loss = F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight) + \
                     _image_loss(image_logit[whole], image_labels[whole], pos_weight, c.focal_gamma)
+                keep = torch.from_numpy(known[idx] & ~spliced).to(device)
+                if teacher is not None and keep.any():
+                    with torch.no_grad(), hardware.autocast(self.bf16, device):
+                        t_logits, t_image = teacher(hardware.batch(_tensor(images[known[idx] & ~spliced]), device))
+                    loss = loss + c.distill * (_distillation(logits[keep], t_logits.float()) +
+                                               _distillation(image_logit[keep], t_image.float()))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -207,6 +228,7 @@ class CNNDetector(Detector):
                 if progress:
                     progress("cnn detector", epoch * steps_per_epoch + i + 1, c.epochs * steps_per_epoch)
         self.net.to(hardware.CPU).eval()
+        self.__dict__.pop("_teacher", None)  # the champion is not part of this model
         # a warm-started net has seen its predecessor's generators as well
         self.trained_on = sorted((set(train.generators) | set(getattr(self, "started_from", []))) - {"real"})
         return self
