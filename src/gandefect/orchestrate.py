@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 # The ephemeral Prefect server starts slowly on small machines; give it time (overridable).
@@ -30,6 +31,10 @@ from prefect import flow, get_run_logger, serve, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import CachePolicy  # noqa: E402
 from prefect.client.orchestration import get_client  # noqa: E402
+from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId,  # noqa: E402
+                                            FlowRunFilterExpectedStartTime, FlowRunFilterState,
+                                            FlowRunFilterStateType)
+from prefect.client.schemas.objects import StateType  # noqa: E402
 from prefect.client.schemas.schedules import CronSchedule  # noqa: E402
 from prefect.context import FlowRunContext  # noqa: E402
 from prefect.deployments import run_deployment  # noqa: E402
@@ -393,8 +398,14 @@ def watch(params: str = "params.yaml", profile: str | None = None, retrain_deplo
     started = ""
     learn = records.to_learn(figures, cfg.gates.floor) if alerts and retrain_deployment else []
     if learn:
-        run = run_deployment(f"retrain/{retrain_deployment}", timeout=0, parameters={"params": params, "profile": profile})
-        started = f"retrain flow run {run.name} ({run.id}) started to learn {', '.join(learn)}"
+        deployment = f"retrain/{retrain_deployment}"
+        under_way = _runs_under_way(deployment)
+        if under_way:  # a watch every few minutes must not queue a retrain behind each other
+            run = under_way[0]
+            started = f"retrain flow run {run.name} ({run.id}) is already under way ({run.state_name}); none started"
+        else:
+            run = run_deployment(deployment, timeout=0, parameters={"params": params, "profile": profile})
+            started = f"retrain flow run {run.name} ({run.id}) started to learn {', '.join(learn)}"
     table = records.per_generator(figures.metrics, cfg.gates.floor)
     lines = [f"# champion {figures.name} v{figures.version} on the current data", "",
              f"Data `{figures.data_version}`, fakes `{figures.fakes_version}`, {figures.when}.", ""]
@@ -409,6 +420,17 @@ def watch(params: str = "params.yaml", profile: str | None = None, retrain_deplo
         return Failed(message=f"the champion misses {len(alerts)} generator(s): " + "; ".join(alerts)
                       + (f"; {started}" if started else ""))
     return {"version": figures.version, "alerts": alerts}
+
+
+def _runs_under_way(deployment: str) -> list:
+    """The deployment's runs that are due, pending or running now (not its future scheduled ones)."""
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name(deployment)
+        due = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[dep.id]),
+                            state=FlowRunFilterState(type=FlowRunFilterStateType(
+                                any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])),
+                            expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(timezone.utc)))
+        return client.read_flow_runs(flow_run_filter=due, limit=5)
 
 
 def register_schedule(params: str, profile: str | None, cron: str, name: str = DEPLOYMENT_NAME) -> str:

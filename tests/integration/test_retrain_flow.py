@@ -177,7 +177,9 @@ def test_schedule_registers_a_cron_deployment_without_blocking(tmp_path, prefect
     from prefect.client.orchestration import get_client
 
     from gandefect.errors import BadInputError
-    from gandefect.orchestrate import register_schedule
+    from prefect.deployments import run_deployment
+
+    from gandefect.orchestrate import _runs_under_way, register_schedule
 
     params = write_params(tmp_path)
     deployment_id = register_schedule(str(params), "tiny", "0 3 * * 0", "weekly-test")
@@ -187,6 +189,11 @@ def test_schedule_registers_a_cron_deployment_without_blocking(tmp_path, prefect
         assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * 0"]
         assert deployment.parameters["profile"] == "tiny"
         assert client.read_flow(deployment.flow_id).name == "retrain"
+    # what `watch` asks before it starts a retrain: the weekly runs still to come do not count,
+    # a run started now does until it ends (no worker serves this one, so it stays due)
+    assert _runs_under_way("retrain/weekly-test") == []
+    started = run_deployment("retrain/weekly-test", timeout=0)
+    assert [r.id for r in _runs_under_way("retrain/weekly-test")] == [started.id]
     with pytest.raises(BadInputError, match="not a valid cron"):
         register_schedule(str(params), "tiny", "every sunday", "bad")
 
