@@ -152,6 +152,9 @@ class CNNDetectorConfig(_Section):
     # on real images and on the generators it was trained on are soft targets of this weight
     # (0: off), so a few hundred images of a new family move its verdicts on the old ones less
     distill: float = Field(1.0, ge=0)
+    # ... and the share of the generated draws that go to generators the champion never saw
+    # (null: each family weighs alike, the new one like an old one); family balance only
+    new_share: float | None = Field(None, gt=0, lt=1)
 
 
 class SpectralDetectorConfig(_Section):

@@ -189,6 +189,11 @@ def test_family_balanced_drawing_gives_each_generator_family_an_equal_share_of_t
     rng = np.random.default_rng(0)
     drawn = families[rng.choice(len(p), 20_000, p=p)]
     assert abs((drawn == "diffusion").mean() - 0.25) < 0.02
+    # a warm start's new generators (here ddpm and its aligned set) take new_share of the fakes
+    p = _family_balanced(data, np.isin(generators, ["ddpm", "ddpm-aligned"]), 0.6)
+    share = {f: p[families == f].sum() for f in ("real", "dcgan", "diffusion")}
+    assert share == pytest.approx({"real": 0.5, "dcgan": 0.2, "diffusion": 0.3})
+    assert p[generators == "lsgan"].sum() == pytest.approx(0.1)
     det = CNNDetector(CNNDetectorConfig(width=8, epochs=1, batch_size=64, balance="family"), channels=1)
     det.fit(synthetic(200, 0, False))
     assert det.trained_on == ["toy"]

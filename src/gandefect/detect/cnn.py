@@ -120,10 +120,11 @@ def _distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: flo
     return F.binary_cross_entropy_with_logits(student / temperature, target) * temperature ** 2
 
 
-def _family_balanced(train: Labeled) -> np.ndarray | None:
+def _family_balanced(train: Labeled, new: np.ndarray | None = None, new_share: float | None = None) -> np.ndarray | None:
     """Drawing probabilities under which real images make half of the draws and every generator
     family an equal share of the other half (a family of many losses or samples no longer drowns
-    a small one); None without both classes."""
+    a small one); None without both classes. With `new_share`, the generated images where `new`
+    holds (generators a warm start has not seen) make that share of the generated draws."""
     real = train.labels == 0
     families = train.families[~real]
     if real.all() or not real.any():
@@ -132,6 +133,10 @@ def _family_balanced(train: Labeled) -> np.ndarray | None:
     p[real] = 0.5 / real.sum()
     names, inverse, counts = np.unique(families.astype(str), return_inverse=True, return_counts=True)
     p[~real] = 0.5 / len(names) / counts[inverse]
+    if new_share is not None and new is not None and (new & ~real).any() and (~new & ~real).any():
+        fresh, old = new & ~real, ~new & ~real
+        p[fresh] *= 0.5 * new_share / p[fresh].sum()
+        p[old] *= 0.5 * (1 - new_share) / p[old].sum()
     return p / p.sum()
 
 
@@ -179,14 +184,15 @@ class CNNDetector(Detector):
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=max(1, c.epochs * steps_per_epoch))
         labels = train.labels.astype(np.float32)
         real_idx, fake_idx = np.flatnonzero(train.labels == 0), np.flatnonzero(train.labels == 1)
-        draw = _family_balanced(train) if c.balance == "family" else None
+        # the champion's verdicts on what it already knows are kept while the new data is learned
+        teacher = getattr(self, "_teacher", None) if c.distill > 0 else None
+        known = np.isin(train.generators, ["real", *getattr(self, "started_from", [])])
+        warm = hasattr(self, "started_from")
+        draw = _family_balanced(train, ~known, c.new_share if warm else None) if c.balance == "family" else None
         if draw is not None:  # both classes are drawn equally often: no class weight on top
             pos_weight = torch.tensor(1.0, device=device)
         masks = mask_pool(rng, train.images.shape[1:3], SPLICE_MASKS, 2048) if c.p_splice > 0 and len(real_idx) \
             and len(fake_idx) else None
-        # the champion's verdicts on what it already knows are kept while the new data is learned
-        teacher = getattr(self, "_teacher", None) if c.distill > 0 else None
-        known = np.isin(train.generators, ["real", *getattr(self, "started_from", [])])
         if teacher is not None:
             teacher = copy.deepcopy(teacher).to(device).eval().requires_grad_(False)
             hardware.channels_last(teacher)
