@@ -7,7 +7,8 @@ MLflow run in `gandefect-retrain` per flow run; every stage run carries the same
 
 Incremental runs: every training task is cached by Prefect under a key made of exactly what
 determines its output (data version, its params section, the seed, the upstream models and
-the identity of the MLflow store), with its result persisted under `.gandefect/cache/`. A
+the identity of the MLflow store), its record under `.gandefect/cache/` and its result under
+`.gandefect/results/` (inside the project, so PREFECT_HOME never decides what is reused). A
 rerun with unchanged data and params therefore trains and registers nothing; `force=True`
 (`gandefect run --force`) refreshes every cache entry.
 """
@@ -38,6 +39,7 @@ from prefect.client.schemas.objects import StateType  # noqa: E402
 from prefect.client.schemas.schedules import CronSchedule  # noqa: E402
 from prefect.context import FlowRunContext  # noqa: E402
 from prefect.deployments import run_deployment  # noqa: E402
+from prefect.filesystems import LocalFileSystem  # noqa: E402
 from prefect.runtime import flow_run, task_run  # noqa: E402
 from prefect.states import Failed  # noqa: E402
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner  # noqa: E402
@@ -60,6 +62,7 @@ from gandefect.stages.ingest import run_ingest  # noqa: E402
 from gandefect.stages.repair import run_train_repairer  # noqa: E402
 
 CACHE_DIR = ".gandefect/cache"
+RESULTS_DIR = ".gandefect/results"
 STAGES = FLOW_STAGES
 
 
@@ -67,9 +70,14 @@ def _flow_run_id() -> str | None:
     return str(flow_run.id) if flow_run.id else None
 
 
+# Results moved from Prefect's home into the project: records written before name results this
+# layout cannot read, so they never match.
+CACHE_LAYOUT = 2
+
+
 def digest(*parts) -> str:
     """A stable hash of JSON-able parts: the cache key of a stage."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    blob = json.dumps([CACHE_LAYOUT, *parts], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
@@ -93,6 +101,15 @@ def _progress(every: float = 0.1):
             logger.info("%s: %d/%d", stage, done, total)
 
     return progress
+
+
+def _results_storage(cfg: Config) -> str:
+    """A Prefect block, saved on the server, that stores this project's task results in
+    `.gandefect/results/`; its reference (worker processes load it by name)."""
+    basepath = str(cfg.path(RESULTS_DIR).resolve())
+    name = f"gandefect-results-{hashlib.sha256(basepath.encode()).hexdigest()[:16]}"
+    LocalFileSystem(basepath=basepath).save(name, overwrite=True)
+    return f"local-file-system/{name}"
 
 
 def _set_threads(cfg: Config, threads: int | None) -> None:
@@ -287,10 +304,13 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
     store = store_identity(cfg)
     cache_dir = cfg.path(CACHE_DIR).resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
+    results = _results_storage(cfg)
 
     def cached_task(t):
-        # cache records live with the project (a fresh clone starts with none)
-        return t.with_options(cache_policy=t.cache_policy.configure(key_storage=cache_dir), refresh_cache=force)
+        # records and results live with the project (a fresh clone starts with none); results
+        # in Prefect's home would fail to load under another PREFECT_HOME instead of retraining
+        return t.with_options(cache_policy=t.cache_policy.configure(key_storage=cache_dir), result_storage=results,
+                              refresh_cache=force)
 
     threads = _worker_threads(FlowRunContext.get().task_runner)
 
