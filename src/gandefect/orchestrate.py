@@ -417,7 +417,12 @@ def watch(params: str = "params.yaml", profile: str | None = None, retrain_deplo
     figures, alerts = run_watch(cfg)
     started = ""
     learn = records.to_learn(figures, cfg.gates.floor) if alerts and retrain_deployment else []
-    if learn:
+    refused = _refused_on_this_data(figures) if learn else None
+    if refused is not None:  # the same data trains the same model: a person decides, or more samples come
+        started = (f"candidate v{refused.version} already learned from this data (fakes {figures.fakes_version}) "
+                   f"and is not the champion (refused by its gate, or rolled back); none started: `gandefect promote "
+                   f"{refused.version}` is an operator's call, more samples a reason to retrain")
+    elif learn:
         deployment = f"retrain/{retrain_deployment}"
         under_way = _runs_under_way(deployment)
         if under_way:  # a watch every few minutes must not queue a retrain behind each other
@@ -440,6 +445,16 @@ def watch(params: str = "params.yaml", profile: str | None = None, retrain_deplo
         return Failed(message=f"the champion misses {len(alerts)} generator(s): " + "; ".join(alerts)
                       + (f"; {started}" if started else ""))
     return {"version": figures.version, "alerts": alerts}
+
+
+def _refused_on_this_data(figures: records.ChampionFigures):
+    """The newest detector version when it is newer than the champion and was trained on the
+    data and fake sets the champion was just judged on (so the gate refused it), else None."""
+    newest = registry.latest_version(DETECTOR_MODEL)
+    if newest is None or int(newest.version) <= int(figures.version):
+        return None
+    same = (newest.tags.get("data_version"), newest.tags.get("fakes_version")) == (figures.data_version, figures.fakes_version)
+    return newest if same else None
 
 
 def _runs_under_way(deployment: str) -> list:

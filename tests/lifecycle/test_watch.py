@@ -80,3 +80,25 @@ def test_a_retrain_is_worth_starting_only_for_missed_generators_the_champion_nev
     figures.trained_on.append("newddpm")
     assert watch.to_learn(figures, FLOORS) == []
     assert watch.to_learn(_figures(metrics), FLOORS) == ["lsgan", "newddpm"]  # a record written before trained_on
+
+
+def test_watch_starts_no_retrain_where_a_newer_version_already_learned_from_the_same_data(tmp_path):
+    """A candidate trained on today's data and fakes that is not champion (refused, or rolled
+    back) would come out the same from a second retrain: watch names it instead of starting one."""
+    import mlflow
+
+    from gandefect.orchestrate import _refused_on_this_data
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        client = mlflow.MlflowClient()
+        client.create_registered_model("gandefect-detector")
+        for tags in ({"data_version": "data1", "fakes_version": "fakes0"}, {"data_version": "data1", "fakes_version": "fakes0"}):
+            client.create_model_version("gandefect-detector", str(tmp_path), tags=tags)
+        champion = watch.ChampionFigures("gandefect-detector", "1", "data1", "fakes1", "watch", {})
+        assert _refused_on_this_data(champion) is None  # v2 was trained before fakes1 was ingested
+        client.create_model_version("gandefect-detector", str(tmp_path), tags={"data_version": "data1", "fakes_version": "fakes1"})
+        assert int(_refused_on_this_data(champion).version) == 3
+        assert _refused_on_this_data(watch.ChampionFigures("gandefect-detector", "3", "data1", "fakes1", "watch", {})) is None
+    finally:
+        mlflow.set_tracking_uri(None)
