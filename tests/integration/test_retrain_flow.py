@@ -85,6 +85,8 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     # the session's whole flow after its ingest + zoo run: the zoo came from the cache, the rest was trained
     assert first.state == "completed" and set(first.cached) == {"zoo-setup"} | {f"gan-{g}" for g in first.zoo}
+    # what the cache reuses lives in the project, not in Prefect's home (PREFECT_HOME may change)
+    assert len(list((project / ".gandefect" / "results").iterdir())) >= len(first.zoo) + 2
     for name, part in (("gandefect-detector", first.detector), ("gandefect-repairer", first.repairer)):
         assert part["gate_passed"] is True
         assert client.get_model_version_by_alias(name, "champion").version == part["version"]
