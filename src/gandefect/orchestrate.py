@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 # The ephemeral Prefect server starts slowly on small machines; give it time (overridable).
@@ -457,14 +457,19 @@ def _refused_on_this_data(figures: records.ChampionFigures):
     return newest if same else None
 
 
+STALE_RUN = timedelta(hours=12)  # a run due longer ago and still not ended lost its process (the server never heard)
+
+
 def _runs_under_way(deployment: str) -> list:
-    """The deployment's runs that are due, pending or running now (not its future scheduled ones)."""
+    """The deployment's runs that are due, pending or running now (not its future scheduled ones,
+    nor ones due more than STALE_RUN ago)."""
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name(deployment)
         due = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[dep.id]),
                             state=FlowRunFilterState(type=FlowRunFilterStateType(
                                 any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])),
-                            expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(timezone.utc)))
+                            expected_start_time=FlowRunFilterExpectedStartTime(
+                                before_=datetime.now(timezone.utc), after_=datetime.now(timezone.utc) - STALE_RUN))
         return client.read_flow_runs(flow_run_filter=due, limit=5)
 
 
