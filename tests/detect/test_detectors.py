@@ -131,7 +131,8 @@ def test_a_warm_started_cnn_begins_from_its_predecessor_and_keeps_what_it_knew()
     assert not CNNDetector(CNNDetectorConfig(width=8), channels=3).start_from(old)
 
 
-def test_distillation_keeps_a_fine_tuned_cnn_near_its_champion_on_what_the_champion_knew():
+@pytest.mark.parametrize("bf16", [False, True])  # bf16 forced: emulated where the CPU lacks it
+def test_distillation_keeps_a_fine_tuned_cnn_near_its_champion_on_what_the_champion_knew(bf16):
     """Learning without forgetting: fine-tuned on a new family, the candidate's scores on real
     images and the old generator move less from the champion's with the champion's outputs as
     soft targets than without them, and the teacher is not kept inside the model."""
@@ -147,7 +148,7 @@ def test_distillation_keeps_a_fine_tuned_cnn_near_its_champion_on_what_the_champ
     drift = {}
     for weight in (0.0, 4.0):
         cand = CNNDetector(CNNDetectorConfig(width=8, epochs=3, batch_size=32, lr=5e-3, p_process=0.0,
-                                             focal_gamma=0.0, distill=weight), seed=5)
+                                             focal_gamma=0.0, distill=weight), seed=5).on(torch.device("cpu"), bf16)
         assert cand.start_from(old)
         cand.fit(mixed)
         assert not hasattr(cand, "_teacher")

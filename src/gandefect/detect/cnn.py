@@ -186,9 +186,10 @@ class CNNDetector(Detector):
         real_idx, fake_idx = np.flatnonzero(train.labels == 0), np.flatnonzero(train.labels == 1)
         # the champion's verdicts on what it already knows are kept while the new data is learned
         teacher = getattr(self, "_teacher", None) if c.distill > 0 else None
-        known = np.isin(train.generators, ["real", *getattr(self, "started_from", [])])
-        warm = hasattr(self, "started_from")
-        draw = _family_balanced(train, ~known, c.new_share if warm else None) if c.balance == "family" else None
+        started_from = getattr(self, "started_from", None)  # set by a warm start
+        known = np.isin(train.generators, ["real", *(started_from or [])])
+        draw = _family_balanced(train, ~known, c.new_share if started_from is not None else None) \
+            if c.balance == "family" else None
         if draw is not None:  # both classes are drawn equally often: no class weight on top
             pos_weight = torch.tensor(1.0, device=device)
         masks = mask_pool(rng, train.images.shape[1:3], SPLICE_MASKS, 2048) if c.p_splice > 0 and len(real_idx) \
@@ -221,10 +222,11 @@ class CNNDetector(Detector):
                 image_labels = torch.from_numpy(labels[idx]).to(device)
                 loss = F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight) + \
                     _image_loss(image_logit[whole], image_labels[whole], pos_weight, c.focal_gamma)
-                keep = torch.from_numpy(known[idx] & ~spliced).to(device)
-                if teacher is not None and keep.any():
+                held = known[idx] & ~spliced  # whole images of what the champion knew
+                if teacher is not None and held.any():
+                    keep = torch.from_numpy(held).to(device)
                     with torch.no_grad(), hardware.autocast(self.bf16, device):
-                        t_logits, t_image = teacher(hardware.batch(_tensor(images[known[idx] & ~spliced]), device))
+                        t_logits, t_image = teacher(hardware.batch(_tensor(images[held]), device))
                     loss = loss + c.distill * (_distillation(logits[keep], t_logits.float()) +
                                                _distillation(image_logit[keep], t_image.float()))
                 opt.zero_grad(set_to_none=True)
