@@ -1,6 +1,6 @@
 """Make a folder of images from a generator family the zoo lacks, for `gandefect ingest-fakes`.
 
-Six families, none adversarial:
+Seven families, one of them adversarial:
   - `flow` (the default): a flow-matching model (rectified flow, Liu et al. 2023; Lipman et
     al. 2023), the diffusion family's simplest member: a small U-Net learns the velocity
     x1 - x0 that carries Gaussian noise x0 to a real train image x1 along straight paths, and
@@ -32,7 +32,7 @@ Six families, none adversarial:
     in closed form and sampled as mean + W z (the decoder's mean, as a VAE's samples are
     shown; `--noise-scale 1` adds the model's isotropic noise): blurry, ghosted digits.
 
-    .venv/bin/python bench/external_family.py OUT_DIR [--family flow|ddpm|shufflevae|strokes|mixup|ppca] [--n 500] [--seed 7]
+    .venv/bin/python bench/external_family.py OUT_DIR [--family flow|ddpm|shufflevae|stylegan|strokes|mixup|ppca] [--n 500] [--seed 7]
     .venv/bin/gandefect ingest-fakes OUT_DIR --generator flow
 """
 
@@ -294,16 +294,104 @@ def shufflevae(images: np.ndarray, n: int, rng: np.random.Generator, steps: int,
         return _pixels([net.decode(torch.randn(min(256, n - i), net.z_dim)) for i in range(0, n, 256)])
 
 
+class ModulatedConv(torch.nn.Module):
+    """A 3x3 convolution whose weights each sample's style scales per input channel, then
+    demodulates to unit output variance (StyleGAN2's weight demodulation, Karras et al. 2020)."""
+
+    def __init__(self, cin: int, cout: int, w_dim: int, demodulate: bool = True):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(cout, cin, 3, 3))
+        self.style = torch.nn.Linear(w_dim, cin)
+        torch.nn.init.ones_(self.style.bias)
+        self.demodulate = demodulate
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        # scaling the input by the style and the output by the demodulation equals convolving with
+        # per-sample weights (StyleGAN2's non-fused form), as one convolution for the whole batch
+        style = self.style(w)
+        weight = self.weight / (self.weight[0].numel()) ** 0.5
+        out = torch.nn.functional.conv2d(x * style[:, :, None, None], weight, padding=1)
+        if self.demodulate:
+            out = out * (style.pow(2) @ weight.pow(2).sum((2, 3)).T + 1e-8).rsqrt()[:, :, None, None]
+        return out
+
+
+class StyleGenerator(torch.nn.Module):
+    """A style-based generator (Karras et al. 2019/2020): an MLP maps z to a style w, a learnt
+    constant (size/4) is up-sampled by nearest neighbour twice, every layer a modulated
+    convolution with per-pixel noise added, and the image comes from an unmodulated-demodulation
+    1-channel layer. No transposed convolution, no resizing of an image, no latent reshaped by
+    a linear layer: another generator than the zoo's DCGANs, resize-conv GAN and MLP GAN."""
+
+    def __init__(self, channels: int, size: int, z_dim: int = 64, width: int = 32):
+        super().__init__()
+        nn = torch.nn
+        self.mapping = nn.Sequential(nn.Linear(z_dim, z_dim), nn.LeakyReLU(0.2), nn.Linear(z_dim, z_dim), nn.LeakyReLU(0.2))
+        self.const = nn.Parameter(torch.randn(1, 2 * width, size // 4, size // 4))
+        widths = [2 * width, 2 * width, width, width, width]
+        self.convs = nn.ModuleList(ModulatedConv(a, b, z_dim) for a, b in zip(widths, widths[1:] + [width]))
+        self.noise = nn.Parameter(torch.zeros(len(self.convs)))
+        self.to_image = ModulatedConv(width, channels, z_dim, demodulate=False)
+        self.z_dim = z_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        w = self.mapping(z)
+        x = self.const.expand(len(z), -1, -1, -1)
+        for i, conv in enumerate(self.convs):
+            if i in (1, 3):  # two nearest-neighbour doublings: size/4 -> size
+                x = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+            x = conv(x, w)
+            x = torch.nn.functional.leaky_relu(x + self.noise[i] * torch.randn_like(x[:, :1]), 0.2)
+        return torch.tanh(self.to_image(x, w))
+
+
+def stylegan(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, width: int) -> np.ndarray:
+    """Train a StyleGenerator against a strided-conv discriminator with the logistic loss and an
+    R1 penalty on real images (StyleGAN2's objective) for `steps` batches of 64, then sample n."""
+    torch.manual_seed(int(rng.integers(2**31)))
+    nn, F = torch.nn, torch.nn.functional
+    x = _tensor(images)
+    if x.shape[2] % 4:
+        raise SystemExit("stylegan needs an image size divisible by 4")
+    g = StyleGenerator(x.shape[1], x.shape[2], width=width)
+    d = nn.Sequential(nn.Conv2d(x.shape[1], width, 3, 1, 1), nn.LeakyReLU(0.2),
+                      nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
+                      nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),
+                      nn.Flatten(), nn.Linear(4 * width * (x.shape[2] // 4) ** 2, 1))
+    opt_g = torch.optim.Adam(g.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    opt_d = torch.optim.Adam(d.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    for step in range(steps):
+        real = x[torch.randint(len(x), (64,))].requires_grad_(step % 16 == 0)
+        fake = g(torch.randn(64, g.z_dim))
+        real_logits = d(real)
+        loss_d = F.softplus(d(fake.detach())).mean() + F.softplus(-real_logits).mean()
+        if step % 16 == 0:  # lazy R1 (gamma 1) every 16th step, weighted by 16, as StyleGAN2 does
+            (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+            loss_d = loss_d + 16 * 0.5 * grad.pow(2).flatten(1).sum(1).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        loss_g = F.softplus(-d(fake)).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        if (step + 1) % 500 == 0:
+            print(f"stylegan: step {step + 1}/{steps}, loss D {loss_d.item():.3f}, loss G {loss_g.item():.3f}", flush=True)
+    g.eval()
+    with torch.no_grad():
+        return _pixels([g(torch.randn(min(256, n - i), g.z_dim)) for i in range(0, n, 256)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--family", choices=["flow", "ddpm", "shufflevae", "strokes", "mixup", "ppca"], default="flow")
+    ap.add_argument("--family", choices=["flow", "ddpm", "shufflevae", "stylegan", "strokes", "mixup", "ppca"], default="flow")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--components", type=int, default=24, help="ppca: latent dimensions")
     ap.add_argument("--noise-scale", type=float, default=0.0, help="ppca: times the fitted noise standard deviation")
-    ap.add_argument("--steps", type=int, default=2000, help="flow, ddpm, shufflevae: training batches (64 images each)")
-    ap.add_argument("--width", type=int, default=24, help="flow, ddpm: the U-Net's feature maps at full resolution; shufflevae: its encoder's first layer")
+    ap.add_argument("--steps", type=int, default=2000, help="flow, ddpm, shufflevae, stylegan: training batches (64 images each)")
+    ap.add_argument("--width", type=int, default=24, help="flow, ddpm: the U-Net's feature maps at full resolution; shufflevae: its encoder's first layer; stylegan: its last layers")
     ap.add_argument("--sample-steps", type=int, default=4, help="flow: Euler steps per sample")
     ap.add_argument("--timesteps", type=int, default=300, help="ddpm: diffusion steps (each one a sampling step)")
     ap.add_argument("--checkpoint", type=Path, help="flow, ddpm: the net's file (loaded if it exists, else saved)")
@@ -319,6 +407,8 @@ def main() -> None:
         samples = ddpm(images, args.n, rng, args.steps, args.width, args.timesteps, args.checkpoint)
     elif args.family == "shufflevae":
         samples = shufflevae(images, args.n, rng, args.steps, args.width)
+    elif args.family == "stylegan":
+        samples = stylegan(images, args.n, rng, args.steps, args.width)
     elif args.family == "strokes":
         samples = strokes(args.n, rng, images.shape[1])
     elif args.family == "ppca":
