@@ -32,12 +32,15 @@ def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.Completed
         raise ToolError(f"{args[0]} is not installed: {exc}") from exc
     if check and proc.returncode != 0:
         out = (proc.stderr or proc.stdout).strip()
-        raise ToolError(f"`{' '.join(args[2:] if args[0] == sys.executable else args)}` failed in {cwd}:\n{out}")
+        shown = [a for a in (args[2:] if args[0] == sys.executable else args) if a != "--wait-for-lock"]
+        raise ToolError(f"`{' '.join(shown)}` failed in {cwd}:\n{out}")
     return proc
 
 
 def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "dvc", *args], root, check=check)
+    # DVC gives up on its repository lock after about 3 s; a scheduled `watch` commits the fake
+    # sets while a retrain run's DVC commit of thousands of files holds it for longer
+    return _run([sys.executable, "-m", "dvc", "--wait-for-lock", *args], root, check=check)
 
 
 def git_commit(root: Path) -> str:
