@@ -32,8 +32,7 @@ def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.Completed
         raise ToolError(f"{args[0]} is not installed: {exc}") from exc
     if check and proc.returncode != 0:
         out = (proc.stderr or proc.stdout).strip()
-        shown = [a for a in (args[2:] if args[0] == sys.executable else args) if a != "--wait-for-lock"]
-        raise ToolError(f"`{' '.join(shown)}` failed in {cwd}:\n{out}")
+        raise ToolError(f"`{' '.join(args[2:] if args[0] == sys.executable else args)}` failed in {cwd}:\n{out}")
     return proc
 
 
