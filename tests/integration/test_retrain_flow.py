@@ -217,11 +217,13 @@ def test_the_default_runner_is_a_process_pool_sized_to_the_machine():
 def test_a_family_of_fifty_near_real_images_is_learned_by_the_next_run(trained, tmp_path):
     """Few-shot keep-up through the real commands: 50 real train digits carrying a faint
     transposed-convolution checkerboard (real content, a generation trace the tiny champion has
-    not learnt on real digits) are ingested; the next run's candidate ranks the family's held-out
-    samples above the real test images where the champion, on the same data, did not (AUC 0.76
-    -> 0.96 here), and calls them fake at least as often at its threshold. (Commands, not the
-    flow in this process: a project put back by `borrowed` is a new database file, which this
-    process's MLflow engine would no longer write.)"""
+    not learnt on real digits) are ingested; the next run's candidate calls the family's held-out
+    samples fake more often than the champion did on the same data, at each one's served
+    threshold, and ranks them higher. The fine-tune is given the epochs and rate the new data
+    needs: a width-8 net fine-tuned for its one tiny epoch at the default rate ranks the family
+    higher (AUC 0.76 -> 0.96) but calls none of it fake; six epochs at 2e-3 call all of it fake.
+    (Commands, not the flow in this process: a project put back by `borrowed` is a new database
+    file, which this process's MLflow engine would no longer write.)"""
     from gandefect.config import load_config
     from gandefect.data.snapshot import read_manifest
 
@@ -238,6 +240,9 @@ def test_a_family_of_fifty_near_real_images_is_learned_by_the_next_run(trained, 
             Image.fromarray(np.clip(digit + 10 * checker, 0, 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
         run_cli(project, "ingest-fakes", str(folder), "--generator", "fewshot", check=True)
         _set_params(project, gates={"margin": 1.0})  # a tiny model is not judged on quality
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["profiles"]["tiny"]["detect"]["cnn"].update(finetune_epochs=6, finetune_lr=2e-3)
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         done = run_cli(project, "run", "--stage", "detectors")
         assert done.returncode in (0, 4), done.stdout + done.stderr  # 4: refused, but registered and judged
         # the candidate's own run, and the champion as the gate judged it on the candidate's data
@@ -249,6 +254,6 @@ def test_a_family_of_fifty_near_real_images_is_learned_by_the_next_run(trained, 
             (artifacts,) = db.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
         champion = json.loads((Path(artifacts.removeprefix("file://")) / "champion_today.json").read_text())["metrics"]
     assert "fewshot" in params["trained_on"].split(",") and candidate["n_test_fewshot"] >= 1
-    figures = {k: (candidate[k], champion[k]) for k in ("auc_gen_fewshot", "tpr_fake_wild_fewshot")}
+    figures = {k: (candidate[k], champion[k]) for k in ("auc_gen_fewshot", "tpr_fake_png_fewshot", "tpr_fake_wild_fewshot")}
+    assert candidate["tpr_fake_png_fewshot"] > champion["tpr_fake_png_fewshot"], figures
     assert candidate["auc_gen_fewshot"] > champion["auc_gen_fewshot"], figures
-    assert candidate["tpr_fake_wild_fewshot"] >= champion["tpr_fake_wild_fewshot"], figures
