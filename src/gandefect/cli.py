@@ -325,7 +325,7 @@ def _print_champion_figures(cfg: Config, champion: str | None) -> None:
     if record is None or record.version != champion:
         out.print(f"champion v{champion} per generator: not evaluated on the current data yet (`gandefect watch`)")
         return
-    per = records.per_generator(record.metrics, cfg.gates.floor)
+    per = records.per_generator(record.metrics, cfg.gates)
     out.print(f"champion v{record.version} per generator on data {record.data_version} "
               f"(fakes {record.fakes_version}; {record.source} at {record.when}):")
     table = Table()
@@ -398,7 +398,7 @@ def watch_cmd() -> None:
     record = records.read(cfg, DETECTOR_MODEL)
     _print_champion_figures(cfg, record.version)
     if state_.is_failed():
-        for line in records.alerts(record, cfg.gates.floor):
+        for line in records.alerts(record, cfg.gates):
             out.print(f"[red]ALERT[/red] {line}")
         raise typer.Exit(WATCH_ALERT_EXIT)
     out.print("the champion catches every generator of the current data")

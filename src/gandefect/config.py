@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -259,13 +260,27 @@ class ModelGateConfig(_Section):
     # champion's standard error when that is more than `margin`
     ci_halfwidth: float = Field(0.1, gt=0, le=1)
     se_multiple: float = Field(1.96, ge=0)
+    # a generator `ingest-fakes` brought with fewer than `few_shot_below` images (n_ingested_<g>)
+    # is held to these per-generator floors instead of `floor`'s, and to rows `floor` lacks
+    # (tpr_fake_png): a few hundred samples are what a user finds of a new generator
+    few_shot_floor: dict[str, float] = {}
+    few_shot_below: int = Field(1000, ge=0)
 
-    @field_validator("floor", "ceiling", mode="before")
+    @field_validator("floor", "ceiling", "few_shot_floor", mode="before")
     @classmethod
     def _null_removes_a_bound(cls, bounds: dict | None) -> dict:
         """`metric: null` removes that bound (a profile's mapping merges into the base one, so this
         is how a profile drops one bound and keeps the others)."""
         return {k: v for k, v in (bounds or {}).items() if v is not None}
+
+    def few_shot(self, figures: Mapping[str, float], generator: str) -> bool:
+        """Whether `generator` is a family ingested from a folder with fewer than `few_shot_below` images."""
+        n = figures.get(f"n_ingested_{generator}")
+        return bool(self.few_shot_floor) and n is not None and n < self.few_shot_below
+
+    def floors_for(self, figures: Mapping[str, float], generator: str) -> dict[str, float]:
+        """The floors `generator`'s rows are held to, given the figures that count its samples."""
+        return {**self.floor, **self.few_shot_floor} if self.few_shot(figures, generator) else self.floor
 
 
 class RepairerGateConfig(ModelGateConfig):

@@ -416,7 +416,7 @@ def watch(params: str = "params.yaml", profile: str | None = None, retrain_deplo
     cfg = load_config(Path(params), profile)
     figures, alerts = run_watch(cfg)
     started = ""
-    learn = records.to_learn(figures, cfg.gates.floor) if alerts and retrain_deployment else []
+    learn = records.to_learn(figures, cfg.gates) if alerts and retrain_deployment else []
     refused = _refused_on_this_data(figures) if learn else None
     if refused is not None:  # the same data trains the same model: a person decides, or more samples come
         started = (f"candidate v{refused.version} already learned from this data (fakes {figures.fakes_version}) "
@@ -431,7 +431,7 @@ def watch(params: str = "params.yaml", profile: str | None = None, retrain_deplo
         else:
             run = run_deployment(deployment, timeout=0, parameters={"params": params, "profile": profile})
             started = f"retrain flow run {run.name} ({run.id}) started to learn {', '.join(learn)}"
-    table = records.per_generator(figures.metrics, cfg.gates.floor)
+    table = records.per_generator(figures.metrics, cfg.gates)
     lines = [f"# champion {figures.name} v{figures.version} on the current data", "",
              f"Data `{figures.data_version}`, fakes `{figures.fakes_version}`, {figures.when}.", ""]
     lines += [f"- **ALERT** {a}" for a in alerts] + ([f"- {started}"] if started else []) + ([""] if alerts else [])

@@ -221,3 +221,26 @@ def test_the_regression_margin_follows_the_slices_standard_error():
     table, report, reasons = _judge({**candidate, "n_test_lsgan": 5000}, {**champion, "n_test_lsgan": 5000})
     assert table.loc[table["row"] == "lsgan:tpr_fake_wild", "allowed"].item() == pytest.approx(0.02)
     assert not report.success and any(r.startswith("lsgan:tpr_fake_wild = 0.8600, worse") for r in reasons)
+
+
+def test_a_family_ingested_with_few_images_is_held_to_the_few_shot_floors():
+    # pixelcnn: 500 images brought by ingest-fakes, 200 test samples (large enough to judge)
+    today = {**CHAMPION, "auc_gen_pixelcnn": 0.93, "tpr_fake_wild_pixelcnn": 0.12, "tpr_fake_png_pixelcnn": 0.19}
+    learned = {**CHAMPION, "auc_gen_pixelcnn": 0.998, "tpr_fake_wild_pixelcnn": 0.82, "tpr_fake_png_pixelcnn": 0.93,
+               "n_ingested_pixelcnn": 500, "n_test_pixelcnn": 200}
+    table, report, reasons = _judge(learned, today)
+    assert report.success and not reasons
+    rows = table.set_index("row")
+    assert rows.loc["pixelcnn:tpr_fake_wild", "threshold"] == 0.70 and rows.loc["pixelcnn:tpr_fake_wild", "rule"] == "few-shot"
+    assert rows.loc["pixelcnn:tpr_fake_png", "threshold"] == 0.85  # a row only few-shot families have
+    assert "lsgan:tpr_fake_png" not in rows.index and rows.loc["lsgan:tpr_fake_wild", "threshold"] == 0.85
+    assert improvements(table) == ["champion misses `pixelcnn` (tpr_fake_wild 0.120, floor 0.700); candidate 0.820",
+                                   "champion misses `pixelcnn` (tpr_fake_png 0.190, floor 0.850); candidate 0.930"]
+    # as PNG too few called fake: refused on that row
+    _, report, reasons = _judge({**learned, "tpr_fake_png_pixelcnn": 0.70}, today)
+    assert not report.success and any(r.startswith("pixelcnn:tpr_fake_png = 0.7000") for r in reasons)
+    # the same figures from 2,000 ingested images, or from the zoo (no n_ingested), meet the usual floor
+    for more in ({**learned, "n_ingested_pixelcnn": 2000}, {k: v for k, v in learned.items() if k != "n_ingested_pixelcnn"}):
+        table, report, reasons = _judge(more, today)
+        assert not report.success and "pixelcnn:tpr_fake_wild = 0.8200 (95 % interval 0.76-0.87 of 200), needs at " \
+            "least 0.8500" in reasons and "pixelcnn:tpr_fake_png" not in set(table["row"])

@@ -2,10 +2,11 @@
 
 import numpy as np
 
+from gandefect.config import ModelGateConfig
 from gandefect.evaluate import drift
 from gandefect.lifecycle import watch
 
-FLOORS = {"auc_gen": 0.9, "tpr_fake_wild": 0.85}
+FLOORS = ModelGateConfig(floor={"auc_gen": 0.9, "tpr_fake_wild": 0.85})
 
 
 def _figures(metrics):
@@ -22,6 +23,13 @@ def test_a_generator_below_its_floor_is_an_alert_naming_it_and_its_family():
         "gandefect-detector v3 misses `vae` (family vae): tpr_fake_wild 0.400 < 0.85"]
     assert watch.alerts(_figures({**metrics, "tpr_fake_wild_vae": 0.9}), FLOORS) == []
 
+
+def test_a_family_ingested_with_few_images_is_watched_against_the_few_shot_floor():
+    gate = ModelGateConfig(floor={"tpr_fake_wild": 0.85}, few_shot_floor={"tpr_fake_wild": 0.70}, few_shot_below=1000)
+    metrics = {"tpr_fake_wild_pixelcnn": 0.82, "n_ingested_pixelcnn": 500, "tpr_fake_wild_lsgan": 0.82}
+    assert watch.alerts(_figures(metrics), gate) == [
+        "gandefect-detector v3 misses `lsgan` (family lsgan): tpr_fake_wild 0.820 < 0.85"]
+    assert len(watch.alerts(_figures({**metrics, "n_ingested_pixelcnn": 1500}), gate)) == 2
 
 def test_each_generator_row_says_how_many_samples_it_had_and_how_sure_its_figure_is():
     metrics = {"tpr_fake_wild_new": 0.80, "n_train_new": 400, "n_val_new": 50, "n_test_new": 50,

@@ -10,7 +10,8 @@ that need retraining (leave-one-out) cannot be recomputed for the champion: they
 absolute floors only.
 
 The table's columns: generator (the slice; "all" for whole-test metrics), metric, value (the
-candidate), floor / ceiling (thresholds from params.yaml `gates`), champion_value (the
+candidate), floor / ceiling (thresholds from params.yaml `gates`; `rule` says "few-shot"
+where a generator ingested with few images is held to `few_shot_floor`), champion_value (the
 champion on today's data), champion_recorded (at its promotion), and two derived columns the
 suite checks: `headroom` (how far inside its threshold the value is; >= 0 passes) and
 `regression` (how much worse than the champion on today's data; <= margin passes; empty
@@ -131,7 +132,7 @@ def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: 
 
     def add(generator: str, metric: str, key: str) -> None:
         lower = _lower_is_better(spec, metric)
-        bound = (spec.ceiling if lower else spec.floor).get(metric)
+        bound = (spec.ceiling if lower else spec.floors_for(candidate, generator)).get(metric)
         value = candidate.get(key, np.nan)
         champ = np.nan if champion is None or recorded_only(metric) else champion.get(key, np.nan)
         missing = "; ".join(f"{who}: {why(figures, key)}" for who, v, figures in
@@ -139,20 +140,25 @@ def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: 
                             if pd.isna(v) and (who == "candidate" or (champion is not None and not recorded_only(metric))))
         rows.append({"generator": generator, "metric": metric, "value": value, "threshold": bound,
                      "champion_value": champ, "champion_recorded": (recorded or {}).get(key, np.nan),
-                     "lower": lower, "missing": missing})
+                     "lower": lower, "missing": missing,
+                     "rule": "few-shot" if generator != "all" and spec.few_shot(candidate, generator) else ""})
 
     for metric in sorted(set(spec.floor) | set(spec.ceiling) | set(spec.compare)):
         if metric not in spec.per_generator:
             add("all", metric, metric)
-    for metric in spec.per_generator:
+    # few-shot generators also get a row for each few-shot floor no per-generator metric names
+    extra = [m for m in spec.few_shot_floor if m not in spec.per_generator]
+    for metric in [*spec.per_generator, *extra]:
         prefix = f"{metric}_"
         gens = {k.removeprefix(prefix) for k in candidate if k.startswith(prefix)}
         if champion:
             gens |= {k.removeprefix(prefix) for k in champion if k.startswith(prefix)}
+        if metric in extra:
+            gens = {g for g in gens if spec.few_shot(candidate, g)}
         for gen in sorted(gens):
             add(gen, metric, prefix + gen)
     t = pd.DataFrame(rows, columns=["generator", "metric", "value", "threshold", "champion_value",
-                                    "champion_recorded", "lower", "missing"])
+                                    "champion_recorded", "lower", "missing", "rule"])
     sign = np.where(t["lower"].astype(bool), -1.0, 1.0)
     t["headroom"] = sign * (t["value"] - t["threshold"])
     t.loc[t["threshold"].isna(), "headroom"] = 0.0
@@ -194,7 +200,7 @@ def run_suite(spec: ModelGateConfig, table: pd.DataFrame) -> ValidationReport:
     suite.add_expectation(E.ExpectTableRowCountToBeBetween(min_value=1))
     suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="headroom", min_value=0))
     suite.add_expectation(E.ExpectColumnValuesToBeBetween(column="over_margin", max_value=0))
-    data = table.drop(columns=["lower", "small"])
+    data = table.drop(columns=["lower", "small", "rule"])
     numeric = data.select_dtypes("number").columns
     data[numeric] = data[numeric].replace([np.inf, -np.inf], [1e9, -1e9])
     batch = context.data_sources.add_pandas("metrics").add_dataframe_asset("table") \
@@ -303,7 +309,7 @@ def _write(cfg: Config, result: GateResult, report: ValidationReport) -> Path:
 
 
 TABLE_COLUMNS = {"generator": "slice", "metric": "metric", "value": "candidate", "n": "test images",
-                 "ci_low": "95 % low", "ci_high": "95 % high", "threshold": "threshold",
+                 "ci_low": "95 % low", "ci_high": "95 % high", "threshold": "threshold", "rule": "floor",
                  "champion_value": "champion (today's data)", "champion_recorded": "champion (at promotion)",
                  "headroom": "headroom", "regression": "regression", "allowed": "regression allowed",
                  "missing": "missing (why)"}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gandefect.config import Config
+from gandefect.config import Config, ModelGateConfig
 from gandefect.data.fakes import family_of
 from gandefect.evaluate.figures import wilson
 
@@ -35,11 +35,11 @@ class ChampionFigures:
     trained_on: list[str] = field(default_factory=list)  # the generators the champion's weights have seen
 
 
-def to_learn(figures: ChampionFigures, floors: dict[str, float]) -> list[str]:
+def to_learn(figures: ChampionFigures, gate: ModelGateConfig) -> list[str]:
     """Generators the champion misses and never trained on: samples a retrain would learn from
     (a miss on a generator it was trained on is not mended by training on the same data again)."""
     seen = set(figures.trained_on)
-    table = per_generator(figures.metrics, floors)
+    table = per_generator(figures.metrics, gate)
     return [g for g, status in zip(table["generator"], table["status"]) if status != "ok" and g not in seen]
 
 
@@ -63,12 +63,14 @@ def read(cfg: Config, name: str) -> ChampionFigures | None:
     return ChampionFigures(**json.loads(path.read_text()))
 
 
-def per_generator(metrics: dict[str, float], floors: dict[str, float]) -> pd.DataFrame:
-    """One row per generator: its family, each watched figure, and whether it is below the floor."""
+def per_generator(metrics: dict[str, float], gate: ModelGateConfig) -> pd.DataFrame:
+    """One row per generator: its family, each watched figure, and whether it is below the floor
+    the gate holds it to (a few-shot family's where it was ingested with few images)."""
     generators = sorted({k.removeprefix(f"{m}_") for m in WATCHED for k in metrics if k.startswith(f"{m}_")})
     rows = []
     for g in generators:
         row = {"generator": g, "family": family_of(g)}
+        floors = gate.floors_for(metrics, g)
         below = []
         for m in WATCHED:
             value = metrics.get(f"{m}_{g}")
@@ -84,8 +86,8 @@ def per_generator(metrics: dict[str, float], floors: dict[str, float]) -> pd.Dat
     return pd.DataFrame(rows, columns=["generator", "family", *WATCHED, "tpr_fake_wild 95 %", "train/val/test", "status"])
 
 
-def alerts(figures: ChampionFigures, floors: dict[str, float]) -> list[str]:
+def alerts(figures: ChampionFigures, gate: ModelGateConfig) -> list[str]:
     """One line per generator the champion misses."""
-    table = per_generator(figures.metrics, floors)
+    table = per_generator(figures.metrics, gate)
     return [f"{figures.name} v{figures.version} misses `{r.generator}` (family {r.family}): "
             f"{r.status.removeprefix('MISSES: ')}" for r in table.itertuples() if r.status != "ok"]

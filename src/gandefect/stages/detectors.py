@@ -194,6 +194,7 @@ class EvalData:
     val_groups: np.ndarray  # the condition of each val_mix row
     wild_test: wild.WildSet
     generators: list[str]  # today's generators: every one with samples in any split, but the training-only sets
+    ingested: dict[str, int] = field(default_factory=dict)  # images of each set `ingest-fakes` brought from a folder
 
     def val_mix_without(self, family: str) -> tuple[Labeled, np.ndarray]:
         keep = self.val_mix.families != family
@@ -233,7 +234,9 @@ def prepare_eval_data(cfg: Config) -> EvalData:
     fakes = read_fakes(cfg)
     training_only = set(fakes.loc[fakes["source"].str.startswith((ALIGNED_SOURCE, COMPONENT_SOURCE)), "generator"])
     generators = sorted({g for split in (train, val, test) for g in split.generators.tolist()} - {"real"} - training_only)
-    return EvalData(train, val, test, val_mix, groups, wild_test, generators)
+    external = fakes[fakes["source"].astype(str).str.startswith(EXTERNAL_SOURCE)]
+    ingested = {str(g): int(n) for g, n in external.groupby("generator").size().items()}
+    return EvalData(train, val, test, val_mix, groups, wild_test, generators, ingested)
 
 
 def fit_detector(cfg: Config, family: str, train: Labeled, val_mix: Labeled, groups: np.ndarray,
@@ -426,8 +429,9 @@ def evaluate_detector(cfg: Config, det: Detector, data: EvalData) -> tuple[Figur
 
 def sample_counts(data: EvalData) -> dict[str, float]:
     """n_<split>_<generator>: how many images each generator (and `real`) has in train, val and
-    test; the gate weighs a slice's figure by its test count."""
-    out = {}
+    test; the gate weighs a slice's figure by its test count. n_ingested_<generator>: how many
+    images `ingest-fakes` brought of it (the gate's few-shot floors follow it)."""
+    out = {f"n_ingested_{g}": float(n) for g, n in data.ingested.items()}
     for split in ("train", "val", "test"):
         names, counts = np.unique(getattr(data, split).generators.astype(str), return_counts=True)
         out.update({f"n_{split}_{g}": float(n) for g, n in zip(names, counts)})
@@ -511,7 +515,7 @@ def run_watch(cfg: Config) -> tuple[watch.ChampionFigures, list[str]]:
     figures = watch.ChampionFigures(DETECTOR_MODEL, found.version, versioning.data_version(cfg), _version_fakes(cfg), "watch",
                                     found.metrics, trained_on=list(found.trained_on))
     watch.write(cfg, figures)
-    return figures, watch.alerts(figures, cfg.gates.floor)
+    return figures, watch.alerts(figures, cfg.gates)
 
 
 def score_histogram(det: Detector, data: EvalData) -> dict:
