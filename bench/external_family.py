@@ -33,8 +33,8 @@ Eight families, one of them adversarial and one autoregressive:
     per-pixel noise, trained with the logistic loss and lazy R1. About 6 minutes.
   - `pixelcnn`: an autoregressive model (PixelCNN, van den Oord et al. 2016): masked
     convolutions predict each pixel's 256 grey levels from the pixels before it, and samples
-    are drawn pixel by pixel. No up-sampling, no decoder, no denoiser. About 15 minutes for
-    1,000 batches and 500 samples on 2 CPU cores (`--steps 1000 --width 32`).
+    are drawn pixel by pixel. No up-sampling, no decoder, no denoiser. The slowest family
+    here: sampling runs the net once per pixel (`--steps 1000 --width 32` is what was measured).
   - `ppca`: probabilistic PCA (Tipping & Bishop 1999), a linear Gaussian latent model fitted
     in closed form and sampled as mean + W z (the decoder's mean, as a VAE's samples are
     shown; `--noise-scale 1` adds the model's isotropic noise): blurry, ghosted digits.
