@@ -135,6 +135,13 @@ def _pixels(batches: list[torch.Tensor]) -> np.ndarray:
     return samples.numpy().astype(np.float64)
 
 
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimizer step on `loss`."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 class VelocityNet(torch.nn.Module):
     """A small U-Net v(x, t): two resolutions below the image's, time added to every block."""
 
@@ -187,9 +194,7 @@ def flow(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, sampl
         t = torch.rand(len(x1))
         xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * x1
         loss = torch.nn.functional.mse_loss(net(xt, t), x1 - x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _step(opt, loss)
         sched.step()
         if (step + 1) % 500 == 0:
             print(f"flow: step {step + 1}/{steps}, loss {loss.item():.4f}", flush=True)
@@ -229,9 +234,7 @@ def ddpm(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, width
         eps = torch.randn_like(x0)
         ab = alphas_bar[t][:, None, None, None]
         loss = torch.nn.functional.mse_loss(net(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t / timesteps), eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _step(opt, loss)
         sched.step()
         if (step + 1) % 500 == 0:
             print(f"ddpm: step {step + 1}/{steps}, loss {loss.item():.4f}", flush=True)
@@ -291,9 +294,7 @@ def shufflevae(images: np.ndarray, n: int, rng: np.random.Generator, steps: int,
         recon, mu, logvar = net(batch)
         rec = ((recon - batch) ** 2).flatten(1).sum(1).mean()
         kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum(1)).mean()
-        opt.zero_grad(set_to_none=True)
-        (rec + kl).backward()
-        opt.step()
+        _step(opt, rec + kl)
         if (step + 1) % 500 == 0:
             print(f"shufflevae: step {step + 1}/{steps}, reconstruction {rec.item():.1f}, kl {kl.item():.1f}", flush=True)
     net.eval()
@@ -375,13 +376,9 @@ def stylegan(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, w
         if step % 16 == 0:  # lazy R1 (gamma 1) every 16th step, weighted by 16, as StyleGAN2 does
             (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
             loss_d = loss_d + 16 * 0.5 * grad.pow(2).flatten(1).sum(1).mean()
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
+        _step(opt_d, loss_d)
         loss_g = F.softplus(-d(fake)).mean()
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        _step(opt_g, loss_g)
         if (step + 1) % 500 == 0:
             print(f"stylegan: step {step + 1}/{steps}, loss D {loss_d.item():.3f}, loss G {loss_g.item():.3f}", flush=True)
     g.eval()
@@ -440,9 +437,7 @@ def pixelcnn(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, w
     for step in range(steps):
         idx = torch.randint(len(x), (64,))
         loss = torch.nn.functional.cross_entropy(net(x[idx]), levels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _step(opt, loss)
         if (step + 1) % 500 == 0:
             print(f"pixelcnn: step {step + 1}/{steps}, bits per pixel {loss.item() / np.log(2):.3f}", flush=True)
     net.eval()
