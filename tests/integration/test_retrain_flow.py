@@ -137,9 +137,6 @@ def _reruns(project, first, registered, client, tmp_path):
     # (the session's project computes in float32) through the same flow, on every machine
     # (and the gate's margin opened: a tiny model is not judged on quality, which varies by CPU)
     _set_params(project, precision="bf16", gates={"margin": 1.0})
-    params_now = yaml.safe_load((project / "params.yaml").read_text())
-    params_now["detect"]["cnn"]["warm_start"] = True  # the incremental option, off by default
-    (project / "params.yaml").write_text(yaml.safe_dump(params_now, sort_keys=False))
     third = retrain.with_options(task_runner=task_runner_for("threads"))(params, None, ["detectors", "repairer", "bento"])
     assert "detectors" not in third.cached and third.zoo == {}
     assert int(third.detector["version"]) == int(first.detector["version"]) + 1
@@ -244,7 +241,7 @@ def test_a_family_of_fifty_near_real_images_is_learned_by_the_next_run(trained, 
         run_cli(project, "ingest-fakes", str(folder), "--generator", "fewshot", check=True)
         _set_params(project, gates={"margin": 1.0})  # a tiny model is not judged on quality
         params = yaml.safe_load((project / "params.yaml").read_text())
-        params["profiles"]["tiny"]["detect"]["cnn"].update(epochs=6)  # a candidate trained from scratch, as by default
+        params["profiles"]["tiny"]["detect"]["cnn"].update(finetune_epochs=6, finetune_lr=2e-3)
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         done = run_cli(project, "run", "--stage", "detectors")
         assert done.returncode in (0, 4), done.stdout + done.stderr  # 4: refused, but registered and judged
