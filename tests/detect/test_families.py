@@ -28,7 +28,12 @@ def test_each_family_is_built_from_its_config_section():
 def test_a_cnn_started_from_a_champion_of_its_shape_fine_tunes():
     champion = families.build(CFG, "cnn")
     warm = families.build(CFG, "cnn", start=champion)
-    assert (warm.cfg.epochs, warm.cfg.lr) == (3, 0.001) and hasattr(warm, "started_from")
+    assert (warm.cfg.epochs, warm.cfg.lr, warm.cfg.p_process) == (3, 0.001, CFG.detect.cnn.p_process)
+    assert hasattr(warm, "started_from")
+    processed = CFG.model_copy(update={"detect": CFG.detect.model_copy(update={
+        "cnn": CFG.detect.cnn.model_copy(update={"finetune_p_process": 1.0})})})
+    assert families.build(processed, "cnn", start=champion).cfg.p_process == 1.0  # a fine-tune's own share
+    assert families.build(processed, "cnn").cfg.p_process == CFG.detect.cnn.p_process  # a first model keeps it
     assert families.build(CFG, "cnn", held_out=True, start=champion).cfg.epochs == 1  # never warm when held out
     other_shape = families.build(CFG.model_copy(update={"data": CFG.data.model_copy(update={"mode": "L"})}), "cnn",
                                  start=champion)
