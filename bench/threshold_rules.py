@@ -25,15 +25,15 @@ import numpy as np
 from scipy.stats.mstats import hdquantiles
 
 from gandefect.config import load_config
+from gandefect.detect.common import threshold_for_fpr
 from gandefect.lifecycle import tracking
 from gandefect.lifecycle.registry import load_detector
 from gandefect.stages.detectors import prepare_eval_data
 
 
 def point(scores: np.ndarray, target: float) -> float:
-    """The score that `target` of `scores` reach (as `threshold_for_fpr` picks it)."""
-    ordered = np.sort(scores)
-    return float(ordered[len(ordered) - 1 - int(np.floor(target * len(ordered)))])
+    """The score that `target` of `scores` reach, by the served rule itself (one group)."""
+    return threshold_for_fpr(scores, np.zeros(len(scores)), np.zeros(len(scores)), target)
 
 
 def main() -> None:
