@@ -147,11 +147,11 @@ class CNNDetectorConfig(_Section):
     # weights when the champion is a CNN of the same shape, and fine-tunes on today's whole
     # training set (old generators and new alike) for `finetune_epochs` at `finetune_lr`
     warm_start: bool = True
-    finetune_epochs: int = Field(3, ge=1)
+    finetune_epochs: int = Field(5, ge=1)
     finetune_lr: float = Field(5e-4, gt=0)
     # ... with this share of its training images processed (null: `p_process`); a first model
     # keeps `p_process`, so this changes only what a keep-up retrain learns
-    finetune_p_process: float | None = Field(None, ge=0, le=1)
+    finetune_p_process: float | None = Field(1.0, ge=0, le=1)
     # learning without forgetting (Li & Hoiem 2017): while fine-tuning, the champion's own outputs
     # on real images and on the generators it was trained on are soft targets of this weight
     # (0: off), so a few hundred images of a new family move its verdicts on the old ones less
