@@ -12,7 +12,7 @@ from gandefect.stages.detectors import FamilyResult, _judge
 
 CFG = Config(seed=9, data={"mode": "RGB"},
              detect={"cnn": {"width": 8, "epochs": 2, "lr": 0.01, "loo_width": 4, "loo_epochs": 1,
-                             "finetune_epochs": 3, "finetune_lr": 0.001},
+                             "finetune_epochs": 3, "finetune_lr": 0.001, "finetune_p_process": None},
                      "spectral": {"C": 0.5, "window": 8}})
 
 
