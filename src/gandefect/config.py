@@ -142,6 +142,9 @@ class CNNDetectorConfig(_Section):
     head: Literal["linear", "radial"] = "linear"
     # the leave-one-family-out models (one per family); params.yaml gives them the served recipe
     loo_width: int = Field(24, ge=2)
+    # members of the served model: this many nets of the recipe, each from its own initialisation,
+    # trained on the same batches, their logits averaged (the leave-one-out models keep one)
+    members: int = Field(1, ge=1)
     loo_epochs: int = Field(3, ge=1)
     # incremental learning (Marra et al. 2019): a retrained candidate starts from the champion's
     # weights when the champion is a CNN of the same shape, and fine-tunes on today's whole

@@ -225,3 +225,24 @@ def test_the_cnn_head_follows_the_setting_and_a_warm_start_needs_the_same_head()
     del old.cfg.__dict__["head"]  # a champion pickled before the setting existed
     assert not old.net.radial and not CNNDetector(CNNDetectorConfig(width=8, head="radial")).start_from(old)
     assert old.score(synthetic(4, 0).images).shape == (4,)
+
+
+def test_a_cnn_of_several_members_serves_their_mean_and_each_member_learns():
+    cfg = CNNDetectorConfig(width=8, epochs=1, batch_size=32, p_process=0.0, focal_gamma=0.0, members=2)
+    det = CNNDetector(cfg)
+    first, second = det.net.members
+    assert not all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters()))  # own initialisations
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in det.net.members]
+    data = synthetic(200, 0)
+    det.fit(data)
+    for m, b in zip(det.net.members, before):
+        assert not all(torch.equal(b[k], v) for k, v in m.state_dict().items())
+    x = torch.from_numpy(data.images[:8].astype(np.float32) / 127.5 - 1)[:, None]
+    with torch.no_grad():
+        (m1, s1), (m2, s2) = (m(x) for m in det.net.members)
+        mean_map, mean_score = det.net(x)
+    assert torch.allclose(mean_score, (s1 + s2) / 2, atol=1e-6) and torch.allclose(mean_map, (m1 + m2) / 2, atol=1e-6)
+    assert pickle.loads(pickle.dumps(det)).score(data.images[:4]).shape == (4,)
+    # a warm start needs as many members
+    assert not CNNDetector(cfg.model_copy(update={"members": 1})).start_from(det)
+    assert CNNDetector(cfg).start_from(det)

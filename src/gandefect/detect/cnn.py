@@ -85,6 +85,36 @@ class PatchNet(nn.Module):
 RADIAL_DIMS = 16
 
 
+class MemberMean(nn.Module):
+    """Several PatchNets of one shape, each from its own initialisation, trained side by side on the
+    same batches; the ensemble's patch and image logits are the members' means. One net's
+    verdicts on the rarest real images (the tail that sets the served threshold) move with its
+    seed; the mean of a few moves less (deep ensembles, Lakshminarayanan et al. 2017)."""
+
+    def __init__(self, members: list[PatchNet]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def each(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [m(x) for m in self.members]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.each(x)
+        return torch.stack([m for m, _ in out]).mean(0), torch.stack([s for _, s in out]).mean(0)
+
+    @property
+    def radial(self) -> bool:
+        return self.members[0].radial
+
+
+def _members(net: nn.Module) -> int:
+    return len(net.members) if isinstance(net, MemberMean) else 1
+
+
+def _each(net: nn.Module, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return net.each(x) if isinstance(net, MemberMean) else [net(x)]
+
+
 class RadialLogit(nn.Module):
     """A boundary centred on the real class (Deep SVDD, Ruff et al. 2018; the real-centred view of
     SimLBR, 2026): the logit grows with the squared distance of the projected features from a
@@ -155,7 +185,8 @@ class CNNDetector(Detector):
         super().__init__()
         self.cfg, self.channels, self.seed = cfg or CNNDetectorConfig(), channels, seed
         torch.manual_seed(seed)
-        self.net = PatchNet(channels, self.cfg.width, self.cfg.head == "radial")
+        nets = [PatchNet(channels, self.cfg.width, self.cfg.head == "radial") for _ in range(self.cfg.members)]
+        self.net = nets[0] if len(nets) == 1 else MemberMean(nets)
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(upgraded(state, CNNConfig, CNNDetectorConfig, ("channels", "seed")))
@@ -163,7 +194,7 @@ class CNNDetector(Detector):
     def start_from(self, other: Detector) -> bool:
         """Take `other`'s weights when it is a CNN detector of the same shape; whether it was."""
         if not isinstance(other, CNNDetector) or other.channels != self.channels or other.cfg.width != self.cfg.width \
-                or other.net.radial != self.net.radial:
+                or other.net.radial != self.net.radial or _members(other.net) != _members(self.net):
             return False
         self.net.load_state_dict(other.net.state_dict())
         self.started_from = list(other.trained_on)
@@ -211,24 +242,31 @@ class CNNDetector(Detector):
                     spliced = self._splice_batch(rng, train.images, real_idx, fake_idx, masks, images, target)
                 images[~spliced] = augment(images[~spliced], rng, c.p_process)
                 images[spliced] = augment(images[spliced], rng, c.p_process_spliced)
-                with hardware.autocast(self.bf16, device):
-                    logits, image_logit = self.net(hardware.batch(_tensor(images), device))
-                logits, image_logit = logits.float(), image_logit.float()
+                x = hardware.batch(_tensor(images), device)
                 # patch target = the fraction of the patch's pixels that are generated; the image
                 # score learns from whole images only, all processed alike (spliced ones, less
                 # processed so the maps stay sharp, would otherwise teach "clean = generated")
-                t = F.adaptive_avg_pool2d(torch.from_numpy(target)[:, None].to(device), logits.shape[2:])
+                t = None
                 whole = torch.from_numpy(~spliced).to(device)
                 image_labels = torch.from_numpy(labels[idx]).to(device)
-                loss = F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight) + \
-                    _image_loss(image_logit[whole], image_labels[whole], pos_weight, c.focal_gamma)
                 held = known[idx] & ~spliced  # whole images of what the champion knew
                 if teacher is not None and held.any():
                     keep = torch.from_numpy(held).to(device)
                     with torch.no_grad(), hardware.autocast(self.bf16, device):
                         t_logits, t_image = teacher(hardware.batch(_tensor(images[held]), device))
-                    loss = loss + c.distill * (_distillation(logits[keep], t_logits.float()) +
-                                               _distillation(image_logit[keep], t_image.float()))
+                    t_logits, t_image = t_logits.float(), t_image.float()
+                loss = 0.0
+                with hardware.autocast(self.bf16, device):
+                    outputs = _each(self.net, x)
+                for logits, image_logit in outputs:  # every member learns on its own; the mean is only served
+                    logits, image_logit = logits.float(), image_logit.float()
+                    if t is None:
+                        t = F.adaptive_avg_pool2d(torch.from_numpy(target)[:, None].to(device), logits.shape[2:])
+                    loss = loss + F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight) + \
+                        _image_loss(image_logit[whole], image_labels[whole], pos_weight, c.focal_gamma)
+                    if teacher is not None and held.any():
+                        loss = loss + c.distill * (_distillation(logits[keep], t_logits) +
+                                                   _distillation(image_logit[keep], t_image))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

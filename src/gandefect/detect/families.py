@@ -23,11 +23,11 @@ def _channels(cfg: Config) -> int:
 
 
 def _cnn(cfg: Config, held_out: bool, start: Detector | None) -> CNNDetector:
-    """`detect.cnn`; held out: `loo_width` and `loo_epochs`; started from a champion of the same
+    """`detect.cnn`; held out: `loo_width` and `loo_epochs`, one member; started from a champion of the same
     shape: `finetune_epochs` at `finetune_lr`, `finetune_p_process` of its images processed."""
     c = cfg.detect.cnn
     if held_out:
-        c = c.model_copy(update={"width": c.loo_width, "epochs": c.loo_epochs})
+        c = c.model_copy(update={"width": c.loo_width, "epochs": c.loo_epochs, "members": 1})
     det = CNNDetector(c, _channels(cfg), cfg.seed)
     if start is not None and not held_out and det.start_from(start):
         p_process = c.p_process if c.finetune_p_process is None else c.finetune_p_process
