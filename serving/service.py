@@ -48,7 +48,7 @@ from gandefect import hardware  # noqa: E402
 from gandefect.data.history import Envelope, History, read_history  # noqa: E402
 from gandefect.data.images import encode_png  # noqa: E402
 from gandefect.evaluate import drift  # noqa: E402
-from gandefect.repair.pipeline import Repairer, repair  # noqa: E402
+from gandefect.repair.pipeline import WHOLE_IMAGE, Repairer, repair  # noqa: E402
 from serving.bentoml_adapter import parse_multipart_with  # noqa: E402
 from serving.guard import RequestGuard, error  # noqa: E402
 from serving.uploads import UploadError, UploadLimits, bounding_boxes, decode, mask_for, to_model_array  # noqa: E402
@@ -381,7 +381,13 @@ class GanDefect:
                     "X-Reason": reason, "X-Threshold": f"{self.detector.threshold:.6f}"})
         settings = self.meta["repairer"]["repair"]
         result = repair(x[None], self.detector, self.repairer, settings["iterations"], settings["max_area"],
-                        settings["dilate"], masks)
+                        settings["dilate"], masks, settings.get("local_max_area", 1.0))  # a bento built before the rule: none
+        if result.stopped[0] == "whole-image":  # nothing rewritten: the image comes back as sent, with the reason
+            return Response(data, media_type=f"image/{(im.format or 'png').lower()}", headers={
+                **self._version_headers(), "X-Score-Before": f"{result.score_before[0]:.6f}",
+                "X-Score-After": f"{result.score_after[0]:.6f}", "X-Mask-Area": "0", "X-Iterations": "0",
+                "X-Stopped": "whole-image", "X-Verdict": "fake", "X-Reason": WHOLE_IMAGE,
+                "X-Threshold": f"{self.detector.threshold:.6f}"})
         out = result.images[0]
         png = encode_png(Image.fromarray(out, "L" if out.ndim == 2 else "RGB"))
         return Response(png, media_type="image/png", headers={

@@ -238,7 +238,17 @@ class RepairConfig(_Section):
     mask_max_area: float = Field(0.6, gt=0, lt=1)
     iterations: int = Field(5, ge=1)  # k: passes of detect -> mask -> inpaint per image
     max_area: float = Field(0.5, gt=0, lt=1)  # most of an image one pass may rewrite
+    # an image whose defect mask covers more than this is generated as a whole and left unchanged
+    # (`whole-image`): above what the detector marks on local defects (docs/benchmarks.md)
+    local_max_area: float = Field(0.6, gt=0, le=1)
     eval_samples: int = Field(300, ge=2)  # samples per generator in the repair evaluation
+    # the generative prior (gandefect.repair.prior): a zoo member that models the real images
+    # refines the U-Net's fill, SDEdit-style from `prior_strength` of the way to noise, in
+    # `prior_steps` x strength denoising steps with `prior_resample` round trips each (null: the U-Net alone)
+    prior: str | None = "ddpm"
+    prior_strength: float = Field(0.2, gt=0, le=1)
+    prior_steps: int = Field(20, ge=1)
+    prior_resample: int = Field(2, ge=0)
     reject_factor: int = Field(2, ge=1)  # generate --clean --reject: sample this many times n, keep the n best
 
     @model_validator(mode="after")

@@ -171,15 +171,30 @@ def _one_called(url: str, paths: list[Path], verdict: str) -> bytes:
     return found[0]
 
 
-def test_repair_without_a_mask_uses_the_detectors_defects(served):
-    fakes = sorted((served["root"] / "data" / "fakes").glob("*/images/*.png"))
-    image = _one_called(served["url"], fakes[::7], "fake")
-    r = httpx.post(f"{served['url']}/repair", files={"image": image}, timeout=30)
-    assert r.status_code == 200, r.text
-    assert Image.open(io.BytesIO(r.content)).size == (28, 28)
-    assert r.headers["x-stopped"] in {"below-threshold", "no-region", "no-improvement", "max-iterations"}
-    iterations = load_config(served["root"] / "params.yaml").repair.iterations  # what the bento was built with
-    assert r.headers["x-verdict"] == "fake" and 0 <= int(r.headers["x-iterations"]) <= iterations
+def test_repair_without_a_mask_uses_the_detectors_defects_and_refuses_whole_image_fakes(served):
+    url = served["url"]
+    settings = httpx.post(f"{url}/metadata", json={}, timeout=30).json()["repairer"]
+    cfg = load_config(served["root"] / "params.yaml")  # what the bento was built with
+    assert settings["local_max_area"] == cfg.repair.local_max_area
+    fakes = sorted((served["root"] / "data" / "fakes").glob("*/images/*.png"))[::7]
+    tried = 0
+    for path in fakes[:24]:
+        image = path.read_bytes()
+        seen = httpx.post(f"{url}/localize", files={"image": image}, timeout=30)
+        if seen.headers["x-verdict"] != "fake":
+            continue
+        tried += 1
+        r = httpx.post(f"{url}/repair", files={"image": image}, timeout=30)
+        assert r.status_code == 200 and r.headers["x-verdict"] == "fake", r.text
+        if float(seen.headers["x-defect-area"]) > cfg.repair.local_max_area:  # generated as a whole
+            assert r.headers["x-stopped"] == "whole-image" and r.content == image
+            assert r.headers["x-reason"] == "generated as a whole: nothing local to repair"
+            assert r.headers["x-mask-area"] == "0" and r.headers["x-iterations"] == "0"
+        else:
+            assert Image.open(io.BytesIO(r.content)).size == (28, 28)
+            assert r.headers["x-stopped"] in {"below-threshold", "no-region", "no-improvement", "max-iterations"}
+            assert 0 <= int(r.headers["x-iterations"]) <= cfg.repair.iterations
+    assert tried, "the served detector called none of 24 generated samples fake"
 
 
 def test_repair_returns_an_image_it_does_not_call_fake_byte_for_byte(served):

@@ -176,3 +176,36 @@ def test_in_mask_psnr_without_spliced_test_images_is_missing_with_the_reason(tmp
     figures, rows = _spliced_psnr(cfg, repairer=None)  # nothing to repair: the repairer is never asked
     assert rows == [] and set(figures.missing) == set(SPLICED_FIGURES)
     assert figures.missing["psnr_gain"] == "0 spliced test images (a figure needs at least 1)"
+
+
+def test_an_image_flagged_over_more_than_the_local_area_is_left_unchanged_with_the_reason():
+    images = np.zeros((3, 20, 20), np.uint8)
+    images[0, :, :12] = 255   # 240 of 400 pixels: exactly 0.6 of the image, still local
+    images[1, :, :13] = 255   # 260 of 400: 0.65, over the rule's 0.6
+    images[2, 0, :4] = 255    # a small defect
+    result = repair(images, _detector(threshold=0.0), Repairer(BlackNet()), iterations=3, max_area=0.9,
+                    local_area=0.6)
+    assert result.stopped[1] == "whole-image" and result.iterations[1] == 0
+    assert np.array_equal(result.images[1], images[1]) and not result.masks[1].any()
+    assert result.stopped[0] != "whole-image" and result.iterations[0] >= 1 and (result.images[0] == 0).all()
+    assert result.iterations[2] >= 1 and (result.images[2] == 0).all()
+    # by default no image is too flagged to repair
+    assert repair(images, _detector(threshold=0.0), Repairer(BlackNet()), iterations=1, max_area=0.9).iterations[1] == 1
+
+
+def test_the_diffusion_prior_rewrites_the_hole_only_and_repeats_itself():
+    from gandefect.gan.diffusion import DDPM
+    from gandefect.gan.models import DCGANConfig
+    from gandefect.repair.prior import PriorInpainter
+
+    torch.manual_seed(0)
+    ddpm = DDPM(DCGANConfig(image_size=16, channels=1), width=8, sample_steps=4)  # untrained: any output
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (4, 16, 16), dtype=np.uint8)
+    masks = rng.random((4, 16, 16)) < 0.4
+    unet = InpaintUNet(RepairerConfig(1, 8))
+    for start, strength, resample in ((None, 1.0, 0), (None, 0.5, 1), (unet, 0.2, 2)):
+        prior = Repairer(PriorInpainter(ddpm, start, steps=4, strength=strength, resample=resample, seed=1))
+        out = prior.inpaint(images, masks)
+        assert outside_change(images, out, masks) == 0 and (out[masks] != images[masks]).mean() > 0.5
+        assert np.array_equal(out, prior.inpaint(images, masks))  # seeded: the same fill again

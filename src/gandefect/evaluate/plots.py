@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -86,15 +87,14 @@ def reliability(probs: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, n_b
 def error_grid(images: np.ndarray, maps: np.ndarray, captions: list[str], path: Path, title: str) -> Path:
     """Each error as image over defect map, with its caption."""
     n = max(1, len(images))
-    fig, axes = plt.subplots(2, n, figsize=(1.4 * n, 3.2), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(1.4 * n, 3.2), squeeze=False, layout="constrained")
     for i in range(len(images)):
         axes[0, i].imshow(images[i], cmap="gray", vmin=0, vmax=255)
         axes[0, i].set_title(captions[i], fontsize=6)
         axes[1, i].imshow(maps[i], cmap="magma", vmin=0, vmax=1)
     for ax in axes.ravel():
         ax.axis("off")
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
+    fig.suptitle(textwrap.fill(title, max(20, int(1.4 * n * 13))), fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -103,7 +103,9 @@ def error_grid(images: np.ndarray, maps: np.ndarray, captions: list[str], path: 
 def panel_grid(rows: list[tuple[str, list[np.ndarray]]], columns: list[str], path: Path, title: str) -> Path:
     """One row per example (caption, images left to right); float maps in [0, 1] use a heat map."""
     n = max(1, len(rows))
-    fig, axes = plt.subplots(n, len(columns), figsize=(1.3 * len(columns), 1.3 * n + 0.4), squeeze=False)
+    # constrained layout keeps the title above the column headers (tight_layout ignores a suptitle)
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.3 * len(columns), 1.3 * n + 0.6), squeeze=False,
+                             layout="constrained")
     for r, (caption, panels) in enumerate(rows):
         for c, panel in enumerate(panels):
             ax = axes[r, c]
@@ -117,8 +119,7 @@ def panel_grid(rows: list[tuple[str, list[np.ndarray]]], columns: list[str], pat
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
+    fig.suptitle(textwrap.fill(title, max(20, int(1.3 * len(columns) * 13))), fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -108,7 +108,7 @@ def export_models(cfg: Config, found: dict[str, Champion]) -> dict[str, str]:
             meta["envelope"] = obj.envelope.to_dict()  # the conditions its gate validated (else: `uncertain`)
         if role == "repairer":
             meta["repair"] = {"iterations": cfg.repair.iterations, "max_area": cfg.repair.max_area,
-                              "dilate": cfg.spliced.dilate}
+                              "dilate": cfg.spliced.dilate, "local_max_area": cfg.repair.local_max_area}
         with bentoml.models.create(champ.tag, metadata=meta,
                                    labels={"registered_model": champ.name, "mlflow_version": champ.version}) as model:
             torch.save(obj, model.path_of(f"{role}.pt"))

@@ -5,6 +5,9 @@ in uint8, after the network), so a repair can never change what was not flagged.
 Stop rule: an image leaves the loop when its score falls below the detector's threshold,
 when its defect map flags no pixel, when a pass does not lower its score (that pass is
 undone), or after `iterations` passes.
+Local rule: an image whose first defect map flags more than `local_area` of it is generated as
+a whole; there is nothing local to repair, and painting over most of a picture is not a repair.
+It comes back unchanged, stopped `whole-image`.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ class RepairResult:
     score_before: np.ndarray
     score_after: np.ndarray
     iterations: np.ndarray  # passes that changed the image
-    stopped: list[str] = field(default_factory=list)  # below-threshold | no-region | no-improvement | max-iterations | given-mask
+    # below-threshold | no-region | no-improvement | max-iterations | given-mask | whole-image
+    stopped: list[str] = field(default_factory=list)
 
     def rows(self, names: list[str]) -> list[dict]:
         return [{"image": n, "score_before": float(b), "score_after": float(a), "mask_area": float(m.mean()),
@@ -78,9 +82,13 @@ class RepairResult:
                                              self.iterations, self.stopped)]
 
 
+WHOLE_IMAGE = "generated as a whole: nothing local to repair"  # the reason a `whole-image` stop gives
+
+
 def repair(images: np.ndarray, detector, repairer: Repairer, iterations: int = 3, max_area: float = 0.5,
-           dilate: int = 0, masks: np.ndarray | None = None) -> RepairResult:
-    """Repair a batch. With `masks`, inpaint exactly there once; otherwise loop on the detector's masks."""
+           dilate: int = 0, masks: np.ndarray | None = None, local_area: float = 1.0) -> RepairResult:
+    """Repair a batch. With `masks`, inpaint exactly there once; otherwise loop on the detector's
+    masks, leaving unchanged every flagged image whose defect mask covers more than `local_area`."""
     current = images.copy()
     score = detector.score(current)
     before = score.copy()
@@ -94,6 +102,12 @@ def repair(images: np.ndarray, detector, repairer: Repairer, iterations: int = 3
         return RepairResult(current, masks.copy(), maps, before, after, np.ones(len(images), int),
                             ["given-mask"] * len(images))
     active = np.arange(len(images))
+    flagged = before >= detector.threshold
+    area = binarize(maps, getattr(detector, "map_threshold", 0.5), dilate).mean(axis=(1, 2)) if len(images) else before
+    whole = flagged & (area > local_area)
+    for i in np.flatnonzero(whole):
+        stopped[i] = "whole-image"
+    active = active[~whole]
     for _ in range(iterations):
         flagged = score[active] >= detector.threshold
         for i in active[~flagged]:

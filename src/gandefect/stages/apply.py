@@ -48,7 +48,7 @@ def run_repair(cfg: Config, paths: list[str], mask: str | None = None, out: str 
         masks = np.broadcast_to(m, images.shape[:3]).copy()
     detector, repairer = load_served_detector(cfg), load_repairer(cfg)
     result = repair(images, detector, repairer, iterations or cfg.repair.iterations, cfg.repair.max_area,
-                    cfg.spliced.dilate, masks)
+                    cfg.spliced.dilate, masks, cfg.repair.local_max_area)
     out_dir = Path(out)
     stems = _unique_stems(paths)
     save_pngs(result.images, [f"{s}.png" for s in stems], out_dir)
@@ -86,7 +86,7 @@ def run_generate(cfg: Config, loss: str, n: int, clean: bool = False, reject: bo
     names = [f"{loss}-{i:05d}.png" for i in range(n)]
     if clean:
         result = repair(images, detector, load_repairer(cfg), cfg.repair.iterations, cfg.repair.max_area,
-                        cfg.spliced.dilate)
+                        cfg.spliced.dilate, local_area=cfg.repair.local_max_area)
         images = result.images
         table = pd.DataFrame(result.rows(names))
     else:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,10 @@ from gandefect.evaluate.generators import fid
 from gandefect.evaluate.repair import biharmonic, mean_fill, outside_change, psnr_in_mask
 from gandefect.lifecycle import gates, registry, tracking, versioning
 from gandefect.lifecycle.served import load_repairer, load_served_detector
-from gandefect.names import JUDGE_MODEL, REPAIRER_EXPERIMENT, REPAIRER_MODEL, STAGE_KEY
+from gandefect.names import JUDGE_MODEL, REPAIRER_EXPERIMENT, REPAIRER_MODEL, STAGE_KEY, generator_model
 from gandefect.repair.model import RepairerConfig
 from gandefect.repair.pipeline import Repairer, RepairResult, pull_push, repair
+from gandefect.repair.prior import PriorInpainter
 from gandefect.repair.train import train_repairer
 from gandefect.stages.gans import ensure_feature_net, registered_generators, sample_generator
 from gandefect.stages.localize import load_spliced
@@ -92,6 +94,8 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
             net = train_repairer(images, model_cfg, r, cfg.seed, on_epoch, on_step, device)
             seconds = time.perf_counter() - started
             mlflow.log_metric("train_seconds", seconds)
+            net, prior = with_prior(cfg, net)
+            mlflow.set_tag("prior", prior)
             example = torch.cat([to_tensor(images[:2]), torch.zeros(2, 1, *images.shape[1:3])], 1)
             example[:, -1, 4:12, 4:12] = 1.0
             tags = {"data_version": version, "run_id": run.info.run_id, **({STAGE_KEY: stage_key} if stage_key else {})}
@@ -108,6 +112,22 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
             champion_today = run_evaluate_repair(cfg, champion_repairer, write_report=False).metrics
         summary.gate = gates.apply_gate(cfg, gates.gate(cfg, REPAIRER_MODEL, summary.version, champion_today=champion_today))
     return summary
+
+
+def with_prior(cfg: Config, unet: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """The served inpainting net: the U-Net, refined by the zoo member `repair.prior` when that
+    member is registered and has a denoising model (gandefect.repair.prior); and what it is."""
+    r = cfg.repair
+    if not r.prior:
+        return unet, "none"
+    found = registry.latest_version(generator_model(r.prior))
+    if found is None:
+        return unet, f"none: no registered {generator_model(r.prior)}"
+    ddpm = registry.load_torch_model(f"models:/{generator_model(r.prior)}/{found.version}")
+    if not hasattr(ddpm, "alpha_bar"):
+        raise BadInputError(f"repair.prior {r.prior!r} is not a diffusion model (DDPM); use ddpm or null")
+    return (PriorInpainter(ddpm.cpu().eval(), unet.cpu().eval(), r.prior_steps, r.prior_strength, r.prior_resample, cfg.seed),
+            f"{r.prior} v{found.version}")
 
 
 def _evaluate_into_run(cfg: Config, summary: RepairSummary, net, progress: Progress | None) -> None:
@@ -189,8 +209,10 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
     generators = sorted(g for g in registered_generators(cfg) if "-epoch" not in g)
     for i, loss in enumerate(generators, start=1):
         images = sample_generator(cfg, loss, r.eval_samples, cfg.seed + 29)
-        res: RepairResult = repair(images, detector, repairer, r.iterations, r.max_area, cfg.spliced.dilate)
+        res: RepairResult = repair(images, detector, repairer, r.iterations, r.max_area, cfg.spliced.dilate,
+                                   local_area=r.local_max_area)
         j_before, j_after = judge.score(images), judge.score(res.images)
+        changed = res.iterations > 0
         rows[loss] = {
             "fid_before": fid(extractor, test.images, to_tensor(images)),
             "fid_after": fid(extractor, test.images, to_tensor(res.images)),
@@ -198,6 +220,11 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
             "judge_flagged_before": float((j_before >= judge.threshold).mean()),
             "judge_flagged_after": float((j_after >= judge.threshold).mean()),
             "detector_pfake_before": float(res.score_before.mean()), "detector_pfake_after": float(res.score_after.mean()),
+            # the judge on the images the loop rewrote: what a user who keeps a repair sees
+            "judge_ratio_changed": float(j_after[changed].mean() / max(j_before[changed].mean(), 1e-12))
+            if changed.any() else float("nan"),
+            "changed": float(changed.mean()),
+            "refused": float(np.mean([s == "whole-image" for s in res.stopped])),
             "mask_area": float(res.masks.mean()), "iterations": float(res.iterations.mean()),
             "outside_mask_change": float(outside_change(images, res.images, res.masks)),
         }
@@ -218,11 +245,15 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
     metrics.update({
         "outside_mask_change": float(table["outside_mask_change"].max()),
         "worst_fid_ratio": float(table["fid_ratio"].max()), "worst_judge_ratio": float(table["judge_ratio"].max()),
+        "worst_judge_ratio_changed": float(table["judge_ratio_changed"].max()),  # NaN where nothing was changed
+        "changed": float(table["changed"].mean()), "refused": float(table["refused"].mean()),
         "judge_pfake_real_test": float(j_real.mean()),
         "judge_flagged_real_test": float((j_real >= judge.threshold).mean()),
         **{f"{k}_{loss}": float(v) for loss, row in table.iterrows() for k, v in row.items()
-           if k in ("fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after")},
+           if k in ("fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after", "changed", "refused")},
     })
+    if not math.isfinite(metrics["worst_judge_ratio_changed"]):
+        metrics.lack("worst_judge_ratio_changed", "the repair loop changed no sample")
     if not write_report:
         return RepairEvaluation(metrics, table, None, [])
     out = cfg.report_dir / "repair"
@@ -245,11 +276,13 @@ def _write_report(cfg: Config, table: pd.DataFrame, metrics: Figures, figures: l
     (out / "repair.json").write_text(json.dumps({**metrics.finite(), "missing": metrics.missing}, indent=2) + "\n")
     cols = ["fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after", "judge_ratio",
             "judge_flagged_before", "judge_flagged_after", "detector_pfake_before", "detector_pfake_after",
-            "mask_area", "iterations", "outside_mask_change"]
+            "judge_ratio_changed", "changed", "refused", "mask_area", "iterations", "outside_mask_change"]
     lines = [
         "# Repair", "",
         f"{cfg.repair.eval_samples} samples per generator, repaired by detect -> mask -> inpaint "
-        f"(at most {cfg.repair.iterations} passes, at most {cfg.repair.max_area:.0%} of the image per pass). "
+        f"(at most {cfg.repair.iterations} passes, at most {cfg.repair.max_area:.0%} of the image per pass); "
+        f"`changed`: the share the loop rewrote; `refused`: the share whose defect mask covered more than "
+        f"{cfg.repair.local_max_area:.0%} of the image, left unchanged as generated as a whole. "
         "The judge is gandefect-judge, a detector the repair loop never used; on real test images its mean "
         f"p_fake is {metrics['judge_pfake_real_test']:.3f} and it flags {metrics['judge_flagged_real_test']:.1%}.", "",
         table[cols].to_markdown(floatfmt=".3f"), "",
