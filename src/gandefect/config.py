@@ -246,7 +246,7 @@ class RepairConfig(_Section):
     # refines the U-Net's fill, SDEdit-style from `prior_strength` of the way to noise, in
     # `prior_steps` x strength denoising steps with `prior_resample` round trips each (null: the U-Net alone)
     prior: str | None = "ddpm"
-    prior_strength: float = Field(0.2, gt=0, le=1)
+    prior_strength: float = Field(0.1, gt=0, le=1)
     prior_steps: int = Field(20, ge=1)
     prior_resample: int = Field(2, ge=0)
     reject_factor: int = Field(2, ge=1)  # generate --clean --reject: sample this many times n, keep the n best

@@ -25,7 +25,7 @@ class PriorInpainter(nn.Module):
     """An inpainting net (`inpaint(x, hole)`, x in [-1, 1], hole 1 = rewrite) made of the zoo's
     DDPM and, optionally, the U-Net whose fill it refines; served like the U-Net alone."""
 
-    def __init__(self, ddpm: nn.Module, start: nn.Module | None = None, steps: int = 20, strength: float = 0.2,
+    def __init__(self, ddpm: nn.Module, start: nn.Module | None = None, steps: int = 20, strength: float = 0.1,
                  resample: int = 2, seed: int = 0):
         super().__init__()
         if not 0 < strength <= 1:
