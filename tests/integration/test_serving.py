@@ -375,6 +375,17 @@ def test_web_page_in_headless_chromium_shows_score_map_and_repair(served):
         assert page.text_content("#verdict") == "uncertain"
         assert "JPEG quality about 30" in page.text_content("#history")
         page.wait_for_function("document.getElementById('repair-note').textContent.includes('unchanged')")
+        # a generated upload: the repair note agrees with the API on whether it was generated as a whole
+        sample = _generated(served["root"])
+        stopped = httpx.post(f"{served['url']}/repair", files={"image": sample.read_bytes()}, timeout=30).headers["x-stopped"]
+        page.set_input_files("#file", str(sample))
+        page.wait_for_function("document.getElementById('history').dataset.verdict !== 'uncertain'", timeout=30_000)
+        page.wait_for_selector("#overlay[data-ready='1']", timeout=30_000)
+        expected = "returned unchanged: generated as a whole" if stopped == "whole-image" else \
+            {"not-fake": "returned unchanged: not called generated",
+             "uncertain": "returned unchanged: the verdict is uncertain"}.get(stopped, "rewritten")
+        page.wait_for_function(f"document.getElementById('repair-note').textContent.includes({json.dumps(expected)})",
+                               timeout=30_000)
 
 
 def test_gandefect_serve_reuses_the_bento_and_answers_on_the_given_port(served):
