@@ -114,7 +114,10 @@ def test_leave_one_out_side_by_side_gives_the_serial_loop_s_figures(trained, mon
     threads = torch.get_num_threads()
     monkeypatch.setattr(detectors, "loo_workers", lambda cfg, n, n_train: 2)
     monkeypatch.setattr(detectors.os, "cpu_count", lambda: 2)
-    pooled, pooled_on = detectors.leave_one_out(cfg, "cnn", data)
+    calls = []
+    pooled, pooled_on = detectors.leave_one_out(cfg, "cnn", data, lambda *call: calls.append(call))
+    # the phase is announced before its first model ends, then each finished model is counted
+    assert calls == [("leave-one-out cnn", i, 3) for i in range(4)]
     monkeypatch.setattr(detectors, "loo_workers", lambda cfg, n, n_train: 1)
     torch.set_num_threads(1)
     try:

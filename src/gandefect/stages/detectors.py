@@ -322,6 +322,8 @@ def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress |
                                                        if any(not (families - {held}) for families in others)}
     held_out = [held for held in fams if held not in results]
     workers = loo_workers(cfg, len(held_out), len(train.labels))
+    if progress:  # each model can take minutes: say the phase has begun, before its first one ends
+        progress(f"leave-one-out {family}", len(results), len(fams))
 
     def done(held: str, result: tuple[Figures, list[str]]) -> None:
         results[held] = result
