@@ -246,7 +246,6 @@ class CNNDetector(Detector):
                 # patch target = the fraction of the patch's pixels that are generated; the image
                 # score learns from whole images only, all processed alike (spliced ones, less
                 # processed so the maps stay sharp, would otherwise teach "clean = generated")
-                t = None
                 whole = torch.from_numpy(~spliced).to(device)
                 image_labels = torch.from_numpy(labels[idx]).to(device)
                 held = known[idx] & ~spliced  # whole images of what the champion knew
@@ -258,10 +257,9 @@ class CNNDetector(Detector):
                 loss = 0.0
                 with hardware.autocast(self.bf16, device):
                     outputs = _each(self.net, x)
+                t = F.adaptive_avg_pool2d(torch.from_numpy(target)[:, None].to(device), outputs[0][0].shape[2:])
                 for logits, image_logit in outputs:  # every member learns on its own; the mean is only served
                     logits, image_logit = logits.float(), image_logit.float()
-                    if t is None:
-                        t = F.adaptive_avg_pool2d(torch.from_numpy(target)[:, None].to(device), logits.shape[2:])
                     loss = loss + F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight) + \
                         _image_loss(image_logit[whole], image_labels[whole], pos_weight, c.focal_gamma)
                     if teacher is not None and held.any():

@@ -103,7 +103,7 @@ def repair(images: np.ndarray, detector, repairer: Repairer, iterations: int = 3
                             ["given-mask"] * len(images))
     active = np.arange(len(images))
     flagged = before >= detector.threshold
-    area = binarize(maps, getattr(detector, "map_threshold", 0.5), dilate).mean(axis=(1, 2)) if len(images) else before
+    area = binarize(maps, getattr(detector, "map_threshold", 0.5), dilate).mean(axis=(1, 2))
     whole = flagged & (area > local_area)
     for i in np.flatnonzero(whole):
         stopped[i] = "whole-image"
