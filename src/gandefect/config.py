@@ -242,6 +242,10 @@ class RepairConfig(_Section):
     # (`whole-image`): above what the detector marks on local defects (docs/benchmarks.md)
     local_max_area: float = Field(0.6, gt=0, le=1)
     eval_samples: int = Field(300, ge=2)  # samples per generator in the repair evaluation
+    # a generator the repair applies to: the loop changed at least this share of its evaluation
+    # samples (the rest it refused as whole-image or found clean); the gate requires an improvement
+    # there (`fid_ratio_repaired`), and that there is at least one (`repaired_generators`)
+    applies_at: float = Field(0.5, gt=0, le=1)
     # the generative prior (gandefect.repair.prior): a zoo member that models the real images
     # refines the U-Net's fill, SDEdit-style from `prior_strength` of the way to noise, in
     # `prior_steps` x strength denoising steps with `prior_resample` round trips each (null: the U-Net alone)
@@ -300,10 +304,10 @@ class ModelGateConfig(_Section):
 
 
 class RepairerGateConfig(ModelGateConfig):
-    floor: dict[str, float] = {"psnr_gain": 0.0}  # in-mask PSNR minus the best baseline's (dB)
-    ceiling: dict[str, float] = {"fid_ratio": 1.0, "outside_mask_change": 0.0}
+    floor: dict[str, float] = {"psnr_gain": 0.0, "repaired_generators": 1}  # psnr_gain: in-mask PSNR minus the best baseline's (dB)
+    ceiling: dict[str, float] = {"fid_ratio": 1.0, "outside_mask_change": 0.0, "fid_ratio_repaired": 0.7}
     compare: list[str] = ["psnr_mask"]
-    per_generator: list[str] = ["fid_ratio"]
+    per_generator: list[str] = ["fid_ratio", "fid_ratio_repaired"]
     margin: float = Field(0.25, ge=0)
 
 

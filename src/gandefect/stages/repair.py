@@ -237,6 +237,7 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
     table = pd.DataFrame(rows).T
     table["fid_ratio"] = table["fid_after"] / table["fid_before"]
     table["judge_ratio"] = table["judge_pfake_after"] / table["judge_pfake_before"].clip(lower=1e-12)
+    repaired = table[table["changed"] >= r.applies_at]  # the generators the repair applies to
     spliced, spliced_rows = _spliced_psnr(cfg, repairer)
     if progress:
         progress("repair evaluation", len(generators) + 1, len(generators) + 1)
@@ -251,6 +252,8 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
         "judge_flagged_real_test": float((j_real >= judge.threshold).mean()),
         **{f"{k}_{loss}": float(v) for loss, row in table.iterrows() for k, v in row.items()
            if k in ("fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after", "changed", "refused")},
+        "repaired_generators": float(len(repaired)),
+        **{f"fid_ratio_repaired_{loss}": float(v) for loss, v in repaired["fid_ratio"].items()},
     })
     if not math.isfinite(metrics["worst_judge_ratio_changed"]):
         metrics.lack("worst_judge_ratio_changed", "the repair loop changed no sample")
@@ -268,6 +271,11 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
     return RepairEvaluation(metrics, table, report, figures)
 
 
+def _applies(table: pd.DataFrame, at: float) -> str:
+    names = [f"{g} (FID ratio {v:.2f})" for g, v in table.loc[table["changed"] >= at, "fid_ratio"].items()]
+    return (", ".join(names) if names else "no generator") + f": the loop changed at least {at:.0%} of its samples"
+
+
 def _write_report(cfg: Config, table: pd.DataFrame, metrics: Figures, figures: list[Path], out: Path) -> Path:
     def shown(key: str, fmt: str = ".2f") -> str:
         return f"missing ({metrics.missing[key]})" if key in metrics.missing else format(metrics[key], fmt)
@@ -283,6 +291,7 @@ def _write_report(cfg: Config, table: pd.DataFrame, metrics: Figures, figures: l
         f"(at most {cfg.repair.iterations} passes, at most {cfg.repair.max_area:.0%} of the image per pass); "
         f"`changed`: the share the loop rewrote; `refused`: the share whose defect mask covered more than "
         f"{cfg.repair.local_max_area:.0%} of the image, left unchanged as generated as a whole. "
+        f"The repair applies to {_applies(table, cfg.repair.applies_at)}. "
         "The judge is gandefect-judge, a detector the repair loop never used; on real test images its mean "
         f"p_fake is {metrics['judge_pfake_real_test']:.3f} and it flags {metrics['judge_flagged_real_test']:.1%}.", "",
         table[cols].to_markdown(floatfmt=".3f"), "",
