@@ -57,7 +57,7 @@ def test_a_size_below_the_spectral_window_fails_at_config_time(tmp_path):
 
 def test_a_profile_removes_one_gate_bound_with_null_and_keeps_the_others():
     base, tiny = (load_config(REPO / "params.yaml", p).gates.repairer for p in ("default", "tiny"))
-    assert base.ceiling == {"fid_ratio": 1.0, "outside_mask_change": 0, "fid_ratio_repaired": 0.7}
+    assert base.ceiling == {"fid_ratio": 1.0, "outside_mask_change": 0, "repaired_fid_ratio": 0.7}
     assert tiny.ceiling == {"outside_mask_change": 0}  # tiny repairers are not judged on FID; the composite rule stays
     assert tiny.floor == {} and tiny.margin == 1.0
 

@@ -244,7 +244,7 @@ class RepairConfig(_Section):
     eval_samples: int = Field(300, ge=2)  # samples per generator in the repair evaluation
     # a generator the repair applies to: the loop changed at least this share of its evaluation
     # samples (the rest it refused as whole-image or found clean); the gate requires an improvement
-    # there (`fid_ratio_repaired`), and that there is at least one (`repaired_generators`)
+    # there (`repaired_fid_ratio`), and that there is at least one (`repaired_generators`)
     applies_at: float = Field(0.5, gt=0, le=1)
     # the generative prior (gandefect.repair.prior): a zoo member that models the real images
     # refines the U-Net's fill, SDEdit-style from `prior_strength` of the way to noise, in
@@ -305,9 +305,9 @@ class ModelGateConfig(_Section):
 
 class RepairerGateConfig(ModelGateConfig):
     floor: dict[str, float] = {"psnr_gain": 0.0, "repaired_generators": 1}  # psnr_gain: in-mask PSNR minus the best baseline's (dB)
-    ceiling: dict[str, float] = {"fid_ratio": 1.0, "outside_mask_change": 0.0, "fid_ratio_repaired": 0.7}
+    ceiling: dict[str, float] = {"fid_ratio": 1.0, "outside_mask_change": 0.0, "repaired_fid_ratio": 0.7}
     compare: list[str] = ["psnr_mask"]
-    per_generator: list[str] = ["fid_ratio", "fid_ratio_repaired"]
+    per_generator: list[str] = ["fid_ratio", "repaired_fid_ratio"]
     margin: float = Field(0.25, ge=0)
 
 

@@ -205,7 +205,7 @@ def test_the_flow_s_repairer_is_registered_evaluated_reported_and_repairs_from_t
                 "judge_pfake_before_hinge", "judge_pfake_after_hinge"]:
         assert np.isfinite(metrics[key]), key
     # the generators the repair applies to (changed at least repair.applies_at of their samples), counted and judged
-    applied = {k.removeprefix("fid_ratio_repaired_") for k in metrics if k.startswith("fid_ratio_repaired_")}
+    applied = {k.removeprefix("repaired_fid_ratio_") for k in metrics if k.startswith("repaired_fid_ratio_")}
     assert metrics["repaired_generators"] == len(applied)
     at = load_config(root / "params.yaml").repair.applies_at
     assert all(metrics[f"changed_{g}"] >= at for g in applied)

@@ -53,14 +53,14 @@ def test_thresholds_apply_without_a_champion_and_lower_is_better_for_ece():
 
 
 REPAIRER_CHAMPION = {"psnr_mask": 12.0, "psnr_gain": 2.0, "outside_mask_change": 0.0, "repaired_generators": 1,
-                     "fid_ratio_hinge": 0.65, "fid_ratio_lsgan": 1.0, "fid_ratio_repaired_hinge": 0.65}
+                     "fid_ratio_hinge": 0.65, "fid_ratio_lsgan": 1.0, "repaired_fid_ratio_hinge": 0.65}
 
 
 def test_the_repairer_gate_judges_fid_ratio_per_generator_lower_is_better():
     table, report, reasons = _judge(dict(REPAIRER_CHAMPION), REPAIRER_CHAMPION, REPAIRER_MODEL)
     assert report.success and not reasons
     assert set(table["row"]) == {"all:psnr_gain", "all:outside_mask_change", "all:psnr_mask", "all:repaired_generators",
-                                 "hinge:fid_ratio", "lsgan:fid_ratio", "hinge:fid_ratio_repaired"}
+                                 "hinge:fid_ratio", "lsgan:fid_ratio", "hinge:repaired_fid_ratio"}
     worse = {**REPAIRER_CHAMPION, "fid_ratio_hinge": 1.2, "outside_mask_change": 3.0, "psnr_mask": 11.0}
     _, report, reasons = _judge(worse, REPAIRER_CHAMPION, REPAIRER_MODEL)
     assert not report.success
@@ -71,17 +71,17 @@ def test_the_repairer_gate_judges_fid_ratio_per_generator_lower_is_better():
 
 
 def test_the_repairer_must_improve_the_generators_it_applies_to_and_repair_at_least_one():
-    """lsgan is refused as whole-image (ratio 1.00, no `fid_ratio_repaired` row): that passes;
+    """lsgan is refused as whole-image (ratio 1.00, no `repaired_fid_ratio` row): that passes;
     hinge, which the loop rewrites, must come down to the profile's bound, not merely not get worse."""
-    unimproved = {**REPAIRER_CHAMPION, "fid_ratio_hinge": 0.95, "fid_ratio_repaired_hinge": 0.95}
+    unimproved = {**REPAIRER_CHAMPION, "fid_ratio_hinge": 0.95, "repaired_fid_ratio_hinge": 0.95}
     _, report, reasons = _judge(unimproved, None, REPAIRER_MODEL)
-    assert not report.success and reasons == ["hinge:fid_ratio_repaired = 0.9500, needs at most 0.7000"]
+    assert not report.success and reasons == ["hinge:repaired_fid_ratio = 0.9500, needs at most 0.7000"]
     nothing = {k: v for k, v in REPAIRER_CHAMPION.items() if "repaired" not in k} | {"repaired_generators": 0}
     _, report, reasons = _judge(nothing, None, REPAIRER_MODEL)
     assert not report.success and reasons == ["all:repaired_generators = 0.0000, needs at least 1.0000"]
     rgb = spec_for(load_config(REPO / "params.yaml", "rgb64"), REPAIRER_MODEL)  # the data set's own bound
-    assert rgb.ceiling["fid_ratio_repaired"] == 0.9 and run_suite(rgb, metrics_table(rgb, unimproved, None)).success is False
-    assert run_suite(rgb, metrics_table(rgb, {**unimproved, "fid_ratio_repaired_hinge": 0.85}, None)).success
+    assert rgb.ceiling["repaired_fid_ratio"] == 0.9 and run_suite(rgb, metrics_table(rgb, unimproved, None)).success is False
+    assert run_suite(rgb, metrics_table(rgb, {**unimproved, "repaired_fid_ratio_hinge": 0.85}, None)).success
 
 
 def test_a_compare_only_metric_neither_model_has_does_not_fail_the_gate():

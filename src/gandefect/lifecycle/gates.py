@@ -150,10 +150,7 @@ def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: 
     extra = [m for m in spec.few_shot_floor if m not in spec.per_generator]
     for metric in [*spec.per_generator, *extra]:
         prefix = f"{metric}_"
-        # another per-generator metric this one's name begins (fid_ratio, fid_ratio_repaired) is not a generator
-        longer = tuple(f"{m}_" for m in spec.per_generator if m.startswith(prefix))
-        keys = [*candidate, *(champion or {})]
-        gens = {k.removeprefix(prefix) for k in keys if k.startswith(prefix) and not k.startswith(longer)}
+        gens = {k.removeprefix(prefix) for k in [*candidate, *(champion or {})] if k.startswith(prefix)}
         if metric in extra:
             gens = {g for g in gens if spec.few_shot(candidate, g)}
         for gen in sorted(gens):

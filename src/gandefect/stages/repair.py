@@ -253,7 +253,7 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
         **{f"{k}_{loss}": float(v) for loss, row in table.iterrows() for k, v in row.items()
            if k in ("fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after", "changed", "refused")},
         "repaired_generators": float(len(repaired)),
-        **{f"fid_ratio_repaired_{loss}": float(v) for loss, v in repaired["fid_ratio"].items()},
+        **{f"repaired_fid_ratio_{loss}": float(v) for loss, v in repaired["fid_ratio"].items()},
     })
     if not math.isfinite(metrics["worst_judge_ratio_changed"]):
         metrics.lack("worst_judge_ratio_changed", "the repair loop changed no sample")
