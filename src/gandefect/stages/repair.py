@@ -203,7 +203,7 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
     train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
     net, _ = ensure_feature_net(cfg, train, test, versioning.data_version(cfg))
     extractor = FeatureExtractor(net).to(device)
-    real_test = to_uint8(test.images)
+    j_real = judge.score(to_uint8(test.images))
     r = cfg.repair
     rows, grid = {}, []
     generators = sorted(g for g in registered_generators(cfg) if "-epoch" not in g)
@@ -223,6 +223,11 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
             # the judge on the images the loop rewrote: what a user who keeps a repair sees
             "judge_ratio_changed": float(j_after[changed].mean() / max(j_before[changed].mean(), 1e-12))
             if changed.any() else float("nan"),
+            # ... as the share of its suspicion above real images' that is left: 0 is a repair the judge finds as
+            # real as the real test images (its p_fake on real images is far from 0, so the ratio above cannot reach 0)
+            "judge_excess_changed": float((j_after[changed].mean() - j_real.mean())
+                                          / max(j_before[changed].mean() - j_real.mean(), 1e-12))
+            if changed.any() else float("nan"),
             "changed": float(changed.mean()),
             "refused": float(np.mean([s == "whole-image" for s in res.stopped])),
             "mask_area": float(res.masks.mean()), "iterations": float(res.iterations.mean()),
@@ -241,12 +246,12 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
     spliced, spliced_rows = _spliced_psnr(cfg, repairer)
     if progress:
         progress("repair evaluation", len(generators) + 1, len(generators) + 1)
-    j_real = judge.score(real_test)
     metrics = spliced
     metrics.update({
         "outside_mask_change": float(table["outside_mask_change"].max()),
         "worst_fid_ratio": float(table["fid_ratio"].max()), "worst_judge_ratio": float(table["judge_ratio"].max()),
         "worst_judge_ratio_changed": float(table["judge_ratio_changed"].max()),  # NaN where nothing was changed
+        "worst_judge_excess_changed": float(table["judge_excess_changed"].max()),
         "changed": float(table["changed"].mean()), "refused": float(table["refused"].mean()),
         "judge_pfake_real_test": float(j_real.mean()),
         "judge_flagged_real_test": float((j_real >= judge.threshold).mean()),
@@ -255,8 +260,9 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
         "repaired_generators": float(len(repaired)),
         **{f"repaired_fid_ratio_{loss}": float(v) for loss, v in repaired["fid_ratio"].items()},
     })
-    if not math.isfinite(metrics["worst_judge_ratio_changed"]):
-        metrics.lack("worst_judge_ratio_changed", "the repair loop changed no sample")
+    for key in ("worst_judge_ratio_changed", "worst_judge_excess_changed"):
+        if not math.isfinite(metrics[key]):
+            metrics.lack(key, "the repair loop changed no sample")
     if not write_report:
         return RepairEvaluation(metrics, table, None, [])
     out = cfg.report_dir / "repair"
@@ -284,7 +290,7 @@ def _write_report(cfg: Config, table: pd.DataFrame, metrics: Figures, figures: l
     (out / "repair.json").write_text(json.dumps({**metrics.finite(), "missing": metrics.missing}, indent=2) + "\n")
     cols = ["fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after", "judge_ratio",
             "judge_flagged_before", "judge_flagged_after", "detector_pfake_before", "detector_pfake_after",
-            "judge_ratio_changed", "changed", "refused", "mask_area", "iterations", "outside_mask_change"]
+            "judge_ratio_changed", "judge_excess_changed", "changed", "refused", "mask_area", "iterations", "outside_mask_change"]
     lines = [
         "# Repair", "",
         f"{cfg.repair.eval_samples} samples per generator, repaired by detect -> mask -> inpaint "
@@ -293,7 +299,10 @@ def _write_report(cfg: Config, table: pd.DataFrame, metrics: Figures, figures: l
         f"{cfg.repair.local_max_area:.0%} of the image, left unchanged as generated as a whole. "
         f"The repair applies to {_applies(table, cfg.repair.applies_at)}. "
         "The judge is gandefect-judge, a detector the repair loop never used; on real test images its mean "
-        f"p_fake is {metrics['judge_pfake_real_test']:.3f} and it flags {metrics['judge_flagged_real_test']:.1%}.", "",
+        f"p_fake is {metrics['judge_pfake_real_test']:.3f} and it flags {metrics['judge_flagged_real_test']:.1%}, so "
+        "`judge_ratio_changed` (its mean p_fake after over before, on the changed samples) stays well above 0 even for "
+        "a repair it finds as real as real images; `judge_excess_changed` is the share of its p_fake above the real "
+        "images' mean that the repair leaves (0: as real as the real test images).", "",
         table[cols].to_markdown(floatfmt=".3f"), "",
         "## In-mask PSNR on the spliced test images (dB, pooled over all masked pixels)", "",
         "| method | psnr_mask |", "|---|---|",
