@@ -557,7 +557,7 @@ def evaluate_repair_cmd(
 def _print_repair_evaluation(evaluation) -> None:
     table = Table(title="repair per generator")
     cols = ["fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after", "judge_ratio",
-            "mask_area", "iterations", "outside_mask_change"]
+            "judge_excess_changed", "changed", "refused", "mask_area", "iterations", "outside_mask_change"]
     table.add_column("generator")
     for c in cols:
         table.add_column(c, justify="right")
