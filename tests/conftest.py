@@ -190,9 +190,14 @@ def run_cli(root: Path, *args: str, check: bool = False) -> subprocess.Completed
 _FORK_SERVER = r"""
 import atexit, json, os, random, sys, threading, time, traceback
 import gandefect.cli as cli
-# what `ingest`, `run` and `data validate` import on first use (seconds each): imported once here.
-# Not Prefect: it reads its settings from the environment when imported, and each command has its own
+# what the commands import when they run (seconds each; the CLI module itself imports none of it, so
+# that --help answers at once), imported once here. Not Prefect: it reads its settings from the
+# environment when imported, and each command has its own
 import great_expectations
+import mlflow
+import gandefect.evaluate.drift, gandefect.lifecycle.bento, gandefect.lifecycle.served, gandefect.lifecycle.watch
+import gandefect.stages.apply, gandefect.stages.detectors, gandefect.stages.gans, gandefect.stages.ingest
+import gandefect.stages.localize, gandefect.stages.repair
 
 WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
@@ -274,7 +279,7 @@ for line in sys.stdin:
 
 
 class _CliForks:
-    """Importing gandefect.cli (torch, MLflow, scikit-learn, ...) takes about 5 s of CPU, more than
+    """Importing what the commands run (torch, MLflow, scikit-learn, ...) takes about 5 s of CPU, more than
     most commands the tests run; the integration tests run some fifty. One interpreter imports it
     (and Great Expectations, which the data gate imports on first use: 2.5 s more per command that
     validates) once and forks a child per call, which sets the call's working folder, environment and stdio and

@@ -81,3 +81,14 @@ def test_a_usage_error_gets_the_usage_and_exit_2_not_an_unexpected_error():
         assert proc.returncode == 2, (args, text)
         assert says in text and "Usage:" in text, (args, text)
         assert "unexpected error" not in text and "Traceback" not in text, (args, text)
+
+
+def test_the_help_pages_import_no_heavy_stack():
+    """`gandefect --help` answers at once: the CLI module imports none of the stacks that take
+    seconds (each command imports its own when it runs). Checked in a fresh interpreter, where
+    nothing else has imported them."""
+    heavy = ["torch", "mlflow", "prefect", "great_expectations", "bentoml", "dvc", "pandas", "sklearn"]
+    code = ("import sys, gandefect.cli; "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert loaded.stdout.strip() == "", f"importing gandefect.cli loads {loaded.stdout.strip()}"

@@ -14,37 +14,23 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import click
-import mlflow
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+# Only what the help pages need is imported here: each command imports its own stack (torch,
+# MLflow, Prefect, Great Expectations take seconds each) when it runs, so `--help` answers at once.
 from gandefect.config import PARAMS_FILE, Config, load_config
 from gandefect.data import sources
-from gandefect.data.snapshot import read_manifest
 from gandefect.errors import BadInputError, DataValidationError, GandefectError
-from gandefect.evaluate import drift
-from gandefect.lifecycle import bento, gates, registry, tracking, versioning
-from gandefect.lifecycle import watch as records
 from gandefect.lifecycle.lock import project_lock
-from gandefect.lifecycle.registry import latest_uri, load_detector
-from gandefect.lifecycle.served import load_repairer
-from gandefect.gan import families as family_registry
-from gandefect.gan import losses as loss_registry
 from gandefect.names import DETECTOR_MODEL, FLOW_STAGES, INGEST_STAGE, REPAIRER_MODEL, RETRAIN_EXPERIMENT, SERVED_MODELS
-from gandefect.stages import detectors, repair
-from gandefect.stages.apply import run_generate, run_repair
-from gandefect.stages.detectors import run_evaluate_detector, run_ingest_fakes, run_sample_fakes, run_train_detectors
-from gandefect.stages.gans import run_train_gans
-from gandefect.stages.ingest import run_ingest, sources_to_ingest, validate_snapshot
-from gandefect.stages.localize import evaluate_localization, run_build_spliced
-from gandefect.stages.repair import run_evaluate_repair, run_train_repairer
 
 
 def flows():
     """gandefect.orchestrate, the Prefect flows, for the commands that run one."""
-    from gandefect import orchestrate  # lazy: Prefect takes seconds to import; only run, watch and schedule need it
+    from gandefect import orchestrate
 
     return orchestrate
 
@@ -117,6 +103,8 @@ def ingest(
     no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`)."),
 ) -> None:
     """Add real images to data/real, validate the snapshot, version it with DVC, log an MLflow run."""
+    from gandefect.stages.ingest import run_ingest
+
     cfg = _config()
     with _progress() as progress:
         summary = run_ingest(cfg, from_dirs, replace=replace, labels_from_subfolders=labels_from_subfolders,
@@ -145,11 +133,14 @@ def ingest(
 @app.command("train-gans")
 def train_gans(
     loss: list[str] = typer.Option(None, "--loss", metavar="L",
-                                   help=f"Train only this zoo member (repeatable): a loss ({', '.join(loss_registry.REGISTRY)}) "
-                                        f"or another family ({', '.join(family_registry.FAMILIES)})."),
+                                   help="Train only this zoo member (repeatable): an adversarial loss of gan.losses "
+                                        "or a family of gan.families in params.yaml (a name it does not know is "
+                                        "refused with the list)."),
     resume: bool = typer.Option(False, "--resume", help="Continue each GAN from its last checkpoint (and MLflow run)."),
 ) -> None:
     """Train the GAN zoo: one tracked MLflow run and registered generator per adversarial loss and per other family."""
+    from gandefect.stages.gans import run_train_gans
+
     cfg = _config()
     with _progress() as progress:
         summary = run_train_gans(cfg, loss, resume=resume, progress=progress)
@@ -168,6 +159,8 @@ def train_gans(
 @app.command("sample-fakes")
 def sample_fakes(no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`).")) -> None:
     """Sample every registered generator (final and early) into data/fakes/<generator>/."""
+    from gandefect.stages.detectors import run_sample_fakes
+
     cfg = _config()
     if no_version:
         cfg = cfg.model_copy(update={"versioning": cfg.versioning.model_copy(update={"enabled": False})})
@@ -184,6 +177,8 @@ def ingest_fakes(
     generator: str = typer.Option(..., "--generator", help="Name of the generator family these images come from."),
 ) -> None:
     """Add externally generated images as another generator for the detectors."""
+    from gandefect.stages.detectors import run_ingest_fakes
+
     cfg = _config()
     fake_set, skipped, version = run_ingest_fakes(cfg, folder, generator)
     out.print(f"{fake_set.name}: {fake_set.count} images in {fake_set.path}"
@@ -199,6 +194,8 @@ def train_detectors(
 ) -> None:
     """Train the CNN and spectral detectors, evaluate them leave-one-family-out, register the winner
     and judge it beside the champion on the same data."""
+    from gandefect.stages.detectors import run_train_detectors
+
     cfg = _config()
     with _progress() as progress:
         summary = run_train_detectors(cfg, sample=not no_sample, progress=progress, gate=not no_gate,
@@ -244,6 +241,9 @@ def gate_cmd(
 ) -> None:
     """Judge a registered version by the model suite and against the champion, both evaluated on
     today's data; exit 4 when it fails."""
+    from gandefect.lifecycle import gates, registry, tracking
+    from gandefect.stages import detectors, repair
+
     cfg = _config()
     tracking.setup(cfg)
     version = version or registry.latest_uri(model, "train-detectors").rsplit("/", 1)[-1]
@@ -267,6 +267,8 @@ def promote_cmd(
     model: str = typer.Option(DETECTOR_MODEL, "--model", help="Registered model name."),
 ) -> None:
     """Point the `champion` alias at VERSION (no gate: an operator's decision)."""
+    from gandefect.lifecycle import gates, tracking
+
     tracking.setup(_config())
     previous = gates.promote(model, version)
     out.print(f"{model}: champion -> v{version}" + (f" (was v{previous})" if previous else ""))
@@ -275,6 +277,8 @@ def promote_cmd(
 @app.command("rollback")
 def rollback_cmd(model: str = typer.Option(DETECTOR_MODEL, "--model", help="Registered model name.")) -> None:
     """Move `champion` back to the version that held it before."""
+    from gandefect.lifecycle import gates, tracking
+
     tracking.setup(_config())
     current, target = gates.rollback(model)
     out.print(f"{model}: champion v{current} -> v{target}")
@@ -291,6 +295,8 @@ def status_cmd(
 ) -> None:
     """Champions, challengers, their data versions and metrics; the champion per generator on the
     current data; the last retrain flow runs; with --traffic, drift of the served scores."""
+    from gandefect.lifecycle import gates, tracking
+
     cfg = _config()
     tracking.setup(cfg)
     table = Table(title="models")
@@ -319,6 +325,8 @@ def status_cmd(
 
 def _print_champion_figures(cfg: Config, champion: str | None) -> None:
     """The champion detector per generator on the current data (the last gate or watch)."""
+    from gandefect.lifecycle import watch as records
+
     record = records.read(cfg, DETECTOR_MODEL)
     if champion is None:
         return
@@ -339,8 +347,9 @@ def _print_champion_figures(cfg: Config, champion: str | None) -> None:
 def _print_drift(cfg: Config, url: str, champion: str | None) -> None:
     """The scores a service served (its /metrics) beside the validation histogram of the
     detector version it serves (read from its /metadata; the champion when that fails)."""
+    import mlflow
 
-
+    from gandefect.evaluate import drift
 
     base = url.rstrip("/")
     try:
@@ -389,6 +398,8 @@ WATCH_ALERT_EXIT = 5  # `watch`: the champion misses a generator of the current 
 def watch_cmd() -> None:
     """Re-evaluate the champion detector on the current data (every generator, new fake sets
     included); exit 5 and a failed Prefect flow run when it misses a generator."""
+    from gandefect.lifecycle import watch as records
+
     cfg = _config()
     state_ = flows().watch(str(state.params), state.profile, return_state=True)
     result = state_.result(raise_on_failure=False)
@@ -419,6 +430,8 @@ def run_cmd(
     snapshot's own sources, or data.default_source on an empty snapshot. A snapshot holding other
     sources stops the run with the reason. Stages whose inputs (data version, params, upstream
     models) are unchanged are reused from the cache."""
+    from gandefect.stages.ingest import sources_to_ingest
+
     unknown = sorted(set(stages or []) - set(FLOW_STAGES))
     if unknown:
         raise BadInputError(f"--stage {', '.join(unknown)}: stages are {', '.join(FLOW_STAGES[1:])}")
@@ -464,6 +477,8 @@ def schedule_cmd(
 @app.command("build-bento")
 def build_bento_cmd(force: bool = typer.Option(False, "--force", help="Build even if a bento of the same champions exists.")) -> None:
     """Package the champion detector and repairer as a bento (weights, thresholds, metadata; no MLflow needed to serve)."""
+    from gandefect.lifecycle import bento
+
     built = bento.build(_config(), force)
     out.print(f"bento {built.tag} ({'reused: same champions' if built.reused else 'built'}) at {built.path}")
     out.print(f"models: {', '.join(built.models.values())}")
@@ -480,6 +495,8 @@ def serve_cmd(
     """Serve the champions over HTTP (BentoML): the web page at /, the APIs, /docs and /readyz.
 
     Builds the bento first when the champions changed since the last build."""
+    from gandefect.lifecycle import bento
+
     cfg = _config()
     built = bento.build(cfg, rebuild)
     port = port or cfg.serve.port
@@ -496,6 +513,8 @@ def serve_cmd(
 @app.command("evaluate-detector")
 def evaluate_detector(model: Optional[str] = typer.Option(None, "--model", help="Model URI (default: latest gandefect-detector).")) -> None:
     """Evaluate a detector on the current test split and fake sets."""
+    from gandefect.stages.detectors import run_evaluate_detector
+
     uri, metrics = run_evaluate_detector(_config(), model)
     table = Table(title=uri, show_header=False)
     for key, value in metrics.items():
@@ -506,6 +525,8 @@ def evaluate_detector(model: Optional[str] = typer.Option(None, "--model", help=
 @app.command("build-spliced")
 def build_spliced(no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`).")) -> None:
     """Build the spliced-defect benchmark: real val/test images with a generated region and its mask."""
+    from gandefect.stages.localize import run_build_spliced
+
     manifest, version = run_build_spliced(_config(), version=not no_version)
     counts = manifest["split"].value_counts()
     out.print(f"spliced benchmark: {counts.get('val', 0)} val, {counts.get('test', 0)} test images; "
@@ -516,6 +537,10 @@ def build_spliced(no_version: bool = typer.Option(False, "--no-version", help="S
 @app.command("evaluate-localization")
 def evaluate_localization_cmd(model: Optional[str] = typer.Option(None, "--model", help="Detector URI (default: latest gandefect-detector).")) -> None:
     """Pixel AP and IoU of a detector's defect maps on the spliced benchmark."""
+    from gandefect.lifecycle import tracking
+    from gandefect.lifecycle.registry import latest_uri, load_detector
+    from gandefect.stages.localize import evaluate_localization
+
     cfg = _config()
     tracking.setup(cfg)
     uri = model or latest_uri(DETECTOR_MODEL, "train-detectors")
@@ -532,6 +557,8 @@ def train_repairer_cmd(
     no_gate: bool = typer.Option(False, "--no-gate", help="Register the repairer without judging it by the model gate."),
 ) -> None:
     """Train the inpainting repairer on real images, register gandefect-repairer, evaluate and gate it."""
+    from gandefect.stages.repair import run_train_repairer
+
     with _progress() as progress:
         summary = run_train_repairer(_config(), evaluate=not no_evaluate, progress=progress, gate=not no_gate)
     out.print(f"registered gandefect-repairer v{summary.version} (trained in {summary.train_seconds:.0f} s)")
@@ -548,6 +575,9 @@ def evaluate_repair_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="Repairer URI (default: latest gandefect-repairer)."),
 ) -> None:
     """Repair samples of every generator and the spliced benchmark; FID, judge and PSNR before/after."""
+    from gandefect.lifecycle.served import load_repairer
+    from gandefect.stages.repair import run_evaluate_repair
+
     cfg = _config()
     with _progress() as progress:
         evaluation = run_evaluate_repair(cfg, load_repairer(cfg, model), progress=progress)
@@ -582,6 +612,8 @@ def repair_cmd(
     iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="Most detect -> mask -> inpaint passes (default: params)."),
 ) -> None:
     """Detect, mask, inpaint and re-score images with the registered detector and repairer."""
+    from gandefect.stages.apply import run_repair
+
     table, folder = run_repair(_config(), [str(p) for p in images], str(mask) if mask else None, str(out_dir), iterations)
     _print_rows(table, f"repaired into {folder}")
 
@@ -596,6 +628,8 @@ def generate_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (default: params seed)."),
 ) -> None:
     """Sample a registered generator, optionally cleaned by the repair pipeline."""
+    from gandefect.stages.apply import run_generate
+
     table, folder = run_generate(_config(), generator, n, clean, reject, str(out_dir), seed)
     if clean:
         _print_rows(table, f"{n} cleaned samples in {folder}")
@@ -619,6 +653,9 @@ def _print_rows(table, title: str) -> None:
 @data_app.command("status")
 def data_status() -> None:
     """Print the data version (DVC hash), image counts per split and whether the remote has it."""
+    from gandefect.data.snapshot import read_manifest
+    from gandefect.lifecycle import versioning
+
     cfg = _config()
     manifest = read_manifest(cfg.real_dir)
     status = versioning.stage_status(cfg, INGEST_STAGE, cfg.data.real_dir)
@@ -637,6 +674,8 @@ def data_status() -> None:
 @data_app.command("validate")
 def data_validate() -> None:
     """Run the Great Expectations data suite on the snapshot as it is on disk."""
+    from gandefect.stages.ingest import validate_snapshot
+
     cfg = _config()
     with _progress() as progress:
         report, path = validate_snapshot(cfg, progress)
