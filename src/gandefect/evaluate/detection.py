@@ -1,4 +1,4 @@
-"""Detection metrics of ../DESIGN.md on clean test images: AUC/AP seen and per generator, ECE,
+"""Detection metrics of docs/architecture.md ("Detectors") on clean test images: AUC/AP seen and per generator, ECE,
 accuracies (the conditions in the wild are gandefect.evaluate.wild)."""
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def class_stats(net: FeatureNet, features: torch.Tensor) -> dict[str, float]:
 
 def generator_metrics(net: FeatureNet, real: torch.Tensor, fake: torch.Tensor, k: int = 3,
                       device: torch.device = CPU) -> dict[str, float]:
-    """All generator metrics of ../DESIGN.md for one set of samples against real test images
+    """All generator metrics of docs/architecture.md ("The GAN zoo") for one set of samples against real test images
     (the class metrics only where `net` is the labelled space), computed on `device`."""
     with placed(net, device), torch.no_grad():
         extractor = FeatureExtractor(net)

@@ -1,4 +1,4 @@
-"""Verdicts "in the wild" at the served threshold (../DESIGN.md, evaluation protocol).
+"""Verdicts "in the wild" at the served threshold (docs/architecture.md, "Detectors").
 
 Every test image is sent through each condition as a client would send it (the bytes of
 `gandefect.data.conditions`) and decoded by the service's upload path, one class at a time:

@@ -1,5 +1,5 @@
 """Repairer stage: train the inpainting U-Net, register it, and the repair evaluation of
-../DESIGN.md (FID and judge before/after, outside-mask change, in-mask PSNR) that gates it."""
+docs/architecture.md, "Repair" (FID and judge before/after, outside-mask change, in-mask PSNR) that gates it."""
 
 from __future__ import annotations
 
