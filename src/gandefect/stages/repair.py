@@ -279,7 +279,7 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
 
 def _applies(table: pd.DataFrame, at: float) -> str:
     names = [f"{g} (FID ratio {v:.2f})" for g, v in table.loc[table["changed"] >= at, "fid_ratio"].items()]
-    return (", ".join(names) if names else "no generator") + f": the loop changed at least {at:.0%} of its samples"
+    return f"the generators whose samples the loop changed at least {at:.0%} of: {', '.join(names) or 'none'}"
 
 
 def _write_report(cfg: Config, table: pd.DataFrame, metrics: Figures, figures: list[Path], out: Path) -> Path:
