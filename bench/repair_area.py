@@ -23,8 +23,8 @@ import pandas as pd
 
 from gandefect import hardware
 from gandefect.config import load_config
-from gandefect.evaluate.localization import binarize
 from gandefect.lifecycle.served import load_served_detector
+from gandefect.repair.pipeline import marked_area
 from gandefect.stages.gans import registered_generators, sample_generator
 from gandefect.stages.localize import load_spliced
 
@@ -33,9 +33,7 @@ QUANTILES = [0.05, 0.25, 0.5, 0.75, 0.95, 0.99]
 
 def marked(detector, images: np.ndarray, dilate: int) -> tuple[np.ndarray, np.ndarray]:
     """(share of each image the detector marks, whether it calls the image generated)."""
-    maps = detector.defect_map(images)
-    area = binarize(maps, getattr(detector, "map_threshold", 0.5), dilate).mean(axis=(1, 2))
-    return area, detector.score(images) >= detector.threshold
+    return marked_area(detector, detector.defect_map(images), dilate), detector.score(images) >= detector.threshold
 
 
 def main() -> None:

@@ -57,6 +57,11 @@ def composite_uint8(images: np.ndarray, predictions: np.ndarray, masks: np.ndarr
     return np.where(m, predictions, images).astype(np.uint8)
 
 
+def marked_area(detector, maps: np.ndarray, dilate: int = 0) -> np.ndarray:
+    """The share of each image the detector's defect map marks (at its map threshold): what the local rule judges."""
+    return binarize(maps, getattr(detector, "map_threshold", 0.5), dilate).mean(axis=(1, 2))
+
+
 def defect_masks(detector, images: np.ndarray, max_area: float, dilate: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The detector's defect maps and their binary masks (at its localization threshold, capped in area)."""
     maps = detector.defect_map(images)
@@ -103,8 +108,7 @@ def repair(images: np.ndarray, detector, repairer: Repairer, iterations: int = 3
                             ["given-mask"] * len(images))
     active = np.arange(len(images))
     flagged = before >= detector.threshold
-    area = binarize(maps, getattr(detector, "map_threshold", 0.5), dilate).mean(axis=(1, 2))
-    whole = flagged & (area > local_area)
+    whole = flagged & (marked_area(detector, maps, dilate) > local_area)
     for i in np.flatnonzero(whole):
         stopped[i] = "whole-image"
     active = active[~whole]
