@@ -38,7 +38,7 @@ def detect(url: str, paths: list[Path], batch: int = 32) -> list[dict]:
     answers = []
     with httpx.Client(timeout=120) as client:
         for i in range(0, len(paths), batch):
-            files = [("images", (p.name, p.read_bytes(), "image/png")) for p in paths[i:i + batch]]
+            files = [("images", (p.name, p.read_bytes(), "image/png")) for p in paths[i : i + batch]]
             r = client.post(f"{url}/detect", files=files)
             r.raise_for_status()
             answers += r.json()
@@ -55,25 +55,36 @@ def measure(tag: str, family: list[Path], real: list[Path], root: Path) -> dict:
         try:
             bento.wait_ready(url, proc, 180, log=log.read_text)
             fakes = detect(url, family)  # the traffic sample status reads: the family alone
-            status = subprocess.run([str(Path(sys.executable).parent / "gandefect"), "status", "--traffic", url],
-                                    capture_output=True, text=True, cwd=root)
+            status = subprocess.run(
+                [str(Path(sys.executable).parent / "gandefect"), "status", "--traffic", url],
+                capture_output=True,
+                text=True,
+                cwd=root,
+                check=False,
+            )
             reals = detect(url, real)
         finally:
             proc.terminate()
             proc.wait(30)
     p_fake, p_real = np.array([a["p_fake"] for a in fakes]), np.array([a["p_fake"] for a in reals])
     drift = [line for line in status.stdout.splitlines() if line.startswith("drift:")]
-    return {"tag": tag, "version": fakes[0]["model_version"], "threshold": fakes[0]["threshold"],
-            "tpr": float(np.mean([a["verdict"] == "fake" for a in fakes])),
-            "fpr_real": float(np.mean([a["verdict"] == "fake" for a in reals])),
-            "mean_p_fake": float(p_fake.mean()),
-            "auc": float(roc_auc_score(np.r_[np.zeros(len(p_real)), np.ones(len(p_fake))], np.r_[p_real, p_fake])),
-            "drift": drift[0] if drift else status.stdout.strip().splitlines()[-1:] or status.stderr}
+    return {
+        "tag": tag,
+        "version": fakes[0]["model_version"],
+        "threshold": fakes[0]["threshold"],
+        "tpr": float(np.mean([a["verdict"] == "fake" for a in fakes])),
+        "fpr_real": float(np.mean([a["verdict"] == "fake" for a in reals])),
+        "mean_p_fake": float(p_fake.mean()),
+        "auc": float(roc_auc_score(np.r_[np.zeros(len(p_real)), np.ones(len(p_fake))], np.r_[p_real, p_fake])),
+        "drift": drift[0] if drift else status.stdout.strip().splitlines()[-1:] or status.stderr,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--family", required=True, help="a generator family in data/fakes (e.g. one added with ingest-fakes)")
+    ap.add_argument(
+        "--family", required=True, help="a generator family in data/fakes (e.g. one added with ingest-fakes)"
+    )
     ap.add_argument("--bentos", nargs="+", help="bento tags (default: the two newest gandefect bentos)")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
@@ -89,12 +100,16 @@ def main() -> None:
     tags = args.bentos or newest_bentos()
     print(f"{len(family)} held-out {args.family} samples and {len(reals)} real test images, as PNG uploads")
     rows = [measure(tag, family, reals, cfg.root.resolve()) for tag in tags]
-    print(f"\n| bento | detector | threshold | {args.family} called fake | reals called fake | "
-          f"mean p_fake ({args.family}) | AUC |")
+    print(
+        f"\n| bento | detector | threshold | {args.family} called fake | reals called fake | "
+        f"mean p_fake ({args.family}) | AUC |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['tag']} | v{r['version']} | {r['threshold']:.4f} | {r['tpr']:.3f} | {r['fpr_real']:.3f} | "
-              f"{r['mean_p_fake']:.3f} | {r['auc']:.4f} |")
+        print(
+            f"| {r['tag']} | v{r['version']} | {r['threshold']:.4f} | {r['tpr']:.3f} | {r['fpr_real']:.3f} | "
+            f"{r['mean_p_fake']:.3f} | {r['auc']:.4f} |"
+        )
     print()
     for r in rows:
         print(f"v{r['version']} `gandefect status --traffic`: {r['drift']}")

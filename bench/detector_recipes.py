@@ -56,16 +56,24 @@ def _with_bank(train: Labeled, per_kind: int, steps: int, seed: int) -> Labeled:
     if not made:
         return train
     names = np.concatenate([[f"{stage.COMPONENT}{k}"] * len(v) for k, v in made.items()])
-    return Labeled(np.concatenate([train.images, *made.values()]), np.r_[train.labels, np.ones(len(names), int)],
-                   np.r_[train.generators, names], np.r_[train.families, [components.FAMILY] * len(names)].astype(object))
+    return Labeled(
+        np.concatenate([train.images, *made.values()]),
+        np.r_[train.labels, np.ones(len(names), int)],
+        np.r_[train.generators, names],
+        np.r_[train.families, [components.FAMILY] * len(names)].astype(object),
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--profile", default=None)
-    ap.add_argument("--variant", action="append", default=None,
-                    help="comma-separated detect.cnn settings, seed=N (the detector's seed), aligned=off (without the aligned sets) bank=off (without the component bank) and bank=N (N reconstructions per component kind, made here); repeat to compare (default: the config's)")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=None,
+        help="comma-separated detect.cnn settings, seed=N (the detector's seed), aligned=off (without the aligned sets) bank=off (without the component bank) and bank=N (N reconstructions per component kind, made here); repeat to compare (default: the config's)",
+    )
     ap.add_argument("--hold-out", nargs="*", default=[], help="generator families to hold out, one model each")
     ap.add_argument("--held-out-only", action="store_true", help="skip the served model; train the held-out ones alone")
     args = ap.parse_args()
@@ -80,21 +88,33 @@ def main() -> None:
         aligned = settings.pop("aligned", "on") != "off"
         bank = str(settings.pop("bank", "as sampled"))
         seed = int(settings.pop("seed", base.seed))
-        cfg = base.model_copy(update={"seed": seed, "detect": base.detect.model_copy(
-            update={"cnn": base.detect.cnn.model_copy(update=settings)})})
+        cfg = base.model_copy(
+            update={
+                "seed": seed,
+                "detect": base.detect.model_copy(update={"cnn": base.detect.cnn.model_copy(update=settings)}),
+            }
+        )
         train = data.train if aligned else _without_aligned(data.train)
         if bank == "off":
             train = train.subset(train.families != components.FAMILY)
         elif bank.isdigit():
-            train = _with_bank(train.subset(train.families != components.FAMILY), int(bank),
-                               base.detect.component_steps, base.seed + 31)
+            train = _with_bank(
+                train.subset(train.families != components.FAMILY),
+                int(bank),
+                base.detect.component_steps,
+                base.seed + 31,
+            )
         if not args.held_out_only:
             t0 = time.perf_counter()
             det = stage.fit_detector(cfg, "cnn", train, data.val_mix, data.val_groups)
             seconds = time.perf_counter() - t0
             metrics, _ = stage.evaluate_detector(cfg, det, data)
-            row = {"threshold": det.threshold, "fpr_real_max": metrics.get("fpr_real_max"),
-                   "tpr_wild_min": metrics.get("tpr_wild_min"), "train_s": seconds}
+            row = {
+                "threshold": det.threshold,
+                "fpr_real_max": metrics.get("fpr_real_max"),
+                "tpr_wild_min": metrics.get("tpr_wild_min"),
+                "train_s": seconds,
+            }
             row.update({g: metrics.get(f"tpr_fake_wild_{g}") for g in data.generators if "-epoch" not in g})
             served_rows[spec or "config"] = row
             print(pd.Series(row, name=spec or "config").to_string(float_format="%.3f"), flush=True)
@@ -106,21 +126,39 @@ def main() -> None:
             called = {c: float(v.mean()) for c, v in scores.items()}
             real = data.test.labels == 0
             fpr = max(float((det.score(data.wild_test.inputs[c][real]) >= det.threshold).mean()) for c in gated)
-            ungated = {c: float((det.score(data.wild_test.inputs[c][real]) >= det.threshold).mean())
-                       for c in data.wild_test.inputs if c not in gated}
+            ungated = {
+                c: float((det.score(data.wild_test.inputs[c][real]) >= det.threshold).mean())
+                for c in data.wild_test.inputs
+                if c not in gated
+            }
             names = data.test.generators[mine]
             worst = min(called, key=called.get)
             for g in np.unique(names):  # which of the family's members it misses
-                print(f"  {g}: png {scores['png'][names == g].mean():.3f}, {worst} {scores[worst][names == g].mean():.3f}")
-            held_rows.append({"variant": spec or "config", "held_out": held, "caught_png": called["png"],
-                              "caught_worst": min(called.values()), "worst_condition": min(called, key=called.get),
-                              "threshold": det.threshold, "fpr_real_max": fpr,
-                              **{f"fpr_{c}": v for c, v in ungated.items()}})
+                print(
+                    f"  {g}: png {scores['png'][names == g].mean():.3f}, {worst} {scores[worst][names == g].mean():.3f}"
+                )
+            held_rows.append(
+                {
+                    "variant": spec or "config",
+                    "held_out": held,
+                    "caught_png": called["png"],
+                    "caught_worst": min(called.values()),
+                    "worst_condition": min(called, key=called.get),
+                    "threshold": det.threshold,
+                    "fpr_real_max": fpr,
+                    **{f"fpr_{c}": v for c, v in ungated.items()},
+                }
+            )
             print(pd.DataFrame(held_rows[-1:]).to_string(index=False, float_format="%.3f"), flush=True)
-    print("\nserved model, tpr_fake_wild per generator (worst gated condition):\n"
-          + pd.DataFrame(served_rows).to_string(float_format="%.3f"))
+    print(
+        "\nserved model, tpr_fake_wild per generator (worst gated condition):\n"
+        + pd.DataFrame(served_rows).to_string(float_format="%.3f")
+    )
     if held_rows:
-        print("\nheld-out families, served recipe:\n" + pd.DataFrame(held_rows).to_string(index=False, float_format="%.3f"))
+        print(
+            "\nheld-out families, served recipe:\n"
+            + pd.DataFrame(held_rows).to_string(index=False, float_format="%.3f")
+        )
 
 
 if __name__ == "__main__":

@@ -91,8 +91,19 @@ TEMPLATES = {
     5: [[(0.85, 0.0), (0.25, 0.0), (0.2, 0.45), (0.7, 0.45), (0.85, 0.75), (0.55, 1.0), (0.1, 0.9)]],
     6: [[(0.75, 0.0), (0.3, 0.35), (0.15, 0.8), (0.45, 1.0), (0.8, 0.8), (0.6, 0.55), (0.2, 0.7)]],
     7: [[(0.1, 0.0), (0.9, 0.0), (0.4, 1.0)]],
-    8: [[(0.5, 0.5), (0.15, 0.25), (0.5, 0.0), (0.85, 0.25), (0.5, 0.5), (0.1, 0.75), (0.5, 1.0),
-         (0.9, 0.75), (0.5, 0.5)]],
+    8: [
+        [
+            (0.5, 0.5),
+            (0.15, 0.25),
+            (0.5, 0.0),
+            (0.85, 0.25),
+            (0.5, 0.5),
+            (0.1, 0.75),
+            (0.5, 1.0),
+            (0.9, 0.75),
+            (0.5, 0.5),
+        ]
+    ],
     9: [[(0.8, 0.3), (0.5, 0.5), (0.2, 0.3), (0.5, 0.0), (0.8, 0.3), (0.7, 1.0)]],
 }
 
@@ -107,7 +118,9 @@ def strokes(n: int, rng: np.random.Generator, size: int = 28) -> np.ndarray:
         draw = ImageDraw.Draw(canvas)
         angle, shear = np.deg2rad(rng.uniform(-15, 15)), rng.uniform(-0.3, 0.3)
         sx, sy = rng.uniform(0.55, 1.0), rng.uniform(0.8, 1.0)
-        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ np.array([[sx, shear], [0, sy]])
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ np.array(
+            [[sx, shear], [0, sy]]
+        )
         width = int(rng.integers(7, 15))  # at 4x: 1.75-3.5 pixels at 20x20
         for line in TEMPLATES[int(rng.integers(10))]:
             pts = (np.array(line) - 0.5) @ rot.T * (big - 2 * width) + big / 2
@@ -116,9 +129,9 @@ def strokes(n: int, rng: np.random.Generator, size: int = 28) -> np.ndarray:
         ys, xs = np.nonzero(digit > 0)
         w = digit[ys, xs]
         cy, cx = (ys * w).sum() / w.sum(), (xs * w).sum() / w.sum()
-        top, left = int(round(size / 2 - cy)), int(round(size / 2 - cx))
+        top, left = int(round(size / 2 - cy)), int(round(size / 2 - cx))  # noqa: RUF046 - numpy scalars
         top, left = min(max(top, 0), size - box), min(max(left, 0), size - box)
-        out[i, top:top + box, left:left + box] = digit
+        out[i, top : top + box, left : left + box] = digit
     return out
 
 
@@ -151,8 +164,14 @@ class VelocityNet(torch.nn.Module):
         w, self.upsample = width, upsample
 
         def block(cin, cout):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.GroupNorm(8, cout), nn.SiLU(),
-                                 nn.Conv2d(cout, cout, 3, 1, 1), nn.GroupNorm(8, cout), nn.SiLU())
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, 1, 1),
+                nn.GroupNorm(8, cout),
+                nn.SiLU(),
+                nn.Conv2d(cout, cout, 3, 1, 1),
+                nn.GroupNorm(8, cout),
+                nn.SiLU(),
+            )
 
         self.time = nn.Sequential(nn.Linear(32, 4 * w), nn.SiLU(), nn.Linear(4 * w, 4 * w))
         self.t_proj = nn.ModuleList([nn.Linear(4 * w, c) for c in (w, 2 * w, 2 * w, 2 * w, w)])
@@ -175,8 +194,15 @@ class VelocityNet(torch.nn.Module):
         return self.out(d1)
 
 
-def flow(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, sample_steps: int,
-         width: int, checkpoint: Path | None = None) -> np.ndarray:
+def flow(
+    images: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    steps: int,
+    sample_steps: int,
+    width: int,
+    checkpoint: Path | None = None,
+) -> np.ndarray:
     """Train a rectified-flow velocity net on `images` (uint8 range) for `steps` batches (or load
     it from `checkpoint` when that file exists; a new one is saved there), then integrate n
     samples from noise with `sample_steps` Euler steps."""
@@ -211,8 +237,15 @@ def flow(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, sampl
     return _pixels(out)
 
 
-def ddpm(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, width: int, timesteps: int,
-         checkpoint: Path | None = None) -> np.ndarray:
+def ddpm(
+    images: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    steps: int,
+    width: int,
+    timesteps: int,
+    checkpoint: Path | None = None,
+) -> np.ndarray:
     """Train a denoising diffusion model (Ho et al. 2020: linear betas 1e-4..0.02 over `timesteps`,
     the net predicts the added noise) with bilinear up-sampling in its U-Net for `steps` batches
     (or load it from `checkpoint`), then draw n samples by ancestral sampling, every timestep
@@ -263,13 +296,24 @@ class ShuffleVAE(torch.nn.Module):
         nn = torch.nn
         self.base, w = size // 4, width
         self.encoder = nn.Sequential(
-            nn.Conv2d(channels, w, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(w, 2 * w, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(2 * w * self.base ** 2, 2 * z_dim))
-        self.project = nn.Linear(z_dim, 2 * w * self.base ** 2)
+            nn.Conv2d(channels, w, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(w, 2 * w, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(2 * w * self.base**2, 2 * z_dim),
+        )
+        self.project = nn.Linear(z_dim, 2 * w * self.base**2)
         self.decoder = nn.Sequential(
-            nn.Conv2d(2 * w, 4 * w, 3, 1, 1), nn.PixelShuffle(2), nn.ReLU(),
-            nn.Conv2d(w, 4 * w, 3, 1, 1), nn.PixelShuffle(2), nn.ReLU(),
-            nn.Conv2d(w, channels, 3, 1, 1), nn.Tanh())
+            nn.Conv2d(2 * w, 4 * w, 3, 1, 1),
+            nn.PixelShuffle(2),
+            nn.ReLU(),
+            nn.Conv2d(w, 4 * w, 3, 1, 1),
+            nn.PixelShuffle(2),
+            nn.ReLU(),
+            nn.Conv2d(w, channels, 3, 1, 1),
+            nn.Tanh(),
+        )
         self.z_dim, self.width = z_dim, w
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -293,10 +337,12 @@ def shufflevae(images: np.ndarray, n: int, rng: np.random.Generator, steps: int,
         batch = x[torch.randint(len(x), (64,))]
         recon, mu, logvar = net(batch)
         rec = ((recon - batch) ** 2).flatten(1).sum(1).mean()
-        kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum(1)).mean()
+        kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)).mean()
         _step(opt, rec + kl)
         if (step + 1) % 500 == 0:
-            print(f"shufflevae: step {step + 1}/{steps}, reconstruction {rec.item():.1f}, kl {kl.item():.1f}", flush=True)
+            print(
+                f"shufflevae: step {step + 1}/{steps}, reconstruction {rec.item():.1f}, kl {kl.item():.1f}", flush=True
+            )
     net.eval()
     with torch.no_grad():
         return _pixels([net.decode(torch.randn(min(256, n - i), net.z_dim)) for i in range(0, n, 256)])
@@ -334,7 +380,9 @@ class StyleGenerator(torch.nn.Module):
     def __init__(self, channels: int, size: int, z_dim: int = 64, width: int = 32):
         super().__init__()
         nn = torch.nn
-        self.mapping = nn.Sequential(nn.Linear(z_dim, z_dim), nn.LeakyReLU(0.2), nn.Linear(z_dim, z_dim), nn.LeakyReLU(0.2))
+        self.mapping = nn.Sequential(
+            nn.Linear(z_dim, z_dim), nn.LeakyReLU(0.2), nn.Linear(z_dim, z_dim), nn.LeakyReLU(0.2)
+        )
         self.const = nn.Parameter(torch.randn(1, 2 * width, size // 4, size // 4))
         widths = [2 * width, 2 * width, width, width, width]
         self.convs = nn.ModuleList(ModulatedConv(a, b, z_dim) for a, b in zip(widths, widths[1:] + [width]))
@@ -362,10 +410,16 @@ def stylegan(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, w
     if x.shape[2] % 4:
         raise SystemExit("stylegan needs an image size divisible by 4")
     g = StyleGenerator(x.shape[1], x.shape[2], width=width)
-    d = nn.Sequential(nn.Conv2d(x.shape[1], width, 3, 1, 1), nn.LeakyReLU(0.2),
-                      nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-                      nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-                      nn.Flatten(), nn.Linear(4 * width * (x.shape[2] // 4) ** 2, 1))
+    d = nn.Sequential(
+        nn.Conv2d(x.shape[1], width, 3, 1, 1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(width, 2 * width, 4, 2, 1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(2 * width, 4 * width, 4, 2, 1),
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        nn.Linear(4 * width * (x.shape[2] // 4) ** 2, 1),
+    )
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-3, betas=(0.0, 0.99))
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-3, betas=(0.0, 0.99))
     for step in range(steps):
@@ -380,7 +434,9 @@ def stylegan(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, w
         loss_g = F.softplus(-d(fake)).mean()
         _step(opt_g, loss_g)
         if (step + 1) % 500 == 0:
-            print(f"stylegan: step {step + 1}/{steps}, loss D {loss_d.item():.3f}, loss G {loss_g.item():.3f}", flush=True)
+            print(
+                f"stylegan: step {step + 1}/{steps}, loss D {loss_d.item():.3f}, loss G {loss_g.item():.3f}", flush=True
+            )
     g.eval()
     with torch.no_grad():
         return _pixels([g(torch.randn(min(256, n - i), g.z_dim)) for i in range(0, n, 256)])
@@ -393,8 +449,8 @@ class MaskedConv(torch.nn.Conv2d):
     def __init__(self, mask: str, cin: int, cout: int, k: int):
         super().__init__(cin, cout, k, padding=k // 2)
         keep = torch.ones_like(self.weight)
-        keep[:, :, k // 2, k // 2 + (mask == "B"):] = 0
-        keep[:, :, k // 2 + 1:] = 0
+        keep[:, :, k // 2, k // 2 + (mask == "B") :] = 0
+        keep[:, :, k // 2 + 1 :] = 0
         self.register_buffer("keep", keep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -413,7 +469,8 @@ class PixelCNN(torch.nn.Module):
         self.stem = MaskedConv("A", channels, width, 7)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.ReLU(), MaskedConv("B", width, width, 3), nn.ReLU(), nn.Conv2d(width, width, 1))
-            for _ in range(blocks))
+            for _ in range(blocks)
+        )
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 1), nn.ReLU(), nn.Conv2d(width, 256 * channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -462,13 +519,27 @@ def pixelcnn(images: np.ndarray, n: int, rng: np.random.Generator, steps: int, w
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--family", choices=["flow", "ddpm", "shufflevae", "stylegan", "strokes", "mixup", "ppca", "pixelcnn"], default="flow")
+    ap.add_argument(
+        "--family",
+        choices=["flow", "ddpm", "shufflevae", "stylegan", "strokes", "mixup", "ppca", "pixelcnn"],
+        default="flow",
+    )
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--components", type=int, default=24, help="ppca: latent dimensions")
     ap.add_argument("--noise-scale", type=float, default=0.0, help="ppca: times the fitted noise standard deviation")
-    ap.add_argument("--steps", type=int, default=2000, help="flow, ddpm, shufflevae, stylegan, pixelcnn: training batches (64 images each)")
-    ap.add_argument("--width", type=int, default=24, help="flow, ddpm: the U-Net's feature maps at full resolution; shufflevae: its encoder's first layer; stylegan: its last layers; pixelcnn: every layer")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=2000,
+        help="flow, ddpm, shufflevae, stylegan, pixelcnn: training batches (64 images each)",
+    )
+    ap.add_argument(
+        "--width",
+        type=int,
+        default=24,
+        help="flow, ddpm: the U-Net's feature maps at full resolution; shufflevae: its encoder's first layer; stylegan: its last layers; pixelcnn: every layer",
+    )
     ap.add_argument("--sample-steps", type=int, default=4, help="flow: Euler steps per sample")
     ap.add_argument("--timesteps", type=int, default=300, help="ddpm: diffusion steps (each one a sampling step)")
     ap.add_argument("--checkpoint", type=Path, help="flow, ddpm: the net's file (loaded if it exists, else saved)")

@@ -71,12 +71,13 @@ def main() -> None:
             fakes[loss] = g.sample(n, torch.Generator().manual_seed(cfg.seed + 1))  # the zoo's own evaluation samples
     gans = list(fakes)
     rng = np.random.default_rng(cfg.seed)
-    draws = {s: [] for s in SPACES}   # per space: arrays (bootstrap, gans), one per net
-    point = {s: [] for s in SPACES}   # per space: the FIDs on all images, one row per net
+    draws = {s: [] for s in SPACES}  # per space: arrays (bootstrap, gans), one per net
+    point = {s: [] for s in SPACES}  # per space: the FIDs on all images, one row per net
     for space, k in itertools.product(SPACES, range(args.seeds)):
         started = time.perf_counter()
-        net_cfg = cfg.model_copy(update={"seed": cfg.seed + k,
-                                         "features": cfg.features.model_copy(update={"space": space})})
+        net_cfg = cfg.model_copy(
+            update={"seed": cfg.seed + k, "features": cfg.features.model_copy(update={"space": space})}
+        )
         net, quality = ensure_feature_net(net_cfg, train, test, version)
         extractor = FeatureExtractor(net)
         real = _features(extractor, test.images).double().numpy()
@@ -87,8 +88,11 @@ def main() -> None:
             r = real[rng.integers(0, len(real), len(real))]
             boot[b] = [frechet(r, feats[g][rng.integers(0, len(feats[g]), len(feats[g]))]) for g in gans]
         draws[space].append(boot)
-        print(f"{space} net {k + 1}/{args.seeds} (seed {net_cfg.seed}): label accuracy {quality:.4f} "
-              f"({'test' if space == 'labelled' else 'nearest neighbour'}), {time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"{space} net {k + 1}/{args.seeds} (seed {net_cfg.seed}): label accuracy {quality:.4f} "
+            f"({'test' if space == 'labelled' else 'nearest neighbour'}), {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
 
     pooled = {s: np.concatenate(draws[s]) for s in SPACES}  # every net's resamples, one row per draw
     table = pd.DataFrame({"gan": gans})
@@ -111,8 +115,10 @@ def main() -> None:
     rows, contradictions, both = [], [], 0
     for i, j in itertools.combinations(range(len(gans)), 2):
         share = {s: float((pooled[s][:, i] < pooled[s][:, j]).mean()) for s in SPACES}
-        order = {s: (gans[i] if p >= DECIDED else gans[j]) if (p >= DECIDED or p <= 1 - DECIDED) else None
-                 for s, p in share.items()}
+        order = {
+            s: (gans[i] if p >= DECIDED else gans[j]) if (p >= DECIDED or p <= 1 - DECIDED) else None
+            for s, p in share.items()
+        }
         if all(order.values()):
             both += 1
             verdict = "agree" if order["labelled"] == order["contrastive"] else "CONTRADICT"
@@ -120,13 +126,24 @@ def main() -> None:
                 contradictions.append(f"{gans[i]}/{gans[j]}")
         else:
             verdict = "tie in " + " and ".join(s for s in SPACES if order[s] is None)
-        rows.append({"pair": f"{gans[i]} vs {gans[j]}", **{f"P(first better) {s}": share[s] for s in SPACES},
-                     **{f"ahead {s}": order[s] or "tie" for s in SPACES}, "verdict": verdict})
+        rows.append(
+            {
+                "pair": f"{gans[i]} vs {gans[j]}",
+                **{f"P(first better) {s}": share[s] for s in SPACES},
+                **{f"ahead {s}": order[s] or "tie" for s in SPACES},
+                "verdict": verdict,
+            }
+        )
     print("\nEvery pair (P: share of draws with the first GAN's FID lower):\n")
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".2f"))
-    print(f"\n{both} of {len(rows)} pairs are ordered by both spaces: "
-          + ("the spaces agree on all of them." if not contradictions
-             else f"they contradict each other on {len(contradictions)}: {', '.join(contradictions)}."))
+    print(
+        f"\n{both} of {len(rows)} pairs are ordered by both spaces: "
+        + (
+            "the spaces agree on all of them."
+            if not contradictions
+            else f"they contradict each other on {len(contradictions)}: {', '.join(contradictions)}."
+        )
+    )
 
 
 if __name__ == "__main__":

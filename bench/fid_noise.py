@@ -35,8 +35,15 @@ def trainer_for(cfg, name: str, seed: int):
         torch.manual_seed(seed)
         return VAETrainer(family_registry.VAE(model_config(cfg)), settings, family.lr, family.beta)
     if family:
-        return GANTrainer(loss_registry.get(family.loss), model_config(cfg), settings, None, None,
-                          family.generator, family.discriminator)
+        return GANTrainer(
+            loss_registry.get(family.loss),
+            model_config(cfg),
+            settings,
+            None,
+            None,
+            family.generator,
+            family.discriminator,
+        )
     return GANTrainer(loss_registry.get(name), model_config(cfg), settings)
 
 
@@ -61,11 +68,16 @@ def main() -> None:
         seconds = time.perf_counter() - started
         m = generator_metrics(net, test.images, _samples(trainer.G, cfg.gan.eval_samples, seed + 1))
         fids.append(m["fid"])
-        print(f"{args.member} seed {seed} on {threads} thread(s): FID {m['fid']:.3f}  ratio {m['fid'] / base['fid']:.4f}  "
-              f"class entropy ratio {m.get('class_entropy_ratio', float('nan')):.3f}  ({seconds:.0f} s)", flush=True)
+        print(
+            f"{args.member} seed {seed} on {threads} thread(s): FID {m['fid']:.3f}  ratio {m['fid'] / base['fid']:.4f}  "
+            f"class entropy ratio {m.get('class_entropy_ratio', float('nan')):.3f}  ({seconds:.0f} s)",
+            flush=True,
+        )
     if len(fids) > 1:
-        print(f"FID {min(fids):.2f}-{max(fids):.2f}: max / min {max(fids) / min(fids):.2f}, "
-              f"median {statistics.median(fids):.2f}")
+        print(
+            f"FID {min(fids):.2f}-{max(fids):.2f}: max / min {max(fids) / min(fids):.2f}, "
+            f"median {statistics.median(fids):.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -17,16 +17,21 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 from gandefect import hardware
 from gandefect.config import load_config
 from gandefect.data.datasets import load_split
 from gandefect.evaluate.generators import generator_metrics
 from gandefect.gan.trainer import Callback, TrainSettings
 from gandefect.lifecycle import tracking, versioning
-from gandefect.stages.gans import (MAX_FID_RATIO, MIN_ENTROPY_RATIO, _samples, build_trainer, ensure_feature_net,
-                                   untrained_metrics, zoo_members)
+from gandefect.stages.gans import (
+    MAX_FID_RATIO,
+    MIN_ENTROPY_RATIO,
+    _samples,
+    build_trainer,
+    ensure_feature_net,
+    untrained_metrics,
+    zoo_members,
+)
 
 
 class _Probe(Callback):
@@ -76,25 +81,38 @@ def main() -> None:
         out["meets"] = out["fid_ratio"] <= MAX_FID_RATIO and out.get("entropy_ratio", 1.0) >= MIN_ENTROPY_RATIO
         return out
 
-    print(f"targets: fid_ratio <= {MAX_FID_RATIO}" + (f", class_entropy_ratio >= {MIN_ENTROPY_RATIO}" if labelled else ""))
+    print(
+        f"targets: fid_ratio <= {MAX_FID_RATIO}" + (f", class_entropy_ratio >= {MIN_ENTROPY_RATIO}" if labelled else "")
+    )
     print(f"{'member':<14} {'configured':>10} {'least meeting':>14} {'s (configured)':>15} {'s (least)':>10}  curve")
     for name in args.members or zoo_members(cfg):
         budget = g.steps_for(name)
         steps = int(budget * args.max_factor)
-        settings = TrainSettings(steps, g.batch_size, cfg.seed, (), 10**9, device=device,
-                                 bf16=hardware.use_bf16(cfg.precision, device, on_cpu=False))
+        settings = TrainSettings(
+            steps,
+            g.batch_size,
+            cfg.seed,
+            (),
+            10**9,
+            device=device,
+            bf16=hardware.use_bf16(cfg.precision, device, on_cpu=False),
+        )
         probe = _Probe(args.every, measure)
         trainer = build_trainer(cfg, name, settings, None, probe)
         probe.trainer = trainer
         trainer.fit(train.images)
         rows = probe.rows
-        least = next((r for i, r in enumerate(rows) if all(x["meets"] for x in rows[i:i + 2])), None)
+        least = next((r for i, r in enumerate(rows) if all(x["meets"] for x in rows[i : i + 2])), None)
         at_budget = next((r for r in rows if r["updates"] == budget), rows[-1] if rows else None)
-        curve = " ".join(f"{r['updates']}:{r['fid_ratio']:.3f}" + (f"/{r['entropy_ratio']:.2f}" if labelled else "")
-                         for r in rows)
-        print(f"{name:<14} {budget:>10} {least['updates'] if least else 'never':>14} "
-              f"{at_budget['seconds'] if at_budget else float('nan'):>15.1f} "
-              f"{least['seconds'] if least else float('nan'):>10.1f}  {curve}", flush=True)
+        curve = " ".join(
+            f"{r['updates']}:{r['fid_ratio']:.3f}" + (f"/{r['entropy_ratio']:.2f}" if labelled else "") for r in rows
+        )
+        print(
+            f"{name:<14} {budget:>10} {least['updates'] if least else 'never':>14} "
+            f"{at_budget['seconds'] if at_budget else float('nan'):>15.1f} "
+            f"{least['seconds'] if least else float('nan'):>10.1f}  {curve}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,13 @@ def main() -> None:
     ap.add_argument("--detector", default="cnn", help="detector family retrained (default cnn)")
     ap.add_argument("--epochs", type=int, nargs="+", required=True, help="loo_epochs values to compare")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the config's)")
-    ap.add_argument("--balance", nargs="+", default=None, choices=["image", "family"],
-                    help="detect.cnn.balance values to compare (default: the config's)")
+    ap.add_argument(
+        "--balance",
+        nargs="+",
+        default=None,
+        choices=["image", "family"],
+        help="detect.cnn.balance values to compare (default: the config's)",
+    )
     ap.add_argument("--recipe", choices=["loo", "served"], default="loo")
     args = ap.parse_args()
     base = load_config(args.params, args.profile)
@@ -43,34 +48,56 @@ def main() -> None:
     print(f"evaluation data built in {time.perf_counter() - t0:.0f} s", flush=True)
     test_families = data.test.families
     if args.family not in set(test_families):
-        raise SystemExit(f"no generator family {args.family!r} in the test fakes; there are: "
-                         + ", ".join(sorted(set(test_families) - {"real"})))
+        raise SystemExit(
+            f"no generator family {args.family!r} in the test fakes; there are: "
+            + ", ".join(sorted(set(test_families) - {"real"}))
+        )
     rows = []
     served = args.recipe == "served"
     for seed in args.seeds or [base.seed]:
         for balance in args.balance or [base.detect.cnn.balance]:
             for epochs in args.epochs:
-                cnn = base.detect.cnn.model_copy(update={"epochs" if served else "loo_epochs": epochs, "balance": balance})
+                cnn = base.detect.cnn.model_copy(
+                    update={"epochs" if served else "loo_epochs": epochs, "balance": balance}
+                )
                 cfg = base.model_copy(update={"seed": seed, "detect": base.detect.model_copy(update={"cnn": cnn})})
                 t0 = time.perf_counter()
                 train = data.train if served else stage.capped(data.train, cfg.detect.loo_fakes_per_generator, cfg.seed)
-                det = stage.fit_detector(cfg, args.detector, stage.without_family(train, args.family),
-                                         *data.val_mix_without(args.family), held_out=not served)
+                det = stage.fit_detector(
+                    cfg,
+                    args.detector,
+                    stage.without_family(train, args.family),
+                    *data.val_mix_without(args.family),
+                    held_out=not served,
+                )
                 held = (test_families == "real") | (test_families == args.family)
                 mine = test_families == args.family
-                called = {c: float((det.score(data.wild_test.inputs[c][mine]) >= det.threshold).mean())
-                          for c in cfg.detect.wild.gated}
-                rows.append({"seed": seed, "balance": balance, "epochs": epochs,
-                             f"auc_unseen_{args.family}": auc(data.test.labels[held], det.score(data.test.images[held])),
-                             "caught_png": called["png"], "caught_worst": min(called.values()),
-                             "worst_condition": min(called, key=called.get), "threshold": det.threshold,
-                             "train_s": time.perf_counter() - t0})
+                called = {
+                    c: float((det.score(data.wild_test.inputs[c][mine]) >= det.threshold).mean())
+                    for c in cfg.detect.wild.gated
+                }
+                rows.append(
+                    {
+                        "seed": seed,
+                        "balance": balance,
+                        "epochs": epochs,
+                        f"auc_unseen_{args.family}": auc(data.test.labels[held], det.score(data.test.images[held])),
+                        "caught_png": called["png"],
+                        "caught_worst": min(called.values()),
+                        "worst_condition": min(called, key=called.get),
+                        "threshold": det.threshold,
+                        "train_s": time.perf_counter() - t0,
+                    }
+                )
                 print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format="%.4f"), flush=True)
     table = pd.DataFrame(rows)
     print("\nall runs:\n" + table.to_string(index=False, float_format="%.4f"))
-    print("\nby balance and epochs (mean, min, max over seeds):\n"
-          + table.groupby(["balance", "epochs"])[["caught_png", "caught_worst"]].agg(["mean", "min", "max"])
-          .to_string(float_format="%.3f"))
+    print(
+        "\nby balance and epochs (mean, min, max over seeds):\n"
+        + table.groupby(["balance", "epochs"])[["caught_png", "caught_worst"]]
+        .agg(["mean", "min", "max"])
+        .to_string(float_format="%.3f")
+    )
 
 
 if __name__ == "__main__":

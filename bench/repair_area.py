@@ -49,29 +49,42 @@ def main() -> None:
 
     images, masks, _ = load_spliced(cfg, "test")
     area, flagged = marked(detector, images, dilate)
-    rows = {"spliced test, true region": masks.mean(axis=(1, 2)),
-            "spliced test, flagged, marked": area[flagged]}
+    rows = {"spliced test, true region": masks.mean(axis=(1, 2)), "spliced test, flagged, marked": area[flagged]}
     generators = sorted(g for g in registered_generators(cfg) if "-epoch" not in g)
     for g in generators:
         a, f = marked(detector, sample_generator(cfg, g, args.samples, cfg.seed + 29), dilate)
         rows[g] = a[f]
-        print(f"{g}: {f.mean():.0%} called generated, median marked {np.median(a[f]) if f.any() else float('nan'):.2f}",
-              flush=True)
-    table = pd.DataFrame({k: (np.quantile(v, QUANTILES) if len(v) else [np.nan] * len(QUANTILES))
-                          for k, v in rows.items()}, index=[f"{q:.0%}" for q in QUANTILES]).T
+        print(
+            f"{g}: {f.mean():.0%} called generated, median marked {np.median(a[f]) if f.any() else float('nan'):.2f}",
+            flush=True,
+        )
+    table = pd.DataFrame(
+        {k: (np.quantile(v, QUANTILES) if len(v) else [np.nan] * len(QUANTILES)) for k, v in rows.items()},
+        index=[f"{q:.0%}" for q in QUANTILES],
+    ).T
     table["n"] = [len(v) for v in rows.values()]
-    print(f"\nmarked share of the image, over the images called generated (threshold {detector.threshold:.3f}, "
-          f"map threshold {getattr(detector, 'map_threshold', 0.5):.3f}, {flagged.mean():.0%} of "
-          f"{len(images)} spliced test images called generated):\n{table.to_string(float_format='%.2f')}")
+    print(
+        f"\nmarked share of the image, over the images called generated (threshold {detector.threshold:.3f}, "
+        f"map threshold {getattr(detector, 'map_threshold', 0.5):.3f}, {flagged.mean():.0%} of "
+        f"{len(images)} spliced test images called generated):\n{table.to_string(float_format='%.2f')}"
+    )
     local = float(np.quantile(rows["spliced test, flagged, marked"], 0.99)) if flagged.any() else float("nan")
     suggested = math.floor(local / 0.05 + 1) * 0.05 if math.isfinite(local) else float("nan")
-    print(f"\nspliced 99th percentile {local:.2f}: smallest limit above it {suggested:.2f}; "
-          f"configured repair.local_max_area {cfg.repair.local_max_area:.2f}")
-    refused = pd.DataFrame({f"refused at {lim:.2f}": {g: float(np.mean(rows[g] > lim)) if len(rows[g]) else np.nan
-                                                      for g in generators}
-                            for lim in sorted({suggested, cfg.repair.local_max_area}) if math.isfinite(lim)})
-    print("\nshare of each generator's flagged samples the rule would leave as generated as a whole:\n"
-          + refused.to_string(float_format="%.2f"))
+    print(
+        f"\nspliced 99th percentile {local:.2f}: smallest limit above it {suggested:.2f}; "
+        f"configured repair.local_max_area {cfg.repair.local_max_area:.2f}"
+    )
+    refused = pd.DataFrame(
+        {
+            f"refused at {lim:.2f}": {g: float(np.mean(rows[g] > lim)) if len(rows[g]) else np.nan for g in generators}
+            for lim in sorted({suggested, cfg.repair.local_max_area})
+            if math.isfinite(lim)
+        }
+    )
+    print(
+        "\nshare of each generator's flagged samples the rule would leave as generated as a whole:\n"
+        + refused.to_string(float_format="%.2f")
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from gandefect.names import RETRAIN_EXPERIMENT
 def upload_file(cfg, image: str | None, folder: Path) -> Path:
     if image:
         return Path(image)
-    first = sorted(cfg.path("data/fakes").glob("*/images/*.png"))[0]
+    first = min(cfg.path("data/fakes").glob("*/images/*.png"))
     path = folder / f"{first.parent.parent.name}-sample.jpg"
     Image.open(first).convert("RGB").save(path, "JPEG", quality=90)
     return path
@@ -66,8 +66,10 @@ def screenshot(url: str, upload: Path, out: Path) -> str:
             page.set_input_files("#file", str(upload))
             page.wait_for_selector("#overlay[data-ready='1']", timeout=60_000)
             page.screenshot(path=str(out), full_page=True)
-            return (f"page: {page.text_content('#models')}; score {page.text_content('#score')} "
-                    f"({page.text_content('#verdict')}); repair: {page.text_content('#repair-note')}")
+            return (
+                f"page: {page.text_content('#models')}; score {page.text_content('#score')} "
+                f"({page.text_content('#verdict')}); repair: {page.text_content('#repair-note')}"
+            )
         finally:
             browser.close()
 
@@ -83,8 +85,15 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     work = Path(tempfile.mkdtemp(prefix="serve-check-"))
     log = work / "serve.log"
-    command = [str(Path(sys.executable).parent / "gandefect"), "--params", args.params,
-               *(["--profile", args.profile] if args.profile else []), "serve", "--port", str(port)]
+    command = [
+        str(Path(sys.executable).parent / "gandefect"),
+        "--params",
+        args.params,
+        *(["--profile", args.profile] if args.profile else []),
+        "serve",
+        "--port",
+        str(port),
+    ]
     with open(log, "w") as fh:
         proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -96,25 +105,32 @@ def main() -> None:
         r = post(url, "/detect", [("images", (upload.name, data, "image/jpeg"))])
         print(f"detect {r.status_code}: {r.json()}")
         r = post(url, "/localize", {"image": (upload.name, data, "image/jpeg")})
-        print(f"localize {r.status_code}: {r.headers.get('content-type')}, map "
-              f"{Image.open(io.BytesIO(r.content)).size if r.status_code == 200 else r.text}, "
-              f"area {r.headers.get('x-defect-area')}, verdict {r.headers.get('x-verdict')}")
+        print(
+            f"localize {r.status_code}: {r.headers.get('content-type')}, map "
+            f"{Image.open(io.BytesIO(r.content)).size if r.status_code == 200 else r.text}, "
+            f"area {r.headers.get('x-defect-area')}, verdict {r.headers.get('x-verdict')}"
+        )
         r = post(url, "/repair", {"image": (upload.name, data, "image/jpeg")})
         if r.status_code == 200:
-            print(f"repair 200: {r.headers.get('content-type')}, score {r.headers.get('x-score-before')} -> "
-                  f"{r.headers.get('x-score-after')}, rewritten {r.headers.get('x-mask-area')}, "
-                  f"stopped {r.headers.get('x-stopped')}")
+            print(
+                f"repair 200: {r.headers.get('content-type')}, score {r.headers.get('x-score-before')} -> "
+                f"{r.headers.get('x-score-after')}, rewritten {r.headers.get('x-mask-area')}, "
+                f"stopped {r.headers.get('x-stopped')}"
+            )
         else:
             print(f"repair {r.status_code}: {r.text}")
         meta = httpx.post(f"{url}/metadata", json={}, timeout=60).json()
-        print(f"metadata: detector v{meta['detector']['version']} ({meta['detector']['family']}), "
-              f"repairer {meta['repairer']}, input {meta['input']}")
+        print(
+            f"metadata: detector v{meta['detector']['version']} ({meta['detector']['family']}), "
+            f"repairer {meta['repairer']}, input {meta['input']}"
+        )
         shot = cfg.report_dir / "serve-check.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         print(screenshot(url, upload, shot))
         tracking.setup(cfg)
-        runs = mlflow.search_runs(experiment_names=[RETRAIN_EXPERIMENT], order_by=["start_time DESC"],
-                                  max_results=1, output_format="list")
+        runs = mlflow.search_runs(
+            experiment_names=[RETRAIN_EXPERIMENT], order_by=["start_time DESC"], max_results=1, output_format="list"
+        )
         if runs:
             mlflow.MlflowClient().log_artifact(runs[0].info.run_id, str(shot), "page")
             print(f"screenshot {shot}, logged to retrain run {runs[0].info.run_id} as page/{shot.name}")

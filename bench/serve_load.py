@@ -85,8 +85,13 @@ async def http_load(url: str, png: bytes, concurrency: int, seconds: float, per_
         await asyncio.gather(*(worker(session, start + seconds) for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
     ms = np.array(latencies) * 1000
-    return {"requests": len(ms), "rps": len(ms) / elapsed, "p50": float(np.percentile(ms, 50)),
-            "p99": float(np.percentile(ms, 99)), "errors": errors}
+    return {
+        "requests": len(ms),
+        "rps": len(ms) / elapsed,
+        "p50": float(np.percentile(ms, 50)),
+        "p99": float(np.percentile(ms, 99)),
+        "errors": errors,
+    }
 
 
 def big_png(side: int = 5000) -> bytes:
@@ -140,9 +145,12 @@ def noisy_neighbour(url: str, small: bytes, big: bytes, seconds: float, server, 
     heavy = queue.get(timeout=seconds + 300)
     proc.join(60)
     ms = np.array([s for _, s in heavy]) * 1000
-    row.update(heavy_requests=len(heavy), heavy_errors=sum(1 for st, _ in heavy if st != 200),
-               heavy_p50=float(np.percentile(ms, 50)) if len(ms) else float("nan"),
-               heavy_statuses=sorted({st for st, _ in heavy}))
+    row.update(
+        heavy_requests=len(heavy),
+        heavy_errors=sum(1 for st, _ in heavy if st != 200),
+        heavy_p50=float(np.percentile(ms, 50)) if len(ms) else float("nan"),
+        heavy_statuses=sorted({st for st, _ in heavy}),
+    )
     return row
 
 
@@ -200,8 +208,12 @@ def main() -> None:
     if url is None:
         port = bento.free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen(bento.serve_command(built.tag, port), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"})
+        proc = subprocess.Popen(
+            bento.serve_command(built.tag, port),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"},
+        )
     try:
         bento.wait_ready(url, proc)
         import psutil
@@ -213,16 +225,22 @@ def main() -> None:
         for r in range(args.rounds):
             quiet.append(measured(url, png, 8, args.seconds, server))
             noisy.append(noisy_neighbour(url, png, big, args.seconds, server))
-            print(f"round {r + 1}/{args.rounds}: 28x28 at c=8 p99 quiet {quiet[-1]['p99']:.1f} ms, "
-                  f"noisy {noisy[-1]['p99']:.1f} ms ({noisy[-1]['heavy_requests']} big uploads)", flush=True)
+            print(
+                f"round {r + 1}/{args.rounds}: 28x28 at c=8 p99 quiet {quiet[-1]['p99']:.1f} ms, "
+                f"noisy {noisy[-1]['p99']:.1f} ms ({noisy[-1]['heavy_requests']} big uploads)",
+                flush=True,
+            )
             if args.only_noisy:
                 continue
             local.append(in_process(detector, image, args.seconds))
             for c in args.concurrency:
                 http[c].append(measured(url, png, c, args.seconds, server))
             multi.append(measured(url, png, 8, args.seconds, server, per_request=32))
-            print(f"round {r + 1}/{args.rounds}: in-process {local[-1]:.0f} images/s; "
-                  + "; ".join(f"c={c} {http[c][-1]['rps']:.0f} req/s" for c in args.concurrency), flush=True)
+            print(
+                f"round {r + 1}/{args.rounds}: in-process {local[-1]:.0f} images/s; "
+                + "; ".join(f"c={c} {http[c][-1]['rps']:.0f} req/s" for c in args.concurrency),
+                flush=True,
+            )
     finally:
         if proc is not None:
             proc.terminate()
@@ -233,30 +251,40 @@ def main() -> None:
         med = {k: statistics.median(r[k] for r in rows) for k in ("rps", "p50", "p99")}
         extra = ""
         if label == "noisy":
-            extra = (f"   {sum(r['heavy_requests'] for r in rows)} answered, "
-                     f"{sum(r['heavy_errors'] for r in rows)} errors, p50 {statistics.median(r['heavy_p50'] for r in rows):.0f} ms, "
-                     f"statuses {sorted({s for r in rows for s in r['heavy_statuses']})}")
-        print(f"{label:>8} {med['rps']:>8.0f} {med['p50']:>8.1f} {med['p99']:>8.1f} "
-              f"{sum(r['errors'] for r in rows):>6}{extra}")
+            extra = (
+                f"   {sum(r['heavy_requests'] for r in rows)} answered, "
+                f"{sum(r['heavy_errors'] for r in rows)} errors, p50 {statistics.median(r['heavy_p50'] for r in rows):.0f} ms, "
+                f"statuses {sorted({s for r in rows for s in r['heavy_statuses']})}"
+            )
+        print(
+            f"{label:>8} {med['rps']:>8.0f} {med['p50']:>8.1f} {med['p99']:>8.1f} "
+            f"{sum(r['errors'] for r in rows):>6}{extra}"
+        )
     print(f"worst round p99: quiet {max(r['p99'] for r in quiet):.1f} ms, noisy {max(r['p99'] for r in noisy):.1f} ms")
     if args.only_noisy:
         return
     base = statistics.median(local)
     print(f"\nin-process detector.score, batch 32, 1 thread: {base:.0f} images/s (median of {len(local)})")
-    print(f"{'concurrency':>11} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'ratio':>7} "
-          f"{'server CPU ms/req':>17} {'client CPU ms/req':>17}")
+    print(
+        f"{'concurrency':>11} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'ratio':>7} "
+        f"{'server CPU ms/req':>17} {'client CPU ms/req':>17}"
+    )
 
     def line(label: str, rows: list[dict], scale: int = 1, note: str = "") -> None:
         rps = statistics.median(r["rps"] for r in rows) * scale
         med = {k: statistics.median(r[k] for r in rows) for k in ("p50", "p99", "server_ms", "client_ms")}
-        print(f"{label:>11} {rps:>8.0f} {med['p50']:>8.1f} {med['p99']:>8.1f} {sum(r['errors'] for r in rows):>6} "
-              f"{rps / base:>7.3f} {med['server_ms']:>17.2f} {med['client_ms']:>17.2f}{note}")
+        print(
+            f"{label:>11} {rps:>8.0f} {med['p50']:>8.1f} {med['p99']:>8.1f} {sum(r['errors'] for r in rows):>6} "
+            f"{rps / base:>7.3f} {med['server_ms']:>17.2f} {med['client_ms']:>17.2f}{note}"
+        )
 
     for c, rows in http.items():
         line(str(c), rows)
     line("8 x 32 img", multi, 32, "   (images/s; CPU per 32-image request)")
-    print("ratio = HTTP requests/s (one image each) / in-process images/s at batch 32; "
-          f"{os.cpu_count()} cores shared by the client and the service's worker processes")
+    print(
+        "ratio = HTTP requests/s (one image each) / in-process images/s at batch 32; "
+        f"{os.cpu_count()} cores shared by the client and the service's worker processes"
+    )
 
 
 if __name__ == "__main__":

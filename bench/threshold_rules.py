@@ -56,9 +56,10 @@ def main() -> None:
         pooled = point(val, target)
         smooth = max(float(hdquantiles(val[val_groups == c], prob=[1 - target])[0]) for c in gated)
         scores = {c: det.score(data.wild_test.inputs[c]) for c in gated}
-        print(f"v{v.version}: served {det.threshold:.3f}, harrell-davis {smooth:.3f}, pooled {pooled:.3f}; "
-              "2 % point per condition: "
-              + " ".join(f"{c} {points[c]:.2f}" for c in gated))
+        print(
+            f"v{v.version}: served {det.threshold:.3f}, harrell-davis {smooth:.3f}, pooled {pooled:.3f}; "
+            "2 % point per condition: " + " ".join(f"{c} {points[c]:.2f}" for c in gated)
+        )
         for rule, threshold in (("served", det.threshold), ("harrell-davis", smooth), ("pooled", pooled)):
             shares = []
             for g in args.generators:

@@ -55,8 +55,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
-                 repeats: int = 10) -> float:
+def matmul_flops(
+    device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None, repeats: int = 10
+) -> float:
     """FLOP/s of an n x n matrix product on `device` (float32: TF32 off; the largest product a
     2-core CPU finishes quickly, a large one on a GPU)."""
     n = n or (2048 if device.type == "cpu" else 8192)
@@ -90,7 +91,7 @@ def bare_loop(loss, cfg: DCGANConfig, real: torch.Tensor, batch: int, steps: int
     _sync(device)
     start = time.perf_counter()
     for step in range(steps):
-        x = real[(step * batch) % (len(real) - batch):][:batch]
+        x = real[(step * batch) % (len(real) - batch) :][:batch]
         with torch.no_grad(), hardware.autocast(mixed, device):
             fake = G(torch.randn(batch, cfg.z_dim, device=device))
         with hardware.autocast(mixed, device):
@@ -106,8 +107,9 @@ def bare_loop(loss, cfg: DCGANConfig, real: torch.Tensor, batch: int, steps: int
     return steps * batch / (time.perf_counter() - start)
 
 
-def tracked_trainer(loss, cfg: DCGANConfig, real: torch.Tensor, batch: int, steps: int, workdir: Path,
-                    device: torch.device) -> float:
+def tracked_trainer(
+    loss, cfg: DCGANConfig, real: torch.Tensor, batch: int, steps: int, workdir: Path, device: torch.device
+) -> float:
     """The project's trainer with its MLflow callback on a real SQLite store; returns images/s."""
     import mlflow
 
@@ -118,8 +120,14 @@ def tracked_trainer(loss, cfg: DCGANConfig, real: torch.Tensor, batch: int, step
     with mlflow.start_run(experiment_id=exp.experiment_id) as run:
         z = torch.randn(64, cfg.z_dim)
         callback = _Tracker(mlflow.MlflowClient(), run.info.run_id, z, loss.name, None)
-        settings = TrainSettings(generator_steps=steps // loss.n_critic, batch_size=batch, early_epochs=(),
-                                 checkpoint_every=100, device=device, bf16=hardware.use_bf16("auto", device, on_cpu=False))
+        settings = TrainSettings(
+            generator_steps=steps // loss.n_critic,
+            batch_size=batch,
+            early_epochs=(),
+            checkpoint_every=100,
+            device=device,
+            bf16=hardware.use_bf16("auto", device, on_cpu=False),
+        )
         trainer = GANTrainer(loss, cfg, settings, workdir / "ckpt", callback)
         _sync(device)
         start = time.perf_counter()
@@ -139,8 +147,9 @@ def flops_per_image(loss, cfg: DCGANConfig, batch: int, device: torch.device) ->
 
 
 def _counted(loss, cfg: DCGANConfig, batch: int, device: torch.device) -> float:
-    trainer = GANTrainer(loss, cfg, TrainSettings(batch_size=batch, device=device,
-                                                  bf16=hardware.use_bf16("auto", device, on_cpu=False)))
+    trainer = GANTrainer(
+        loss, cfg, TrainSettings(batch_size=batch, device=device, bf16=hardware.use_bf16("auto", device, on_cpu=False))
+    )
     x = (torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1).to(device)
     per_step = []
     for step in range(loss.n_critic):
@@ -158,9 +167,14 @@ def measure(args) -> dict:
     g = cfg_all.gan
     batch = args.batch or g.batch_size
     loss = losses.get(args.loss)
-    cfg = DCGANConfig(image_size=cfg_all.data.image_size, channels=1 if cfg_all.data.mode == "L" else 3,
-                      z_dim=g.z_dim, g_width=args.g_width or g.g_width, d_width=args.d_width or g.d_width,
-                      disc_norm=loss.disc_norm)
+    cfg = DCGANConfig(
+        image_size=cfg_all.data.image_size,
+        channels=1 if cfg_all.data.mode == "L" else 3,
+        z_dim=g.z_dim,
+        g_width=args.g_width or g.g_width,
+        d_width=args.d_width or g.d_width,
+        disc_norm=loss.disc_norm,
+    )
     real = torch.rand(4000, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1
     bare_loop(loss, cfg, real, batch, 20, device)  # warm-up
     bare, tracked = [], []
@@ -170,10 +184,16 @@ def measure(args) -> dict:
             tracked.append(tracked_trainer(loss, cfg, real, batch, args.steps, Path(tmp) / f"r{r}", device))
             if not args.json:
                 print(f"round {r + 1}: bare {bare[-1]:.0f} img/s, trainer+mlflow {tracked[-1]:.0f} img/s", flush=True)
-    out = {"device": str(device), "loss": loss.name, "batch": batch, "threads": torch.get_num_threads(),
-           "bare": statistics.median(bare), "trainer": statistics.median(tracked),
-           **dict(zip(("flops_per_image", "flops_lower_bound"), flops_per_image(loss, cfg, batch, device))),
-           "peak_fp32": statistics.median(matmul_flops(device) for _ in range(3))}
+    out = {
+        "device": str(device),
+        "loss": loss.name,
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "bare": statistics.median(bare),
+        "trainer": statistics.median(tracked),
+        **dict(zip(("flops_per_image", "flops_lower_bound"), flops_per_image(loss, cfg, batch, device))),
+        "peak_fp32": statistics.median(matmul_flops(device) for _ in range(3)),
+    }
     if device.type == "cuda":
         out["peak_bf16"] = statistics.median(matmul_flops(device, torch.bfloat16) for _ in range(3))
         out["gpu"] = torch.cuda.get_device_name()
@@ -182,20 +202,34 @@ def measure(args) -> dict:
 
 def _legacy(text: str) -> dict:
     """The figures of a checkout whose benchmark predates --json (it prints a text summary)."""
+
     def num(label):
         m = re.search(rf"{re.escape(label)}\s+([\d.]+)", text)
         return float(m.group(1)) if m else float("nan")
-    return {"bare": num("bare PyTorch loop"), "trainer": num("trainer + MLflow"),
-            "flops_per_image": num("training FLOPs per image") * 1e6,
-            "peak_fp32": num("matmul FLOP/s (2048^2)") * 1e9, "device": "cpu"}
+
+    return {
+        "bare": num("bare PyTorch loop"),
+        "trainer": num("trainer + MLflow"),
+        "flops_per_image": num("training FLOPs per image") * 1e6,
+        "peak_fp32": num("matmul FLOP/s (2048^2)") * 1e9,
+        "device": "cpu",
+    }
 
 
 def _other(directory: Path, args) -> dict:
     python = directory / ".venv" / "bin" / "python"
-    cmd = [str(python if python.exists() else sys.executable), "bench/train_throughput.py", "--steps", str(args.steps),
-           "--rounds", "1", "--loss", args.loss]
+    cmd = [
+        str(python if python.exists() else sys.executable),
+        "bench/train_throughput.py",
+        "--steps",
+        str(args.steps),
+        "--rounds",
+        "1",
+        "--loss",
+        args.loss,
+    ]
     env = {**os.environ, "PYTHONPATH": str(directory / "src") + os.pathsep + str(directory)}
-    text = subprocess.run(cmd + ["--json"], cwd=directory, env=env, capture_output=True, text=True)
+    text = subprocess.run(cmd + ["--json"], cwd=directory, env=env, capture_output=True, text=True, check=False)
     if text.returncode == 0 and text.stdout.strip().startswith("{"):
         return json.loads(text.stdout.strip().splitlines()[-1])
     text = subprocess.run(cmd, cwd=directory, env=env, capture_output=True, text=True, check=True)
@@ -204,17 +238,25 @@ def _other(directory: Path, args) -> dict:
 
 def _rows(f: dict) -> list[tuple[str, str]]:
     share = f["trainer"] * f["flops_per_image"] / f["peak_fp32"]
-    rows = [("device", f.get("gpu", f["device"])), ("batch", str(f.get("batch", 32))),
-            ("bare PyTorch loop, images/s", f"{f['bare']:.0f}"), ("trainer + MLflow, images/s", f"{f['trainer']:.0f}"),
-            ("ratio trainer / bare (target >= 0.97)", f"{f['trainer'] / f['bare']:.3f}"),
-            ("training FLOPs per image, MFLOP",
-             f"{'>= ' if f.get('flops_lower_bound') else ''}{f['flops_per_image'] / 1e6:.1f}"),
-            ("trainer FLOP/s, GFLOP/s", f"{f['trainer'] * f['flops_per_image'] / 1e9:.1f}"),
-            ("fp32 matmul peak, GFLOP/s", f"{f['peak_fp32'] / 1e9:.1f}"),
-            ("share of fp32 matmul peak", f"{share:.3f}")]
+    rows = [
+        ("device", f.get("gpu", f["device"])),
+        ("batch", str(f.get("batch", 32))),
+        ("bare PyTorch loop, images/s", f"{f['bare']:.0f}"),
+        ("trainer + MLflow, images/s", f"{f['trainer']:.0f}"),
+        ("ratio trainer / bare (target >= 0.97)", f"{f['trainer'] / f['bare']:.3f}"),
+        (
+            "training FLOPs per image, MFLOP",
+            f"{'>= ' if f.get('flops_lower_bound') else ''}{f['flops_per_image'] / 1e6:.1f}",
+        ),
+        ("trainer FLOP/s, GFLOP/s", f"{f['trainer'] * f['flops_per_image'] / 1e9:.1f}"),
+        ("fp32 matmul peak, GFLOP/s", f"{f['peak_fp32'] / 1e9:.1f}"),
+        ("share of fp32 matmul peak", f"{share:.3f}"),
+    ]
     if "peak_bf16" in f:
-        rows += [("bf16 matmul peak, GFLOP/s", f"{f['peak_bf16'] / 1e9:.1f}"),
-                 ("share of bf16 matmul peak", f"{f['trainer'] * f['flops_per_image'] / f['peak_bf16']:.4f}")]
+        rows += [
+            ("bf16 matmul peak, GFLOP/s", f"{f['peak_bf16'] / 1e9:.1f}"),
+            ("share of bf16 matmul peak", f"{f['trainer'] * f['flops_per_image'] / f['peak_bf16']:.4f}"),
+        ]
     return rows
 
 
@@ -268,12 +310,15 @@ def flow(args) -> None:
         if args.device:  # the clone's params.yaml names the device
             params = clone / "params.yaml"
             text = params.read_text()
-            params.write_text(re.sub(r"(?m)^device: .*$", f"device: {args.device}", text) if re.search(
-                r"(?m)^device: ", text) else text + f"\ndevice: {args.device}\n")
+            params.write_text(
+                re.sub(r"(?m)^device: .*$", f"device: {args.device}", text)
+                if re.search(r"(?m)^device: ", text)
+                else text + f"\ndevice: {args.device}\n"
+            )
         cmd = [sys.executable, "-m", "gandefect.cli"] + (["--profile", args.profile] if args.profile else [])
         with CoreSampler() as sampler:
             began, started = time.time(), time.perf_counter()
-            code = subprocess.run(cmd + ["run"], cwd=clone).returncode
+            code = subprocess.run(cmd + ["run"], cwd=clone, check=False).returncode
             total, finished = time.perf_counter() - started, time.time()
         import mlflow  # only here: the other modes never open a store of their own
 
@@ -285,8 +330,10 @@ def flow(args) -> None:
             share = sampler.busy(start, end)
             return "" if share is None else f"{share * cores:5.2f} of {cores} cores busy ({share:.0%})"
 
-        print(f"\n`gandefect run` in a fresh clone: {total:.0f} s (exit {code}), device {args.device or 'from params'}, "
-              f"{cores_busy(began, finished)}")
+        print(
+            f"\n`gandefect run` in a fresh clone: {total:.0f} s (exit {code}), device {args.device or 'from params'}, "
+            f"{cores_busy(began, finished)}"
+        )
         for key, value in sorted(run.data.metrics.items(), key=lambda kv: -kv[1]):
             if key.startswith("seconds_"):
                 # the metric is timestamped at its stage's end: the stage ran in [end - seconds, end]
@@ -300,9 +347,14 @@ def _bare_child(args) -> None:
     device = hardware.setup("cpu")
     cfg_all = load_config(ROOT / "params.yaml", args.profile)
     g, loss = cfg_all.gan, losses.get(args.loss)
-    cfg = DCGANConfig(image_size=cfg_all.data.image_size, channels=1 if cfg_all.data.mode == "L" else 3,
-                      z_dim=g.z_dim, g_width=args.g_width or g.g_width, d_width=args.d_width or g.d_width,
-                      disc_norm=loss.disc_norm)
+    cfg = DCGANConfig(
+        image_size=cfg_all.data.image_size,
+        channels=1 if cfg_all.data.mode == "L" else 3,
+        z_dim=g.z_dim,
+        g_width=args.g_width or g.g_width,
+        d_width=args.d_width or g.d_width,
+        disc_norm=loss.disc_norm,
+    )
     real = torch.rand(4000, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1
     batch = args.batch or g.batch_size
     bare_loop(loss, cfg, real, batch, 20, device)  # warm-up
@@ -317,16 +369,20 @@ def side_by_side(args) -> None:
         base += ["--profile", args.profile]
 
     def run(n: int, threads: int) -> float:
-        procs = [subprocess.Popen(base + ["--threads", str(threads)], stdout=subprocess.PIPE, text=True)
-                 for _ in range(n)]
+        procs = [
+            subprocess.Popen(base + ["--threads", str(threads)], stdout=subprocess.PIPE, text=True) for _ in range(n)
+        ]
         return sum(float(p.communicate()[0].split()[-1]) for p in procs)
 
     one, many = [], []
     for r in range(args.rounds):
         one.append(run(1, cores))
         many.append(run(cores, 1))
-        print(f"round {r + 1}: 1 GAN x {cores} threads {one[-1]:.0f} img/s, {cores} GANs x 1 thread "
-              f"{many[-1]:.0f} img/s in all", flush=True)
+        print(
+            f"round {r + 1}: 1 GAN x {cores} threads {one[-1]:.0f} img/s, {cores} GANs x 1 thread "
+            f"{many[-1]:.0f} img/s in all",
+            flush=True,
+        )
     a, b = statistics.median(one), statistics.median(many)
     print(f"\nloss {args.loss}, {args.steps} steps x {args.rounds} alternating rounds, {cores} cores")
     print(f"{'1 GAN on ' + str(cores) + ' threads, images/s':<40} {a:>12.0f}")
@@ -342,13 +398,20 @@ def main() -> None:
     ap.add_argument("--loss", default="nonsaturating")
     ap.add_argument("--g-width", type=int, default=None)
     ap.add_argument("--d-width", type=int, default=None)
-    ap.add_argument("--device", default=None, choices=hardware.DEVICES,
-                    help="default: cpu; with --flow: the project's own `device` setting")
+    ap.add_argument(
+        "--device",
+        default=None,
+        choices=hardware.DEVICES,
+        help="default: cpu; with --flow: the project's own `device` setting",
+    )
     ap.add_argument("--profile", default=None)
     ap.add_argument("--compare", type=Path, default=None, help="another checkout (with its .venv) to measure beside")
     ap.add_argument("--flow", action="store_true", help="time the whole `gandefect run` in a fresh clone of HEAD")
-    ap.add_argument("--side-by-side", action="store_true",
-                    help="one GAN on every core vs one GAN per core on one thread (the zoo's runner)")
+    ap.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="one GAN on every core vs one GAN per core on one thread (the zoo's runner)",
+    )
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -378,12 +441,14 @@ def main() -> None:
     for r in range(args.rounds):  # alternate: drift on a shared machine hits both alike
         theirs.append(_other(args.compare.resolve(), args))
         mine.append(measure(quiet))
-        print(f"round {r + 1}: {args.compare.name} trainer {theirs[-1]['trainer']:.0f} img/s, "
-              f"this checkout {mine[-1]['trainer']:.0f} img/s", flush=True)
+        print(
+            f"round {r + 1}: {args.compare.name} trainer {theirs[-1]['trainer']:.0f} img/s, "
+            f"this checkout {mine[-1]['trainer']:.0f} img/s",
+            flush=True,
+        )
 
     def median(runs):
-        return {k: statistics.median(r[k] for r in runs) if type(runs[0][k]) is float else runs[0][k]
-                for k in runs[0]}
+        return {k: statistics.median(r[k] for r in runs) if type(runs[0][k]) is float else runs[0][k] for k in runs[0]}
 
     a, b = _rows(median(theirs)), _rows(median(mine))
     print(f"\nloss {args.loss}, {args.steps} steps x {args.rounds} alternating rounds")

@@ -8,7 +8,6 @@ import json
 
 from starlette.responses import JSONResponse
 
-
 OWN = b"x-gandefect-error"  # marks an error answer this service wrote itself: its message is kept
 
 
@@ -28,14 +27,19 @@ def _error_message(body: bytes) -> str | None:
         return None
     details = data.get("detail")
     if isinstance(details, list) and details:
-        return "; ".join(f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg', '')}".lstrip(": ")
-                         for d in details if isinstance(d, dict))
+        return "; ".join(
+            f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg', '')}".lstrip(": ")
+            for d in details
+            if isinstance(d, dict)
+        )
     return str(data["error"])
 
 
 RETRY_AFTER_S = 1  # what a refused (503) request is told to wait
-ROUTES = ("POST /detect, /localize, /repair (multipart/form-data) and /metadata; "
-          "GET / (the web page), /docs, /docs.json, /metrics, /readyz, /livez")
+ROUTES = (
+    "POST /detect, /localize, /repair (multipart/form-data) and /metadata; "
+    "GET / (the web page), /docs, /docs.json, /metrics, /readyz, /livez"
+)
 BOUNDARY_CHARS = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? ")
 
 
@@ -89,13 +93,18 @@ class RequestGuard:
             if size > self.max_bytes:
                 return await error(413, f"{too_large} ({size:,} bytes sent)")(scope, receive, send)
             if size == 0:
-                return await error(400, f"empty request: send the image as multipart/form-data field `{field}`")(scope, receive, send)
+                return await error(400, f"empty request: send the image as multipart/form-data field `{field}`")(
+                    scope, receive, send
+                )
         if ctype != b"multipart/form-data" and not length:
-            return await error(400, f"empty request: send the image as multipart/form-data field `{field}`")(scope, receive, send)
+            return await error(400, f"empty request: send the image as multipart/form-data field `{field}`")(
+                scope, receive, send
+            )
         if ctype != b"multipart/form-data":
             shown = ctype.decode("latin-1")[:60] or "none"
-            return await error(400, f"send the image as multipart/form-data field `{field}` "
-                                    f"(got Content-Type {shown})")(scope, receive, send)
+            return await error(
+                400, f"send the image as multipart/form-data field `{field}` (got Content-Type {shown})"
+            )(scope, receive, send)
         problem = _boundary_problem(content_type)
         if problem:
             return await error(400, problem)(scope, receive, send)
@@ -113,7 +122,9 @@ class RequestGuard:
             if not message.get("more_body"):
                 break
         if not body:
-            return await error(400, f"empty request: send the image as multipart/form-data field `{field}`")(scope, receive, send)
+            return await error(400, f"empty request: send the image as multipart/form-data field `{field}`")(
+                scope, receive, send
+            )
         replayed = False
 
         async def replay():
@@ -132,8 +143,10 @@ def _message_for(status: int, body: bytes, scope) -> str:
     if status == 503:
         if path in ("/readyz", "/livez"):
             return "the service is not ready yet (its models are loading); retry shortly"
-        return (f"the service is busy: more requests are waiting for the model than it can answer in time; "
-                f"retry after {RETRY_AFTER_S} s")
+        return (
+            f"the service is busy: more requests are waiting for the model than it can answer in time; "
+            f"retry after {RETRY_AFTER_S} s"
+        )
     if status == 404:
         return f"no route {path}: this service answers {ROUTES}"
     if status == 405:

@@ -39,19 +39,19 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
 try:
-    import gandefect  # noqa: F401
+    import gandefect  # noqa: F401 - imported only to learn whether it is installed
 except ImportError:  # a bento served without gandefect installed: use the copy it carries
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 # below the path tweak: these import gandefect (serving.uploads too), which may be the bento's copy
-from gandefect import hardware  # noqa: E402
-from gandefect.data.history import Envelope, History, read_history  # noqa: E402
-from gandefect.data.images import encode_png  # noqa: E402
-from gandefect.evaluate import drift  # noqa: E402
-from gandefect.repair.pipeline import WHOLE_IMAGE, Repairer, repair  # noqa: E402
-from serving.bentoml_adapter import parse_multipart_with  # noqa: E402
-from serving.guard import RequestGuard, error  # noqa: E402
-from serving.uploads import UploadError, UploadLimits, bounding_boxes, decode, mask_for, to_model_array  # noqa: E402
+from gandefect import hardware
+from gandefect.data.history import Envelope, History, read_history
+from gandefect.data.images import encode_png
+from gandefect.evaluate import drift
+from gandefect.repair.pipeline import WHOLE_IMAGE, Repairer, repair
+from serving.bentoml_adapter import parse_multipart_with
+from serving.guard import RequestGuard, error
+from serving.uploads import UploadError, UploadLimits, bounding_boxes, decode, mask_for, to_model_array
 
 PAGE = Path(__file__).resolve().parent / "page" / "index.html"
 DOCS = PAGE.with_name("docs.html")
@@ -61,10 +61,15 @@ MAX_LATENCY_MS = 1000  # the batcher refuses (503) what it expects to finish lat
 
 
 # the served score distribution, for drift against validation (`gandefect status --traffic URL`)
-P_FAKE = bentoml.metrics.Histogram(name=drift.METRIC, documentation="p_fake of every image `detect` scored",
-                                   labelnames=["model_version"], buckets=list(drift.BUCKETS))
-VERDICTS = bentoml.metrics.Counter(name=drift.VERDICTS, documentation="verdicts `detect` answered",
-                                   labelnames=["model_version", "verdict"])
+P_FAKE = bentoml.metrics.Histogram(
+    name=drift.METRIC,
+    documentation="p_fake of every image `detect` scored",
+    labelnames=["model_version"],
+    buckets=list(drift.BUCKETS),
+)
+VERDICTS = bentoml.metrics.Counter(
+    name=drift.VERDICTS, documentation="verdicts `detect` answered", labelnames=["model_version", "verdict"]
+)
 
 
 class BentoArgs(BaseModel):
@@ -176,9 +181,11 @@ def verdict(p: float, threshold: float, history: History) -> dict:
 def map_regions(verdict_name: str) -> str:
     """What the map's regions above the map threshold are, given the image's verdict: defects only
     when the image as a whole is called fake."""
-    return {"fake": "defects",
-            "real": "highest-scoring: the image as a whole is called real, so no region is a defect",
-            "uncertain": "highest-scoring: the verdict is uncertain, so no region is called a defect"}[verdict_name]
+    return {
+        "fake": "defects",
+        "real": "highest-scoring: the image as a whole is called real, so no region is a defect",
+        "uncertain": "highest-scoring: the verdict is uncertain, so no region is called a defect",
+    }[verdict_name]
 
 
 def _load(model, role: str):
@@ -203,10 +210,21 @@ async def parse_uploads(request: Request, model: type[BaseModel], file_fields: f
     unknown = sorted(k for k in form if k not in model.model_fields)
     if unknown:
         shown = [k if len(k) <= 40 else f"{k[:40]}... ({len(k)} characters)" for k in unknown[:5]]
-        raise ValidationError.from_exception_data("Input", [{
-            "type": PydanticCustomError("unknown_field", "unknown field; this API takes {known}",
-                                        {"known": ", ".join(f"`{k}`" for k in model.model_fields) or "no fields"}),
-            "loc": (k,), "input": "field"} for k in shown])
+        raise ValidationError.from_exception_data(
+            "Input",
+            [
+                {
+                    "type": PydanticCustomError(
+                        "unknown_field",
+                        "unknown field; this API takes {known}",
+                        {"known": ", ".join(f"`{k}`" for k in model.model_fields) or "no fields"},
+                    ),
+                    "loc": (k,),
+                    "input": "field",
+                }
+                for k in shown
+            ],
+        )
     data: dict[str, t.Any] = {}
     heavy = False
     for k in form:
@@ -233,9 +251,16 @@ async def parse_uploads(request: Request, model: type[BaseModel], file_fields: f
 def _uploaded_file(value: str | UploadFile) -> UploadFile:
     if isinstance(value, UploadFile):
         return value
-    raise ValidationError.from_exception_data("Input", [{
-        "type": PydanticCustomError("not_a_file", "image fields take an uploaded file, not a text value"),
-        "loc": ("form",), "input": "text"}])
+    raise ValidationError.from_exception_data(
+        "Input",
+        [
+            {
+                "type": PydanticCustomError("not_a_file", "image fields take an uploaded file, not a text value"),
+                "loc": ("form",),
+                "input": "text",
+            }
+        ],
+    )
 
 
 def _safe_name(name: str | None) -> str:
@@ -314,15 +339,23 @@ class GanDefect:
         p = self.detector.score(np.stack([u.pixels for u in images]))
         threshold = float(self.detector.threshold)
         version = self.meta["detector"]["version"]
-        answers = [{"p_fake": float(v), **verdict(float(v), threshold, u.history), "threshold": threshold,
-                    "history": u.history.to_dict(), "model_version": version} for v, u in zip(p, images)]
+        answers = [
+            {
+                "p_fake": float(v),
+                **verdict(float(v), threshold, u.history),
+                "threshold": threshold,
+                "history": u.history.to_dict(),
+                "model_version": version,
+            }
+            for v, u in zip(p, images)
+        ]
         for a in answers:
             P_FAKE.labels(model_version=version).observe(a["p_fake"])
             VERDICTS.labels(model_version=version, verdict=a["verdict"]).inc()
         return answers
 
     @bentoml.api
-    def localize(self, image: Path = None) -> t.Annotated[Path, bentoml.validators.ContentType("image/png")]:  # noqa: RUF013
+    def localize(self, image: Path = None) -> t.Annotated[Path, bentoml.validators.ContentType("image/png")]:  # noqa: RUF013 - as the service declares its optional files
         """The defect map as a PNG (white = likely generated) and what its regions are, agreeing
         with the verdict: an image called fake has its defects (the map at the map threshold) in
         X-Defect-Area / X-Defect-Boxes; an image called real or uncertain has none, and the same
@@ -339,18 +372,32 @@ class GanDefect:
         png = encode_png(_gray(heat))
         answer = verdict(p, self.detector.threshold, upload.history)
         defects = above if answer["verdict"] == "fake" else np.zeros_like(above)
-        return Response(png, media_type="image/png", headers={
-            **self._version_headers(), "X-P-Fake": f"{p:.6f}", "X-Is-Fake": str(p >= self.detector.threshold).lower(),
-            "X-Verdict": answer["verdict"], "X-Reason": "; ".join(answer["reasons"]),
-            "X-Regions": map_regions(answer["verdict"]),
-            "X-Defect-Area": f"{defects.mean():.6f}", "X-Defect-Boxes": json.dumps(bounding_boxes(defects)),
-            "X-Top-Area": f"{above.mean():.6f}", "X-Top-Boxes": json.dumps(bounding_boxes(above)),
-            "X-Map-Threshold": f"{self.detector.map_threshold:.6f}", "X-Threshold": f"{self.detector.threshold:.6f}",
-            "X-Image-Size": f"{self.size}x{self.size}"})
+        return Response(
+            png,
+            media_type="image/png",
+            headers={
+                **self._version_headers(),
+                "X-P-Fake": f"{p:.6f}",
+                "X-Is-Fake": str(p >= self.detector.threshold).lower(),
+                "X-Verdict": answer["verdict"],
+                "X-Reason": "; ".join(answer["reasons"]),
+                "X-Regions": map_regions(answer["verdict"]),
+                "X-Defect-Area": f"{defects.mean():.6f}",
+                "X-Defect-Boxes": json.dumps(bounding_boxes(defects)),
+                "X-Top-Area": f"{above.mean():.6f}",
+                "X-Top-Boxes": json.dumps(bounding_boxes(above)),
+                "X-Map-Threshold": f"{self.detector.map_threshold:.6f}",
+                "X-Threshold": f"{self.detector.threshold:.6f}",
+                "X-Image-Size": f"{self.size}x{self.size}",
+            },
+        )
 
     @bentoml.api
-    def repair(self, image: Path = None,  # noqa: RUF013
-               mask: Path = None) -> t.Annotated[Path, bentoml.validators.ContentType("image/png")]:  # noqa: RUF013
+    def repair(
+        self,
+        image: Path = None,  # noqa: RUF013 - as the service declares its optional files
+        mask: Path = None,  # noqa: RUF013 - as the service declares its optional files
+    ) -> t.Annotated[Path, bentoml.validators.ContentType("image/png")]:
         """The repaired image as a PNG; scores before/after and the rewritten area in X-* headers.
 
         Without `mask`, the detector finds the defects (detect -> mask -> inpaint, up to k passes);
@@ -374,39 +421,86 @@ class GanDefect:
             answer = verdict(p, self.detector.threshold, upload.history)
             if answer["verdict"] != "fake":
                 stopped = "not-fake" if answer["verdict"] == "real" else "uncertain"
-                reason = "; ".join(answer["reasons"]) or f"p_fake {p:.4f} is below the threshold {self.detector.threshold:.4f}"
-                return Response(data, media_type=f"image/{(im.format or 'png').lower()}", headers={
-                    **self._version_headers(), "X-Score-Before": f"{p:.6f}", "X-Score-After": f"{p:.6f}",
-                    "X-Mask-Area": "0", "X-Iterations": "0", "X-Stopped": stopped, "X-Verdict": answer["verdict"],
-                    "X-Reason": reason, "X-Threshold": f"{self.detector.threshold:.6f}"})
+                reason = (
+                    "; ".join(answer["reasons"])
+                    or f"p_fake {p:.4f} is below the threshold {self.detector.threshold:.4f}"
+                )
+                return Response(
+                    data,
+                    media_type=f"image/{(im.format or 'png').lower()}",
+                    headers={
+                        **self._version_headers(),
+                        "X-Score-Before": f"{p:.6f}",
+                        "X-Score-After": f"{p:.6f}",
+                        "X-Mask-Area": "0",
+                        "X-Iterations": "0",
+                        "X-Stopped": stopped,
+                        "X-Verdict": answer["verdict"],
+                        "X-Reason": reason,
+                        "X-Threshold": f"{self.detector.threshold:.6f}",
+                    },
+                )
         settings = self.meta["repairer"]["repair"]
-        result = repair(x[None], self.detector, self.repairer, settings["iterations"], settings["max_area"],
-                        settings["dilate"], masks, settings.get("local_max_area", 1.0))  # a bento built before the rule: none
+        result = repair(
+            x[None],
+            self.detector,
+            self.repairer,
+            settings["iterations"],
+            settings["max_area"],
+            settings["dilate"],
+            masks,
+            settings.get("local_max_area", 1.0),
+        )  # a bento built before the rule: none
         if result.stopped[0] == "whole-image":  # nothing rewritten: the image comes back as sent, with the reason
-            return Response(data, media_type=f"image/{(im.format or 'png').lower()}", headers={
-                **self._version_headers(), "X-Score-Before": f"{result.score_before[0]:.6f}",
-                "X-Score-After": f"{result.score_after[0]:.6f}", "X-Mask-Area": "0", "X-Iterations": "0",
-                "X-Stopped": "whole-image", "X-Verdict": "fake", "X-Reason": WHOLE_IMAGE,
-                "X-Threshold": f"{self.detector.threshold:.6f}"})
+            return Response(
+                data,
+                media_type=f"image/{(im.format or 'png').lower()}",
+                headers={
+                    **self._version_headers(),
+                    "X-Score-Before": f"{result.score_before[0]:.6f}",
+                    "X-Score-After": f"{result.score_after[0]:.6f}",
+                    "X-Mask-Area": "0",
+                    "X-Iterations": "0",
+                    "X-Stopped": "whole-image",
+                    "X-Verdict": "fake",
+                    "X-Reason": WHOLE_IMAGE,
+                    "X-Threshold": f"{self.detector.threshold:.6f}",
+                },
+            )
         out = result.images[0]
         png = encode_png(Image.fromarray(out, "L" if out.ndim == 2 else "RGB"))
-        return Response(png, media_type="image/png", headers={
-            **self._version_headers(), "X-Score-Before": f"{result.score_before[0]:.6f}",
-            "X-Score-After": f"{result.score_after[0]:.6f}", "X-Mask-Area": f"{result.masks[0].mean():.6f}",
-            "X-Iterations": str(int(result.iterations[0])), "X-Stopped": result.stopped[0], "X-Verdict": "fake",
-            "X-Threshold": f"{self.detector.threshold:.6f}"})
+        return Response(
+            png,
+            media_type="image/png",
+            headers={
+                **self._version_headers(),
+                "X-Score-Before": f"{result.score_before[0]:.6f}",
+                "X-Score-After": f"{result.score_after[0]:.6f}",
+                "X-Mask-Area": f"{result.masks[0].mean():.6f}",
+                "X-Iterations": str(int(result.iterations[0])),
+                "X-Stopped": result.stopped[0],
+                "X-Verdict": "fake",
+                "X-Threshold": f"{self.detector.threshold:.6f}",
+            },
+        )
 
     @bentoml.api
     def metadata(self) -> dict:
         """The served models: names, versions, thresholds, data versions and their promotion metrics."""
         det, rep = self.meta["detector"], self.meta.get("repairer")
-        repairer = {**_describe(rep), **rep.get("repair", {}), "available": True} if rep else \
-            {"available": False, "reason": ARGS.repairer_unavailable or "no repairer champion"}
+        repairer = (
+            {**_describe(rep), **rep.get("repair", {}), "available": True}
+            if rep
+            else {"available": False, "reason": ARGS.repairer_unavailable or "no repairer champion"}
+        )
         return {
-            "detector": {**_describe(det), "family": det["tags"].get("family"),
-                         "threshold": float(self.detector.threshold),
-                         "map_threshold": float(self.detector.map_threshold),
-                         "trained_on": list(self.detector.trained_on)},
+            "detector": {
+                **_describe(det),
+                "family": det["tags"].get("family"),
+                "threshold": float(self.detector.threshold),
+                "map_threshold": float(self.detector.map_threshold),
+                "trained_on": list(self.detector.trained_on),
+            },
             "repairer": repairer,
             "input": det["input"],
             "envelope": _envelope().to_dict(),
@@ -415,8 +509,14 @@ class GanDefect:
 
 
 def _describe(meta: dict) -> dict:
-    return {"name": meta["registered_model"], "version": meta["version"], "alias": "champion",
-            "run_id": meta["run_id"], "data_version": meta["tags"].get("data_version"), "metrics": meta["metrics"]}
+    return {
+        "name": meta["registered_model"],
+        "version": meta["version"],
+        "alias": "champion",
+        "run_id": meta["run_id"],
+        "data_version": meta["tags"].get("data_version"),
+        "metrics": meta["metrics"],
+    }
 
 
 def _gray(values: np.ndarray):

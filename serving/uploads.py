@@ -57,8 +57,10 @@ def decode(data: bytes, limits: UploadLimits, field: str = "image") -> Image.Ima
             raise UploadError(f"{field}: {im.format} images are not accepted (send PNG, JPEG, WebP, BMP or GIF)")
         width, height = im.size
         if width * height > limits.max_pixels:
-            raise UploadError(f"{field}: {width}x{height} is {width * height:,} pixels, more than the "
-                              f"{limits.max_pixels:,} this service decodes")
+            raise UploadError(
+                f"{field}: {width}x{height} is {width * height:,} pixels, more than the "
+                f"{limits.max_pixels:,} this service decodes"
+            )
         try:
             im.load()
         except IMAGE_ERRORS as exc:
@@ -76,14 +78,17 @@ def to_model_array(im: Image.Image, size: int, mode: str, resize: str) -> np.nda
     return np.asarray(to_model_image(im, size, mode, resize))
 
 
-def mask_for(im: Image.Image, original_size: tuple[int, int], size: int, resize: str,
-             field: str = "mask") -> np.ndarray:
+def mask_for(
+    im: Image.Image, original_size: tuple[int, int], size: int, resize: str, field: str = "mask"
+) -> np.ndarray:
     """A user mask (white = rewrite) of the original image's size or of the model's, at model size."""
     if im.size == original_size and im.size != (size, size):
         im = to_model_image(im.convert("L"), size, "L", resize)  # the image's own crop or pad
     elif im.size != (size, size):
-        raise UploadError(f"{field}: the mask is {im.size[0]}x{im.size[1]}; it must match the image "
-                          f"({original_size[0]}x{original_size[1]}) or the model input ({size}x{size})")
+        raise UploadError(
+            f"{field}: the mask is {im.size[0]}x{im.size[1]}; it must match the image "
+            f"({original_size[0]}x{original_size[1]}) or the model input ({size}x{size})"
+        )
     try:
         return check_mask(mask_from_image(im), (size, size), field)
     except BadInputError as exc:
@@ -98,6 +103,13 @@ def bounding_boxes(mask: np.ndarray) -> list[dict]:
         if region is None:
             continue
         ys, xs = region
-        boxes.append({"x0": xs.start, "y0": ys.start, "x1": xs.stop, "y1": ys.stop,
-                      "pixels": int((labels[region] == index).sum())})
+        boxes.append(
+            {
+                "x0": xs.start,
+                "y0": ys.start,
+                "x1": xs.stop,
+                "y1": ys.stop,
+                "pixels": int((labels[region] == index).sum()),
+            }
+        )
     return sorted(boxes, key=lambda b: -b["pixels"])

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,18 @@ def make_project(root: Path, **sections) -> Path:
     write_params(root, **sections)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     # The ingest stage depends on the data code; give the temp repo the same files.
-    shutil.copytree(REPO / "src" / "gandefect" / "data", root / "src" / "gandefect" / "data",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    shutil.copytree(
+        REPO / "src" / "gandefect" / "data",
+        root / "src" / "gandefect" / "data",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True, env=env)
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
@@ -87,15 +96,23 @@ def copy_project(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     old, new = f"{src}/", f"{dst}/"
     with contextlib.closing(sqlite3.connect(dst / "mlflow.db")) as db:
-        columns = [(table, column[1]) for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                   for column in db.execute(f'PRAGMA table_info("{table}")')
-                   if any(t in column[2].upper() for t in ("CHAR", "TEXT", "CLOB"))]
+        columns = [
+            (table, column[1])
+            for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            for column in db.execute(f'PRAGMA table_info("{table}")')
+            if any(t in column[2].upper() for t in ("CHAR", "TEXT", "CLOB"))
+        ]
         for table, column in columns:
-            db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) WHERE instr("{column}", ?) > 0',
-                       (old, new, old))
+            db.execute(
+                f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) WHERE instr("{column}", ?) > 0',
+                (old, new, old),
+            )
         db.commit()
-        left = [(t, c) for t, c in columns
-                if db.execute(f'SELECT count(*) FROM "{t}" WHERE instr("{c}", ?) > 0', (str(src),)).fetchone()[0]]
+        left = [
+            (t, c)
+            for t, c in columns
+            if db.execute(f'SELECT count(*) FROM "{t}" WHERE instr("{c}", ?) > 0', (str(src),)).fetchone()[0]
+        ]
     assert not left, f"the copy's MLflow store still names {src} in {left}"
     # ... and in the MLmodel file of each logged model (its artifact_path) and DVC's local config
     for path in [*(dst / "mlartifacts").rglob("MLmodel"), dst / ".dvc" / "config.local"]:
@@ -175,8 +192,14 @@ def run_cli(root: Path, *args: str, check: bool = False) -> subprocess.Completed
     that has imported the CLI once (see _CliForks); GANDEFECT_TEST_CLI=subprocess starts a fresh
     interpreter for every call instead."""
     if os.environ.get("GANDEFECT_TEST_CLI") == "subprocess":
-        proc = subprocess.run([sys.executable, "-m", "gandefect.cli", *args], cwd=root,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "gandefect.cli", *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
     else:
         proc = _CliForks.run(root, list(args), timeout=600)
     if check:
@@ -288,7 +311,7 @@ class _CliForks:
 
     _server: subprocess.Popen | None = None
     _stamp: float = 0.0
-    _started: set[int] = set()
+    _started: typing.ClassVar[set[int]] = set()
 
     @staticmethod
     def _source_stamp() -> float:
@@ -298,12 +321,12 @@ class _CliForks:
     @classmethod
     def _ask(cls, request: dict) -> dict:
         stamp = cls._source_stamp()
-        if cls._server is not None and (cls._server.poll() is not None
-                                        or (stamp != cls._stamp and not cls._started)):
+        if cls._server is not None and (cls._server.poll() is not None or (stamp != cls._stamp and not cls._started)):
             cls.close()
         if cls._server is None:
-            cls._server = subprocess.Popen([sys.executable, "-c", _FORK_SERVER], stdin=subprocess.PIPE,
-                                           stdout=subprocess.PIPE, text=True, cwd=REPO)
+            cls._server = subprocess.Popen(
+                [sys.executable, "-c", _FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO
+            )
             cls._stamp = stamp
             ready = cls._server.stdout.readline().strip()
             assert ready == "ready", f"the CLI fork server did not start: {ready!r}"
@@ -317,8 +340,17 @@ class _CliForks:
     def run(cls, root: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory(prefix="gandefect-cli-") as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-            status = cls._ask({"op": "run", "args": args, "cwd": str(root), "env": dict(os.environ),
-                               "out": str(out), "err": str(err), "timeout": timeout})["status"]
+            status = cls._ask(
+                {
+                    "op": "run",
+                    "args": args,
+                    "cwd": str(root),
+                    "env": dict(os.environ),
+                    "out": str(out),
+                    "err": str(err),
+                    "timeout": timeout,
+                }
+            )["status"]
             stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
         command = [sys.executable, "-m", "gandefect.cli", *args]
         if status is None:
@@ -326,9 +358,8 @@ class _CliForks:
         return subprocess.CompletedProcess(command, status, stdout, stderr)
 
     @classmethod
-    def start(cls, root: Path, args: list[str], env: dict, log: Path) -> "ForkedCommand":
-        pid = cls._ask({"op": "start", "args": args, "cwd": str(root), "env": env, "out": str(log),
-                        "err": None})["pid"]
+    def start(cls, root: Path, args: list[str], env: dict, log: Path) -> ForkedCommand:
+        pid = cls._ask({"op": "start", "args": args, "cwd": str(root), "env": env, "out": str(log), "err": None})["pid"]
         cls._started.add(pid)
         return ForkedCommand(pid, args)
 
@@ -372,8 +403,14 @@ def start_cli(root: Path, *args: str, env: dict, log: Path) -> ForkedCommand:
     """Start the real `gandefect` command in the background (stdout and stderr to `log`), as
     Popen(..., start_new_session=True) would; GANDEFECT_TEST_CLI=subprocess: with Popen itself."""
     if os.environ.get("GANDEFECT_TEST_CLI") == "subprocess":
-        return subprocess.Popen([sys.executable, "-m", "gandefect.cli", *args], cwd=root, env=env,
-                                stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "gandefect.cli", *args],
+            cwd=root,
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return _CliForks.start(root, list(args), env, log)
 
 
@@ -405,9 +442,11 @@ def pytest_unconfigure(config):
         shutil.rmtree(home, ignore_errors=True)
 
 
-SKIP_IS_FAILURE = ("skipped tests fail the run: CI must never pass without running every test. "
-                   "Install what the test needs (the web-page test: `apt-get install chromium`, as .ci/run does) "
-                   "or delete the test")
+SKIP_IS_FAILURE = (
+    "skipped tests fail the run: CI must never pass without running every test. "
+    "Install what the test needs (the web-page test: `apt-get install chromium`, as .ci/run does) "
+    "or delete the test"
+)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -451,5 +490,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     lines = [f"web page test (headless chromium): {outcome} ({nodeid})" for nodeid, outcome in _BROWSER.items()]
     lines += [f"web page test (headless chromium): not run, deselected ({nodeid})" for nodeid in deselected]
     for line in lines or ["web page test (headless chromium): not run (not in this selection)"]:
-        terminalreporter.write_line(line, bold=True, green=line.split(": ", 1)[1].startswith("passed"),
-                                    red=not line.split(": ", 1)[1].startswith(("passed", "not run")))
+        terminalreporter.write_line(
+            line,
+            bold=True,
+            green=line.split(": ", 1)[1].startswith("passed"),
+            red=not line.split(": ", 1)[1].startswith(("passed", "not run")),
+        )

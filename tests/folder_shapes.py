@@ -13,6 +13,7 @@ import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
+
 def examples(in_ci: int) -> int:
     """How many shapes a test draws: `in_ci` in CI, ten times as many with HYPOTHESIS_PROFILE=explore."""
     return in_ci * (10 if os.environ.get("HYPOTHESIS_PROFILE") == "explore" else 1)
@@ -50,11 +51,21 @@ def _side(draw) -> int:
 def image_specs(draw) -> ImageSpec:
     width = _side(draw)
     # a tenth of the images very elongated (up to 1:60), the rest anything up to 700 px a side
-    height = draw(st.integers(max(1, width // 60), max(1, width // 10))) if draw(st.integers(0, 9)) == 0 else _side(draw)
+    height = (
+        draw(st.integers(max(1, width // 60), max(1, width // 10))) if draw(st.integers(0, 9)) == 0 else _side(draw)
+    )
     mode = draw(st.sampled_from(MODES))
     ext = draw(st.sampled_from(sorted(FORMATS)))
-    return ImageSpec(width, height, mode, ext, draw(st.sampled_from(CONTENT)), draw(st.integers(0, 2**31 - 1)),
-                     draw(st.sampled_from([1, 1, 1, 2, 5])), draw(st.booleans()))
+    return ImageSpec(
+        width,
+        height,
+        mode,
+        ext,
+        draw(st.sampled_from(CONTENT)),
+        draw(st.integers(0, 2**31 - 1)),
+        draw(st.sampled_from([1, 1, 1, 2, 5])),
+        draw(st.booleans()),
+    )
 
 
 def folder_shapes(max_images: int = 60) -> st.SearchStrategy[FolderShape]:
@@ -69,7 +80,10 @@ def render(spec: ImageSpec) -> Image.Image:
     if spec.content == "single-colour":
         arr = np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (h, w, 3))
     elif spec.content == "gradient":
-        ramp = np.linspace(0, 255, w, dtype=np.float32)[None, :, None] + np.linspace(0, 64, h, dtype=np.float32)[:, None, None]
+        ramp = (
+            np.linspace(0, 255, w, dtype=np.float32)[None, :, None]
+            + np.linspace(0, 64, h, dtype=np.float32)[:, None, None]
+        )
         arr = np.clip(ramp * rng.uniform(0.3, 1.0, 3), 0, 255).astype(np.uint8)
     else:
         arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)

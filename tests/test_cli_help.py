@@ -73,8 +73,12 @@ def test_a_usage_error_gets_the_usage_and_exit_2_not_an_unexpected_error():
     """Through `main()` in its own interpreter, as a user runs it (typer vendors its own click,
     whose exceptions are not click's: they once reached the last-resort handler). The three
     interpreters start at once: each is seconds of imports on one core."""
-    procs = [subprocess.Popen([sys.executable, "-m", "gandefect.cli", *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for args, _ in USAGE_ERRORS]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "gandefect.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for args, _ in USAGE_ERRORS
+    ]
     for (args, says), proc in zip(USAGE_ERRORS, procs):
         stdout, stderr = proc.communicate(timeout=300)
         text = " ".join((stdout + stderr).split())
@@ -88,7 +92,6 @@ def test_the_help_pages_import_no_heavy_stack():
     seconds (each command imports its own when it runs). Checked in a fresh interpreter, where
     nothing else has imported them."""
     heavy = ["torch", "mlflow", "prefect", "great_expectations", "bentoml", "dvc", "pandas", "sklearn"]
-    code = ("import sys, gandefect.cli; "
-            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    code = f"import sys, gandefect.cli; print(','.join(m for m in {heavy!r} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert loaded.stdout.strip() == "", f"importing gandefect.cli loads {loaded.stdout.strip()}"

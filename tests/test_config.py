@@ -41,9 +41,14 @@ def test_sizes_the_models_take_are_accepted(tmp_path, size):
     assert load_config(write_params(tmp_path, data={"image_size": size, "mode": "RGB"})).data.image_size == size
 
 
-@pytest.mark.parametrize(("size", "why"), [(30, "would start from 15 px doubled 1 time"),
-                                            (27, "would start from 27 px with no doubling"),
-                                            (100, "would start from 25 px doubled 2 time")])
+@pytest.mark.parametrize(
+    ("size", "why"),
+    [
+        (30, "would start from 15 px doubled 1 time"),
+        (27, "would start from 27 px with no doubling"),
+        (100, "would start from 25 px doubled 2 time"),
+    ],
+)
 def test_a_size_the_models_cannot_take_fails_at_config_time_with_the_reason(tmp_path, size, why):
     with pytest.raises(ConfigError, match=rf"data.image_size {size}: the generators build an image by doubling") as err:
         load_config(write_params(tmp_path, data={"image_size": size}))

@@ -40,9 +40,17 @@ def test_auto_picks_the_gpu_and_bf16_is_used_there():
 
 @pytest.mark.parametrize("loss", ["nonsaturating", "wgan-gp"])
 def test_a_gan_trains_on_the_gpu_in_bf16_and_its_generator_samples_anywhere(loss):
-    trainer = GANTrainer(losses.get(loss), DCGANConfig(image_size=16, g_width=8, d_width=8),
-                         TrainSettings(generator_steps=20, batch_size=32, early_epochs=(1,), device=CUDA,
-                                       bf16=hardware.use_bf16("auto", CUDA, on_cpu=False)))
+    trainer = GANTrainer(
+        losses.get(loss),
+        DCGANConfig(image_size=16, g_width=8, d_width=8),
+        TrainSettings(
+            generator_steps=20,
+            batch_size=32,
+            early_epochs=(1,),
+            device=CUDA,
+            bf16=hardware.use_bf16("auto", CUDA, on_cpu=False),
+        ),
+    )
     assert trainer.mixed
     result = trainer.fit(_digits())
     assert result.generator_steps == 20
@@ -79,8 +87,9 @@ def test_the_cnn_detector_trains_and_scores_on_the_gpu_and_is_stored_on_the_cpu(
 def test_the_repairer_trains_and_inpaints_on_the_gpu():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
-    net = train_repairer(images, RepairerConfig(channels=3, width=8), RepairConfig(epochs=1, batch_size=16),
-                         seed=0, device=CUDA)
+    net = train_repairer(
+        images, RepairerConfig(channels=3, width=8), RepairConfig(epochs=1, batch_size=16), seed=0, device=CUDA
+    )
     assert {p.device.type for p in net.parameters()} == {"cpu"}
     masks = np.zeros(images.shape[:3], bool)
     masks[:, 4:10, 4:10] = True

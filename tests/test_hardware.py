@@ -49,7 +49,11 @@ def test_config_names_an_unknown_device(tmp_path):
 
 def test_a_stage_asked_for_cuda_without_one_stops_with_the_reason(tmp_path, monkeypatch):
     _params(tmp_path, device="cuda")
-    for name, value in {"NO_COLOR": "1", "COLUMNS": "200", "CUDA_VISIBLE_DEVICES": ""}.items():  # no GPU, also on a GPU machine
+    for name, value in {
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+        "CUDA_VISIBLE_DEVICES": "",
+    }.items():  # no GPU, also on a GPU machine
         monkeypatch.setenv(name, value)
     result = run_cli(tmp_path, "train-repairer")
     assert result.returncode == 2, result.stdout + result.stderr
@@ -71,8 +75,11 @@ def test_trained_models_come_back_on_the_cpu():
     det = CNNDetector(CNNDetectorConfig(width=8, epochs=1, batch_size=16), channels=1).on(hardware.resolve("cpu"))
     det.fit(data)
     assert {p.device.type for p in det.net.parameters()} == {"cpu"}
-    trainer = GANTrainer(losses.get("nonsaturating"), DCGANConfig(image_size=16, g_width=4, d_width=4),
-                         TrainSettings(generator_steps=2, batch_size=8, early_epochs=(), device=hardware.CPU))
+    trainer = GANTrainer(
+        losses.get("nonsaturating"),
+        DCGANConfig(image_size=16, g_width=4, d_width=4),
+        TrainSettings(generator_steps=2, batch_size=8, early_epochs=(), device=hardware.CPU),
+    )
     trainer.fit(torch.rand(32, 1, 16, 16) * 2 - 1)
     assert {p.device.type for p in trainer.G.parameters()} == {"cpu"}
 
@@ -119,8 +126,11 @@ def test_the_cnn_detector_trains_in_the_forced_precision_and_stays_float32(bf16)
 
 @pytest.mark.parametrize("bf16", [False, True])
 def test_a_gan_trains_in_the_forced_precision_on_the_cpu(bf16):
-    trainer = GANTrainer(losses.get("wgan-gp"), DCGANConfig(image_size=16, g_width=4, d_width=4),
-                         TrainSettings(generator_steps=2, batch_size=8, early_epochs=(), device=hardware.CPU, bf16=bf16))
+    trainer = GANTrainer(
+        losses.get("wgan-gp"),
+        DCGANConfig(image_size=16, g_width=4, d_width=4),
+        TrainSettings(generator_steps=2, batch_size=8, early_epochs=(), device=hardware.CPU, bf16=bf16),
+    )
     computed = _conv_dtypes(trainer.D)
     result = trainer.fit(torch.rand(32, 1, 16, 16) * 2 - 1)
     assert result.generator_steps == 2

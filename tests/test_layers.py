@@ -70,8 +70,13 @@ def scan(inside_too: bool = False) -> tuple[dict[str, set[str]], list[str], list
         source = path.read_text()
         lines = source.splitlines()
         tree = ast.parse(source)
-        inside = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                  for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
+        inside = {
+            id(n)
+            for f in ast.walk(tree)
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for n in ast.walk(f)
+            if isinstance(n, (ast.Import, ast.ImportFrom))
+        }
         for node in ast.walk(tree):
             if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
@@ -144,8 +149,9 @@ def test_every_package_has_a_layer():
 
 def test_packages_only_import_downwards():
     graph, _, _ = scan()
-    assert upward(package_graph(graph)) == [], "imports against the layers (lowest first: " \
-        + " -> ".join("/".join(layer) for layer in LAYERS) + ")"
+    assert upward(package_graph(graph)) == [], (
+        "imports against the layers (lowest first: " + " -> ".join("/".join(layer) for layer in LAYERS) + ")"
+    )
 
 
 def test_no_package_or_module_imports_itself_through_others():
@@ -171,10 +177,17 @@ if __name__ == "__main__":
     packages = package_graph(graph)
     for p in sorted(packages, key=lambda p: (RANK.get(p, 99), p)):
         print(f"{p} -> {', '.join(sorted(packages[p], key=lambda q: (RANK.get(q, 99), q)))}")
-    print(f"upward imports: {len(upward(packages))}; package cycles: {len(cycles(packages))}; "
-          f"module cycles: {len(cycles(graph))}; "
-          f"own modules imported inside functions without a reason: {len(own_inside)}, other modules: {len(unexplained)}")
-    for line in [*upward(packages), *map(" <-> ".join, cycles(packages)), *map(" <-> ".join, cycles(graph)),
-                 *own_inside, *unexplained]:
+    print(
+        f"upward imports: {len(upward(packages))}; package cycles: {len(cycles(packages))}; "
+        f"module cycles: {len(cycles(graph))}; "
+        f"own modules imported inside functions without a reason: {len(own_inside)}, other modules: {len(unexplained)}"
+    )
+    for line in [
+        *upward(packages),
+        *map(" <-> ".join, cycles(packages)),
+        *map(" <-> ".join, cycles(graph)),
+        *own_inside,
+        *unexplained,
+    ]:
         print("  " + line)
     sys.exit(1 if upward(packages) or cycles(graph) or own_inside or unexplained else 0)

@@ -9,16 +9,32 @@ from gandefect.report import RetrainResult, markdown, number, write_retrain_repo
 from tests.conftest import write_params
 
 RESULT = RetrainResult(
-    data_version="abc123", zoo={"hinge": {"fid": 12.3456, "fid_ratio": 0.04213, "generator_steps": 200.0,
-                                          "train_seconds": 10.8}},
-    detector={"version": "3", "winner": "cnn", "gate_passed": True, "aliases": {"champion": "3"},
-              "champion_before": "2", "metrics": {"auc_seen": 0.987654, "ece": 0.0312}},
-    repairer=None, seconds={"ingest": 3.04, "gans": 61.0})
+    data_version="abc123",
+    zoo={"hinge": {"fid": 12.3456, "fid_ratio": 0.04213, "generator_steps": 200.0, "train_seconds": 10.8}},
+    detector={
+        "version": "3",
+        "winner": "cnn",
+        "gate_passed": True,
+        "aliases": {"champion": "3"},
+        "champion_before": "2",
+        "metrics": {"auc_seen": 0.987654, "ece": 0.0312},
+    },
+    repairer=None,
+    seconds={"ingest": 3.04, "gans": 61.0},
+)
 
 
 def test_integers_read_as_integers_and_fractions_keep_four_digits():
-    assert [number(v) for v in (200.0, 10.8, 0.987654, 12.3456, 3, None, math.nan, "cnn")] == \
-        ["200", "10.8", "0.9877", "12.3", "3", "", "", "cnn"]
+    assert [number(v) for v in (200.0, 10.8, 0.987654, 12.3456, 3, None, math.nan, "cnn")] == [
+        "200",
+        "10.8",
+        "0.9877",
+        "12.3",
+        "3",
+        "",
+        "",
+        "cnn",
+    ]
     text = markdown(RESULT)
     zoo_row = next(line for line in text.splitlines() if line.startswith("| hinge"))
     assert [c.strip() for c in zoo_row.strip("|").split("|")] == ["hinge", "12.3", "0.04213", "", "", "", "200", "10.8"]

@@ -8,10 +8,10 @@ import math
 import os
 import subprocess
 import sys
-import urllib.request
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import click
 import typer
@@ -35,8 +35,12 @@ def flows():
     return orchestrate
 
 
-app = typer.Typer(help="Detect, localize and repair defects in GAN-generated images.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Detect, localize and repair defects in GAN-generated images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 data_app = typer.Typer(help="Inspect and validate the versioned real-image snapshot.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console(stderr=True, soft_wrap=True)
@@ -45,7 +49,7 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 class _State:
     params: Path = Path(PARAMS_FILE)
-    profile: Optional[str] = None
+    profile: str | None = None
     debug: bool = False
 
 
@@ -54,21 +58,31 @@ state = _State()
 
 # commands that write data/, the DVC lock, the MLflow registry or the aliases: each holds the
 # project lock (gandefect.lifecycle.lock) while it runs; `run` takes it in the flow itself
-WRITERS = {"ingest", "train-gans", "sample-fakes", "ingest-fakes", "train-detectors", "gate", "promote",
-           "rollback", "train-repairer", "build-spliced"}
+WRITERS = {
+    "ingest",
+    "train-gans",
+    "sample-fakes",
+    "ingest-fakes",
+    "train-detectors",
+    "gate",
+    "promote",
+    "rollback",
+    "train-repairer",
+    "build-spliced",
+}
 
 
 @app.callback()
 def _global(
     ctx: typer.Context,
     params: Path = typer.Option(Path(PARAMS_FILE), "--params", help="Parameter file (its folder is the project root)."),
-    profile: Optional[str] = typer.Option(None, "--profile", envvar="GANDEFECT_PROFILE",
-                                          help="Named profile in params.yaml: tiny, default, full."),
+    profile: str | None = typer.Option(
+        None, "--profile", envvar="GANDEFECT_PROFILE", help="Named profile in params.yaml: tiny, default, full."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks of unexpected errors."),
 ) -> None:
     state.params, state.profile, state.debug = params, profile, debug
     if ctx.invoked_subcommand in WRITERS and "--help" not in sys.argv:
-
         ctx.with_resource(project_lock(params.resolve().parent, ctx.invoked_subcommand))
 
 
@@ -79,8 +93,14 @@ def _config() -> Config:
 @contextlib.contextmanager
 def _progress() -> Iterator:
     """A rich progress bar fed by the stages' (stage, done, total) callback."""
-    bars = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=True)
+    bars = Progress(
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
     tasks: dict[str, int] = {}
 
     def update(stage: str, done: int, total: int) -> None:
@@ -95,11 +115,16 @@ def _progress() -> Iterator:
 
 @app.command()
 def ingest(
-    from_dirs: list[str] = typer.Option(None, "--from", metavar="SOURCE",
-                                        help=f"Folder of images to add (any format, size, mode), or a built-in ({', '.join(sources.BUILT_IN)}); repeatable. Default: data.source, else the snapshot's own sources, else data.default_source."),
+    from_dirs: list[str] = typer.Option(
+        None,
+        "--from",
+        metavar="SOURCE",
+        help=f"Folder of images to add (any format, size, mode), or a built-in ({', '.join(sources.BUILT_IN)}); repeatable. Default: data.source, else the snapshot's own sources, else data.default_source.",
+    ),
     replace: bool = typer.Option(False, "--replace", help="Start a new snapshot instead of adding to the current one."),
-    labels_from_subfolders: bool = typer.Option(False, "--labels-from-subfolders",
-                                                help="Use each image's first subfolder under DIR as its class label."),
+    labels_from_subfolders: bool = typer.Option(
+        False, "--labels-from-subfolders", help="Use each image's first subfolder under DIR as its class label."
+    ),
     no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`)."),
 ) -> None:
     """Add real images to data/real, validate the snapshot, version it with DVC, log an MLflow run."""
@@ -107,8 +132,14 @@ def ingest(
 
     cfg = _config()
     with _progress() as progress:
-        summary = run_ingest(cfg, from_dirs, replace=replace, labels_from_subfolders=labels_from_subfolders,
-                             version=not no_version, progress=progress)
+        summary = run_ingest(
+            cfg,
+            from_dirs,
+            replace=replace,
+            labels_from_subfolders=labels_from_subfolders,
+            version=not no_version,
+            progress=progress,
+        )
     r = summary.result
     for name in r.skipped_sources:
         out.print(f"[dim]{name}: unchanged since it was ingested; skipped[/dim]")
@@ -116,26 +147,38 @@ def ingest(
         out.print("replaced: the snapshot now holds only the sources named (the old one stays in DVC's history)")
     elif r.rebuilt:
         out.print("settings changed: the snapshot was rebuilt from its recorded sources")
-    out.print(f"ingested: {r.added} new, {r.duplicates} duplicate(s) skipped, {len(r.quarantined)} quarantined; "
-              f"snapshot has {r.total} images (train {r.counts.get('train', 0)}, val {r.counts.get('val', 0)}, "
-              f"test {r.counts.get('test', 0)})")
+    out.print(
+        f"ingested: {r.added} new, {r.duplicates} duplicate(s) skipped, {len(r.quarantined)} quarantined; "
+        f"snapshot has {r.total} images (train {r.counts.get('train', 0)}, val {r.counts.get('val', 0)}, "
+        f"test {r.counts.get('test', 0)})"
+    )
     if summary.quarantine_path:
-        out.print(f"[yellow]quarantined {len(r.quarantined)} unreadable file(s), listed in {summary.quarantine_path}:[/yellow]")
+        out.print(
+            f"[yellow]quarantined {len(r.quarantined)} unreadable file(s), listed in {summary.quarantine_path}:[/yellow]"
+        )
         for q in r.quarantined[:10]:
             out.print(f"  {q.source}/{q.ref}: {q.reason}")
     checks = summary.validation.checks
-    out.print(f"validation: [green]passed[/green] ({len(checks)}/{len(checks)} expectations), report {summary.report_path}")
-    out.print(f"data version: [bold]{summary.data_version}[/bold]"
-              + (f" (pushed to {summary.remote})" if summary.remote else ""))
+    out.print(
+        f"validation: [green]passed[/green] ({len(checks)}/{len(checks)} expectations), report {summary.report_path}"
+    )
+    out.print(
+        f"data version: [bold]{summary.data_version}[/bold]"
+        + (f" (pushed to {summary.remote})" if summary.remote else "")
+    )
     out.print(f"mlflow run: {summary.run_id}")
 
 
 @app.command("train-gans")
 def train_gans(
-    loss: list[str] = typer.Option(None, "--loss", metavar="L",
-                                   help="Train only this zoo member (repeatable): an adversarial loss of gan.losses "
-                                        "or a family of gan.families in params.yaml (a name it does not know is "
-                                        "refused with the list)."),
+    loss: list[str] = typer.Option(
+        None,
+        "--loss",
+        metavar="L",
+        help="Train only this zoo member (repeatable): an adversarial loss of gan.losses "
+        "or a family of gan.families in params.yaml (a name it does not know is "
+        "refused with the list).",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue each GAN from its last checkpoint (and MLflow run)."),
 ) -> None:
     """Train the GAN zoo: one tracked MLflow run and registered generator per adversarial loss and per other family."""
@@ -157,7 +200,9 @@ def train_gans(
 
 
 @app.command("sample-fakes")
-def sample_fakes(no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`).")) -> None:
+def sample_fakes(
+    no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`)."),
+) -> None:
     """Sample every registered generator (final and early) into data/fakes/<generator>/."""
     from gandefect.stages.detectors import run_sample_fakes
 
@@ -181,16 +226,24 @@ def ingest_fakes(
 
     cfg = _config()
     fake_set, skipped, version = run_ingest_fakes(cfg, folder, generator)
-    out.print(f"{fake_set.name}: {fake_set.count} images in {fake_set.path}"
-              + (f"; {skipped} unreadable file(s) skipped" if skipped else ""))
+    out.print(
+        f"{fake_set.name}: {fake_set.count} images in {fake_set.path}"
+        + (f"; {skipped} unreadable file(s) skipped" if skipped else "")
+    )
     out.print(f"fakes version: [bold]{version}[/bold]")
 
 
 @app.command("train-detectors")
 def train_detectors(
-    no_sample: bool = typer.Option(False, "--no-sample", help="Use data/fakes as it is instead of re-sampling the generators."),
+    no_sample: bool = typer.Option(
+        False, "--no-sample", help="Use data/fakes as it is instead of re-sampling the generators."
+    ),
     no_gate: bool = typer.Option(False, "--no-gate", help="Register the winner without judging it by the model gate."),
-    without: Optional[list[str]] = typer.Option(None, "--without", help="Train without this generator family's samples (it stays in the evaluation): what a model that never saw it does. Repeatable."),
+    without: list[str] | None = typer.Option(
+        None,
+        "--without",
+        help="Train without this generator family's samples (it stays in the evaluation): what a model that never saw it does. Repeatable.",
+    ),
 ) -> None:
     """Train the CNN and spectral detectors, evaluate them leave-one-family-out, register the winner
     and judge it beside the champion on the same data."""
@@ -198,20 +251,44 @@ def train_detectors(
 
     cfg = _config()
     with _progress() as progress:
-        summary = run_train_detectors(cfg, sample=not no_sample, progress=progress, gate=not no_gate,
-                                      without=without or [])
-    keys = ["auc_seen", "ap_seen", "auc_unseen_min", "auc_unseen_mean", "auc_jpeg90", "auc_jpeg75", "auc_jpeg50",
-            "auc_blur0.5", "auc_blur1.0", "auc_resize", "ece", "acc_real", "acc_fake", "pixel_ap", "iou", "images_per_second"]
+        summary = run_train_detectors(
+            cfg, sample=not no_sample, progress=progress, gate=not no_gate, without=without or []
+        )
+    keys = [
+        "auc_seen",
+        "ap_seen",
+        "auc_unseen_min",
+        "auc_unseen_mean",
+        "auc_jpeg90",
+        "auc_jpeg75",
+        "auc_jpeg50",
+        "auc_blur0.5",
+        "auc_blur1.0",
+        "auc_resize",
+        "ece",
+        "acc_real",
+        "acc_fake",
+        "pixel_ap",
+        "iou",
+        "images_per_second",
+    ]
     table = Table(title=f"detectors (fakes {summary.fakes_version})")
     table.add_column("metric")
     for family in summary.results:
         table.add_column(family + (" (winner)" if family == summary.winner else ""), justify="right")
     for key in keys:
-        table.add_row(key, *[f"{r.metrics.get(key, float('nan')):.4f}" if key != "images_per_second"
-                             else f"{r.metrics[key]:.0f}" for r in summary.results.values()])
+        table.add_row(
+            key,
+            *[
+                f"{r.metrics.get(key, float('nan')):.4f}" if key != "images_per_second" else f"{r.metrics[key]:.0f}"
+                for r in summary.results.values()
+            ],
+        )
     out.print(table)
-    out.print(f"registered gandefect-detector v{summary.detector_version} ({summary.winner})"
-              + (f", gandefect-judge v{summary.judge_version}" if summary.judge_version else ""))
+    out.print(
+        f"registered gandefect-detector v{summary.detector_version} ({summary.winner})"
+        + (f", gandefect-judge v{summary.judge_version}" if summary.judge_version else "")
+    )
     out.print(f"report {summary.report}")
     if summary.gate is not None:
         _print_gate(summary.gate)
@@ -231,11 +308,9 @@ def _print_gate(result) -> None:
         out.print(f"  ? not judged, missing: {row}")
 
 
-
-
 @app.command("gate")
 def gate_cmd(
-    version: Optional[str] = typer.Argument(None, help="Version to judge (default: the newest)."),
+    version: str | None = typer.Argument(None, help="Version to judge (default: the newest)."),
     model: str = typer.Option(DETECTOR_MODEL, "--model", help="Registered model name."),
     apply: bool = typer.Option(True, "--apply/--dry-run", help="Move the aliases when it passes."),
 ) -> None:
@@ -291,7 +366,11 @@ def _reused(cached: str | None) -> str:
 
 @app.command("status")
 def status_cmd(
-    traffic: Optional[str] = typer.Option(None, "--traffic", help="URL of the running service (e.g. http://localhost:3000): compare the scores it served with the champion's validation."),
+    traffic: str | None = typer.Option(
+        None,
+        "--traffic",
+        help="URL of the running service (e.g. http://localhost:3000): compare the scores it served with the champion's validation.",
+    ),
 ) -> None:
     """Champions, challengers, their data versions and metrics; the champion per generator on the
     current data; the last retrain flow runs; with --traffic, drift of the served scores."""
@@ -305,8 +384,12 @@ def status_cmd(
     rows = gates.status(SERVED_MODELS)
     for row in rows:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(row.get("metrics", {}).items()))
-        table.add_row(row["model"], *[f"v{row[k]}" if row.get(k) else "-" for k in ("champion", "challenger", "latest")],
-                      row.get("data_version") or "-", metrics or "-")
+        table.add_row(
+            row["model"],
+            *[f"v{row[k]}" if row.get(k) else "-" for k in ("champion", "challenger", "latest")],
+            row.get("data_version") or "-",
+            metrics or "-",
+        )
     out.print(table)
     _print_champion_figures(cfg, rows[0].get("champion"))
     runs = tracking.last_runs(cfg, RETRAIN_EXPERIMENT, 5)
@@ -315,9 +398,14 @@ def status_cmd(
         flows.add_column(col)
     for r in runs:
         tags, seconds = r.data.tags, sum(v for k, v in r.data.metrics.items() if k.startswith("seconds_"))
-        flows.add_row(time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000)),
-                      tags.get("state", r.info.status.lower()), tags.get("data_version", "-"),
-                      f"{seconds:.0f}" if seconds else "-", _reused(tags.get("cached")), tags.get("flow_run_id", "-"))
+        flows.add_row(
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000)),
+            tags.get("state", r.info.status.lower()),
+            tags.get("data_version", "-"),
+            f"{seconds:.0f}" if seconds else "-",
+            _reused(tags.get("cached")),
+            tags.get("flow_run_id", "-"),
+        )
     out.print(flows if runs else "no retrain flow runs yet: `gandefect run`")
     if traffic:
         _print_drift(cfg, traffic, rows[0].get("champion"))
@@ -334,8 +422,10 @@ def _print_champion_figures(cfg: Config, champion: str | None) -> None:
         out.print(f"champion v{champion} per generator: not evaluated on the current data yet (`gandefect watch`)")
         return
     per = records.per_generator(record.metrics, cfg.gates)
-    out.print(f"champion v{record.version} per generator on data {record.data_version} "
-              f"(fakes {record.fakes_version}; {record.source} at {record.when}):")
+    out.print(
+        f"champion v{record.version} per generator on data {record.data_version} "
+        f"(fakes {record.fakes_version}; {record.source} at {record.when}):"
+    )
     table = Table()
     for col in per.columns:
         table.add_column(col)
@@ -369,8 +459,10 @@ def _print_drift(cfg: Config, url: str, champion: str | None) -> None:
     try:
         reference = mlflow.artifacts.load_dict(f"runs:/{run_id}/score_histogram.json")
     except Exception:  # noqa: BLE001 - MLflow raises its own types per store
-        raise BadInputError(f"{DETECTOR_MODEL} v{version} has no validation score histogram "
-                            "(logged since this version of gandefect): retrain it") from None
+        raise BadInputError(
+            f"{DETECTOR_MODEL} v{version} has no validation score histogram "
+            "(logged since this version of gandefect): retrain it"
+        ) from None
     served = {"model_version": version}
     counts = drift.parse_prometheus(page, match=served)
     verdicts = drift.parse_counter(page, match=served)
@@ -386,9 +478,11 @@ def _print_drift(cfg: Config, url: str, champion: str | None) -> None:
         table.add_row(f"{edge:.1f}", f"{v / max(1, sum(reference['counts'])):.3f}", f"{t / sum(counts):.3f}")
     out.print(table)
     verdict = "[red]SHIFTED[/red]" if result["shifted"] else "[green]stable[/green]"
-    out.print(f"drift: {verdict}: PSI {result['psi']:.3f} (shifted above {drift.SHIFT_PSI}); called fake "
-              f"{result['flagged_traffic']:.3f} of {result['traffic_images']} served images against "
-              f"{result['flagged_validation']:.3f} of {result['validation_images']} in validation")
+    out.print(
+        f"drift: {verdict}: PSI {result['psi']:.3f} (shifted above {drift.SHIFT_PSI}); called fake "
+        f"{result['flagged_traffic']:.3f} of {result['traffic_images']} served images against "
+        f"{result['flagged_validation']:.3f} of {result['validation_images']} in validation"
+    )
 
 
 WATCH_ALERT_EXIT = 5  # `watch`: the champion misses a generator of the current data
@@ -417,12 +511,29 @@ def watch_cmd() -> None:
 
 @app.command("run")
 def run_cmd(
-    task_runner: Optional[str] = typer.Option(None, "--task-runner", help="processes (one worker per core), processes=N, threads, dask (a LocalCluster) or dask=ADDRESS; default: processes."),
-    stages: Optional[list[str]] = typer.Option(None, "--stage", help=f"Run only these stages (ingest always runs): {', '.join(FLOW_STAGES[1:])}."),
+    task_runner: str | None = typer.Option(
+        None,
+        "--task-runner",
+        help="processes (one worker per core), processes=N, threads, dask (a LocalCluster) or dask=ADDRESS; default: processes.",
+    ),
+    stages: list[str] | None = typer.Option(
+        None, "--stage", help=f"Run only these stages (ingest always runs): {', '.join(FLOW_STAGES[1:])}."
+    ),
     force: bool = typer.Option(False, "--force", help="Retrain every stage even when its inputs are unchanged."),
-    wait: bool = typer.Option(False, "--wait", help="If another gandefect command is running in this project, wait for it instead of stopping."),
-    from_: Optional[list[str]] = typer.Option(None, "--from", metavar="SOURCE", help=f"Ingest exactly this source (repeatable): a folder of images or a built-in ({', '.join(sources.BUILT_IN)}). Default: data.source, else the snapshot's own sources."),
-    replace: bool = typer.Option(False, "--replace", help="Start the snapshot over from the named sources (the old one stays in DVC's history)."),
+    wait: bool = typer.Option(
+        False,
+        "--wait",
+        help="If another gandefect command is running in this project, wait for it instead of stopping.",
+    ),
+    from_: list[str] | None = typer.Option(
+        None,
+        "--from",
+        metavar="SOURCE",
+        help=f"Ingest exactly this source (repeatable): a folder of images or a built-in ({', '.join(sources.BUILT_IN)}). Default: data.source, else the snapshot's own sources.",
+    ),
+    replace: bool = typer.Option(
+        False, "--replace", help="Start the snapshot over from the named sources (the old one stays in DVC's history)."
+    ),
 ) -> None:
     """Run the whole lifecycle once as the Prefect flow `retrain` (ephemeral Prefect server by default).
 
@@ -442,16 +553,24 @@ def run_cmd(
     # taken here first, so a busy project stops before a flow run starts (the flow takes it again)
     with project_lock(state.params.resolve().parent, "run", wait, on_wait=out.print):
         result = flows().retrain.with_options(task_runner=runner)(
-            str(state.params), state.profile, ["ingest", *stages] if stages else None, force, wait,
-            sources=named or None, replace=replace)
+            str(state.params),
+            state.profile,
+            ["ingest", *stages] if stages else None,
+            force,
+            wait,
+            sources=named or None,
+            replace=replace,
+        )
     times = ", ".join(f"{k} {v:.0f} s" + (" (cached)" if k in result.cached else "") for k, v in result.seconds.items())
     out.print(f"retrain {result.state}: data {result.data_version}; {times}")
     if result.cached:
         out.print(f"reused (inputs unchanged): {', '.join(result.cached)}")
     for role, part in (("detector", result.detector), ("repairer", result.repairer or {})):
         if part.get("resumed"):
-            out.print(f"resumed: {role} v{part['version']}, registered by an interrupted run with "
-                      "these inputs, gated now instead of trained again")
+            out.print(
+                f"resumed: {role} v{part['version']}, registered by an interrupted run with "
+                "these inputs, gated now instead of trained again"
+            )
     for path in result.reports:
         out.print(f"report {path}")
     if result.state != "completed":
@@ -462,8 +581,16 @@ def run_cmd(
 def schedule_cmd(
     cron: str = typer.Option(..., "--cron", help='Cron schedule, e.g. "0 3 * * 0" (Sundays 03:00).'),
     name: str = typer.Option("weekly", "--name", help="Deployment name (retrain/<name>)."),
-    register_only: bool = typer.Option(False, "--register-only", help="Create the deployment and return; a worker or a later `gandefect schedule` runs it."),
-    watch_cron: Optional[str] = typer.Option(None, "--watch-cron", help='Also run `watch` (the champion on the current data; fails when it misses a generator) on this schedule, e.g. "0 * * * *"; a generator it misses and never trained on (brought by ingest-fakes) starts a retrain run at once.'),
+    register_only: bool = typer.Option(
+        False,
+        "--register-only",
+        help="Create the deployment and return; a worker or a later `gandefect schedule` runs it.",
+    ),
+    watch_cron: str | None = typer.Option(
+        None,
+        "--watch-cron",
+        help='Also run `watch` (the champion on the current data; fails when it misses a generator) on this schedule, e.g. "0 * * * *"; a generator it misses and never trained on (brought by ingest-fakes) starts a retrain run at once.',
+    ),
 ) -> None:
     """Serve the retrain flow as a Prefect deployment on a cron schedule (needs PREFECT_API_URL: a Prefect server)."""
     params = str(state.params.resolve())
@@ -475,7 +602,9 @@ def schedule_cmd(
 
 
 @app.command("build-bento")
-def build_bento_cmd(force: bool = typer.Option(False, "--force", help="Build even if a bento of the same champions exists.")) -> None:
+def build_bento_cmd(
+    force: bool = typer.Option(False, "--force", help="Build even if a bento of the same champions exists."),
+) -> None:
     """Package the champion detector and repairer as a bento (weights, thresholds, metadata; no MLflow needed to serve)."""
     from gandefect.lifecycle import bento
 
@@ -489,8 +618,10 @@ def build_bento_cmd(force: bool = typer.Option(False, "--force", help="Build eve
 
 @app.command("serve")
 def serve_cmd(
-    port: Optional[int] = typer.Option(None, "--port", help="HTTP port (default: serve.port in params.yaml, 3000)."),
-    rebuild: bool = typer.Option(False, "--rebuild", help="Build a new bento even if one of the same champions exists."),
+    port: int | None = typer.Option(None, "--port", help="HTTP port (default: serve.port in params.yaml, 3000)."),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Build a new bento even if one of the same champions exists."
+    ),
 ) -> None:
     """Serve the champions over HTTP (BentoML): the web page at /, the APIs, /docs and /readyz.
 
@@ -511,7 +642,9 @@ def serve_cmd(
 
 
 @app.command("evaluate-detector")
-def evaluate_detector(model: Optional[str] = typer.Option(None, "--model", help="Model URI (default: latest gandefect-detector).")) -> None:
+def evaluate_detector(
+    model: str | None = typer.Option(None, "--model", help="Model URI (default: latest gandefect-detector)."),
+) -> None:
     """Evaluate a detector on the current test split and fake sets."""
     from gandefect.stages.detectors import run_evaluate_detector
 
@@ -523,19 +656,25 @@ def evaluate_detector(model: Optional[str] = typer.Option(None, "--model", help=
 
 
 @app.command("build-spliced")
-def build_spliced(no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`).")) -> None:
+def build_spliced(
+    no_version: bool = typer.Option(False, "--no-version", help="Skip DVC commit/push (used by `dvc repro`)."),
+) -> None:
     """Build the spliced-defect benchmark: real val/test images with a generated region and its mask."""
     from gandefect.stages.localize import run_build_spliced
 
     manifest, version = run_build_spliced(_config(), version=not no_version)
     counts = manifest["split"].value_counts()
-    out.print(f"spliced benchmark: {counts.get('val', 0)} val, {counts.get('test', 0)} test images; "
-              f"mask area {manifest['area'].min():.2f}-{manifest['area'].max():.2f}")
+    out.print(
+        f"spliced benchmark: {counts.get('val', 0)} val, {counts.get('test', 0)} test images; "
+        f"mask area {manifest['area'].min():.2f}-{manifest['area'].max():.2f}"
+    )
     out.print(f"spliced version: [bold]{version}[/bold]")
 
 
 @app.command("evaluate-localization")
-def evaluate_localization_cmd(model: Optional[str] = typer.Option(None, "--model", help="Detector URI (default: latest gandefect-detector).")) -> None:
+def evaluate_localization_cmd(
+    model: str | None = typer.Option(None, "--model", help="Detector URI (default: latest gandefect-detector)."),
+) -> None:
     """Pixel AP and IoU of a detector's defect maps on the spliced benchmark."""
     from gandefect.lifecycle import tracking
     from gandefect.lifecycle.registry import latest_uri, load_detector
@@ -553,8 +692,12 @@ def evaluate_localization_cmd(model: Optional[str] = typer.Option(None, "--model
 
 @app.command("train-repairer")
 def train_repairer_cmd(
-    no_evaluate: bool = typer.Option(False, "--no-evaluate", help="Skip the repair evaluation (and so the gate) after training."),
-    no_gate: bool = typer.Option(False, "--no-gate", help="Register the repairer without judging it by the model gate."),
+    no_evaluate: bool = typer.Option(
+        False, "--no-evaluate", help="Skip the repair evaluation (and so the gate) after training."
+    ),
+    no_gate: bool = typer.Option(
+        False, "--no-gate", help="Register the repairer without judging it by the model gate."
+    ),
 ) -> None:
     """Train the inpainting repairer on real images, register gandefect-repairer, evaluate and gate it."""
     from gandefect.stages.repair import run_train_repairer
@@ -572,7 +715,7 @@ def train_repairer_cmd(
 
 @app.command("evaluate-repair")
 def evaluate_repair_cmd(
-    model: Optional[str] = typer.Option(None, "--model", help="Repairer URI (default: latest gandefect-repairer)."),
+    model: str | None = typer.Option(None, "--model", help="Repairer URI (default: latest gandefect-repairer)."),
 ) -> None:
     """Repair samples of every generator and the spliced benchmark; FID, judge and PSNR before/after."""
     from gandefect.lifecycle.served import load_repairer
@@ -586,8 +729,20 @@ def evaluate_repair_cmd(
 
 def _print_repair_evaluation(evaluation) -> None:
     table = Table(title="repair per generator")
-    cols = ["fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after", "judge_ratio",
-            "judge_excess_changed", "changed", "refused", "mask_area", "iterations", "outside_mask_change"]
+    cols = [
+        "fid_before",
+        "fid_after",
+        "fid_ratio",
+        "judge_pfake_before",
+        "judge_pfake_after",
+        "judge_ratio",
+        "judge_excess_changed",
+        "changed",
+        "refused",
+        "mask_area",
+        "iterations",
+        "outside_mask_change",
+    ]
     table.add_column("generator")
     for c in cols:
         table.add_column(c, justify="right")
@@ -598,23 +753,34 @@ def _print_repair_evaluation(evaluation) -> None:
     if "psnr_mask" in m.missing:
         out.print(f"psnr_mask on spliced test: missing ({m.missing['psnr_mask']})")
     else:
-        out.print(f"psnr_mask on spliced test: repairer {m['psnr_mask']:.2f} dB, mean fill {m['psnr_mask_mean_fill']:.2f} dB, "
-                  f"biharmonic {m['psnr_mask_biharmonic']:.2f} dB")
+        out.print(
+            f"psnr_mask on spliced test: repairer {m['psnr_mask']:.2f} dB, mean fill {m['psnr_mask_mean_fill']:.2f} dB, "
+            f"biharmonic {m['psnr_mask_biharmonic']:.2f} dB"
+        )
     out.print(f"report {evaluation.report}")
 
 
 @app.command("repair")
 def repair_cmd(
     images: list[Path] = typer.Argument(..., help="Image files (any format and size; converted as at ingest)."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Mask image (white = rewrite), same size as the model input; "
-                                                           "skips detection and inpaints exactly there."),
-    out_dir: Path = typer.Option(Path("repaired"), "--out", help="Folder for <name>.png, <name>.mask.png and repair.csv."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="Most detect -> mask -> inpaint passes (default: params)."),
+    mask: Path | None = typer.Option(
+        None,
+        "--mask",
+        help="Mask image (white = rewrite), same size as the model input; skips detection and inpaints exactly there.",
+    ),
+    out_dir: Path = typer.Option(
+        Path("repaired"), "--out", help="Folder for <name>.png, <name>.mask.png and repair.csv."
+    ),
+    iterations: int | None = typer.Option(
+        None, "--iterations", min=1, help="Most detect -> mask -> inpaint passes (default: params)."
+    ),
 ) -> None:
     """Detect, mask, inpaint and re-score images with the registered detector and repairer."""
     from gandefect.stages.apply import run_repair
 
-    table, folder = run_repair(_config(), [str(p) for p in images], str(mask) if mask else None, str(out_dir), iterations)
+    table, folder = run_repair(
+        _config(), [str(p) for p in images], str(mask) if mask else None, str(out_dir), iterations
+    )
     _print_rows(table, f"repaired into {folder}")
 
 
@@ -623,9 +789,11 @@ def generate_cmd(
     generator: str = typer.Option(..., "--generator", help="Loss of a registered generator, e.g. hinge."),
     n: int = typer.Option(16, "--n", min=1, help="Number of images."),
     clean: bool = typer.Option(False, "--clean", help="Repair every sample with the detector and repairer."),
-    reject: bool = typer.Option(False, "--reject", help="Draw repair.reject_factor x n and keep the n least suspicious."),
+    reject: bool = typer.Option(
+        False, "--reject", help="Draw repair.reject_factor x n and keep the n least suspicious."
+    ),
     out_dir: Path = typer.Option(Path("generated"), "--out", help="Output folder."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (default: params seed)."),
+    seed: int | None = typer.Option(None, "--seed", help="Sampling seed (default: params seed)."),
 ) -> None:
     """Sample a registered generator, optionally cleaned by the repair pipeline."""
     from gandefect.stages.apply import run_generate
@@ -643,8 +811,14 @@ def _print_rows(table, title: str) -> None:
     for c in ["image", "score_before", "score_after", "mask_area", "iterations", "stopped"]:
         shown.add_column(c, justify="left" if c in ("image", "stopped") else "right")
     for _, row in table.head(20).iterrows():
-        shown.add_row(str(row["image"]), f"{row['score_before']:.3f}", f"{row['score_after']:.3f}",
-                      f"{row['mask_area']:.3f}", str(row["iterations"]), row["stopped"])
+        shown.add_row(
+            str(row["image"]),
+            f"{row['score_before']:.3f}",
+            f"{row['score_after']:.3f}",
+            f"{row['mask_area']:.3f}",
+            str(row["iterations"]),
+            row["stopped"],
+        )
     out.print(shown)
     if len(table) > 20:
         out.print(f"... {len(table) - 20} more rows in the CSV")
@@ -661,8 +835,13 @@ def data_status() -> None:
     status = versioning.stage_status(cfg, INGEST_STAGE, cfg.data.real_dir)
     table = Table(title=f"{cfg.data.real_dir} (profile {cfg.profile})", show_header=False)
     table.add_row("data version", status.version or "none: run `gandefect ingest`")
-    table.add_row("workspace", "matches the version" if status.workspace_matches else "differs from the version (uncommitted changes)")
-    remote = {True: "has it", False: "does not have it: run `gandefect ingest` or `dvc push`", None: "unreachable"}[status.remote_has_it]
+    table.add_row(
+        "workspace",
+        "matches the version" if status.workspace_matches else "differs from the version (uncommitted changes)",
+    )
+    remote = {True: "has it", False: "does not have it: run `gandefect ingest` or `dvc push`", None: "unreachable"}[
+        status.remote_has_it
+    ]
     table.add_row(f"remote {cfg.versioning.remote_name}", f"{remote} ({versioning.remote_url(cfg)})")
     counts = manifest["split"].value_counts() if len(manifest) else {}
     for split in ("train", "val", "test"):
@@ -681,7 +860,9 @@ def data_validate() -> None:
         report, path = validate_snapshot(cfg, progress)
     if not report.success:
         raise DataValidationError(_failure_text(report, path), path)
-    out.print(f"validation: [green]passed[/green] ({len(report.checks)} expectations on {report.rows} images), report {path}")
+    out.print(
+        f"validation: [green]passed[/green] ({len(report.checks)} expectations on {report.rows} images), report {path}"
+    )
 
 
 def _failure_text(report, path) -> str:
@@ -703,7 +884,7 @@ def main() -> None:
         console.print("aborted")
         sys.exit(130)
     except (click.ClickException, typer.TyperException) as exc:  # typer vendors its own click: both
-        exc.show()                                                # (a usage error: the command's usage + why)
+        exc.show()  # (a usage error: the command's usage + why)
         sys.exit(getattr(exc, "exit_code", 2))
     except DataValidationError as exc:
         console.print(f"[red]data validation failed:[/red] {exc}")
@@ -714,7 +895,9 @@ def main() -> None:
     except Exception as exc:  # last resort: a readable line instead of a traceback
         if state.debug:
             raise
-        console.print(f"[red]unexpected error ({type(exc).__name__}):[/red] {exc}\nrerun with --debug for the traceback")
+        console.print(
+            f"[red]unexpected error ({type(exc).__name__}):[/red] {exc}\nrerun with --debug for the traceback"
+        )
         sys.exit(1)
 
 

@@ -62,7 +62,7 @@ class DataConfig(_Section):
         return (self.image_size, self.image_size) if self.mode == "L" else (self.image_size, self.image_size, 3)
 
     @model_validator(mode="after")
-    def _splits_are_fractions(self) -> "DataConfig":
+    def _splits_are_fractions(self) -> DataConfig:
         if set(self.splits) != {"train", "val", "test"}:
             raise ValueError("data.splits must name exactly train, val and test")
         if any(f < 0 for f in self.splits.values()) or abs(sum(self.splits.values()) - 1) > 1e-6:
@@ -172,8 +172,22 @@ class SpectralDetectorConfig(_Section):
     p_process: float = Field(0.8, ge=0, le=1)  # training images sent through a random processing chain
 
 
-CONDITION_NAMES = ["png", "jpeg95", "jpeg90", "jpeg75", "jpeg60", "jpeg50", "jpeg90x75", "webp80", "blur0.5",
-                   "blur1.0", "resize", "up2", "rgbjpeg85", "noise"]
+CONDITION_NAMES = [
+    "png",
+    "jpeg95",
+    "jpeg90",
+    "jpeg75",
+    "jpeg60",
+    "jpeg50",
+    "jpeg90x75",
+    "webp80",
+    "blur0.5",
+    "blur1.0",
+    "resize",
+    "up2",
+    "rgbjpeg85",
+    "noise",
+]
 
 
 class WildConfig(_Section):
@@ -181,15 +195,26 @@ class WildConfig(_Section):
     ones choose the threshold, are judged by the model gate and make the served envelope."""
 
     conditions: list[str] = CONDITION_NAMES
-    gated: list[str] = ["png", "jpeg95", "jpeg90", "jpeg75", "jpeg60", "jpeg90x75", "webp80", "blur0.5",
-                        "blur1.0", "resize", "rgbjpeg85"]
+    gated: list[str] = [
+        "png",
+        "jpeg95",
+        "jpeg90",
+        "jpeg75",
+        "jpeg60",
+        "jpeg90x75",
+        "webp80",
+        "blur0.5",
+        "blur1.0",
+        "resize",
+        "rgbjpeg85",
+    ]
     # the served threshold: the lowest at which no gated condition calls more than this share of
     # the validation reals fake
     fpr_target: float = Field(0.02, gt=0, lt=1)
     val_fakes_per_generator: int = Field(100, ge=1)  # in the validation mix (every real image is in it)
 
     @model_validator(mode="after")
-    def _known(self) -> "WildConfig":
+    def _known(self) -> WildConfig:
         unknown = sorted(set(self.conditions) - set(CONDITION_NAMES))
         if unknown:
             raise ValueError(f"unknown conditions {unknown}; known: {CONDITION_NAMES}")
@@ -256,7 +281,7 @@ class RepairConfig(_Section):
     reject_factor: int = Field(2, ge=1)  # generate --clean --reject: sample this many times n, keep the n best
 
     @model_validator(mode="after")
-    def _check(self) -> "RepairConfig":
+    def _check(self) -> RepairConfig:
         if self.width % 8:
             raise ValueError(f"repair.width must be a multiple of 8, got {self.width}")
         if self.mask_min_area > self.mask_max_area:
@@ -269,9 +294,9 @@ class ModelGateConfig(_Section):
 
     A metric named in `per_generator` is logged as `<metric>_<generator>` and judged per generator."""
 
-    floor: dict[str, float] = {}    # the metric must be at least this
+    floor: dict[str, float] = {}  # the metric must be at least this
     ceiling: dict[str, float] = {}  # ... at most this (and lower is better when compared)
-    compare: list[str] = []         # checked against the champion even without a threshold
+    compare: list[str] = []  # checked against the champion even without a threshold
     per_generator: list[str] = []
     margin: float = Field(0.02, ge=0)  # the candidate may trail the champion by at most this, per row
     # shares (tpr_*, fpr_real_*) with their test counts: a threshold is judged where the 95 % interval
@@ -304,7 +329,10 @@ class ModelGateConfig(_Section):
 
 
 class RepairerGateConfig(ModelGateConfig):
-    floor: dict[str, float] = {"psnr_gain": 0.0, "repaired_generators": 1}  # psnr_gain: in-mask PSNR minus the best baseline's (dB)
+    floor: dict[str, float] = {
+        "psnr_gain": 0.0,
+        "repaired_generators": 1,
+    }  # psnr_gain: in-mask PSNR minus the best baseline's (dB)
     ceiling: dict[str, float] = {"fid_ratio": 1.0, "outside_mask_change": 0.0, "repaired_fid_ratio": 0.7}
     compare: list[str] = ["psnr_mask"]
     per_generator: list[str] = ["fid_ratio", "repaired_fid_ratio"]
@@ -356,7 +384,7 @@ class Config(_Section):
     root: Path = Path(".")
 
     @model_validator(mode="after")
-    def _models_take_the_size(self) -> "Config":
+    def _models_take_the_size(self) -> Config:
         """Sizes the models cannot take fail here, before any work, with the reason."""
         size = self.data.image_size
         base, ups = size_plan(size)
@@ -365,11 +393,14 @@ class Config(_Section):
                 f"data.image_size {size}: the generators build an image by doubling a feature map of at most "
                 f"{MAX_BASE} px at least once (size = base x 2^k, base <= {MAX_BASE}); {size} px would start from "
                 f"{base} px{' with no doubling' if ups == 0 else f' doubled {ups} time(s)'}. Nearby sizes that "
-                f"work: {_sizes_near(size)}")
+                f"work: {_sizes_near(size)}"
+            )
         if size < self.detect.spectral.window:
-            raise ValueError(f"data.image_size {size} is smaller than the spectral detector's window "
-                             f"(detect.spectral.window {self.detect.spectral.window}): lower the window or "
-                             "raise the size")
+            raise ValueError(
+                f"data.image_size {size} is smaller than the spectral detector's window "
+                f"(detect.spectral.window {self.detect.spectral.window}): lower the window or "
+                "raise the size"
+            )
         return self
 
     def path(self, relative: str) -> Path:
@@ -424,9 +455,7 @@ def load_config(
     """Read params.yaml, apply the named profile (or the file's own) and any overrides."""
     params_path = Path(params_file)
     if not params_path.is_file():
-        raise ConfigError(
-            f"{params_path} not found: run gandefect from the project root or pass --params"
-        )
+        raise ConfigError(f"{params_path} not found: run gandefect from the project root or pass --params")
     try:
         raw = yaml.safe_load(params_path.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -31,4 +31,3 @@ class DataValidationError(GandefectError):
 
 class ToolError(GandefectError):
     """An external tool (git, DVC) failed; the message carries its output."""
-

@@ -43,9 +43,11 @@ def resolve(setting: str = "auto") -> torch.device:
         return torch.device("cuda")
     if setting == "cuda":
         built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-        raise BadInputError(f"device: cuda was asked for, but torch {torch.__version__} ({built}) sees no CUDA "
-                            "GPU: set device to auto or cpu, or install a CUDA build of torch on a machine with "
-                            "an NVIDIA GPU and its driver")
+        raise BadInputError(
+            f"device: cuda was asked for, but torch {torch.__version__} ({built}) sees no CUDA "
+            "GPU: set device to auto or cpu, or install a CUDA build of torch on a machine with "
+            "an NVIDIA GPU and its driver"
+        )
     return CPU
 
 

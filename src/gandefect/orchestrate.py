@@ -20,46 +20,57 @@ import hashlib
 import json
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 # The ephemeral Prefect server starts slowly on small machines; give it time (overridable).
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-import mlflow  # noqa: E402
-from mlflow.entities import Metric  # noqa: E402
-from prefect import flow, get_run_logger, serve, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
-from prefect.cache_policies import CachePolicy  # noqa: E402
-from prefect.client.orchestration import get_client  # noqa: E402
-from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId,  # noqa: E402
-                                            FlowRunFilterExpectedStartTime, FlowRunFilterState,
-                                            FlowRunFilterStateType)
-from prefect.client.schemas.objects import StateType  # noqa: E402
-from prefect.client.schemas.schedules import CronSchedule  # noqa: E402
-from prefect.context import FlowRunContext  # noqa: E402
-from prefect.deployments import run_deployment  # noqa: E402
-from prefect.filesystems import LocalFileSystem  # noqa: E402
-from prefect.runtime import flow_run, task_run  # noqa: E402
-from prefect.states import Failed  # noqa: E402
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner  # noqa: E402
+import mlflow
+from mlflow.entities import Metric
+from prefect import flow, get_run_logger, serve, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import CachePolicy
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.context import FlowRunContext
+from prefect.deployments import run_deployment
+from prefect.filesystems import LocalFileSystem
+from prefect.runtime import flow_run, task_run
+from prefect.states import Failed
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-import gandefect  # noqa: E402
-from gandefect import hardware  # noqa: E402
-from gandefect.config import Config, load_config  # noqa: E402
-from gandefect.data.fakes import external_digest  # noqa: E402
-from gandefect.errors import BadInputError, ConfigError, DataValidationError  # noqa: E402
-from gandefect.lifecycle import bento, registry, tracking  # noqa: E402
-from gandefect.lifecycle import watch as records  # noqa: E402
-from gandefect.lifecycle.gates import CHAMPION, alias_version  # noqa: E402
-from gandefect.lifecycle.lock import project_lock  # noqa: E402
-from gandefect.names import DETECTOR_MODEL, FLOW_STAGES, JUDGE_MODEL, RETRAIN_EXPERIMENT  # noqa: E402
-from gandefect.report import RetrainResult, write_retrain_reports  # noqa: E402
-from gandefect.stages.detectors import run_train_detectors, run_watch  # noqa: E402
-from gandefect.stages.gans import (finish_zoo, longest_first, member_settings, prepare_zoo,  # noqa: E402
-                                   registered_generators, train_zoo_member, zoo_members)
-from gandefect.stages.ingest import run_ingest  # noqa: E402
-from gandefect.stages.repair import run_train_repairer  # noqa: E402
+import gandefect
+from gandefect import hardware
+from gandefect.config import Config, load_config
+from gandefect.data.fakes import external_digest
+from gandefect.errors import BadInputError, ConfigError, DataValidationError
+from gandefect.lifecycle import bento, registry, tracking
+from gandefect.lifecycle import watch as records
+from gandefect.lifecycle.gates import CHAMPION, alias_version
+from gandefect.lifecycle.lock import project_lock
+from gandefect.names import DETECTOR_MODEL, FLOW_STAGES, JUDGE_MODEL, RETRAIN_EXPERIMENT
+from gandefect.report import RetrainResult, write_retrain_reports
+from gandefect.stages.detectors import run_train_detectors, run_watch
+from gandefect.stages.gans import (
+    finish_zoo,
+    longest_first,
+    member_settings,
+    prepare_zoo,
+    registered_generators,
+    train_zoo_member,
+    zoo_members,
+)
+from gandefect.stages.ingest import run_ingest
+from gandefect.stages.repair import run_train_repairer
 
 CACHE_DIR = ".gandefect/cache"
 RESULTS_DIR = ".gandefect/results"
@@ -134,9 +145,16 @@ def ingest_task(cfg: Config, sources: list[str] | None = None, replace: bool = F
 def _setup_key(_, p) -> str:
     cfg: Config = p["cfg"]
     g = cfg.gan
-    return digest("zoo-setup", gandefect.__version__, p["store"], p["data_version"], cfg.seed,
-                  cfg.data.model_dump(), cfg.features.model_dump(),
-                  [g.z_dim, g.g_width, g.d_width, g.eval_samples])
+    return digest(
+        "zoo-setup",
+        gandefect.__version__,
+        p["store"],
+        p["data_version"],
+        cfg.seed,
+        cfg.data.model_dump(),
+        cfg.features.model_dump(),
+        [g.z_dim, g.g_width, g.d_width, g.eval_samples],
+    )
 
 
 @task(name="zoo-setup", cache_policy=CachePolicy.from_cache_key_fn(_setup_key), persist_result=True)
@@ -148,14 +166,32 @@ def zoo_setup_task(cfg: Config, data_version: str, store: str):
 def _gan_key(_, p) -> str:
     cfg: Config = p["cfg"]
     gan = cfg.gan.model_dump(exclude={"losses", "families", "generator_steps", "generator_steps_by_loss"})
-    return digest("gan", gandefect.__version__, p["store"], p["setup"].data_version, p["loss"], cfg.seed,
-                  cfg.data.model_dump(), cfg.features.model_dump(), gan, cfg.gan.steps_for(p["loss"]),
-                  member_settings(p["loss"]), cfg.precision)
+    return digest(
+        "gan",
+        gandefect.__version__,
+        p["store"],
+        p["setup"].data_version,
+        p["loss"],
+        cfg.seed,
+        cfg.data.model_dump(),
+        cfg.features.model_dump(),
+        gan,
+        cfg.gan.steps_for(p["loss"]),
+        member_settings(p["loss"]),
+        cfg.precision,
+    )
 
 
-@task(name="train-gan", retries=1, retry_delay_seconds=5, cache_policy=CachePolicy.from_cache_key_fn(_gan_key), persist_result=True)
-def train_gan_task(cfg: Config, loss: str, setup, store: str, parent_run_id: str | None,
-                   flow_run_id: str | None, threads: int | None) -> dict:
+@task(
+    name="train-gan",
+    retries=1,
+    retry_delay_seconds=5,
+    cache_policy=CachePolicy.from_cache_key_fn(_gan_key),
+    persist_result=True,
+)
+def train_gan_task(
+    cfg: Config, loss: str, setup, store: str, parent_run_id: str | None, flow_run_id: str | None, threads: int | None
+) -> dict:
     """One GAN of the zoo. A retry resumes from the attempt's checkpoints; a first attempt
     always starts fresh, so a changed input never continues an old model."""
     _set_threads(cfg, threads)
@@ -165,39 +201,86 @@ def train_gan_task(cfg: Config, loss: str, setup, store: str, parent_run_id: str
 
 def _detectors_key(_, p) -> str:
     cfg: Config = p["cfg"]
-    return digest("detectors", gandefect.__version__, p["store"], p["data_version"], cfg.seed,
-                  cfg.data.model_dump(), cfg.detect.model_dump(), cfg.spliced.model_dump(),
-                  cfg.gates.model_dump(exclude={"repairer"}), p["generators"], p["external_fakes"], cfg.precision)
+    return digest(
+        "detectors",
+        gandefect.__version__,
+        p["store"],
+        p["data_version"],
+        cfg.seed,
+        cfg.data.model_dump(),
+        cfg.detect.model_dump(),
+        cfg.spliced.model_dump(),
+        cfg.gates.model_dump(exclude={"repairer"}),
+        p["generators"],
+        p["external_fakes"],
+        cfg.precision,
+    )
 
 
 @task(name="detectors", cache_policy=CachePolicy.from_cache_key_fn(_detectors_key), persist_result=True)
-def detectors_task(cfg: Config, data_version: str, generators: dict, external_fakes: str, store: str,
-                   resume: bool = True) -> dict:
+def detectors_task(
+    cfg: Config, data_version: str, generators: dict, external_fakes: str, store: str, resume: bool = True
+) -> dict:
     """Fake sets + spliced benchmark, both detector families, registry, model gate, promotion.
     `resume`: gate a candidate an interrupted run registered with these inputs (not with --force)."""
-    s = run_train_detectors(cfg, flow_run_id=_flow_run_id(), progress=_progress(),
-                            stage_key=_detectors_key(None, task_run.parameters), resume=resume)
-    return {"winner": s.winner, "version": s.detector_version, "judge": s.judge_version,
-            "metrics": s.results[s.winner].metrics, "fakes_version": s.fakes_version,
-            "spliced_version": s.spliced_version, "report": str(s.report), "resumed": s.resumed, **_gate_dict(s.gate)}
+    s = run_train_detectors(
+        cfg,
+        flow_run_id=_flow_run_id(),
+        progress=_progress(),
+        stage_key=_detectors_key(None, task_run.parameters),
+        resume=resume,
+    )
+    return {
+        "winner": s.winner,
+        "version": s.detector_version,
+        "judge": s.judge_version,
+        "metrics": s.results[s.winner].metrics,
+        "fakes_version": s.fakes_version,
+        "spliced_version": s.spliced_version,
+        "report": str(s.report),
+        "resumed": s.resumed,
+        **_gate_dict(s.gate),
+    }
 
 
 def _repairer_key(_, p) -> str:
     cfg: Config = p["cfg"]
-    return digest("repairer", gandefect.__version__, p["store"], p["data_version"], cfg.seed,
-                  cfg.data.model_dump(), cfg.repair.model_dump(), cfg.spliced.model_dump(),
-                  cfg.gates.repairer.model_dump(), cfg.gates.auto_promote, p["generators"], p["detectors"])
+    return digest(
+        "repairer",
+        gandefect.__version__,
+        p["store"],
+        p["data_version"],
+        cfg.seed,
+        cfg.data.model_dump(),
+        cfg.repair.model_dump(),
+        cfg.spliced.model_dump(),
+        cfg.gates.repairer.model_dump(),
+        cfg.gates.auto_promote,
+        p["generators"],
+        p["detectors"],
+    )
 
 
 @task(name="repairer", cache_policy=CachePolicy.from_cache_key_fn(_repairer_key), persist_result=True)
-def repairer_task(cfg: Config, data_version: str, generators: dict, detectors: dict, store: str,
-                  resume: bool = True) -> dict:
+def repairer_task(
+    cfg: Config, data_version: str, generators: dict, detectors: dict, store: str, resume: bool = True
+) -> dict:
     """Train, register, evaluate and gate the repairer (evaluated with the served detector).
     `resume`: gate a version an interrupted run registered with these inputs (not with --force)."""
-    s = run_train_repairer(cfg, flow_run_id=_flow_run_id(), progress=_progress(),
-                           stage_key=_repairer_key(None, task_run.parameters), resume=resume)
-    return {"version": s.version, "metrics": s.evaluation.metrics if s.evaluation else {}, "resumed": s.resumed,
-            "report": str(s.evaluation.report) if s.evaluation else None, **_gate_dict(s.gate)}
+    s = run_train_repairer(
+        cfg,
+        flow_run_id=_flow_run_id(),
+        progress=_progress(),
+        stage_key=_repairer_key(None, task_run.parameters),
+        resume=resume,
+    )
+    return {
+        "version": s.version,
+        "metrics": s.evaluation.metrics if s.evaluation else {},
+        "resumed": s.resumed,
+        "report": str(s.evaluation.report) if s.evaluation else None,
+        **_gate_dict(s.gate),
+    }
 
 
 @task(name="bento", retries=1, retry_delay_seconds=5)
@@ -205,20 +288,51 @@ def bento_task(cfg: Config) -> dict:
     """Package the champions as a bento; one built from the same champions and code is reused."""
     built = bento.build(cfg)
     get_run_logger().info("bento %s (%s)", built.tag, "reused" if built.reused else "built")
-    return {"tag": built.tag, "path": str(built.path), "reused": built.reused, "models": built.models,
-            "unavailable": built.unavailable}
+    return {
+        "tag": built.tag,
+        "path": str(built.path),
+        "reused": built.reused,
+        "models": built.models,
+        "unavailable": built.unavailable,
+    }
 
 
 def _gate_dict(result) -> dict:
     if result is None:
-        return {"gate_passed": None, "gate_reasons": [], "gate_improvements": [], "gate_not_judged": [], "aliases": {},
-                "gate_table": [], "champion_before": None}
-    cols = ["row", "generator", "metric", "value", "n", "ci_low", "ci_high", "threshold", "champion_value",
-            "champion_recorded", "headroom", "regression", "allowed", "missing"]
-    return {"gate_passed": result.passed, "gate_reasons": result.reasons, "gate_improvements": result.improvements,
-            "gate_not_judged": result.not_judged, "aliases": dict(result.aliases),
-            "gate_table": result.table[cols].to_dict(orient="records"),
-            "champion_before": result.champion}
+        return {
+            "gate_passed": None,
+            "gate_reasons": [],
+            "gate_improvements": [],
+            "gate_not_judged": [],
+            "aliases": {},
+            "gate_table": [],
+            "champion_before": None,
+        }
+    cols = [
+        "row",
+        "generator",
+        "metric",
+        "value",
+        "n",
+        "ci_low",
+        "ci_high",
+        "threshold",
+        "champion_value",
+        "champion_recorded",
+        "headroom",
+        "regression",
+        "allowed",
+        "missing",
+    ]
+    return {
+        "gate_passed": result.passed,
+        "gate_reasons": result.reasons,
+        "gate_improvements": result.improvements,
+        "gate_not_judged": result.not_judged,
+        "aliases": dict(result.aliases),
+        "gate_table": result.table[cols].to_dict(orient="records"),
+        "champion_before": result.champion,
+    }
 
 
 # -- the flow ------------------------------------------------------------------------------
@@ -254,8 +368,10 @@ def task_runner_for(spec: str | None):
         address = spec.partition("=")[2]
         if address:
             return DaskTaskRunner(address=address)
-        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                              cluster_kwargs={"n_workers": max(2, workers), "threads_per_worker": 1, "processes": True})
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={"n_workers": max(2, workers), "threads_per_worker": 1, "processes": True},
+        )
     raise BadInputError(f"--task-runner must be processes, processes=N, threads, dask or dask=ADDRESS, got {spec!r}")
 
 
@@ -285,9 +401,15 @@ def _shared_api_url():
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(params: str = "params.yaml", profile: str | None = None, stages: list[str] | None = None,
-            force: bool = False, wait: bool = False, sources: list[str] | None = None,
-            replace: bool = False) -> RetrainResult:
+def retrain(
+    params: str = "params.yaml",
+    profile: str | None = None,
+    stages: list[str] | None = None,
+    force: bool = False,
+    wait: bool = False,
+    sources: list[str] | None = None,
+    replace: bool = False,
+) -> RetrainResult:
     """ingest -> data gate -> GAN zoo (concurrent) -> fakes + spliced -> detectors -> model gate
     -> promote -> repairer -> its gate -> the bento of the champions. `stages` limits the run (ingest always runs);
     `force` retrains every stage even when its inputs are unchanged. The whole run holds the project
@@ -309,8 +431,9 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
     def cached_task(t):
         # records and results live with the project (a fresh clone starts with none); results
         # in Prefect's home would fail to load under another PREFECT_HOME instead of retraining
-        return t.with_options(cache_policy=t.cache_policy.configure(key_storage=cache_dir), result_storage=results,
-                              refresh_cache=force)
+        return t.with_options(
+            cache_policy=t.cache_policy.configure(key_storage=cache_dir), result_storage=results, refresh_cache=force
+        )
 
     threads = _worker_threads(FlowRunContext.get().task_runner)
 
@@ -326,8 +449,11 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
             cached.append(name)
         return state.result()
 
-    with project_lock(cfg.path("."), "run", wait, on_wait=logger.info), _shared_api_url(), \
-            tracking.start_run(cfg, RETRAIN_EXPERIMENT, "retrain", "pending", _flow_run_id()) as parent:
+    with (
+        project_lock(cfg.path("."), "run", wait, on_wait=logger.info),
+        _shared_api_url(),
+        tracking.start_run(cfg, RETRAIN_EXPERIMENT, "retrain", "pending", _flow_run_id()) as parent,
+    ):
         mlflow.log_params({"stages": ",".join(wanted), "force": force})
         started = time.perf_counter()
         version = ingest_task(cfg, sources, replace)
@@ -339,8 +465,10 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
             started = time.perf_counter()
             setup = run_task("zoo-setup", zoo_setup_task, cfg, version, store)
             gan_task = cached_task(train_gan_task)
-            futures = {loss: gan_task.submit(cfg, loss, setup, store, parent.info.run_id, _flow_run_id(), threads)
-                       for loss in longest_first(cfg, zoo_members(cfg))}
+            futures = {
+                loss: gan_task.submit(cfg, loss, setup, store, parent.info.run_id, _flow_run_id(), threads)
+                for loss in longest_first(cfg, zoo_members(cfg))
+            }
             zoo = {loss: futures[loss].result() for loss in zoo_members(cfg)}
             cached += [f"gan-{loss}" for loss, f in futures.items() if f.state.name == "Cached"]
             _, report = finish_zoo(cfg, zoo, setup)
@@ -349,20 +477,29 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
         detector, repairer, state = {}, None, "completed"
         generators = registered_generators(cfg) if {"detectors", "repairer"} & set(wanted) else {}
         if "detectors" in wanted:
-            detector = run_task("detectors", detectors_task, cfg, version, generators, external_digest(cfg), store,
-                                not force)
+            detector = run_task(
+                "detectors", detectors_task, cfg, version, generators, external_digest(cfg), store, not force
+            )
             if detector.get("resumed"):
-                logger.info("detectors: candidate v%s was registered by an interrupted run with these inputs; "
-                            "gated now, not trained again", detector["version"])
+                logger.info(
+                    "detectors: candidate v%s was registered by an interrupted run with these inputs; "
+                    "gated now, not trained again",
+                    detector["version"],
+                )
             if detector["gate_passed"] is False:
                 state = "failed gate"
         if "repairer" in wanted and state == "completed":
-            served = {"detector": alias_version(DETECTOR_MODEL, CHAMPION) or detector.get("version"),
-                      "judge": detector.get("judge") or registry_latest(JUDGE_MODEL)}
+            served = {
+                "detector": alias_version(DETECTOR_MODEL, CHAMPION) or detector.get("version"),
+                "judge": detector.get("judge") or registry_latest(JUDGE_MODEL),
+            }
             repairer = run_task("repairer", repairer_task, cfg, version, generators, served, store, not force)
             if repairer.get("resumed"):
-                logger.info("repairer: v%s was registered by an interrupted run with these inputs; "
-                            "evaluated and gated now, not trained again", repairer["version"])
+                logger.info(
+                    "repairer: v%s was registered by an interrupted run with these inputs; "
+                    "evaluated and gated now, not trained again",
+                    repairer["version"],
+                )
             if repairer["gate_passed"] is False:
                 state = "failed gate"
         bento = None
@@ -377,14 +514,16 @@ def retrain(params: str = "params.yaml", profile: str | None = None, stages: lis
                 cached.append("bento")
             mlflow.set_tag("bento", bento["tag"])
         # each timestamped at its stage's end: with its seconds, the stage's wall-clock window
-        mlflow.MlflowClient().log_batch(parent.info.run_id, metrics=[
-            Metric(f"seconds_{k}", v, int(ended[k] * 1000), 0) for k, v in seconds.items()])
+        mlflow.MlflowClient().log_batch(
+            parent.info.run_id, metrics=[Metric(f"seconds_{k}", v, int(ended[k] * 1000), 0) for k, v in seconds.items()]
+        )
         mlflow.set_tags({"state": state, "cached": ",".join(cached) or "none"})
         result = RetrainResult(version, zoo, detector, repairer, bento, seconds, state, cached)
         result.reports = write_retrain_reports(cfg, result, _flow_run_id())
         tracking.log_artifacts(result.reports, "report")
-        create_markdown_artifact(result.reports[0].read_text(), key="retrain-summary",
-                                 description=f"retrain {parent.info.run_id}")
+        create_markdown_artifact(
+            result.reports[0].read_text(), key="retrain-summary", description=f"retrain {parent.info.run_id}"
+        )
     for name, part in (("detector", detector), ("repairer", repairer or {})):
         if part.get("gate_passed") is False:
             logger.warning("%s failed gate: %s", name, "; ".join(part.get("gate_reasons", [])))
@@ -419,9 +558,11 @@ def watch(params: str = "params.yaml", profile: str | None = None, retrain_deplo
     learn = records.to_learn(figures, cfg.gates) if alerts and retrain_deployment else []
     refused = _refused_on_this_data(figures) if learn else None
     if refused is not None:  # the same data trains the same model: a person decides, or more samples come
-        started = (f"candidate v{refused.version} already learned from this data (fakes {figures.fakes_version}) "
-                   f"and is not the champion (refused by its gate, or rolled back); none started: `gandefect promote "
-                   f"{refused.version}` is an operator's call, more samples a reason to retrain")
+        started = (
+            f"candidate v{refused.version} already learned from this data (fakes {figures.fakes_version}) "
+            f"and is not the champion (refused by its gate, or rolled back); none started: `gandefect promote "
+            f"{refused.version}` is an operator's call, more samples a reason to retrain"
+        )
     elif learn:
         deployment = f"retrain/{retrain_deployment}"
         under_way = _runs_under_way(deployment)
@@ -432,18 +573,28 @@ def watch(params: str = "params.yaml", profile: str | None = None, retrain_deplo
             run = run_deployment(deployment, timeout=0, parameters={"params": params, "profile": profile})
             started = f"retrain flow run {run.name} ({run.id}) started to learn {', '.join(learn)}"
     table = records.per_generator(figures.metrics, cfg.gates)
-    lines = [f"# champion {figures.name} v{figures.version} on the current data", "",
-             f"Data `{figures.data_version}`, fakes `{figures.fakes_version}`, {figures.when}.", ""]
+    lines = [
+        f"# champion {figures.name} v{figures.version} on the current data",
+        "",
+        f"Data `{figures.data_version}`, fakes `{figures.fakes_version}`, {figures.when}.",
+        "",
+    ]
     lines += [f"- **ALERT** {a}" for a in alerts] + ([f"- {started}"] if started else []) + ([""] if alerts else [])
-    create_markdown_artifact("\n".join(lines) + table.to_markdown(index=False, floatfmt=".4f") + "\n",
-                             key="champion-watch", description=f"{figures.name} v{figures.version}")
+    create_markdown_artifact(
+        "\n".join(lines) + table.to_markdown(index=False, floatfmt=".4f") + "\n",
+        key="champion-watch",
+        description=f"{figures.name} v{figures.version}",
+    )
     for a in alerts:
         logger.warning(a)
     if started:
         logger.warning(started)
     if alerts:
-        return Failed(message=f"the champion misses {len(alerts)} generator(s): " + "; ".join(alerts)
-                      + (f"; {started}" if started else ""))
+        return Failed(
+            message=f"the champion misses {len(alerts)} generator(s): "
+            + "; ".join(alerts)
+            + (f"; {started}" if started else "")
+        )
     return {"version": figures.version, "alerts": alerts}
 
 
@@ -453,7 +604,10 @@ def _refused_on_this_data(figures: records.ChampionFigures):
     newest = registry.latest_version(DETECTOR_MODEL)
     if newest is None or int(newest.version) <= int(figures.version):
         return None
-    same = (newest.tags.get("data_version"), newest.tags.get("fakes_version")) == (figures.data_version, figures.fakes_version)
+    same = (newest.tags.get("data_version"), newest.tags.get("fakes_version")) == (
+        figures.data_version,
+        figures.fakes_version,
+    )
     return newest if same else None
 
 
@@ -465,11 +619,15 @@ def _runs_under_way(deployment: str) -> list:
     nor ones due more than STALE_RUN ago)."""
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name(deployment)
-        due = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[dep.id]),
-                            state=FlowRunFilterState(type=FlowRunFilterStateType(
-                                any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])),
-                            expected_start_time=FlowRunFilterExpectedStartTime(
-                                before_=datetime.now(timezone.utc), after_=datetime.now(timezone.utc) - STALE_RUN))
+        due = FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[dep.id]),
+            state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])
+            ),
+            expected_start_time=FlowRunFilterExpectedStartTime(
+                before_=datetime.now(UTC), after_=datetime.now(UTC) - STALE_RUN
+            ),
+        )
         return client.read_flow_runs(flow_run_filter=due, limit=5)
 
 
@@ -487,11 +645,12 @@ def check_cron(cron: str) -> None:
     try:
         CronSchedule(cron=cron)
     except ValueError:
-        raise BadInputError(f"--cron {cron!r} is not a valid cron expression (e.g. \"0 3 * * 0\")") from None
+        raise BadInputError(f'--cron {cron!r} is not a valid cron expression (e.g. "0 3 * * 0")') from None
 
 
-def serve_schedule(params: str, profile: str | None, cron: str, name: str = DEPLOYMENT_NAME,
-                   watch_cron: str | None = None) -> None:
+def serve_schedule(
+    params: str, profile: str | None, cron: str, name: str = DEPLOYMENT_NAME, watch_cron: str | None = None
+) -> None:
     """Serve the deployment: a long-running process that runs the flow on its schedule (and,
     with `watch_cron`, the `watch` flow on its own, which starts a retrain at once when the
     champion misses a generator it has never trained on)."""
@@ -500,6 +659,7 @@ def serve_schedule(params: str, profile: str | None, cron: str, name: str = DEPL
     deployments = [retrain.to_deployment(name=name, cron=cron, parameters=parameters)]
     if watch_cron:
         check_cron(watch_cron)
-        deployments.append(watch.to_deployment(name=name, cron=watch_cron,
-                                               parameters={**parameters, "retrain_deployment": name}))
+        deployments.append(
+            watch.to_deployment(name=name, cron=watch_cron, parameters={**parameters, "retrain_deployment": name})
+        )
     serve(*deployments)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from gandefect.config import Config
 
+
 @dataclass
 class RetrainResult:
     data_version: str
@@ -53,12 +54,21 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
 
 
 HEADLINE = ["auc_seen", "auc_unseen_min", "auc_jpeg75", "ece", "pixel_ap", "iou"]
-REPAIR_HEADLINE = ["psnr_mask", "psnr_mask_mean_fill", "psnr_mask_biharmonic", "psnr_gain",
-                   "outside_mask_change", "worst_fid_ratio", "worst_judge_ratio"]
+REPAIR_HEADLINE = [
+    "psnr_mask",
+    "psnr_mask_mean_fill",
+    "psnr_mask_biharmonic",
+    "psnr_gain",
+    "outside_mask_change",
+    "worst_fid_ratio",
+    "worst_judge_ratio",
+]
 
 
 def stage_table(r: RetrainResult) -> pd.DataFrame:
-    rows = [{"stage": k, "seconds": round(v, 1), "cached": "yes" if k in r.cached else ""} for k, v in r.seconds.items()]
+    rows = [
+        {"stage": k, "seconds": round(v, 1), "cached": "yes" if k in r.cached else ""} for k, v in r.seconds.items()
+    ]
     rows += [{"stage": k, "seconds": None, "cached": "yes"} for k in r.cached if k not in r.seconds]
     return pd.DataFrame(rows)
 
@@ -78,9 +88,14 @@ def gate_table(part: dict) -> pd.DataFrame:
     failed = [row for row in t["row"] if any(x.startswith((f"{row} =", f"{row} is missing")) for x in reasons)]
     missing = t["missing"].astype(bool) if "missing" in t else pd.Series(False, index=t.index)
     t["verdict"] = np.where(t["row"].isin(failed), "fail", np.where(missing, "missing", "ok"))
-    return t.drop(columns=["row"]).rename(columns={"generator": "slice", "value": "candidate",
-                                                   "champion_value": "champion (today's data)",
-                                                   "champion_recorded": "champion (at promotion)"})
+    return t.drop(columns=["row"]).rename(
+        columns={
+            "generator": "slice",
+            "value": "candidate",
+            "champion_value": "champion (today's data)",
+            "champion_recorded": "champion (at promotion)",
+        }
+    )
 
 
 def _verdict(name: str, part: dict) -> str:
@@ -93,14 +108,25 @@ def _verdict(name: str, part: dict) -> str:
 
 
 def markdown(r: RetrainResult) -> str:
-    lines = [f"# retrain: {r.state}", "", f"Data version `{r.data_version}`.", "",
-             readable(stage_table(r)).to_markdown(index=False), ""]
+    lines = [
+        f"# retrain: {r.state}",
+        "",
+        f"Data version `{r.data_version}`.",
+        "",
+        readable(stage_table(r)).to_markdown(index=False),
+        "",
+    ]
     if r.cached:
         lines += [f"Reused from the cache (inputs unchanged): {', '.join(r.cached)}.", ""]
     if r.bento:
-        lines += [f"Bento `{r.bento['tag']}` ({'reused' if r.bento['reused'] else 'built'}): "
-                  f"{', '.join(r.bento['models'].values())}. Serve it: `gandefect serve` or "
-                  f"`bentoml serve {r.bento['tag']}`.", ""]
+        lines += [
+            (
+                f"Bento `{r.bento['tag']}` ({'reused' if r.bento['reused'] else 'built'}): "
+                f"{', '.join(r.bento['models'].values())}. Serve it: `gandefect serve` or "
+                f"`bentoml serve {r.bento['tag']}`."
+            ),
+            "",
+        ]
         for role, why in (r.bento.get("unavailable") or {}).items():
             lines += [f"Not served: {role} ({why}); its API answers 503 with this reason.", ""]
     if r.zoo:
@@ -118,8 +144,12 @@ def markdown(r: RetrainResult) -> str:
         lines += [f"| {k} | {number(metrics[k])} |" for k in keys if k in metrics]
         t = gate_table(part)
         if not t.empty:
-            lines += ["", "Gate table (candidate vs the champion, both judged on today's data):", "",
-                      readable(t.drop(columns=["headroom"])).to_markdown(index=False)]
+            lines += [
+                "",
+                "Gate table (candidate vs the champion, both judged on today's data):",
+                "",
+                readable(t.drop(columns=["headroom"])).to_markdown(index=False),
+            ]
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -128,8 +158,10 @@ def _img(path: Path, caption: str) -> str:
     if not path.exists():
         return ""
     data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
@@ -143,41 +175,58 @@ def to_html(cfg: Config, r: RetrainResult, flow_run_id: str | None) -> str:
         return readable(df).to_html(index=index, na_rep="", border=0) if not df.empty else ""
 
     cls = "ok" if r.state == "completed" else "fail"
-    parts = [f"<!doctype html><meta charset='utf-8'><title>gandefect retrain {time.strftime('%Y-%m-%d')}</title>",
-             f"<style>{CSS}</style><h1>gandefect retrain</h1>",
-             f"<p class='state'>State: <span class='{cls}'>{html.escape(r.state)}</span> · data version "
-             f"<code>{html.escape(r.data_version)}</code> · flow run <code>{flow_run_id or '-'}</code></p>",
-             "<h2>Stages</h2>", table(stage_table(r))]
+    parts = [
+        f"<!doctype html><meta charset='utf-8'><title>gandefect retrain {time.strftime('%Y-%m-%d')}</title>",
+        f"<style>{CSS}</style><h1>gandefect retrain</h1>",
+        (
+            f"<p class='state'>State: <span class='{cls}'>{html.escape(r.state)}</span> · data version "
+            f"<code>{html.escape(r.data_version)}</code> · flow run <code>{flow_run_id or '-'}</code></p>"
+        ),
+        "<h2>Stages</h2>",
+        table(stage_table(r)),
+    ]
     if r.bento:
-        parts.append(f"<p>Bento <code>{html.escape(r.bento['tag'])}</code> "
-                     f"({'reused' if r.bento['reused'] else 'built'}): serve it with <code>gandefect serve</code> "
-                     f"or <code>bentoml serve {html.escape(r.bento['tag'])}</code>.</p>")
+        parts.append(
+            f"<p>Bento <code>{html.escape(r.bento['tag'])}</code> "
+            f"({'reused' if r.bento['reused'] else 'built'}): serve it with <code>gandefect serve</code> "
+            f"or <code>bentoml serve {html.escape(r.bento['tag'])}</code>.</p>"
+        )
         for role, why in (r.bento.get("unavailable") or {}).items():
-            parts.append(f"<p>Not served: {html.escape(role)} ({html.escape(why)}); its API answers 503 "
-                         "with this reason.</p>")
+            parts.append(
+                f"<p>Not served: {html.escape(role)} ({html.escape(why)}); its API answers 503 with this reason.</p>"
+            )
     if r.zoo:
         parts += ["<h2>GAN zoo</h2>", table(zoo_table(r), index=True)]
     for name, part, keys in (("Detector", r.detector, HEADLINE), ("Repairer", r.repairer or {}, REPAIR_HEADLINE)):
         if not part:
             continue
         ok = part.get("gate_passed")
-        parts += [f"<h2>{name} v{part['version']}</h2>",
-                  f"<p class='{'ok' if ok or ok is None else 'fail'}'>{html.escape(_verdict(name.lower(), part))}</p>"]
+        parts += [
+            f"<h2>{name} v{part['version']}</h2>",
+            f"<p class='{'ok' if ok or ok is None else 'fail'}'>{html.escape(_verdict(name.lower(), part))}</p>",
+        ]
         if part.get("gate_reasons"):
             parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in part["gate_reasons"]) + "</ul>")
         if part.get("gate_improvements"):
-            parts.append("<p>Reasons to promote:</p><ul>" + "".join(f"<li>{html.escape(x)}</li>"
-                                                                 for x in part["gate_improvements"]) + "</ul>")
+            parts.append(
+                "<p>Reasons to promote:</p><ul>"
+                + "".join(f"<li>{html.escape(x)}</li>" for x in part["gate_improvements"])
+                + "</ul>"
+            )
         metrics = part.get("metrics", {})
         parts.append(table(pd.DataFrame([{k: metrics[k] for k in keys if k in metrics}])))
         t = gate_table(part)
         if not t.empty:
-            parts += ["<p>Gate table: the candidate beside the champion, both judged on today's data.</p>",
-                      table(t.drop(columns=["headroom"]))]
+            parts += [
+                "<p>Gate table: the candidate beside the champion, both judged on today's data.</p>",
+                table(t.drop(columns=["headroom"])),
+            ]
     reports = cfg.report_dir
-    figures = [_img(reports / "detectors" / f"roc-{r.detector.get('winner', 'cnn')}.png", "ROC per generator (winner)"),
-               _img(reports / "repair" / "repair-grid.png", "repair of generated samples: input | map | mask | repaired"),
-               _img(reports / "repair" / "spliced-grid.png", "spliced test images repaired inside the true mask")]
+    figures = [
+        _img(reports / "detectors" / f"roc-{r.detector.get('winner', 'cnn')}.png", "ROC per generator (winner)"),
+        _img(reports / "repair" / "repair-grid.png", "repair of generated samples: input | map | mask | repaired"),
+        _img(reports / "repair" / "spliced-grid.png", "spliced test images repaired inside the true mask"),
+    ]
     if any(figures):
         parts += ["<h2>Pictures</h2>", *figures]
     return "\n".join(parts) + "\n"

@@ -14,8 +14,8 @@ def _digits(size: int, channels: int) -> torch.Tensor:
         for c in range(1, size - 7, 2):
             for vertical in (0, 1):
                 x = -torch.ones(channels, size, size)
-                x[:, r:r + 6, c:c + 2] = 1 if vertical else -1
-                x[:, r:r + 2, c:c + 6] = -1 if vertical else 1
+                x[:, r : r + 6, c : c + 2] = 1 if vertical else -1
+                x[:, r : r + 2, c : c + 6] = -1 if vertical else 1
                 images.append(x)
     return torch.stack(images)
 
@@ -23,7 +23,9 @@ def _digits(size: int, channels: int) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def reconstructions():
     x = _digits(16, 1)
-    return x, {k: components.reconstruct(components.train_component(x, k, steps=200, seed=1), x) for k in components.KINDS}
+    return x, {
+        k: components.reconstruct(components.train_component(x, k, steps=200, seed=1), x) for k in components.KINDS
+    }
 
 
 @pytest.mark.parametrize("kind", components.KINDS)

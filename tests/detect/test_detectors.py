@@ -30,8 +30,9 @@ def synthetic(n: int, seed: int, rgb: bool = False) -> Labeled:
 
 
 FAMILIES = {
-    "cnn": lambda ch: CNNDetector(CNNDetectorConfig(width=8, epochs=2, batch_size=32, p_process=0.0, focal_gamma=0.0),
-                                  channels=ch),
+    "cnn": lambda ch: CNNDetector(
+        CNNDetectorConfig(width=8, epochs=2, batch_size=32, p_process=0.0, focal_gamma=0.0), channels=ch
+    ),
     "spectral": lambda ch: SpectralDetector(SpectralDetectorConfig(windows_per_image=2, p_process=0.0)),
 }
 
@@ -140,15 +141,24 @@ def test_distillation_keeps_a_fine_tuned_cnn_near_its_champion_on_what_the_champ
     old = FAMILIES["cnn"](1).fit(old_data)
     rng = np.random.default_rng(3)
     new = synthetic(400, 1)
-    noisy = np.clip(new.images.astype(int) + rng.integers(-40, 41, new.images.shape) * new.labels[:, None, None], 0, 255)
+    noisy = np.clip(
+        new.images.astype(int) + rng.integers(-40, 41, new.images.shape) * new.labels[:, None, None], 0, 255
+    )
     new = Labeled(noisy.astype(np.uint8), new.labels, np.where(new.labels == 1, "grain", "real"))
-    mixed = Labeled(np.concatenate([old_data.images[:100], new.images]), np.concatenate([old_data.labels[:100], new.labels]),
-                    np.concatenate([old_data.generators[:100], new.generators]))
+    mixed = Labeled(
+        np.concatenate([old_data.images[:100], new.images]),
+        np.concatenate([old_data.labels[:100], new.labels]),
+        np.concatenate([old_data.generators[:100], new.generators]),
+    )
     probe = synthetic(200, 9).images
     drift = {}
     for weight in (0.0, 4.0):
-        cand = CNNDetector(CNNDetectorConfig(width=8, epochs=3, batch_size=32, lr=5e-3, p_process=0.0,
-                                             focal_gamma=0.0, distill=weight), seed=5).on(torch.device("cpu"), bf16)
+        cand = CNNDetector(
+            CNNDetectorConfig(
+                width=8, epochs=3, batch_size=32, lr=5e-3, p_process=0.0, focal_gamma=0.0, distill=weight
+            ),
+            seed=5,
+        ).on(torch.device("cpu"), bf16)
         assert cand.start_from(old)
         cand.fit(mixed)
         assert not hasattr(cand, "_teacher")
@@ -216,7 +226,9 @@ def test_the_radial_head_calls_every_direction_away_from_the_real_centre_generat
 
 
 def test_the_cnn_head_follows_the_setting_and_a_warm_start_needs_the_same_head():
-    assert CNNDetector(CNNDetectorConfig(width=8, head="radial")).net.radial and not CNNDetector().net.radial  # linear by default
+    assert (
+        CNNDetector(CNNDetectorConfig(width=8, head="radial")).net.radial and not CNNDetector().net.radial
+    )  # linear by default
     linear = CNNDetector(CNNDetectorConfig(width=8, head="linear"))
     assert not linear.net.radial and isinstance(linear.net.image_head[-1], torch.nn.Linear)
     assert not CNNDetector(CNNDetectorConfig(width=8, head="radial")).start_from(linear)

@@ -17,8 +17,16 @@ print(kept.images[:, 0, 0].astype(int).tolist())
 
 
 def test_the_capped_choice_does_not_depend_on_the_process_hash_seed():
-    runs = [subprocess.Popen([sys.executable, "-c", SCRIPT], env={**os.environ, "PYTHONHASHSEED": seed},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in ("1", "2", "3")]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SCRIPT],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in ("1", "2", "3")
+    ]
     outputs = [run.communicate() for run in runs]
     assert all(run.returncode == 0 for run in runs), [err for _, err in outputs]
     assert len({out for out, _ in outputs}) == 1, outputs

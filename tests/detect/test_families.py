@@ -10,10 +10,23 @@ from gandefect.detect.spectral import SpectralDetector
 from gandefect.errors import ConfigError
 from gandefect.stages.detectors import FamilyResult, _judge
 
-CFG = Config(seed=9, data={"mode": "RGB"},
-             detect={"cnn": {"width": 8, "epochs": 2, "lr": 0.01, "loo_width": 4, "loo_epochs": 1,
-                             "finetune_epochs": 3, "finetune_lr": 0.001, "finetune_p_process": None},
-                     "spectral": {"C": 0.5, "window": 8}})
+CFG = Config(
+    seed=9,
+    data={"mode": "RGB"},
+    detect={
+        "cnn": {
+            "width": 8,
+            "epochs": 2,
+            "lr": 0.01,
+            "loo_width": 4,
+            "loo_epochs": 1,
+            "finetune_epochs": 3,
+            "finetune_lr": 0.001,
+            "finetune_p_process": None,
+        },
+        "spectral": {"C": 0.5, "window": 8},
+    },
+)
 
 
 def test_each_family_is_built_from_its_config_section():
@@ -30,19 +43,27 @@ def test_a_cnn_started_from_a_champion_of_its_shape_fine_tunes():
     warm = families.build(CFG, "cnn", start=champion)
     assert (warm.cfg.epochs, warm.cfg.lr, warm.cfg.p_process) == (3, 0.001, CFG.detect.cnn.p_process)
     assert hasattr(warm, "started_from")
-    processed = CFG.model_copy(update={"detect": CFG.detect.model_copy(update={
-        "cnn": CFG.detect.cnn.model_copy(update={"finetune_p_process": 1.0})})})
+    processed = CFG.model_copy(
+        update={
+            "detect": CFG.detect.model_copy(
+                update={"cnn": CFG.detect.cnn.model_copy(update={"finetune_p_process": 1.0})}
+            )
+        }
+    )
     assert families.build(processed, "cnn", start=champion).cfg.p_process == 1.0  # a fine-tune's own share
     assert families.build(processed, "cnn").cfg.p_process == CFG.detect.cnn.p_process  # a first model keeps it
     assert families.build(CFG, "cnn", held_out=True, start=champion).cfg.epochs == 1  # never warm when held out
-    other_shape = families.build(CFG.model_copy(update={"data": CFG.data.model_copy(update={"mode": "L"})}), "cnn",
-                                 start=champion)
+    other_shape = families.build(
+        CFG.model_copy(update={"data": CFG.data.model_copy(update={"mode": "L"})}), "cnn", start=champion
+    )
     assert other_shape.cfg == CFG.detect.cnn and not hasattr(other_shape, "started_from")
 
 
 def test_the_configured_families_default_to_the_registry_and_unknown_ones_are_named(monkeypatch):
     assert families.selected(None) == list(families.FAMILIES) and {"cnn", "spectral"} <= set(families.FAMILIES)
-    with pytest.raises(ConfigError, match=f"detect.families: unknown family vit; known: {', '.join(families.FAMILIES)}"):
+    with pytest.raises(
+        ConfigError, match=f"detect.families: unknown family vit; known: {', '.join(families.FAMILIES)}"
+    ):
         families.selected(["cnn", "vit"])
     monkeypatch.setitem(families.FAMILIES, "toy", lambda cfg, held_out, start: SpectralDetector(seed=cfg.seed))
     assert families.build(CFG, "toy").seed == 9 and "toy" in families.selected(None)
@@ -53,8 +74,10 @@ def _result(family: str, tpr: float, fpr: float, auc: float) -> FamilyResult:
 
 
 def test_the_judge_is_the_best_ranked_family_after_the_winner():
-    results = {f: _result(f, *m) for f, m in
-               {"a": (0.9, 0.0, 0.99), "b": (0.5, 0.1, 0.90), "c": (0.6, 0.0, 0.80), "d": (0.6, 0.0, 0.70)}.items()}
+    results = {
+        f: _result(f, *m)
+        for f, m in {"a": (0.9, 0.0, 0.99), "b": (0.5, 0.1, 0.90), "c": (0.6, 0.0, 0.80), "d": (0.6, 0.0, 0.70)}.items()
+    }
     assert _judge(results, "a") == "c"  # 0.6 beats 0.4; then the clean AUC breaks c's tie with d
     assert _judge(results, "c") == "a"
     assert _judge({"a": results["a"]}, "a") is None

@@ -8,8 +8,10 @@ from gandefect.gan.diffusion import DDPM, RectifiedFlow
 from gandefect.gan.models import DCGANConfig, noise
 from gandefect.gan.trainer import DiffusionTrainer, TrainSettings
 
-MODELS = {"ddpm": lambda cfg: DDPM(cfg, width=8, sample_steps=10),
-          "rectflow": lambda cfg: RectifiedFlow(cfg, width=8, sample_steps=4)}
+MODELS = {
+    "ddpm": lambda cfg: DDPM(cfg, width=8, sample_steps=10),
+    "rectflow": lambda cfg: RectifiedFlow(cfg, width=8, sample_steps=4),
+}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -48,10 +50,18 @@ def test_an_aligned_fake_keeps_its_real_twin_s_content_and_carries_the_model_s_t
     stays nearest its own twin among the real images, and is not that image."""
     torch.manual_seed(0)
     ramp = torch.linspace(-0.9, 0.9, 8)
-    real = torch.stack([ramp.view(1, 8).expand(8, 8), ramp.view(8, 1).expand(8, 8),
-                        -ramp.view(1, 8).expand(8, 8), -ramp.view(8, 1).expand(8, 8)])[:, None]
+    real = torch.stack(
+        [
+            ramp.view(1, 8).expand(8, 8),
+            ramp.view(8, 1).expand(8, 8),
+            -ramp.view(1, 8).expand(8, 8),
+            -ramp.view(8, 1).expand(8, 8),
+        ]
+    )[:, None]
     model = MODELS[name](DCGANConfig(image_size=8, channels=1))
-    DiffusionTrainer(model, TrainSettings(generator_steps=250, batch_size=16, early_epochs=()), lr=3e-3).fit(real.repeat(8, 1, 1, 1))
+    DiffusionTrainer(model, TrainSettings(generator_steps=250, batch_size=16, early_epochs=()), lr=3e-3).fit(
+        real.repeat(8, 1, 1, 1)
+    )
     with torch.no_grad():
         z = noise(model.eval(), len(real), torch.Generator().manual_seed(5))
         aligned = model.refine(real, 0.35, z)

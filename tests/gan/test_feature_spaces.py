@@ -5,8 +5,14 @@ import math
 
 import torch
 
-from gandefect.evaluate.features import CONTRASTIVE, FeatureNet, FeatureNetConfig, knn_accuracy, nt_xent, \
-    train_contrastive_net
+from gandefect.evaluate.features import (
+    CONTRASTIVE,
+    FeatureNet,
+    FeatureNetConfig,
+    knn_accuracy,
+    nt_xent,
+    train_contrastive_net,
+)
 from gandefect.evaluate.generators import generator_metrics
 from gandefect.stages.gans import ZooSetup, write_zoo_report, zoo_table
 
@@ -38,7 +44,9 @@ def test_a_contrastive_space_learns_structure_without_labels():
     test, test_kind = _two_kinds(64, seed=1)
     assert knn_accuracy(net, images, kind, test, test_kind) >= 0.9  # labels only check it, never train it
     untrained = FeatureNet(cfg).eval()
-    assert knn_accuracy(net, images, kind, test, test_kind) > knn_accuracy(untrained, images, kind, test, test_kind) - 0.05
+    assert (
+        knn_accuracy(net, images, kind, test, test_kind) > knn_accuracy(untrained, images, kind, test, test_kind) - 0.05
+    )
 
 
 def test_label_free_metrics_leave_the_class_metrics_out_and_the_report_says_why(tmp_path):

@@ -39,12 +39,18 @@ def softplus(t):  # log(1 + e^t), computed exactly in Python floats
 
 EXPECTED = {
     # -log D(x) - log(1 - D(G(z))), with -log(sigmoid(t)) = softplus(-t), -log(1 - sigmoid(t)) = softplus(t)
-    "minimax": (mean([softplus(-r) for r in R]) + mean([softplus(f) for f in F]),
-                mean([-softplus(f) for f in F])),  # log(1 - D(G(z)))
-    "nonsaturating": (mean([softplus(-r) for r in R]) + mean([softplus(f) for f in F]),
-                      mean([softplus(-f) for f in F])),  # -log D(G(z))
-    "lsgan": (0.5 * mean([(r - 1) ** 2 for r in R]) + 0.5 * mean([f ** 2 for f in F]),
-              0.5 * mean([(f - 1) ** 2 for f in F])),
+    "minimax": (
+        mean([softplus(-r) for r in R]) + mean([softplus(f) for f in F]),
+        mean([-softplus(f) for f in F]),
+    ),  # log(1 - D(G(z)))
+    "nonsaturating": (
+        mean([softplus(-r) for r in R]) + mean([softplus(f) for f in F]),
+        mean([softplus(-f) for f in F]),
+    ),  # -log D(G(z))
+    "lsgan": (
+        0.5 * mean([(r - 1) ** 2 for r in R]) + 0.5 * mean([f**2 for f in F]),
+        0.5 * mean([(f - 1) ** 2 for f in F]),
+    ),
     "wgan": (mean(F) - mean(R), -mean(F)),
     "wgan-gp": (mean(F) - mean(R), -mean(F)),
     "hinge": (mean([max(0, 1 - r) for r in R]) + mean([max(0, 1 + f) for f in F]), -mean(F)),
@@ -79,7 +85,9 @@ def test_small_cases_match_the_probability_form():
 
 
 def test_wgan_clipping_bounds_every_critic_weight():
-    trainer = GANTrainer(losses.get("wgan"), DCGANConfig(g_width=8, d_width=8), TrainSettings(generator_steps=1, batch_size=8))
+    trainer = GANTrainer(
+        losses.get("wgan"), DCGANConfig(g_width=8, d_width=8), TrainSettings(generator_steps=1, batch_size=8)
+    )
     with torch.no_grad():
         for p in trainer.D.parameters():
             p.mul_(100)  # far outside the bound before the step
@@ -106,12 +114,17 @@ def test_gradient_penalty_is_zero_for_unit_gradient_and_positive_otherwise():
 
 
 def test_a_seventh_loss_needs_only_a_registry_entry():
-    toy = AdversarialLoss("toy-l1", d_loss=lambda r, f: (1 - r).abs().mean() + (1 + f).abs().mean(),
-                          g_loss=lambda f: (1 - f).abs().mean(), optimizer=OptimizerSpec("adam", 1e-3))
+    toy = AdversarialLoss(
+        "toy-l1",
+        d_loss=lambda r, f: (1 - r).abs().mean() + (1 + f).abs().mean(),
+        g_loss=lambda f: (1 - f).abs().mean(),
+        optimizer=OptimizerSpec("adam", 1e-3),
+    )
     losses.register(toy)
     try:
-        trainer = GANTrainer(losses.get("toy-l1"), DCGANConfig(g_width=8, d_width=8),
-                             TrainSettings(generator_steps=1, batch_size=8))
+        trainer = GANTrainer(
+            losses.get("toy-l1"), DCGANConfig(g_width=8, d_width=8), TrainSettings(generator_steps=1, batch_size=8)
+        )
         before = [p.clone() for p in trainer.G.parameters()]
         result = trainer.fit(torch.rand(16, 1, 28, 28) * 2 - 1)
         assert result.generator_steps == 1
@@ -143,8 +156,12 @@ class Recorder(Callback):
 def _train(loss: AdversarialLoss) -> tuple[GANTrainer, list]:
     real = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
     recorder = Recorder()
-    trainer = GANTrainer(loss, DCGANConfig(g_width=8, d_width=8),
-                         TrainSettings(generator_steps=2, batch_size=8, early_epochs=()), callback=recorder)
+    trainer = GANTrainer(
+        loss,
+        DCGANConfig(g_width=8, d_width=8),
+        TrainSettings(generator_steps=2, batch_size=8, early_epochs=()),
+        callback=recorder,
+    )
     trainer.fit(real)
     return trainer, recorder.rows
 

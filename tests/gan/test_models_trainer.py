@@ -21,7 +21,9 @@ def test_critic_losses_take_n_critic_steps_per_generator_step():
     real = torch.rand(40, 1, 28, 28) * 2 - 1
     for name in ("wgan-gp", "hinge"):
         loss = losses.get(name)
-        result = GANTrainer(loss, DCGANConfig(g_width=8, d_width=8), TrainSettings(generator_steps=3, batch_size=8)).fit(real)
+        result = GANTrainer(
+            loss, DCGANConfig(g_width=8, d_width=8), TrainSettings(generator_steps=3, batch_size=8)
+        ).fit(real)
         assert result.generator_steps == 3 and result.steps == 3 * loss.n_critic
 
 
@@ -36,8 +38,12 @@ def test_resumed_training_matches_an_uninterrupted_run(tmp_path):
     full = GANTrainer(losses.get("nonsaturating"), DCGANConfig(g_width=8, d_width=8), settings)
     full.fit(real)
 
-    first = GANTrainer(losses.get("nonsaturating"), DCGANConfig(g_width=8, d_width=8),
-                       TrainSettings(generator_steps=4, batch_size=8, checkpoint_every=1, early_epochs=()), tmp_path)
+    first = GANTrainer(
+        losses.get("nonsaturating"),
+        DCGANConfig(g_width=8, d_width=8),
+        TrainSettings(generator_steps=4, batch_size=8, checkpoint_every=1, early_epochs=()),
+        tmp_path,
+    )
     first.fit(real)
     assert (tmp_path / CHECKPOINT).exists()
     resumed = GANTrainer(losses.get("nonsaturating"), DCGANConfig(g_width=8, d_width=8), settings, tmp_path)

@@ -65,8 +65,9 @@ def trained(tmp_path_factory, prefect_server) -> Trained:
     before = fingerprint(root)
     yield Trained(root, zoo, flow)
     after = fingerprint(root)
-    changed = sorted(k for k in before["files"].keys() | after["files"].keys()
-                     if before["files"].get(k) != after["files"].get(k))
+    changed = sorted(
+        k for k in before["files"].keys() | after["files"].keys() if before["files"].get(k) != after["files"].get(k)
+    )
     changed += [f"mlflow.db: {t}" for t in before["store"] if before["store"][t] != after["store"][t]]
     assert not changed, f"a test changed the session's trained project (copy or borrow it): {changed[:20]}"
 
@@ -84,15 +85,24 @@ def fingerprint(root: Path) -> dict:
     files = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if not path.is_file() or VOLATILE & set(rel.parts) or rel.as_posix().startswith(VOLATILE_DVC) \
-                or rel.name.startswith("mlflow.db") or rel.name == MLFLOW_LOAD_MARK:
+        if (
+            not path.is_file()
+            or VOLATILE & set(rel.parts)
+            or rel.as_posix().startswith(VOLATILE_DVC)
+            or rel.name.startswith("mlflow.db")
+            or rel.name == MLFLOW_LOAD_MARK
+        ):
             continue
         files[rel.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     with sqlite3.connect(root / "mlflow.db") as db:
-        store = {table: db.execute(query).fetchall() for table, query in [
-            ("runs", "SELECT run_uuid, status, end_time FROM runs ORDER BY run_uuid"),
-            ("versions", "SELECT name, version, current_stage FROM model_versions ORDER BY name, version"),
-            ("aliases", "SELECT name, alias, version FROM registered_model_aliases ORDER BY name, alias")]}
+        store = {
+            table: db.execute(query).fetchall()
+            for table, query in [
+                ("runs", "SELECT run_uuid, status, end_time FROM runs ORDER BY run_uuid"),
+                ("versions", "SELECT name, version, current_stage FROM model_versions ORDER BY name, version"),
+                ("aliases", "SELECT name, alias, version FROM registered_model_aliases ORDER BY name, alias"),
+            ]
+        }
     db.close()
     return {"files": files, "store": store}
 
@@ -122,14 +132,26 @@ def served(tmp_path_factory, trained):
     port = free_port()
     elsewhere = base / "elsewhere"  # no params.yaml, no mlflow.db: the bento is all it has
     elsewhere.mkdir()
-    log = open(base / "serve.log", "w")
-    proc = subprocess.Popen([bentoml_cli, "serve", tag, "--port", str(port)],
-                            cwd=elsewhere, stdout=log, stderr=subprocess.STDOUT, env=served_env)
+    log = open(base / "serve.log", "w")  # noqa: SIM115 - the server writes it until the fixture ends
+    proc = subprocess.Popen(
+        [bentoml_cli, "serve", tag, "--port", str(port)],
+        cwd=elsewhere,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=served_env,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, 180, log=(base / "serve.log").read_text)
-        yield {"url": url, "root": root, "tag": tag, "build_output": built.stdout, "base": base,
-               "archive": archive, "env": served_env}
+        yield {
+            "url": url,
+            "root": root,
+            "tag": tag,
+            "build_output": built.stdout,
+            "base": base,
+            "archive": archive,
+            "env": served_env,
+        }
     finally:
         proc.terminate()
         proc.wait(30)

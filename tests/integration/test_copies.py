@@ -17,8 +17,13 @@ def test_a_copy_names_only_itself_and_its_models_load_from_it(trained, tmp_path)
     original = str(trained.root)
     # no text the tools read names the original (the flow's cache records and reports may: they are
     # keyed by the original store's path, so the copy never reuses them, and only people read reports)
-    readers = [p for p in copy.rglob("*") if p.is_file() and p.stat().st_size < 2**20
-               and not {".git", ".gandefect", "reports", "__pycache__"} & set(p.relative_to(copy).parts)]
+    readers = [
+        p
+        for p in copy.rglob("*")
+        if p.is_file()
+        and p.stat().st_size < 2**20
+        and not {".git", ".gandefect", "reports", "__pycache__"} & set(p.relative_to(copy).parts)
+    ]
     naming = [str(p.relative_to(copy)) for p in readers if original.encode() in p.read_bytes()]
     assert naming == [], naming
 
@@ -30,6 +35,11 @@ def test_a_copy_names_only_itself_and_its_models_load_from_it(trained, tmp_path)
         assert experiment.artifact_location.startswith((str(copy), copy.as_uri())), experiment.artifact_location
     assert str(copy) in version.source or version.source.startswith(("models:/", "runs:/")), version.source
 
-    remote = subprocess.run([sys.executable, "-m", "dvc", "config", "--local", "remote.gandefect.url"], cwd=copy,
-                            capture_output=True, text=True, check=True).stdout.strip()
+    remote = subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "--local", "remote.gandefect.url"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert remote == str(copy / ".dvc-remote")

@@ -4,6 +4,7 @@ Reads the session's trained project (tests/integration/conftest.py: the real `re
 a test that changes a project works on its own copy of it."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +15,8 @@ from gandefect.config import load_config
 from gandefect.data.fakes import read_fakes, write_fake_set
 from gandefect.data.snapshot import read_manifest
 from gandefect.detect import components
-from gandefect.lifecycle.registry import load_detector
 from gandefect.evaluate.detection import auc
+from gandefect.lifecycle.registry import load_detector
 from gandefect.stages.detectors import load_labeled
 from tests.conftest import copy_project, make_image_folder, run_cli
 from tests.integration.conftest import BUILDS, FAMILIES, LOSSES
@@ -37,7 +38,9 @@ def test_fake_sets_cover_every_generator_and_take_the_real_encoding_path(trained
     assert set(fakes["generator"]) == expected
     assert set(fakes["split"]) == {"train", "val", "test"}
     twins = fakes[fakes["generator"].isin(aligned)]
-    assert set(twins["split"]) == {"train"} and set(twins["family"]) == {"diffusion"}  # training only, held out with their model
+    assert set(twins["split"]) == {"train"} and set(twins["family"]) == {
+        "diffusion"
+    }  # training only, held out with their model
     assert set(fakes.loc[fakes["generator"].isin(["lsgan", "lsgan-epoch1"]), "family"]) == {"dcgan"}
     made = fakes[fakes["generator"].isin(bank)]
     assert set(made["split"]) == {"train"} and set(made["family"]) == {components.FAMILY}
@@ -56,27 +59,74 @@ def test_train_detectors_registers_winner_and_judge_and_writes_the_report(traine
     assert detector.tags["family"] == stage["winner"]
     assert 0 < float(detector.tags["threshold"]) < 1
     report = root / "reports" / "detectors"
-    for name in ["detectors.md", "robustness.png", "wild.png", "reliability.png", "roc-cnn.png", "roc-spectral.png",
-                 "errors-cnn.png", "errors-spectral.png"]:
+    for name in [
+        "detectors.md",
+        "robustness.png",
+        "wild.png",
+        "reliability.png",
+        "roc-cnn.png",
+        "roc-spectral.png",
+        "errors-cnn.png",
+        "errors-spectral.png",
+    ]:
         assert (report / name).stat().st_size > 0, name
     text = (report / "detectors.md").read_text()
     assert "auc_unseen_min" in text and "Verdicts in the wild" in text and "| jpeg75 " in text and "ece" in text
     run = client.get_run(detector.tags["run_id"])
-    conditions = ["png", "jpeg95", "jpeg90", "jpeg75", "jpeg60", "jpeg50", "jpeg90x75", "webp80", "blur0.5",
-                  "blur1.0", "resize", "up2", "rgbjpeg85", "noise"]
+    conditions = [
+        "png",
+        "jpeg95",
+        "jpeg90",
+        "jpeg75",
+        "jpeg60",
+        "jpeg50",
+        "jpeg90x75",
+        "webp80",
+        "blur0.5",
+        "blur1.0",
+        "resize",
+        "up2",
+        "rgbjpeg85",
+        "noise",
+    ]
     families = BUILDS
-    for key in ["auc_seen", "ap_seen", "auc_unseen_min", "auc_unseen_mean", "ece", "ece_jpeg75", "acc_real",
-                "acc_fake", "fpr_real_max", "tpr_wild_min", "tpr_unseen_min",
-                *[f"auc_unseen_{f}" for f in families], *[f"tpr_unseen_wild_{f}" for f in families],
-                *[f"{m}_{c}" for c in conditions for m in ("auc", "fpr_real", "tpr_fake", "uncertain_real")],
-                *[f"tpr_fake_{c}_{g}" for c in conditions for g in ("hinge", "vae", "wgan-epoch1")],
-                *[f"tpr_unseen_{c}_{f}" for c in conditions for f in families],
-                *[f"tpr_fake_wild_{g}" for g in ("hinge", "vae", "wgan-epoch1")]]:
+    for key in [
+        "auc_seen",
+        "ap_seen",
+        "auc_unseen_min",
+        "auc_unseen_mean",
+        "ece",
+        "ece_jpeg75",
+        "acc_real",
+        "acc_fake",
+        "fpr_real_max",
+        "tpr_wild_min",
+        "tpr_unseen_min",
+        *[f"auc_unseen_{f}" for f in families],
+        *[f"tpr_unseen_wild_{f}" for f in families],
+        *[f"{m}_{c}" for c in conditions for m in ("auc", "fpr_real", "tpr_fake", "uncertain_real")],
+        *[f"tpr_fake_{c}_{g}" for c in conditions for g in ("hinge", "vae", "wgan-epoch1")],
+        *[f"tpr_unseen_{c}_{f}" for c in conditions for f in families],
+        *[f"tpr_fake_wild_{g}" for g in ("hinge", "vae", "wgan-epoch1")],
+    ]:
         assert key in run.data.metrics, key
     metrics = run.data.metrics
-    assert metrics["fpr_real_max"] == max(metrics[f"fpr_real_{c}"] for c in
-                                          ["png", "jpeg95", "jpeg90", "jpeg75", "jpeg60", "jpeg90x75", "webp80",
-                                           "blur0.5", "blur1.0", "resize", "rgbjpeg85"])
+    assert metrics["fpr_real_max"] == max(
+        metrics[f"fpr_real_{c}"]
+        for c in [
+            "png",
+            "jpeg95",
+            "jpeg90",
+            "jpeg75",
+            "jpeg60",
+            "jpeg90x75",
+            "webp80",
+            "blur0.5",
+            "blur1.0",
+            "resize",
+            "rgbjpeg85",
+        ]
+    )
     assert run.data.tags["data_version"].endswith(".dir") and run.data.tags["fakes_version"].endswith(".dir")
 
 
@@ -88,7 +138,7 @@ def test_leave_one_out_detectors_never_saw_the_held_out_family(trained):
     for name in ("gandefect-detector", "gandefect-judge"):
         run_id = client.get_model_version(name, "1").tags["run_id"]
         path = client.download_artifacts(run_id, "training_manifest.json")
-        manifest = json.loads(open(path).read())
+        manifest = json.loads(Path(path).read_text())
         assert set(manifest["trained_on"]) == set(fakes["generator"])
         if name == "gandefect-judge":  # leave-one-out is run for the served family only
             assert manifest["leave_one_out"] == {}
@@ -201,8 +251,15 @@ def test_the_flow_s_repairer_is_registered_evaluated_reported_and_repairs_from_t
     assert str(trained.flow.repairer["version"]) == "1" and trained.flow.repairer["gate_passed"] is True
     metrics = json.loads((root / "reports" / "repair" / "repair.json").read_text())
     assert metrics["outside_mask_change"] == 0 and metrics["spliced_outside_mask_change"] == 0
-    for key in ["psnr_mask", "psnr_mask_mean_fill", "psnr_mask_biharmonic", "fid_before_hinge", "fid_after_hinge",
-                "judge_pfake_before_hinge", "judge_pfake_after_hinge"]:
+    for key in [
+        "psnr_mask",
+        "psnr_mask_mean_fill",
+        "psnr_mask_biharmonic",
+        "fid_before_hinge",
+        "fid_after_hinge",
+        "judge_pfake_before_hinge",
+        "judge_pfake_after_hinge",
+    ]:
         assert np.isfinite(metrics[key]), key
     # the generators the repair applies to (changed at least repair.applies_at of their samples), counted and judged
     applied = {k.removeprefix("repaired_fid_ratio_") for k in metrics if k.startswith("repaired_fid_ratio_")}
@@ -235,7 +292,16 @@ def test_the_flow_s_repairer_is_registered_evaluated_reported_and_repairs_from_t
     mask[8:20, 8:20] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
     Image.fromarray(real[2]).save(src / "c.png")
-    run_cli(root, "repair", str(src / "c.png"), "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "m"), check=True)
+    run_cli(
+        root,
+        "repair",
+        str(src / "c.png"),
+        "--mask",
+        str(tmp_path / "mask.png"),
+        "--out",
+        str(tmp_path / "m"),
+        check=True,
+    )
     repaired = np.asarray(Image.open(tmp_path / "m" / "c.png"))
     assert np.array_equal(repaired[mask == 0], real[2][mask == 0])
 
@@ -244,10 +310,12 @@ def test_the_flow_s_repairer_is_registered_evaluated_reported_and_repairs_from_t
     Image.fromarray(np.full((28, 28), 255, np.uint8)).save(tmp_path / "full.png")
     Image.fromarray(np.full((14, 28), 255, np.uint8)).save(tmp_path / "small.png")
     (tmp_path / "junk.png").write_bytes(b"junk")
-    for args, message in [(["--mask", str(tmp_path / "empty.png")], "empty"),
-                          (["--mask", str(tmp_path / "full.png")], "whole image"),
-                          (["--mask", str(tmp_path / "small.png")], "mask is 28x14 but the image is 28x28"),
-                          (["--mask", str(tmp_path / "junk.png")], "not a readable image")]:
+    for args, message in [
+        (["--mask", str(tmp_path / "empty.png")], "empty"),
+        (["--mask", str(tmp_path / "full.png")], "whole image"),
+        (["--mask", str(tmp_path / "small.png")], "mask is 28x14 but the image is 28x28"),
+        (["--mask", str(tmp_path / "junk.png")], "not a readable image"),
+    ]:
         bad = run_cli(root, "repair", str(src / "c.png"), *args, "--out", str(tmp_path / "bad"))
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
     bad = run_cli(root, "repair", str(tmp_path / "junk.png"), "--out", str(tmp_path / "bad"))
@@ -259,8 +327,19 @@ def test_generate_clean_repairs_samples_and_reject_keeps_the_least_suspicious(tr
     root = trained.root  # generate writes to --out only
     proc = run_cli(root, "generate", "--generator", "hinge", "--n", "6", "--out", str(tmp_path / "raw"), check=True)
     assert "6 samples" in proc.stdout and len(list((tmp_path / "raw").glob("*.png"))) == 6
-    proc = run_cli(root, "generate", "--generator", "hinge", "--n", "6", "--clean", "--reject",
-                   "--out", str(tmp_path / "clean"), check=True)
+    proc = run_cli(
+        root,
+        "generate",
+        "--generator",
+        "hinge",
+        "--n",
+        "6",
+        "--clean",
+        "--reject",
+        "--out",
+        str(tmp_path / "clean"),
+        check=True,
+    )
     table = __import__("pandas").read_csv(tmp_path / "clean" / "generate.csv")
     cfg = load_config(root / "params.yaml")
     assert len(table) == 6 and "mean p_fake" in proc.stdout
@@ -285,8 +364,7 @@ def _alias(client, alias):
     return str(client.get_model_version_by_alias("gandefect-detector", alias).version)
 
 
-def test_train_repairer_from_the_cli_registers_a_second_version_and_gates_it_against_the_champion(trained,
-                                                                                                  tmp_path):
+def test_train_repairer_from_the_cli_registers_a_second_version_and_gates_it_against_the_champion(trained, tmp_path):
     root = copy_project(trained.root, tmp_path / "project")
     proc = run_cli(root, "train-repairer", check=True)
     assert "registered gandefect-repairer v2" in proc.stdout and "psnr_mask" in proc.stdout
@@ -316,7 +394,9 @@ def test_model_gate_keeps_a_worse_candidate_out_promotes_a_better_one_and_rolls_
     params = yaml.safe_load(original)
     params["detect"]["leave_one_out"] = False  # the gate is the point here; leave-one-out is the flow's (above)
     params["profiles"]["tiny"]["detect"]["cnn"]["lr"] = 1e-9
-    params["detect"]["cnn"]["warm_start"] = False  # from scratch: a candidate fine-tuned from v1 would know what v1 knows
+    params["detect"]["cnn"]["warm_start"] = (
+        False  # from scratch: a candidate fine-tuned from v1 would know what v1 knows
+    )
     params["detect"]["families"] = ["cnn"]
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:

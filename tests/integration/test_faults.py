@@ -45,7 +45,9 @@ def _wait_paused(proc, project: Path, log: Path, timeout: float = 600) -> str:
     marker = project.parent / "paused"
     deadline = time.monotonic() + timeout
     while not marker.exists():
-        assert proc.poll() is None, f"the run ended ({proc.returncode}) before the pause point:\n{log.read_text()[-3000:]}"
+        assert proc.poll() is None, (
+            f"the run ended ({proc.returncode}) before the pause point:\n{log.read_text()[-3000:]}"
+        )
         assert time.monotonic() < deadline, "the pause point was never reached"
         time.sleep(0.5)
     return marker.read_text()
@@ -91,7 +93,9 @@ def _assert_consistent(project: Path) -> None:
     images = project / "data" / "real" / "images"
     manifest = pd.read_csv(project / "data" / "real" / "manifest.csv")
     assert {f"images/{p.name}" for p in images.iterdir()} == set(manifest["path"])  # no orphan, no .tmp
-    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=project, capture_output=True, text=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status"], cwd=project, capture_output=True, text=True, check=False
+    )
     assert status.returncode == 0 and "changed" not in status.stdout and "modified" not in status.stdout, status.stdout
 
 
@@ -102,8 +106,11 @@ def killed_project(tmp_path_factory, prefect_server):
     end, held at its start while a second run and a rollback were started (and refused)."""
     base = tmp_path_factory.mktemp("faults")
     # three DCGANs (more add seconds, not another kind of stage)
-    root = make_project(base / "project", detect={"leave_one_out": False},
-                        gan={"losses": ["minimax", "nonsaturating", "lsgan"], "families": []})
+    root = make_project(
+        base / "project",
+        detect={"leave_one_out": False},
+        gan={"losses": ["minimax", "nonsaturating", "lsgan"], "families": []},
+    )
     from prefect.settings import PREFECT_API_URL
 
     api = PREFECT_API_URL.value()  # the session's Prefect test server
@@ -162,8 +169,9 @@ def test_a_run_killed_in_ingest_the_gan_zoo_or_between_registering_and_promoting
     assert not figures["aliases_after_repairer_kill"]["gandefect-repairer"]
     assert str(figures["aliases_after_repairer_kill"]["gandefect-detector"].get("champion")) == "1"
     assert client.get_model_version_by_alias("gandefect-repairer", "champion")
-    retrain = client.search_runs([client.get_experiment_by_name("gandefect-retrain").experiment_id],
-                                 filter_string="tags.state = 'completed'")
+    retrain = client.search_runs(
+        [client.get_experiment_by_name("gandefect-retrain").experiment_id], filter_string="tags.state = 'completed'"
+    )
     assert len(retrain) == 1 and {"gan-minimax", "gan-nonsaturating"} <= set(retrain[0].data.tags["cached"].split(","))
     _assert_consistent(root)
 

@@ -60,12 +60,21 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def _header_bomb(fmt: str, width: int, height: int) -> bytes:
     """A file that is only a header claiming width x height pixels (the pixels never come)."""
     if fmt == "PNG":
-        return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                + _chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _chunk(b"IEND", b""))
+        return (
+            b"\x89PNG\r\n\x1a\n"
+            + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + _chunk(b"IEND", b"")
+        )
     if fmt == "GIF":
         w, h = min(width, 65535), min(height, 65535)
-        return (b"GIF89a" + struct.pack("<HHBBB", w, h, 0, 0, 0) + b"\x2c" + struct.pack("<HHHHB", 0, 0, w, h, 0)
-                + b"\x02\x02\x44\x01\x00\x3b")
+        return (
+            b"GIF89a"
+            + struct.pack("<HHBBB", w, h, 0, 0, 0)
+            + b"\x2c"
+            + struct.pack("<HHHHB", 0, 0, w, h, 0)
+            + b"\x02\x02\x44\x01\x00\x3b"
+        )
     if fmt == "BMP":
         w, h = min(width, 2**31 - 1), min(height, 2**31 - 1)
         info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, 0, 2835, 2835, 0, 0)
@@ -97,7 +106,9 @@ def files(draw) -> bytes:
         return data[: draw(st.integers(0, max(len(data) - 1, 0)))]
     if kind == "flipped":
         out = bytearray(data)
-        for pos, value in draw(st.lists(st.tuples(st.integers(0, len(out) - 1), st.integers(0, 255)), min_size=1, max_size=8)):
+        for pos, value in draw(
+            st.lists(st.tuples(st.integers(0, len(out) - 1), st.integers(0, 255)), min_size=1, max_size=8)
+        ):
             out[pos] = value
         return bytes(out)
     if kind == "spliced":
@@ -107,23 +118,47 @@ def files(draw) -> bytes:
 
 
 # -- multipart --------------------------------------------------------------------------------
-TOKEN = st.text(st.characters(codec="ascii", exclude_characters="\r\n\"\x00"), min_size=0, max_size=20)
-BOUNDARIES = st.one_of(st.just("fuzzb"), st.text("abcXYZ0123456789'()+_,-./:=?", min_size=1, max_size=90),
-                       st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"]), max_size=8))
+TOKEN = st.text(st.characters(codec="ascii", exclude_characters='\r\n"\x00'), min_size=0, max_size=20)
+BOUNDARIES = st.one_of(
+    st.just("fuzzb"),
+    st.text("abcXYZ0123456789'()+_,-./:=?", min_size=1, max_size=90),
+    st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"]), max_size=8),
+)
 
 
 @st.composite
 def parts(draw, field: str) -> bytes:
     """One multipart part: mostly a file under the API's field, sometimes anything else."""
-    name = draw(st.one_of(st.just(field), st.just(field), st.just(field), st.just("mask"), TOKEN, st.just("n" * 5000),
-                          st.text(st.characters(codec="utf-8", exclude_characters='\r\n"'), max_size=10)))
+    name = draw(
+        st.one_of(
+            st.just(field),
+            st.just(field),
+            st.just(field),
+            st.just("mask"),
+            TOKEN,
+            st.just("n" * 5000),
+            st.text(st.characters(codec="utf-8", exclude_characters='\r\n"'), max_size=10),
+        )
+    )
     filename = draw(st.one_of(st.none(), st.just("a.png"), TOKEN, st.just("../../etc/passwd"), st.just("é" * 300)))
     value = draw(st.one_of(files(), files(), files(), st.just(b"http://127.0.0.1:9/a.png"), st.binary(max_size=64)))
     headers = f'Content-Disposition: form-data; name="{name}"'
     if filename is not None:
         headers += f'; filename="{filename}"'
-    extra = draw(st.sampled_from(["", "", "", "\r\nContent-Type: image/png", "\r\nContent-Type: image/png", "\r\nContent-Type: text/plain; charset=utf-16",
-                                  "\r\nContent-Transfer-Encoding: base64", "\r\nX-" + "h" * 3000 + ": 1"]))
+    extra = draw(
+        st.sampled_from(
+            [
+                "",
+                "",
+                "",
+                "\r\nContent-Type: image/png",
+                "\r\nContent-Type: image/png",
+                "\r\nContent-Type: text/plain; charset=utf-16",
+                "\r\nContent-Transfer-Encoding: base64",
+                "\r\nX-" + "h" * 3000 + ": 1",
+            ]
+        )
+    )
     return (headers + extra).encode("utf-8", "surrogatepass") + b"\r\n\r\n" + value
 
 
@@ -138,8 +173,17 @@ def multipart(draw, field: str) -> tuple[bytes, str]:
         body += b"--" + boundary.encode("utf-8", "surrogatepass") + newline + part + newline
     if draw(st.integers(0, 3)):  # the closing delimiter, usually
         body += b"--" + boundary.encode("utf-8", "surrogatepass") + b"--" + newline
-    ctype = draw(st.sampled_from(["multipart/form-data; boundary={b}"] * 6 + ['multipart/form-data; boundary="{b}"',
-                                  "multipart/form-data", "multipart/form-data; boundary=", "multipart/mixed; boundary={b}"]))
+    ctype = draw(
+        st.sampled_from(
+            ["multipart/form-data; boundary={b}"] * 6
+            + [
+                'multipart/form-data; boundary="{b}"',
+                "multipart/form-data",
+                "multipart/form-data; boundary=",
+                "multipart/mixed; boundary={b}",
+            ]
+        )
+    )
     return body, ctype.replace("{b}", declared)
 
 
@@ -153,8 +197,15 @@ def uploads(draw, route: str) -> tuple[bytes, str]:
     body = b""
     for name in names:
         ext = draw(st.sampled_from(["png", "jpg", "webp", "bmp", "gif", "bin"]))
-        body += (b"--fuzzb\r\nContent-Disposition: form-data; name=\"" + name.encode() + b'"; filename="f.'
-                 + ext.encode() + b'"\r\nContent-Type: application/octet-stream\r\n\r\n' + draw(files()) + b"\r\n")
+        body += (
+            b'--fuzzb\r\nContent-Disposition: form-data; name="'
+            + name.encode()
+            + b'"; filename="f.'
+            + ext.encode()
+            + b'"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            + draw(files())
+            + b"\r\n"
+        )
     return body + b"--fuzzb--\r\n", "multipart/form-data; boundary=fuzzb"
 
 
@@ -170,8 +221,12 @@ def requests(draw) -> dict:
         body, ctype = draw(multipart(FIELDS.get(route, "images")))
     else:
         body = draw(st.one_of(st.binary(max_size=256), st.sampled_from([b"null", b"[]", b"{}", b'{"images": 1}'])))
-        ctype = {"json": "application/json", "text": "text/plain", "none": None,
-                 "garbage-type": draw(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40))}[kind]
+        ctype = {
+            "json": "application/json",
+            "text": "text/plain",
+            "none": None,
+            "garbage-type": draw(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)),
+        }[kind]
     return {"method": method, "route": route, "body": body, "content_type": ctype}
 
 
@@ -197,17 +252,24 @@ def _good(url: str, image: bytes) -> list[dict]:
 
 def test_generated_hostile_requests_get_json_4xx_never_5xx_and_the_service_stays_ready(served):
     url = served["url"]
-    good = sorted((served["root"] / "data" / "fakes").glob("*/images/*.png"))[0].read_bytes()
+    good = min((served["root"] / "data" / "fakes").glob("*/images/*.png")).read_bytes()
     before = _good(url, good)
     statuses: Counter[int] = Counter()
     messages: Counter[str] = Counter()  # what the errors said (their first words), for the summary
     failures: list[str] = []
     started = time.perf_counter()
-    with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=BURST)) as client, \
-            ThreadPoolExecutor(BURST) as pool:
+    with (
+        httpx.Client(timeout=60, limits=httpx.Limits(max_connections=BURST)) as client,
+        ThreadPoolExecutor(BURST) as pool,
+    ):
 
-        @settings(max_examples=-(-REQUESTS // BURST), derandomize=True, database=None, deadline=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=-(-REQUESTS // BURST),
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(st.lists(requests(), min_size=BURST, max_size=BURST))
         def burst(batch: list[dict]) -> None:
             answers = list(pool.map(lambda r: _send(client, url, r), batch))
@@ -218,17 +280,22 @@ def test_generated_hostile_requests_get_json_4xx_never_5xx_and_the_service_stays
                 what = f"{request['method']} {request['route']} {request['content_type']!r} {request['body'][:80]!r}"
                 if status >= 500 and not (status == 503 and retry_after):
                     failures.append(f"{status} for {what}: {body}")
-                elif status >= 400 and body is not None and not (
-                        isinstance(body.get("error"), str) and body.get("status") == status):
+                elif (
+                    status >= 400
+                    and body is not None
+                    and not (isinstance(body.get("error"), str) and body.get("status") == status)
+                ):
                     failures.append(f"{status} without the service's JSON for {what}: {body}")
             assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
             assert not failures, "\n".join(failures[:5])
 
         burst()
     sent = sum(statuses.values())
-    print(f"\nfuzz: {sent} generated requests in {time.perf_counter() - started:.0f} s; "
-          f"statuses {dict(sorted(statuses.items()))}; {sum(n for s, n in statuses.items() if s >= 500)} answers >= 500; "
-          f"{len(messages)} distinct errors, the most common:")
+    print(
+        f"\nfuzz: {sent} generated requests in {time.perf_counter() - started:.0f} s; "
+        f"statuses {dict(sorted(statuses.items()))}; {sum(n for s, n in statuses.items() if s >= 500)} answers >= 500; "
+        f"{len(messages)} distinct errors, the most common:"
+    )
     for text, n in messages.most_common(int(os.environ.get("GANDEFECT_FUZZ_SHOW", "15"))):
         print(f"  {n:6d}  {text}")
     assert sent >= REQUESTS

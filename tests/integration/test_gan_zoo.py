@@ -75,8 +75,14 @@ def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_total_steps
     params["profiles"]["tiny"]["gan"].update(generator_steps=150, checkpoint_every=10)
     (ingested / "params.yaml").write_text(yaml.safe_dump(params))
     ckpt = ingested / "models" / "gans" / "nonsaturating" / "checkpoint.pt"
-    proc = start_cli(ingested, "train-gans", "--loss", "nonsaturating", env=dict(os.environ),
-                     log=ingested.parent / "killed-train-gans.log")
+    proc = start_cli(
+        ingested,
+        "train-gans",
+        "--loss",
+        "nonsaturating",
+        env=dict(os.environ),
+        log=ingested.parent / "killed-train-gans.log",
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if ckpt.exists() and torch.load(ckpt, weights_only=False)["step"] >= 30:
@@ -98,8 +104,9 @@ def test_a_killed_training_resumes_from_its_checkpoint_with_the_same_total_steps
     parents = {r.info.run_id for r in client.search_runs([exp.experiment_id], "tags.mlflow.runName = 'train-gans'")}
     # nested under the killed command's train-gans run, where it began; the resumed command has its own
     assert run.data.tags["mlflow.parentRunId"] in parents and len(parents) == 2
-    resumed_parent = client.search_runs([exp.experiment_id], "tags.mlflow.runName = 'train-gans'",
-                                        order_by=["attributes.start_time DESC"])[0]
+    resumed_parent = client.search_runs(
+        [exp.experiment_id], "tags.mlflow.runName = 'train-gans'", order_by=["attributes.start_time DESC"]
+    )[0]
     assert "zoo/gan-zoo.md" in {a.path for a in client.list_artifacts(resumed_parent.info.run_id, "zoo")}
     assert run.data.metrics["steps"] == 150 and run.data.metrics["generator_steps"] == 150
     assert run.data.metrics["resumed_from_step"] == killed_at

@@ -19,8 +19,11 @@ from tests.photo_folder import make_photo_folder
 @pytest.mark.slow
 def test_an_unlabeled_rgb_folder_runs_the_whole_flow_to_a_served_bento(tmp_path):
     # a smaller zoo than the default (two losses, one other family): a user's choice, and the time of a test
-    project = make_project(tmp_path / "project", data={"image_size": 64, "mode": "RGB"},
-                           gan={"losses": ["nonsaturating", "hinge"], "families": ["vae"]})
+    project = make_project(
+        tmp_path / "project",
+        data={"image_size": 64, "mode": "RGB"},
+        gan={"losses": ["nonsaturating", "hinge"], "families": ["vae"]},
+    )
     folder = make_photo_folder(tmp_path / "shots", 160)
     run = run_cli(project, "run", "--from", str(folder), "--task-runner", "threads")  # no worker to start
     assert run.returncode == 0, run.stdout + run.stderr
@@ -30,8 +33,9 @@ def test_an_unlabeled_rgb_folder_runs_the_whole_flow_to_a_served_bento(tmp_path)
     report = (project / "reports" / "gan-zoo.md").read_text()
     assert "label-free feature space" in report and "Class entropy and the confident rate are absent" in report
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    gans = client.search_runs([client.get_experiment_by_name("gandefect-gans").experiment_id],
-                              "tags.mlflow.runName = 'gan-hinge'")
+    gans = client.search_runs(
+        [client.get_experiment_by_name("gandefect-gans").experiment_id], "tags.mlflow.runName = 'gan-hinge'"
+    )
     assert gans and gans[0].data.params["feature_space"] == "contrastive"
     assert "fid" in gans[0].data.metrics and "class_entropy" not in gans[0].data.metrics
     # every figure the small folder cannot support is named, with its reason, never a crash
@@ -45,8 +49,11 @@ def test_an_unlabeled_rgb_folder_runs_the_whole_flow_to_a_served_bento(tmp_path)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, serve, 180, log=log.read_text)
-        assert httpx.post(f"{url}/metadata", json={}, timeout=30).json()["input"] == \
-            {"size": 64, "mode": "RGB", "resize": "crop"}
+        assert httpx.post(f"{url}/metadata", json={}, timeout=30).json()["input"] == {
+            "size": 64,
+            "mode": "RGB",
+            "resize": "crop",
+        }
         photos = sorted(p for p in folder.rglob("*") if p.is_file())[:3]  # JPEG, PNG, WebP at their own sizes
         r = httpx.post(f"{url}/detect", files=[("images", (p.name, p.read_bytes())) for p in photos], timeout=60)
         assert r.status_code == 200, r.text

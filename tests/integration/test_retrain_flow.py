@@ -33,35 +33,49 @@ def test_the_gan_zoo_part_of_the_flow_runs_alone_in_worker_processes(trained):
     # only the stages asked for
     assert result.detector == {} and result.repairer is None and result.bento is None
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    (parent,) = client.search_runs([client.get_experiment_by_name("gandefect-retrain").experiment_id],
-                                   "params.stages = 'ingest,gans'")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("gandefect-retrain").experiment_id], "params.stages = 'ingest,gans'"
+    )
     flow_run_id = parent.data.tags["flow_run_id"]
-    gans = client.search_runs([client.get_experiment_by_name("gandefect-gans").experiment_id],
-                              filter_string="tags.mlflow.runName LIKE 'gan-%'")
+    gans = client.search_runs(
+        [client.get_experiment_by_name("gandefect-gans").experiment_id],
+        filter_string="tags.mlflow.runName LIKE 'gan-%'",
+    )
     assert len(gans) == len(LOSSES + FAMILIES) and {r.data.tags["flow_run_id"] for r in gans} == {flow_run_id}
     assert parent.data.tags["data_version"] == result.data_version
     for loss in result.zoo:
         assert client.get_registered_model(f"gandefect-generator-{loss}")
     for run in gans:  # every member, the diffusion ones too, has its FID and its sample grid
-        assert "fid" in run.data.metrics and "samples/final.png" in {a.path for a in client.list_artifacts(
-            run.info.run_id, "samples")}, run.data.tags["mlflow.runName"]
+        assert "fid" in run.data.metrics and "samples/final.png" in {
+            a.path for a in client.list_artifacts(run.info.run_id, "samples")
+        }, run.data.tags["mlflow.runName"]
     assert [Path(p).name for p in result.reports] and all(Path(p).is_file() for p in result.reports)
     assert all(Path(p).name.startswith("retrain-") for p in result.reports)
-    assert (project / "reports" / "gan-zoo.csv").read_text().count("\n") == 1 + len(LOSSES + FAMILIES)  # one report, every generator
+    assert (project / "reports" / "gan-zoo.csv").read_text().count("\n") == 1 + len(
+        LOSSES + FAMILIES
+    )  # one report, every generator
 
 
 @pytest.mark.slow  # two fresh interpreters importing the whole stack
 def test_the_ephemeral_prefect_server_gets_three_minutes_to_start_unless_the_user_set_it():
     """gandefect sets Prefect's startup timeout before Prefect reads its settings (imported as
     `gandefect run` imports them: the CLI, then the flows); a value the user set wins."""
-    code = ("import gandefect.cli, gandefect.orchestrate; "
-            "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s; print(s.value())")
+    code = (
+        "import gandefect.cli, gandefect.orchestrate; "
+        "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s; print(s.value())"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     cases = {None: "180", "42": "42"}
-    procs = {user: subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, env=env if user is None else
-                                    {**env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": user})
-             for user in cases}  # both at once: each is one core's worth of imports
+    procs = {
+        user: subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env if user is None else {**env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": user},
+        )
+        for user in cases
+    }  # both at once: each is one core's worth of imports
     for user, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, stderr
@@ -98,12 +112,17 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
     registered = _versions(client)
     # each stage's seconds are timestamped at its end, so its wall-clock window can be lined up with
     # what the machine did meanwhile (bench/train_throughput.py --flow): the windows follow one another
-    (whole,) = client.search_runs([client.get_experiment_by_name("gandefect-retrain").experiment_id],
-                                  "params.stages != 'ingest,gans'")
-    ends = {k: client.get_metric_history(whole.info.run_id, k)[-1].timestamp
-            for k in whole.data.metrics if k.startswith("seconds_")}
-    assert sorted(ends, key=ends.get) == [f"seconds_{s}" for s in
-                                          ("ingest", "zoo-setup", "gans", "detectors", "repairer", "bento")]
+    (whole,) = client.search_runs(
+        [client.get_experiment_by_name("gandefect-retrain").experiment_id], "params.stages != 'ingest,gans'"
+    )
+    ends = {
+        k: client.get_metric_history(whole.info.run_id, k)[-1].timestamp
+        for k in whole.data.metrics
+        if k.startswith("seconds_")
+    }
+    assert sorted(ends, key=ends.get) == [
+        f"seconds_{s}" for s in ("ingest", "zoo-setup", "gans", "detectors", "repairer", "bento")
+    ]
     assert whole.info.start_time <= ends["seconds_ingest"] - 1000 * whole.data.metrics["seconds_ingest"] + 50
     assert ends["seconds_bento"] <= whole.info.end_time
 
@@ -128,7 +147,11 @@ def _reruns(project, first, registered, client, tmp_path):
     assert _versions(client) == registered
     assert second.detector["version"] == first.detector["version"] and second.zoo == first.zoo
     status = run_cli(project, "status", check=True).stdout
-    assert "last retrain flow runs" in status and status.count("completed") >= 2 and f"{len(LOSSES + FAMILIES) + 4} tasks" in status
+    assert (
+        "last retrain flow runs" in status
+        and status.count("completed") >= 2
+        and f"{len(LOSSES + FAMILIES) + 4} tasks" in status
+    )
 
     folder = make_image_folder(tmp_path / "newgan", 60, seed=3)
     run_ingest_fakes(load_config(params), str(folder), "newgan")
@@ -137,7 +160,9 @@ def _reruns(project, first, registered, client, tmp_path):
     # (the session's project computes in float32) through the same flow, on every machine
     # (and the gate's margin opened: a tiny model is not judged on quality, which varies by CPU)
     _set_params(project, precision="bf16", gates={"margin": 1.0})
-    third = retrain.with_options(task_runner=task_runner_for("threads"))(params, None, ["detectors", "repairer", "bento"])
+    third = retrain.with_options(task_runner=task_runner_for("threads"))(
+        params, None, ["detectors", "repairer", "bento"]
+    )
     assert "detectors" not in third.cached and third.zoo == {}
     assert int(third.detector["version"]) == int(first.detector["version"]) + 1
     run = client.get_run(client.get_model_version("gandefect-detector", third.detector["version"]).run_id)
@@ -177,10 +202,9 @@ def _reruns(project, first, registered, client, tmp_path):
 @pytest.mark.slow
 def test_schedule_registers_a_cron_deployment_without_blocking(tmp_path, prefect_server):
     from prefect.client.orchestration import get_client
-
-    from gandefect.errors import BadInputError
     from prefect.deployments import run_deployment
 
+    from gandefect.errors import BadInputError
     from gandefect.orchestrate import _runs_under_way, register_schedule
 
     params = write_params(tmp_path)
@@ -247,13 +271,17 @@ def test_a_family_of_fifty_near_real_images_is_learned_by_the_next_run(trained, 
         assert done.returncode in (0, 4), done.stdout + done.stderr  # 4: refused, but registered and judged
         # the candidate's own run, and the champion as the gate judged it on the candidate's data
         with contextlib.closing(sqlite3.connect(project / "mlflow.db")) as db:
-            (run_id,) = db.execute("SELECT run_id FROM model_versions WHERE name = 'gandefect-detector' "
-                                   "ORDER BY CAST(version AS INTEGER) DESC LIMIT 1").fetchone()
+            (run_id,) = db.execute(
+                "SELECT run_id FROM model_versions WHERE name = 'gandefect-detector' "
+                "ORDER BY CAST(version AS INTEGER) DESC LIMIT 1"
+            ).fetchone()
             candidate = dict(db.execute("SELECT key, value FROM latest_metrics WHERE run_uuid = ?", (run_id,)))
             params = dict(db.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)))
             (artifacts,) = db.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
         champion = json.loads((Path(artifacts.removeprefix("file://")) / "champion_today.json").read_text())["metrics"]
     assert "fewshot" in params["trained_on"].split(",") and candidate["n_test_fewshot"] >= 1
-    figures = {k: (candidate[k], champion[k]) for k in ("auc_gen_fewshot", "tpr_fake_png_fewshot", "tpr_fake_wild_fewshot")}
+    figures = {
+        k: (candidate[k], champion[k]) for k in ("auc_gen_fewshot", "tpr_fake_png_fewshot", "tpr_fake_wild_fewshot")
+    }
     assert candidate["tpr_fake_png_fewshot"] > champion["tpr_fake_png_fewshot"], figures
     assert candidate["auc_gen_fewshot"] > champion["auc_gen_fewshot"], figures

@@ -34,7 +34,7 @@ def _png(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
 
 
 def _generated(root: Path) -> Path:
-    return sorted((root / "data" / "fakes").glob("*/images/*.png"))[0]
+    return min((root / "data" / "fakes").glob("*/images/*.png"))
 
 
 def _ready(url: str) -> None:
@@ -46,8 +46,11 @@ def test_detect_scores_png_and_jpeg_uploads_with_the_champion_version(served):
     fake = _generated(root).read_bytes()
     real = next((root / "data" / "real").rglob("*.png"))
     jpeg = _png(Image.open(real).convert("RGB"), "JPEG", quality=90)
-    r = httpx.post(f"{url}/detect", files=[("images", ("g.png", fake, "image/png")),
-                                           ("images", ("r.jpg", jpeg, "image/jpeg"))], timeout=30)
+    r = httpx.post(
+        f"{url}/detect",
+        files=[("images", ("g.png", fake, "image/png")), ("images", ("r.jpg", jpeg, "image/jpeg"))],
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     results = r.json()
     champion = _champion(root, "gandefect-detector")
@@ -72,7 +75,9 @@ def test_metrics_count_the_served_scores_and_status_compares_them_with_validatio
 
     before = counts()
     fakes = sorted((root / "data" / "fakes").glob("*/images/*.png"))[:6]
-    r = httpx.post(f"{url}/detect", files=[("images", (p.name, p.read_bytes(), "image/png")) for p in fakes], timeout=30)
+    r = httpx.post(
+        f"{url}/detect", files=[("images", (p.name, p.read_bytes(), "image/png")) for p in fakes], timeout=30
+    )
     assert r.status_code == 200, r.text
     assert counts() == (before[0] + len(fakes), before[1] + len(fakes))
     status = run_cli(root, "status", "--traffic", url, check=True).stdout
@@ -86,12 +91,14 @@ def test_metrics_count_the_served_scores_and_status_compares_them_with_validatio
 def test_detect_accepts_every_format_and_mode_at_any_size(served):
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (90, 60, 3), dtype=np.uint8)
-    files = [("images", ("a.png", _png(Image.fromarray(rgb[..., 0], "L")), "image/png")),
-             ("images", ("b.jpg", _png(Image.fromarray(rgb), "JPEG"), "image/jpeg")),
-             ("images", ("c.webp", _png(Image.fromarray(rgb).convert("RGBA"), "WEBP"), "image/webp")),
-             ("images", ("d.bmp", _png(Image.fromarray(rgb), "BMP"), "image/bmp")),
-             ("images", ("e.gif", _png(Image.fromarray(rgb).convert("P"), "GIF"), "image/gif")),
-             ("images", ("f.png", _png(Image.fromarray(rgb[:20, :33, 0].astype(np.uint16) * 257)), "image/png"))]
+    files = [
+        ("images", ("a.png", _png(Image.fromarray(rgb[..., 0], "L")), "image/png")),
+        ("images", ("b.jpg", _png(Image.fromarray(rgb), "JPEG"), "image/jpeg")),
+        ("images", ("c.webp", _png(Image.fromarray(rgb).convert("RGBA"), "WEBP"), "image/webp")),
+        ("images", ("d.bmp", _png(Image.fromarray(rgb), "BMP"), "image/bmp")),
+        ("images", ("e.gif", _png(Image.fromarray(rgb).convert("P"), "GIF"), "image/gif")),
+        ("images", ("f.png", _png(Image.fromarray(rgb[:20, :33, 0].astype(np.uint16) * 257)), "image/png")),
+    ]
     r = httpx.post(f"{served['url']}/detect", files=files, timeout=30)
     assert r.status_code == 200, r.text
     assert len(r.json()) == len(files)
@@ -129,8 +136,9 @@ def test_repair_with_a_mask_rewrites_only_the_masked_pixels(served):
     image = _generated(served["root"]).read_bytes()
     mask = np.zeros((28, 28), np.uint8)
     mask[8:18, 6:20] = 255
-    r = httpx.post(f"{served['url']}/repair", files={"image": image, "mask": _png(Image.fromarray(mask, "L"))},
-                   timeout=30)
+    r = httpx.post(
+        f"{served['url']}/repair", files={"image": image, "mask": _png(Image.fromarray(mask, "L"))}, timeout=30
+    )
     assert r.status_code == 200, r.text
     before = np.asarray(Image.open(io.BytesIO(image)))
     after = np.asarray(Image.open(io.BytesIO(r.content)))
@@ -142,14 +150,14 @@ def test_repair_with_a_mask_rewrites_only_the_masked_pixels(served):
 
 
 def _real(root: Path) -> Path:
-    return sorted((root / "data" / "real" / "images").glob("*.png"))[0]
+    return min((root / "data" / "real" / "images").glob("*.png"))
 
 
 def _called_real(url: str, root: Path) -> Path:
     """A real image the served detector calls real (the threshold leaves most real images there)."""
     paths = sorted((root / "data" / "real" / "images").glob("*.png"))[:32]
     for start in range(0, len(paths), LIMITS["max_images"]):
-        chunk = paths[start:start + LIMITS["max_images"]]
+        chunk = paths[start : start + LIMITS["max_images"]]
         for path, answer in zip(chunk, _detect(url, [p.read_bytes() for p in chunk])):
             if answer["verdict"] == "real":
                 return path
@@ -164,8 +172,8 @@ def _detect(url: str, files: list[bytes]) -> list[dict]:
 
 def _one_called(url: str, paths: list[Path], verdict: str) -> bytes:
     """An upload the champion answers `verdict` for (the tiny champion is weak; some always are)."""
-    files = [p.read_bytes() for p in paths[:8 * 8]]
-    answers = [a for i in range(0, len(files), 8) for a in _detect(url, files[i:i + 8])]
+    files = [p.read_bytes() for p in paths[: 8 * 8]]
+    answers = [a for i in range(0, len(files), 8) for a in _detect(url, files[i : i + 8])]
     found = [f for f, a in zip(files, answers) if a["verdict"] == verdict]
     assert found, f"no upload answered {verdict}"
     return found[0]
@@ -214,14 +222,27 @@ def test_detect_reads_the_history_and_is_uncertain_outside_the_validated_conditi
     envelope = httpx.post(f"{url}/metadata", json={}, timeout=30).json()["envelope"]
     real = Image.open(_real(served["root"]))
     tiny = real.resize((7, 7), Image.Resampling.BICUBIC).resize((28, 28), Image.Resampling.BICUBIC)
-    uploads = {"png": _png(real), "jpeg70": _png(real, "JPEG", quality=70), "jpeg30": _png(real, "JPEG", quality=30),
-               "up2": _png(real.resize((56, 56), Image.Resampling.BICUBIC)), "7x7": _png(tiny),
-               "fake": _generated(served["root"]).read_bytes()}
+    uploads = {
+        "png": _png(real),
+        "jpeg70": _png(real, "JPEG", quality=70),
+        "jpeg30": _png(real, "JPEG", quality=30),
+        "up2": _png(real.resize((56, 56), Image.Resampling.BICUBIC)),
+        "7x7": _png(tiny),
+        "fake": _generated(served["root"]).read_bytes(),
+    }
     answers = dict(zip(uploads, _detect(url, list(uploads.values()))))
     png, jpeg70, jpeg30, up2, small, fake = answers.values()
-    assert png["history"] == {"format": "PNG", "mode": "L", "original_size": [28, 28], "scale": 1.0,
-                              "jpeg_quality": None, "jpeg_standard_table": False, "upscaled_by": 1, "inside": True,
-                              "reasons": []}
+    assert png["history"] == {
+        "format": "PNG",
+        "mode": "L",
+        "original_size": [28, 28],
+        "scale": 1.0,
+        "jpeg_quality": None,
+        "jpeg_standard_table": False,
+        "upscaled_by": 1,
+        "inside": True,
+        "reasons": [],
+    }
     for a in (png, jpeg70, fake):
         assert a["verdict"] in {"real", "fake"} and a["is_fake"] == (a["p_fake"] >= a["threshold"])
     assert fake["history"]["inside"] and fake["history"]["upscaled_by"] == 1
@@ -260,40 +281,83 @@ def _bad_cases(root: Path):
     # BentoML itself would download a URL given as a text value; the service refuses it
     text_part = b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nhttp://example.com/a.png\r\n--b--\r\n'
     return [
-        ("not an image", "/detect", {"files": {"images": ("x.jpg", b"this is not an image", "image/jpeg")}}, 400, "not an image"),
+        (
+            "not an image",
+            "/detect",
+            {"files": {"images": ("x.jpg", b"this is not an image", "image/jpeg")}},
+            400,
+            "not an image",
+        ),
         ("truncated PNG", "/localize", {"files": {"image": ("t.png", truncated, "image/png")}}, 400, "truncated"),
         ("empty file", "/repair", {"files": {"image": ("e.png", b"", "image/png")}}, 400, "empty"),
         ("empty body", "/detect", {"content": b""}, 400, "empty request"),
         ("no image field", "/localize", {"files": {"picture": ("a.png", good, "image/png")}}, 400, "picture"),
         ("JSON instead of a file", "/repair", {"json": {"image": "http://example.com/a.png"}}, 400, "multipart"),
-        ("a text value (a URL) as the image", "/localize", {"content": text_part, "headers": {
-            "Content-Type": "multipart/form-data; boundary=b"}}, 400, "uploaded file"),
+        (
+            "a text value (a URL) as the image",
+            "/localize",
+            {"content": text_part, "headers": {"Content-Type": "multipart/form-data; boundary=b"}},
+            400,
+            "uploaded file",
+        ),
         ("too many pixels", "/detect", {"files": {"images": ("b.png", bomb, "image/png")}}, 400, "pixels"),
         ("upload over the size cap", "/detect", {"files": {"images": ("h.png", huge, "image/png")}}, 413, "limit"),
         ("unsupported format", "/detect", {"files": {"images": ("a.tiff", tiff, "image/tiff")}}, 400, "TIFF"),
         ("too many images", "/detect", {"files": [("images", ("a.png", good, "image/png"))] * 9}, 400, "at most 8"),
-        ("mask of another size", "/repair", {"files": {"image": good, "mask": _png(Image.new("L", (13, 9), 255))}}, 400, "mask"),
+        (
+            "mask of another size",
+            "/repair",
+            {"files": {"image": good, "mask": _png(Image.new("L", (13, 9), 255))}},
+            400,
+            "mask",
+        ),
         ("empty mask", "/repair", {"files": {"image": good, "mask": _png(Image.new("L", (28, 28), 0))}}, 400, "empty"),
         # multipart framing (each was a 500 before)
         ("no boundary", "/detect", _framed(good, "multipart/form-data"), 400, "needs a boundary"),
-        ("a boundary that does not match the body", "/localize", _framed(good, "multipart/form-data; boundary=other"),
-         400, "not valid multipart"),
-        ("a boundary over 70 characters", "/repair", _framed(good, "multipart/form-data; boundary=" + "b" * 71,
-                                                               boundary=b"b" * 71), 400, "1 to 70"),
+        (
+            "a boundary that does not match the body",
+            "/localize",
+            _framed(good, "multipart/form-data; boundary=other"),
+            400,
+            "not valid multipart",
+        ),
+        (
+            "a boundary over 70 characters",
+            "/repair",
+            _framed(good, "multipart/form-data; boundary=" + "b" * 71, boundary=b"b" * 71),
+            400,
+            "1 to 70",
+        ),
         ("a 5,000-character field name", "/detect", _framed(good, name=b"n" * 5000), 400, "not valid multipart"),
-        ("metadata with a malformed multipart body", "/metadata", {"content": b"null", "headers": {
-            "Content-Type": "multipart/form-data; boundary=x"}}, 400, "not valid multipart"),
-        ("metadata with malformed JSON", "/metadata", {"content": b"{bad", "headers": {
-            "Content-Type": "application/json"}}, 400, "Invalid JSON"),
+        (
+            "metadata with a malformed multipart body",
+            "/metadata",
+            {"content": b"null", "headers": {"Content-Type": "multipart/form-data; boundary=x"}},
+            400,
+            "not valid multipart",
+        ),
+        (
+            "metadata with malformed JSON",
+            "/metadata",
+            {"content": b"{bad", "headers": {"Content-Type": "application/json"}},
+            400,
+            "Invalid JSON",
+        ),
         ("no such route", "/detekt", {"json": {}}, 404, "no route /detekt"),
     ]
 
 
-def _framed(image: bytes, content_type: str = "multipart/form-data; boundary=xyz", boundary: bytes = b"xyz",
-            name: bytes = b"images") -> dict:
+def _framed(
+    image: bytes,
+    content_type: str = "multipart/form-data; boundary=xyz",
+    boundary: bytes = b"xyz",
+    name: bytes = b"images",
+) -> dict:
     """httpx arguments for a hand-framed multipart body (one image part) under `content_type`."""
-    body = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + name + b'"; filename="a.png"\r\n'
-            b"Content-Type: image/png\r\n\r\n" + image + b"\r\n--" + boundary + b"--\r\n")
+    body = (
+        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + name + b'"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + image + b"\r\n--" + boundary + b"--\r\n"
+    )
     return {"content": body, "headers": {"Content-Type": content_type}}
 
 
@@ -377,15 +441,23 @@ def test_web_page_in_headless_chromium_shows_score_map_and_repair(served):
         page.wait_for_function("document.getElementById('repair-note').textContent.includes('unchanged')")
         # a generated upload: the repair note agrees with the API on whether it was generated as a whole
         sample = _generated(served["root"])
-        stopped = httpx.post(f"{served['url']}/repair", files={"image": sample.read_bytes()}, timeout=30).headers["x-stopped"]
+        stopped = httpx.post(f"{served['url']}/repair", files={"image": sample.read_bytes()}, timeout=30).headers[
+            "x-stopped"
+        ]
         page.set_input_files("#file", str(sample))
         page.wait_for_function("document.getElementById('history').dataset.verdict !== 'uncertain'", timeout=30_000)
         page.wait_for_selector("#overlay[data-ready='1']", timeout=30_000)
-        expected = "returned unchanged: generated as a whole" if stopped == "whole-image" else \
-            {"not-fake": "returned unchanged: not called generated",
-             "uncertain": "returned unchanged: the verdict is uncertain"}.get(stopped, "rewritten")
-        page.wait_for_function(f"document.getElementById('repair-note').textContent.includes({json.dumps(expected)})",
-                               timeout=30_000)
+        expected = (
+            "returned unchanged: generated as a whole"
+            if stopped == "whole-image"
+            else {
+                "not-fake": "returned unchanged: not called generated",
+                "uncertain": "returned unchanged: the verdict is uncertain",
+            }.get(stopped, "rewritten")
+        )
+        page.wait_for_function(
+            f"document.getElementById('repair-note').textContent.includes({json.dumps(expected)})", timeout=30_000
+        )
 
 
 def test_gandefect_serve_reuses_the_bento_and_answers_on_the_given_port(served):

@@ -34,9 +34,14 @@ def detector_only(tmp_path_factory, trained):
         built = run_cli(root, "build-bento", check=True)
     tag = built.stdout.split("bento ", 1)[1].split()[0]
     port = free_port()
-    log = open(base / "serve.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", tag, "--port", str(port)],
-                            cwd=base, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log = open(base / "serve.log", "w")  # noqa: SIM115 - the server writes it until the test ends
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "bentoml"), "serve", tag, "--port", str(port)],
+        cwd=base,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, 180, log=(base / "serve.log").read_text)
@@ -48,12 +53,14 @@ def detector_only(tmp_path_factory, trained):
 
 
 def _fake(root: Path) -> bytes:
-    return sorted((root / "data" / "fakes").glob("*/images/*.png"))[0].read_bytes()
+    return min((root / "data" / "fakes").glob("*/images/*.png")).read_bytes()
 
 
 def test_the_bento_builds_without_a_repairer_and_says_why(detector_only):
-    assert f"not served: repairer: {REPAIRER} has no `champion`: its newest version v{detector_only['version']} " \
-           "failed its gate (psnr_gain = -3.4 < 0.0)" in " ".join(detector_only["built"].split())
+    assert (
+        f"not served: repairer: {REPAIRER} has no `champion`: its newest version v{detector_only['version']} "
+        "failed its gate (psnr_gain = -3.4 < 0.0)" in " ".join(detector_only["built"].split())
+    )
 
 
 def test_detect_and_localize_answer_while_repair_gives_503_with_the_reason(detector_only):

@@ -29,9 +29,11 @@ def _hold(root):
 def test_a_second_writer_is_refused_with_the_holders_name_and_gets_it_once_the_holder_is_killed(tmp_path):
     proc = _hold(tmp_path)
     try:
-        with pytest.raises(ProjectBusyError, match=rf"`gandefect run` \(pid {proc.pid}, started .*--wait"):
-            with project_lock(tmp_path, "promote"):
-                pass
+        with (
+            pytest.raises(ProjectBusyError, match=rf"`gandefect run` \(pid {proc.pid}, started .*--wait"),
+            project_lock(tmp_path, "promote"),
+        ):
+            pass
         assert holder(tmp_path)["pid"] == proc.pid
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -44,7 +46,9 @@ def test_a_second_writer_is_refused_with_the_holders_name_and_gets_it_once_the_h
 def test_a_waiting_writer_runs_after_the_holder_and_the_lock_is_reentrant(tmp_path):
     proc = _hold(tmp_path)
     messages = []
-    killer = subprocess.Popen([sys.executable, "-c", f"import os, signal, time; time.sleep(1.5); os.kill({proc.pid}, signal.SIGTERM)"])
+    killer = subprocess.Popen(
+        [sys.executable, "-c", f"import os, signal, time; time.sleep(1.5); os.kill({proc.pid}, signal.SIGTERM)"]
+    )
     started = time.monotonic()
     with project_lock(tmp_path, "run", wait=True, poll_seconds=0.2, on_wait=messages.append):
         waited = time.monotonic() - started

@@ -33,16 +33,25 @@ def test_a_detector_that_calls_jpeg_reals_fake_is_refused_with_the_reason():
     real = digits(30)
     fake = real.copy()
     fake[:, ::3, ::3] = 100  # a generator's trace: gray dots
-    data = Labeled(np.concatenate([real, fake]), np.r_[np.zeros(30, int), np.ones(30, int)],
-                   np.r_[["real"] * 30, ["toy"] * 30])
+    data = Labeled(
+        np.concatenate([real, fake]), np.r_[np.zeros(30, int), np.ones(30, int)], np.r_[["real"] * 30, ["toy"] * 30]
+    )
     detector = CompressionSniffer()
     detector.threshold = 0.5
     metrics = wild.evaluate_wild(detector, wild.build(data, list(GATED), "crop"))
     assert metrics["fpr_real_png"] == 0.0 and metrics["tpr_fake_png_toy"] == 1.0  # perfect on clean files
     assert metrics["fpr_real_jpeg75"] > 0.5
     wild.summarize(metrics, list(GATED), ["toy"])
-    candidate = {"auc_seen": 1.0, "auc_unseen_min": 0.99, "pixel_ap": 0.9, "iou": 0.7, "ece": 0.01,
-                 "ece_jpeg75": 0.01, "auc_gen_toy": 1.0, **metrics}
+    candidate = {
+        "auc_seen": 1.0,
+        "auc_unseen_min": 0.99,
+        "pixel_ap": 0.9,
+        "iou": 0.7,
+        "ece": 0.01,
+        "ece_jpeg75": 0.01,
+        "auc_gen_toy": 1.0,
+        **metrics,
+    }
     spec = spec_for(load_config(REPO / "params.yaml", "default"), "gandefect-detector")
     table = metrics_table(spec, candidate, None)
     report = run_suite(spec, table)

@@ -27,12 +27,15 @@ def test_a_colour_or_gray_mask_image_is_read_at_mid_gray(tmp_path):
     assert mask[5:10, 5:10].all() and not mask[12:14, 12:14].any() and mask.sum() == 25
 
 
-@pytest.mark.parametrize("mask,message", [
-    (np.zeros((28, 28), bool), "empty"),
-    (np.ones((28, 28), bool), "whole image"),
-    (np.ones((20, 28), bool), "20x... wrong"),
-    (np.ones((28, 28, 3), bool), "2-D"),
-])
+@pytest.mark.parametrize(
+    "mask,message",
+    [
+        (np.zeros((28, 28), bool), "empty"),
+        (np.ones((28, 28), bool), "whole image"),
+        (np.ones((20, 28), bool), "20x... wrong"),
+        (np.ones((28, 28, 3), bool), "2-D"),
+    ],
+)
 def test_bad_masks_get_clear_errors(mask, message):
     with pytest.raises(BadInputError) as err:
         check_mask(mask, (28, 28))

@@ -7,11 +7,11 @@ import torch
 
 from gandefect.config import RepairConfig
 from gandefect.detect.common import Detector, Labeled
+from gandefect.evaluate.repair import biharmonic, mean_fill, outside_change
 from gandefect.gan import losses
 from gandefect.repair.model import InpaintUNet, RepairerConfig
 from gandefect.repair.pipeline import Repairer, repair
 from gandefect.repair.train import train_repairer
-from gandefect.evaluate.repair import biharmonic, mean_fill, outside_change
 
 
 class BrightPixelDetector(Detector):
@@ -72,7 +72,7 @@ def test_rgb_composite_keeps_every_channel_outside_the_mask():
 def test_the_loop_stops_once_the_score_is_below_threshold():
     images = np.zeros((3, 28, 28), np.uint8)
     images[0, 2:6, 2:6] = 255  # 16 bright pixels: score sigmoid(0.2 - 0.1) > 0.5 -> repaired in one pass
-    images[2, :, :4] = 255     # 112 bright pixels; max_area 0.05 (39 px) per pass: needs 3 passes
+    images[2, :, :4] = 255  # 112 bright pixels; max_area 0.05 (39 px) per pass: needs 3 passes
     result = repair(images, _detector(), Repairer(BlackNet()), iterations=5, max_area=0.05)
     assert list(result.iterations) == [1, 0, 3]
     assert result.stopped == ["below-threshold", "below-threshold", "below-threshold"]
@@ -105,13 +105,14 @@ def test_a_trained_repairer_beats_both_classical_fills_on_held_out_structure():
     rng = np.random.default_rng(3)
     x = np.zeros((256, 16, 16), np.uint8)
     for img in x:
-        img[:, int(rng.integers(0, 4))::4] = 255  # vertical stripes, random phase
-    net = train_repairer(x[:192], RepairerConfig(1, 8), RepairConfig(epochs=8, batch_size=32, lr=3e-3,
-                                                                     adversarial_weight=0.0), seed=0)
+        img[:, int(rng.integers(0, 4)) :: 4] = 255  # vertical stripes, random phase
+    net = train_repairer(
+        x[:192], RepairerConfig(1, 8), RepairConfig(epochs=8, batch_size=32, lr=3e-3, adversarial_weight=0.0), seed=0
+    )
     test, masks = x[192:], np.zeros((64, 16, 16), bool)
     masks[:, 4:12, 4:12] = True
     repaired = Repairer(net).inpaint(test, masks)
-    err = lambda a: np.abs(a[masks].astype(float) - test[masks]).mean()  # noqa: E731
+    err = lambda a: np.abs(a[masks].astype(float) - test[masks]).mean()
     # the net continues the stripes; both classical fills (the repair evaluation's baselines) smear them
     # (measured: net 1.2, mean fill 95.8, biharmonic 96.4 gray levels of mean error in the hole)
     assert err(repaired) < 0.7 * err(mean_fill(test, masks))
@@ -180,11 +181,10 @@ def test_in_mask_psnr_without_spliced_test_images_is_missing_with_the_reason(tmp
 
 def test_an_image_flagged_over_more_than_the_local_area_is_left_unchanged_with_the_reason():
     images = np.zeros((3, 20, 20), np.uint8)
-    images[0, :, :12] = 255   # 240 of 400 pixels: exactly 0.6 of the image, still local
-    images[1, :, :13] = 255   # 260 of 400: 0.65, over the rule's 0.6
-    images[2, 0, :4] = 255    # a small defect
-    result = repair(images, _detector(threshold=0.0), Repairer(BlackNet()), iterations=3, max_area=0.9,
-                    local_area=0.6)
+    images[0, :, :12] = 255  # 240 of 400 pixels: exactly 0.6 of the image, still local
+    images[1, :, :13] = 255  # 260 of 400: 0.65, over the rule's 0.6
+    images[2, 0, :4] = 255  # a small defect
+    result = repair(images, _detector(threshold=0.0), Repairer(BlackNet()), iterations=3, max_area=0.9, local_area=0.6)
     assert result.stopped[1] == "whole-image" and result.iterations[1] == 0
     assert np.array_equal(result.images[1], images[1]) and not result.masks[1].any()
     assert result.stopped[0] != "whole-image" and result.iterations[0] >= 1 and (result.images[0] == 0).all()

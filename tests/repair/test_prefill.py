@@ -27,7 +27,9 @@ def test_pull_push_continues_smooth_content_far_better_than_a_mean_fill():
     images, masks = _gradients()
     holed = images.copy()
     holed[masks] = 0
-    assert psnr_in_mask(pull_push(holed, masks), images, masks) > psnr_in_mask(mean_fill(holed, masks), images, masks) + 10
+    assert (
+        psnr_in_mask(pull_push(holed, masks), images, masks) > psnr_in_mask(mean_fill(holed, masks), images, masks) + 10
+    )
     assert (pull_push(holed, masks)[~masks] == holed[~masks]).all()
 
 

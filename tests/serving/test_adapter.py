@@ -31,8 +31,9 @@ def test_the_installed_bentoml_is_the_one_the_adapter_was_written_for():
     assert Version(importlib.metadata.version("bentoml")) in supported
     assert Version(WRITTEN_AGAINST) in supported
     pins = [Requirement(d) for d in tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]]
-    assert [r.specifier for r in pins if r.name == "bentoml"] == [supported], \
+    assert [r.specifier for r in pins if r.name == "bentoml"] == [supported], (
         "pyproject's bentoml pin moved: check the adapter against the new range, then update SUPPORTED"
+    )
 
 
 def test_the_private_names_have_the_shapes_the_adapter_assumes(toy_service):

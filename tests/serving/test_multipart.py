@@ -28,8 +28,15 @@ def _png(size: tuple[int, int]) -> bytes:
 
 
 def test_uploads_reach_the_api_under_safe_names(toy):
-    r = toy.post("/files", files=[("images", ("a.png", b"abc")), ("images", ("../../etc/passwd", b"de")),
-                                  ("images", ("\u00e9" * 300 + ".png", b"f"))], data={"note": '"hi"'})
+    r = toy.post(
+        "/files",
+        files=[
+            ("images", ("a.png", b"abc")),
+            ("images", ("../../etc/passwd", b"de")),
+            ("images", ("\u00e9" * 300 + ".png", b"f")),
+        ],
+        data={"note": '"hi"'},
+    )
     assert r.status_code == 200, r.text
     answer = r.json()
     assert answer["sizes"] == [3, 2, 1] and answer["note"] == "hi"
@@ -58,13 +65,26 @@ def test_a_heavy_upload_is_validated_off_the_event_loop(toy, monkeypatch):
     assert on_the_loop == [True, False]
 
 
-@pytest.mark.parametrize(("name", "body", "says"), [
-    ("a body that does not match its boundary", b"--other\r\n\r\nx\r\n--other--\r\n", "not valid multipart/form-data"),
-    ("a text value (a URL) as a file", b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\n'
-                                       b"http://127.0.0.1:9/a.png\r\n--b--\r\n", "uploaded file, not a text value"),
-    ("a field the API does not take", b'--b\r\nContent-Disposition: form-data; name="picture"; filename="a.png"\r\n\r\n'
-                                      b"x\r\n--b--\r\n", "unknown field; this API takes `image`"),
-])
+@pytest.mark.parametrize(
+    ("name", "body", "says"),
+    [
+        (
+            "a body that does not match its boundary",
+            b"--other\r\n\r\nx\r\n--other--\r\n",
+            "not valid multipart/form-data",
+        ),
+        (
+            "a text value (a URL) as a file",
+            b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nhttp://127.0.0.1:9/a.png\r\n--b--\r\n',
+            "uploaded file, not a text value",
+        ),
+        (
+            "a field the API does not take",
+            b'--b\r\nContent-Disposition: form-data; name="picture"; filename="a.png"\r\n\r\nx\r\n--b--\r\n',
+            "unknown field; this API takes `image`",
+        ),
+    ],
+)
 def test_bad_multipart_is_a_400_naming_the_problem(toy, name, body, says):
     r = toy.post("/one", content=body, headers=MULTIPART)
     assert r.status_code == 400 and says in r.text, (name, r.status_code, r.text)

@@ -30,8 +30,9 @@ def test_the_pixel_cap_is_checked_before_decoding():
     assert exc.value.status == 400
 
 
-@pytest.mark.parametrize("data, message", [(b"", "empty"), (b"GIF89a not really", "not an image"),
-                                           (b"plain text", "not an image")])
+@pytest.mark.parametrize(
+    "data, message", [(b"", "empty"), (b"GIF89a not really", "not an image"), (b"plain text", "not an image")]
+)
 def test_unreadable_uploads_name_the_problem(data, message):
     with pytest.raises(UploadError, match=message):
         decode(data, UploadLimits())
@@ -61,5 +62,8 @@ def test_bounding_boxes_cover_each_region_largest_first():
     mask[1:3, 1:4] = True  # 6 pixels
     mask[5:9, 6:8] = True  # 8 pixels
     boxes = bounding_boxes(mask)
-    assert boxes == [{"x0": 6, "y0": 5, "x1": 8, "y1": 9, "pixels": 8}, {"x0": 1, "y0": 1, "x1": 4, "y1": 3, "pixels": 6}]
+    assert boxes == [
+        {"x0": 6, "y0": 5, "x1": 8, "y1": 9, "pixels": 8},
+        {"x0": 1, "y0": 1, "x1": 4, "y1": 3, "pixels": 6},
+    ]
     assert bounding_boxes(np.zeros((4, 4), bool)) == []

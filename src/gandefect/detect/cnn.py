@@ -28,7 +28,6 @@ from gandefect.data.conditions import augment
 from gandefect.data.spliced import MaskSpec, mask_pool, splice
 from gandefect.detect.common import Detector, Labeled, upgraded
 
-
 SPLICE_MASKS = MaskSpec(0.02, 0.6, ("rect", "blob"))  # training splices: wider than any benchmark's areas
 
 
@@ -64,11 +63,17 @@ class PatchNet(nn.Module):
     def __init__(self, channels: int, width: int, radial: bool = False):
         super().__init__()
         w = width
-        self.body = nn.Sequential(*_block(channels, w // 2), *_block(w // 2, w, 2), *_block(w, 2 * w), *_block(2 * w, 2 * w))
+        self.body = nn.Sequential(
+            *_block(channels, w // 2), *_block(w // 2, w, 2), *_block(w, 2 * w), *_block(2 * w, 2 * w)
+        )
         self.head = nn.Conv2d(2 * w, 1, 1)
-        self.image_head = nn.Sequential(*_block(2 * w, 2 * w, 2), *_block(2 * w, 4 * w, 2),
-                                        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                        RadialLogit(4 * w, RADIAL_DIMS) if radial else nn.Linear(4 * w, 1))
+        self.image_head = nn.Sequential(
+            *_block(2 * w, 2 * w, 2),
+            *_block(2 * w, 4 * w, 2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            RadialLogit(4 * w, RADIAL_DIMS) if radial else nn.Linear(4 * w, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(patch logit map (N, 1, H/2, W/2), image logit (N,))."""
@@ -129,7 +134,7 @@ class RadialLogit(nn.Module):
         self.radius = nn.Parameter(torch.ones(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.log_scale.exp() * (self.project(x).pow(2).mean(1, keepdim=True) - self.radius))
+        return self.log_scale.exp() * (self.project(x).pow(2).mean(1, keepdim=True) - self.radius)
 
 
 def _image_loss(logit: torch.Tensor, label: torch.Tensor, pos_weight: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -147,10 +152,12 @@ def _distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: flo
     """Cross-entropy of the student's logits against the teacher's softened probabilities (Li &
     Hoiem 2017), times T^2 so its gradients keep their scale whatever the temperature."""
     target = torch.sigmoid(teacher / temperature)
-    return F.binary_cross_entropy_with_logits(student / temperature, target) * temperature ** 2
+    return F.binary_cross_entropy_with_logits(student / temperature, target) * temperature**2
 
 
-def _family_balanced(train: Labeled, new: np.ndarray | None = None, new_share: float | None = None) -> np.ndarray | None:
+def _family_balanced(
+    train: Labeled, new: np.ndarray | None = None, new_share: float | None = None
+) -> np.ndarray | None:
     """Drawing probabilities under which real images make half of the draws and every generator
     family an equal share of the other half (a family of many losses or samples no longer drowns
     a small one); None without both classes. With `new_share`, the generated images where `new`
@@ -193,15 +200,20 @@ class CNNDetector(Detector):
 
     def start_from(self, other: Detector) -> bool:
         """Take `other`'s weights when it is a CNN detector of the same shape; whether it was."""
-        if not isinstance(other, CNNDetector) or other.channels != self.channels or other.cfg.width != self.cfg.width \
-                or other.net.radial != self.net.radial or _members(other.net) != _members(self.net):
+        if (
+            not isinstance(other, CNNDetector)
+            or other.channels != self.channels
+            or other.cfg.width != self.cfg.width
+            or other.net.radial != self.net.radial
+            or _members(other.net) != _members(self.net)
+        ):
             return False
         self.net.load_state_dict(other.net.state_dict())
         self.started_from = list(other.trained_on)
         self._teacher = other.net  # read, never trained: soft targets while fine-tuning (cfg.distill)
         return True
 
-    def fit(self, train: Labeled, progress=None) -> "CNNDetector":
+    def fit(self, train: Labeled, progress=None) -> CNNDetector:
         c = self.cfg
         rng = np.random.default_rng(self.seed)
         torch.manual_seed(self.seed)
@@ -219,22 +231,31 @@ class CNNDetector(Detector):
         teacher = getattr(self, "_teacher", None) if c.distill > 0 else None
         started_from = getattr(self, "started_from", None)  # set by a warm start
         known = np.isin(train.generators, ["real", *(started_from or [])])
-        draw = _family_balanced(train, ~known, c.new_share if started_from is not None else None) \
-            if c.balance == "family" else None
+        draw = (
+            _family_balanced(train, ~known, c.new_share if started_from is not None else None)
+            if c.balance == "family"
+            else None
+        )
         if draw is not None:  # both classes are drawn equally often: no class weight on top
             pos_weight = torch.tensor(1.0, device=device)
-        masks = mask_pool(rng, train.images.shape[1:3], SPLICE_MASKS, 2048) if c.p_splice > 0 and len(real_idx) \
-            and len(fake_idx) else None
+        masks = (
+            mask_pool(rng, train.images.shape[1:3], SPLICE_MASKS, 2048)
+            if c.p_splice > 0 and len(real_idx) and len(fake_idx)
+            else None
+        )
         if teacher is not None:
             teacher = copy.deepcopy(teacher).to(device).eval().requires_grad_(False)
             hardware.channels_last(teacher)
         hardware.channels_last(self.net)
         self.net.to(device).train()
         for epoch in range(c.epochs):
-            order = rng.permutation(len(train.labels)) if draw is None else \
-                rng.choice(len(train.labels), len(train.labels), p=draw)
+            order = (
+                rng.permutation(len(train.labels))
+                if draw is None
+                else rng.choice(len(train.labels), len(train.labels), p=draw)
+            )
             for i in range(steps_per_epoch):
-                idx = order[i * c.batch_size:(i + 1) * c.batch_size]
+                idx = order[i * c.batch_size : (i + 1) * c.batch_size]
                 images = train.images[idx].copy()
                 target = np.broadcast_to(labels[idx][:, None, None], (len(idx),) + images.shape[1:3]).copy()
                 spliced = np.zeros(len(idx), bool)
@@ -260,11 +281,15 @@ class CNNDetector(Detector):
                 t = F.adaptive_avg_pool2d(torch.from_numpy(target)[:, None].to(device), outputs[0][0].shape[2:])
                 for logits, image_logit in outputs:  # every member learns on its own; the mean is only served
                     logits, image_logit = logits.float(), image_logit.float()
-                    loss = loss + F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight) + \
-                        _image_loss(image_logit[whole], image_labels[whole], pos_weight, c.focal_gamma)
+                    loss = (
+                        loss
+                        + F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight)
+                        + _image_loss(image_logit[whole], image_labels[whole], pos_weight, c.focal_gamma)
+                    )
                     if teacher is not None and held.any():
-                        loss = loss + c.distill * (_distillation(logits[keep], t_logits) +
-                                                   _distillation(image_logit[keep], t_image))
+                        loss = loss + c.distill * (
+                            _distillation(logits[keep], t_logits) + _distillation(image_logit[keep], t_image)
+                        )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -294,10 +319,14 @@ class CNNDetector(Detector):
 
     @torch.no_grad()
     def _outputs(self, images: np.ndarray, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-        self.net.eval().to(memory_format=torch.channels_last)  # 1.4x NCHW's speed on a CPU (a champion stored before: NCHW)
+        self.net.eval().to(
+            memory_format=torch.channels_last
+        )  # 1.4x NCHW's speed on a CPU (a champion stored before: NCHW)
         with hardware.placed(self.net, self.device):
-            out = [self.net(hardware.batch(_tensor(images[i:i + batch_size]), self.device))
-                   for i in range(0, len(images), batch_size)]
+            out = [
+                self.net(hardware.batch(_tensor(images[i : i + batch_size]), self.device))
+                for i in range(0, len(images), batch_size)
+            ]
             return torch.cat([m for m, _ in out]).to(hardware.CPU), torch.cat([s for _, s in out]).to(hardware.CPU)
 
     def raw_scores(self, images: np.ndarray) -> np.ndarray:

@@ -36,16 +36,20 @@ class Labeled:
 
     def __post_init__(self) -> None:
         if self.families is None:
-            self.families = np.array([g if g == "real" else family_of(g) for g in self.generators.tolist()], dtype=object)
+            self.families = np.array(
+                [g if g == "real" else family_of(g) for g in self.generators.tolist()], dtype=object
+            )
 
-    def subset(self, keep: np.ndarray) -> "Labeled":
+    def subset(self, keep: np.ndarray) -> Labeled:
         """The rows where `keep` (a boolean mask or indices) holds, in order."""
         return Labeled(self.images[keep], self.labels[keep], self.generators[keep], self.families[keep])
 
-    def tiled(self, times: int, images: np.ndarray) -> "Labeled":
+    def tiled(self, times: int, images: np.ndarray) -> Labeled:
         """`times` copies of these rows (labels, generators, families) over `images`, e.g. the same
         set under several conditions, stacked."""
-        return Labeled(images, np.tile(self.labels, times), np.tile(self.generators, times), np.tile(self.families, times))
+        return Labeled(
+            images, np.tile(self.labels, times), np.tile(self.generators, times), np.tile(self.families, times)
+        )
 
     def class_counts(self) -> np.ndarray:
         """(real images, generated images)."""
@@ -71,7 +75,7 @@ class Detector(ABC):
     device: torch.device = CPU  # where it trains and scores (`on`); never stored with it
     bf16: bool = False  # whether it trains under bf16 autocast (`on`; gandefect.hardware.use_bf16)
 
-    def on(self, device: torch.device, bf16: bool = False) -> "Detector":
+    def on(self, device: torch.device, bf16: bool = False) -> Detector:
         """Compute on `device` from now on, training in bf16 autocast when `bf16` (its weights are
         float32 and stored on the CPU all the same)."""
         self.device, self.bf16 = device, bf16
@@ -91,7 +95,7 @@ class Detector(ABC):
         self.envelope = None  # gandefect.data.history.Envelope the gate validated (set by the stage)
 
     @abstractmethod
-    def fit(self, train: Labeled, progress=None) -> "Detector": ...
+    def fit(self, train: Labeled, progress=None) -> Detector: ...
 
     @abstractmethod
     def raw_scores(self, images: np.ndarray) -> np.ndarray: ...
@@ -115,13 +119,15 @@ class Detector(ABC):
     def predict(self, images: np.ndarray) -> np.ndarray:
         return (self.score(images) >= self.threshold).astype(int)
 
-    def calibrate(self, val: Labeled, groups: np.ndarray | None = None, fpr_target: float | None = None) -> "Detector":
+    def calibrate(self, val: Labeled, groups: np.ndarray | None = None, fpr_target: float | None = None) -> Detector:
         """Fit Platt scaling on validation raw scores, then pick the threshold there: balanced
         accuracy on one split, or the `fpr_target` rule on a mix with `groups`."""
         counts = val.class_counts()
         if counts.min() == 0:
-            raise BadInputError(f"the validation split holds {counts[0]} real and {counts[1]} generated images: "
-                                "calibration needs both; ingest more images")
+            raise BadInputError(
+                f"the validation split holds {counts[0]} real and {counts[1]} generated images: "
+                "calibration needs both; ingest more images"
+            )
         raw = self.raw_scores(val.images)
         lr = LogisticRegression(C=1e4).fit(raw[:, None], val.labels)
         self.platt = (float(lr.coef_[0, 0]), float(lr.intercept_[0]))

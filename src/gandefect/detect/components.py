@@ -54,10 +54,14 @@ class ComponentAE(nn.Module):
             ch *= 2
         self.encoder = nn.Sequential(*enc, nn.Conv2d(ch, BOTTLENECK, 1))
         if kind == "dense":
-            self.decoder = nn.Sequential(nn.Flatten(), nn.Linear(BOTTLENECK * base * base, 256), nn.ReLU(True),
-                                         nn.Linear(256, channels * size * size))
+            self.decoder = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(BOTTLENECK * base * base, 256),
+                nn.ReLU(True),
+                nn.Linear(256, channels * size * size),
+            )
             return
-        layers, ch = [nn.Conv2d(BOTTLENECK, ch, 3, 1, 1), nn.ReLU(True)], ch
+        layers = [nn.Conv2d(BOTTLENECK, ch, 3, 1, 1), nn.ReLU(True)]
         for _ in range(ups):
             layers += [_up(kind, ch, ch // 2), nn.ReLU(True)]
             ch //= 2
@@ -85,8 +89,9 @@ def _up(kind: str, cin: int, cout: int) -> nn.Module:
     return _Resize(kind, cin, cout)
 
 
-def train_component(x: torch.Tensor, kind: str, steps: int, seed: int, batch_size: int = 64,
-                    device: torch.device | None = None) -> ComponentAE:
+def train_component(
+    x: torch.Tensor, kind: str, steps: int, seed: int, batch_size: int = 64, device: torch.device | None = None
+) -> ComponentAE:
     """A `kind` autoencoder fitted to images `x` (N, C, H, W in [-1, 1]) for `steps` Adam steps of
     squared-error reconstruction loss (L1 settles on the all-background image of sparse digits);
     seeded, returned in eval mode on the CPU."""
@@ -106,11 +111,12 @@ def train_component(x: torch.Tensor, kind: str, steps: int, seed: int, batch_siz
 
 @torch.no_grad()
 def reconstruct(model: ComponentAE, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).clamp(-1, 1)
+    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).clamp(-1, 1)
 
 
-def bank(x: torch.Tensor, per_kind: int, steps: int, seed: int, device: torch.device | None = None,
-         progress=None) -> dict[str, torch.Tensor]:
+def bank(
+    x: torch.Tensor, per_kind: int, steps: int, seed: int, device: torch.device | None = None, progress=None
+) -> dict[str, torch.Tensor]:
     """kind -> reconstructions of `per_kind` of the images `x` (a seeded choice per kind, each
     kind fitted on all of `x`); empty where the image size has nothing to up-sample from."""
     if not usable(x.shape[2]) or per_kind <= 0:

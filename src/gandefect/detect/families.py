@@ -7,7 +7,7 @@ is adding an entry to `FAMILIES`; `detect.families` names entries of it.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from gandefect import hardware
 from gandefect.config import Config, registered

@@ -73,24 +73,28 @@ class SpectralDetector(Detector):
         h, wd = images.shape[1:3]
         ys = rng.integers(0, h - w + 1, (len(images), k))
         xs = rng.integers(0, wd - w + 1, (len(images), k))
-        crops = np.stack([images[i, y:y + w, x:x + w] for i in range(len(images)) for y, x in zip(ys[i], xs[i])])
+        crops = np.stack([images[i, y : y + w, x : x + w] for i in range(len(images)) for y, x in zip(ys[i], xs[i])])
         return crops, np.repeat(labels, k)
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(upgraded(state, SpectralConfig, SpectralDetectorConfig, ("seed",)))
 
-    def fit(self, train: Labeled, progress=None) -> "SpectralDetector":
+    def fit(self, train: Labeled, progress=None) -> SpectralDetector:
         c = self.cfg
         rng = np.random.default_rng(self.seed)
         images = augment(train.images, rng, c.p_process)
         weight = np.where(train.labels == 1, 0.5 / max(1, train.labels.sum()), 0.5 / max(1, (1 - train.labels).sum()))
-        self.image_clf.fit(spectrum_features(images), train.labels,
-                           logisticregression__sample_weight=weight * len(weight))
+        self.image_clf.fit(
+            spectrum_features(images), train.labels, logisticregression__sample_weight=weight * len(weight)
+        )
         if progress:
             progress("spectral detector", 1, 2)
         crops, crop_labels = self._crops(images, train.labels, rng)
-        self.window_clf.fit(spectrum_features(crops), crop_labels,
-                            logisticregression__sample_weight=np.repeat(weight, c.windows_per_image) * len(weight))
+        self.window_clf.fit(
+            spectrum_features(crops),
+            crop_labels,
+            logisticregression__sample_weight=np.repeat(weight, c.windows_per_image) * len(weight),
+        )
         if progress:
             progress("spectral detector", 2, 2)
         self.trained_on = sorted(set(train.generators) - {"real"})
@@ -103,11 +107,11 @@ class SpectralDetector(Detector):
         w, s = self.cfg.window, self.cfg.stride
         n, h, wd = images.shape[:3]
         positions = [(y, x) for y in range(0, h - w + 1, s) for x in range(0, wd - w + 1, s)]
-        crops = np.stack([images[:, y:y + w, x:x + w] for y, x in positions], axis=1)
+        crops = np.stack([images[:, y : y + w, x : x + w] for y, x in positions], axis=1)
         probs = self.window_clf.predict_proba(spectrum_features(crops.reshape(-1, *crops.shape[2:])))[:, 1]
         probs = probs.reshape(n, len(positions))
         total, count = np.zeros((n, h, wd)), np.zeros((h, wd))
         for j, (y, x) in enumerate(positions):
-            total[:, y:y + w, x:x + w] += probs[:, j, None, None]
-            count[y:y + w, x:x + w] += 1
+            total[:, y : y + w, x : x + w] += probs[:, j, None, None]
+            count[y : y + w, x : x + w] += 1
         return total / np.maximum(count, 1)

@@ -21,7 +21,9 @@ def auc(labels: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(labels, p)) if len(set(labels.tolist())) == 2 else float("nan")
 
 
-def evaluate(detector: Detector, test: Labeled, generators: list[str], min_samples: int = 1) -> tuple[Figures, np.ndarray]:
+def evaluate(
+    detector: Detector, test: Labeled, generators: list[str], min_samples: int = 1
+) -> tuple[Figures, np.ndarray]:
     """Seen-generator metrics on the clean test split, `auc_gen_<g>` for each of `generators`
     (missing, with the reason, where the split holds too few of its samples); (metrics, p_fake)."""
     p = detector.score(test.images)

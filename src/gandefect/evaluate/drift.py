@@ -41,7 +41,7 @@ def parse_prometheus(text: str, name: str = METRIC, match: dict[str, str] | None
     """Per-bucket counts of histogram `name` in a /metrics page, over the series whose labels
     include `match`, summed over the rest (Prometheus buckets are cumulative; this undoes that)."""
     cumulative: dict[float, float] = {}
-    pattern = re.compile(rf'^{re.escape(name)}_bucket\{{(?P<labels>[^}}]*)\}}\s+(?P<value>\S+)')
+    pattern = re.compile(rf"^{re.escape(name)}_bucket\{{(?P<labels>[^}}]*)\}}\s+(?P<value>\S+)")
     for line in text.splitlines():
         m = pattern.match(line)
         if not m or not _matches(m["labels"], match):
@@ -54,16 +54,17 @@ def parse_prometheus(text: str, name: str = METRIC, match: dict[str, str] | None
     counts, previous = [], 0.0
     for edge in BUCKETS:
         total = cumulative.get(edge, previous)
-        counts.append(int(round(total - previous)))
+        counts.append(int(round(total - previous)))  # noqa: RUF046 - a numpy float may round to a float
         previous = total
     return counts
 
 
-def parse_counter(text: str, name: str = VERDICTS, label: str = "verdict",
-                  match: dict[str, str] | None = None) -> dict[str, float]:
+def parse_counter(
+    text: str, name: str = VERDICTS, label: str = "verdict", match: dict[str, str] | None = None
+) -> dict[str, float]:
     """Totals of counter `name` per value of `label` over the series whose labels include `match`."""
     totals: dict[str, float] = {}
-    pattern = re.compile(rf'^{re.escape(name)}_total\{{(?P<labels>[^}}]*)\}}\s+(?P<value>\S+)')
+    pattern = re.compile(rf"^{re.escape(name)}_total\{{(?P<labels>[^}}]*)\}}\s+(?P<value>\S+)")
     for line in text.splitlines():
         m = pattern.match(line)
         key = re.search(rf'{label}="([^"]+)"', m["labels"]) if m and _matches(m["labels"], match) else None
@@ -77,5 +78,11 @@ def compare(validation: list[int], validation_flagged: float, traffic: list[int]
     value = psi(validation, traffic)
     v_share, t_share = validation_flagged, traffic_flagged
     shifted = value > SHIFT_PSI or abs(t_share - v_share) > SHIFT_FLAGGED
-    return {"psi": value, "flagged_validation": v_share, "flagged_traffic": t_share,
-            "traffic_images": int(sum(traffic)), "validation_images": int(sum(validation)), "shifted": bool(shifted)}
+    return {
+        "psi": value,
+        "flagged_validation": v_share,
+        "flagged_traffic": t_share,
+        "traffic_images": int(sum(traffic)),
+        "validation_images": int(sum(validation)),
+        "shifted": bool(shifted),
+    }

@@ -15,9 +15,8 @@ train split in one of two ways.
 from __future__ import annotations
 
 import math
-
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -45,16 +44,24 @@ class FeatureNet(nn.Module):
         self.cfg = cfg
 
         def block(cin, cout):
-            return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(True),
-                    nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(True), nn.MaxPool2d(2)]
+            return [
+                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(True),
+                nn.Conv2d(cout, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(True),
+                nn.MaxPool2d(2),
+            ]
 
         self.body = nn.Sequential(*block(cfg.channels, 32), *block(32, 64), nn.AdaptiveAvgPool2d(2), nn.Flatten())
         self.embed = nn.Sequential(nn.Linear(64 * 4, cfg.n_features), nn.ReLU(True))
         if self.labelled:
             self.classify = nn.Sequential(nn.Dropout(0.3), nn.Linear(cfg.n_features, cfg.n_classes))
         else:  # SimCLR's projection head: the loss is taken after it, the features before it
-            self.project = nn.Sequential(nn.Linear(cfg.n_features, cfg.n_features), nn.ReLU(True),
-                                         nn.Linear(cfg.n_features, 64))
+            self.project = nn.Sequential(
+                nn.Linear(cfg.n_features, cfg.n_features), nn.ReLU(True), nn.Linear(cfg.n_features, 64)
+            )
 
     @property
     def labelled(self) -> bool:
@@ -108,7 +115,9 @@ def _views(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * 0.15
     flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if c == 3 else torch.ones(n)
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1
+    )
     grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     v = F.grid_sample(x + 1, grid, align_corners=False, padding_mode="reflection") - 1
     shared = torch.rand(n, 1, 1, 1, generator=gen)
@@ -130,9 +139,17 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
     return F.cross_entropy(sim, partner)
 
 
-def _fit(net: FeatureNet, n: int, batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
-         epochs: int, batch_size: int, lr: float, gen: torch.Generator,
-         on_epoch: Callable[[int, float], None] | None, device: torch.device = CPU) -> FeatureNet:
+def _fit(
+    net: FeatureNet,
+    n: int,
+    batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    gen: torch.Generator,
+    on_epoch: Callable[[int, float], None] | None,
+    device: torch.device = CPU,
+) -> FeatureNet:
     """AdamW with a one-cycle schedule over `epochs` of shuffled batches of `n` images;
     `batch_loss(indices, gen)` is the objective. Trains on `device`; returns the net in eval
     mode, on the CPU."""
@@ -146,7 +163,7 @@ def _fit(net: FeatureNet, n: int, batch_loss: Callable[[torch.Tensor, torch.Gene
         perm = torch.randperm(n, generator=gen)
         total = 0.0
         for i in range(0, n - batch_size + 1, batch_size):
-            loss = batch_loss(perm[i:i + batch_size], gen)
+            loss = batch_loss(perm[i : i + batch_size], gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -184,14 +201,21 @@ def train_contrastive_net(
 
 
 @torch.no_grad()
-def knn_accuracy(net: FeatureNet, train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
-                 test_labels: torch.Tensor, batch_size: int = 500, device: torch.device = CPU) -> float:
+def knn_accuracy(
+    net: FeatureNet,
+    train: torch.Tensor,
+    train_labels: torch.Tensor,
+    test: torch.Tensor,
+    test_labels: torch.Tensor,
+    batch_size: int = 500,
+    device: torch.device = CPU,
+) -> float:
     """Nearest-neighbour (cosine) label accuracy in the feature space: how much class structure a
     label-free space learned, where labels exist to check it."""
     net.eval()
 
     def feats(x):
-        batches = [net.features(x[i:i + batch_size].to(device)).to(CPU) for i in range(0, len(x), batch_size)]
+        batches = [net.features(x[i : i + batch_size].to(device)).to(CPU) for i in range(0, len(x), batch_size)]
         return F.normalize(torch.cat(batches), dim=1)
 
     with placed(net, device):
@@ -223,11 +247,14 @@ def train_feature_net(
 
 
 @torch.no_grad()
-def accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
-             device: torch.device = CPU) -> float:
+def accuracy(
+    net: FeatureNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500, device: torch.device = CPU
+) -> float:
     """Test accuracy of the labelled net's class head."""
     net.eval()
     with placed(net, device):
-        correct = sum(int((net(images[i:i + batch_size].to(device)).argmax(1).to(CPU) == labels[i:i + batch_size]).sum())
-                      for i in range(0, len(images), batch_size))
+        correct = sum(
+            int((net(images[i : i + batch_size].to(device)).argmax(1).to(CPU) == labels[i : i + batch_size]).sum())
+            for i in range(0, len(images), batch_size)
+        )
     return correct / max(1, len(images))

@@ -9,7 +9,7 @@ two test samples, a split with no real image) is missing: NaN here, with the rea
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -55,8 +55,9 @@ class Figures(dict):
         if self.enough(key, {what: len(called)}):
             self[key] = float(np.mean(called))
 
-    def auc(self, key: str, labels: np.ndarray, p: np.ndarray, real: str = "real images",
-            fake: str = "generated images") -> None:
+    def auc(
+        self, key: str, labels: np.ndarray, p: np.ndarray, real: str = "real images", fake: str = "generated images"
+    ) -> None:
         """ROC AUC of `p` for `labels` (1 = generated)."""
         n_fake = int(np.sum(labels))
         if self.enough(key, {real: len(labels) - n_fake, fake: n_fake}):

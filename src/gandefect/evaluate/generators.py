@@ -19,7 +19,7 @@ CONFIDENT = 0.9  # a sample is "confident" when the feature net's top class has 
 @torch.no_grad()
 def _features(extractor: FeatureExtractor, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     device = next(extractor.parameters()).device
-    return torch.cat([extractor(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
+    return torch.cat([extractor(images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
 
 
 def frechet_distance(real_feats: torch.Tensor, fake_feats: torch.Tensor) -> float:
@@ -65,12 +65,16 @@ def class_stats(net: FeatureNet, features: torch.Tensor) -> dict[str, float]:
     hist = torch.bincount(cls, minlength=net.cfg.n_classes).float()
     p = hist / hist.sum()
     entropy = max(0.0, float(-(p[p > 0] * p[p > 0].log()).sum()))  # no "-0.0" for a single class
-    return {"class_entropy": entropy, "class_entropy_ratio": entropy / math.log(net.cfg.n_classes),
-            "confident_rate": float((top >= CONFIDENT).float().mean())}
+    return {
+        "class_entropy": entropy,
+        "class_entropy_ratio": entropy / math.log(net.cfg.n_classes),
+        "confident_rate": float((top >= CONFIDENT).float().mean()),
+    }
 
 
-def generator_metrics(net: FeatureNet, real: torch.Tensor, fake: torch.Tensor, k: int = 3,
-                      device: torch.device = CPU) -> dict[str, float]:
+def generator_metrics(
+    net: FeatureNet, real: torch.Tensor, fake: torch.Tensor, k: int = 3, device: torch.device = CPU
+) -> dict[str, float]:
     """All generator metrics of docs/architecture.md ("The GAN zoo") for one set of samples against real test images
     (the class metrics only where `net` is the labelled space), computed on `device`."""
     with placed(net, device), torch.no_grad():

@@ -8,11 +8,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import roc_curve
 
-from gandefect.detect.common import Labeled  # noqa: E402
+from gandefect.detect.common import Labeled
 
 
 def roc_per_generator(p: np.ndarray, test: Labeled, path: Path, title: str) -> Path:
@@ -59,8 +59,12 @@ def wild_verdicts(results: dict[str, dict[str, float]], conditions: list[str], g
     axes[1].set(ylabel="fakes called fake\n(worst generator)", ylim=(0, 1.02))
     for ax in axes:
         ax.legend(fontsize=7)
-    axes[1].set_xticks(x + width * (len(results) - 1) / 2, [c + ("*" if c in gated else "") for c in conditions],
-                       rotation=45, fontsize=7)
+    axes[1].set_xticks(
+        x + width * (len(results) - 1) / 2,
+        [c + ("*" if c in gated else "") for c in conditions],
+        rotation=45,
+        fontsize=7,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -104,8 +108,9 @@ def panel_grid(rows: list[tuple[str, list[np.ndarray]]], columns: list[str], pat
     """One row per example (caption, images left to right); float maps in [0, 1] use a heat map."""
     n = max(1, len(rows))
     # constrained layout keeps the title above the column headers (tight_layout ignores a suptitle)
-    fig, axes = plt.subplots(n, len(columns), figsize=(1.3 * len(columns), 1.3 * n + 0.6), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        n, len(columns), figsize=(1.3 * len(columns), 1.3 * n + 0.6), squeeze=False, layout="constrained"
+    )
     for r, (caption, panels) in enumerate(rows):
         for c, panel in enumerate(panels):
             ax = axes[r, c]

@@ -11,7 +11,7 @@ def psnr_in_mask(a: np.ndarray, b: np.ndarray, masks: np.ndarray) -> float:
     background would give infinite per-image PSNR)."""
     m = masks if a.ndim == 3 else np.repeat(masks[..., None], a.shape[-1], -1)
     mse = float(((a[m].astype(np.float64) - b[m]) ** 2).mean())
-    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
 
 
 def mean_fill(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -25,8 +25,16 @@ def mean_fill(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
 def biharmonic(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """The classical baseline: skimage's biharmonic inpainting of every hole."""
     channel_axis = None if images.ndim == 3 else -1
-    return np.stack([np.clip(np.round(inpaint_biharmonic(img.astype(np.float64) / 255.0, m, channel_axis=channel_axis)
-                                      * 255.0), 0, 255).astype(np.uint8) for img, m in zip(images, masks)])
+    return np.stack(
+        [
+            np.clip(
+                np.round(inpaint_biharmonic(img.astype(np.float64) / 255.0, m, channel_axis=channel_axis) * 255.0),
+                0,
+                255,
+            ).astype(np.uint8)
+            for img, m in zip(images, masks)
+        ]
+    )
 
 
 def outside_change(before: np.ndarray, after: np.ndarray, masks: np.ndarray) -> int:

@@ -36,8 +36,9 @@ class WildSet:
     inside: dict[str, np.ndarray]  # condition -> inside the validated envelope (bool)
 
 
-def _condition(images: np.ndarray, real: np.ndarray, name: str, resize: str,
-               envelope: Envelope | None) -> tuple[np.ndarray, np.ndarray]:
+def _condition(
+    images: np.ndarray, real: np.ndarray, name: str, resize: str, envelope: Envelope | None
+) -> tuple[np.ndarray, np.ndarray]:
     """One condition: every image's client bytes decoded as the service does, and whether each
     real image is inside the envelope (a top-level function, so a worker process can run it)."""
     size, mode = images.shape[1], "L" if images.ndim == 3 else "RGB"
@@ -49,8 +50,9 @@ def _condition(images: np.ndarray, real: np.ndarray, name: str, resize: str,
     return pixels, inside
 
 
-def build(data: Labeled, names: list[str], resize: str, envelope: Envelope | None = None,
-          pool: Executor | None = None) -> WildSet:
+def build(
+    data: Labeled, names: list[str], resize: str, envelope: Envelope | None = None, pool: Executor | None = None
+) -> WildSet:
     """Encode every image under every condition and decode it as the service does; with an
     envelope, also whether each real image would be inside it (`uncertain_real_<c>`).
 
@@ -69,8 +71,14 @@ def build(data: Labeled, names: list[str], resize: str, envelope: Envelope | Non
     return WildSet(data, inputs, inside)
 
 
-def verdict_metrics(p: np.ndarray, data: Labeled, threshold: float, condition: str,
-                    generators: list[str] | None = None, min_samples: int = 1) -> Figures:
+def verdict_metrics(
+    p: np.ndarray,
+    data: Labeled,
+    threshold: float,
+    condition: str,
+    generators: list[str] | None = None,
+    min_samples: int = 1,
+) -> Figures:
     """fpr_real_<c>, tpr_fake_<c>_<generator> (each of `generators`, default those in `data`) and
     their worst case tpr_fake_<c>, auc_<c>."""
     called = p >= threshold
@@ -86,8 +94,9 @@ def verdict_metrics(p: np.ndarray, data: Labeled, threshold: float, condition: s
     return out
 
 
-def evaluate_wild(detector, wild: WildSet, names: list[str] | None = None, generators: list[str] | None = None,
-                  min_samples: int = 1) -> Figures:
+def evaluate_wild(
+    detector, wild: WildSet, names: list[str] | None = None, generators: list[str] | None = None, min_samples: int = 1
+) -> Figures:
     """The in-the-wild figures of one detector."""
     metrics = Figures(min_samples=min_samples)
     real = wild.data.labels == 0
@@ -96,8 +105,9 @@ def evaluate_wild(detector, wild: WildSet, names: list[str] | None = None, gener
         metrics.update(verdict_metrics(p, wild.data, detector.threshold, name, generators, min_samples))
         if name in wild.inside:
             metrics.share(f"uncertain_real_{name}", ~wild.inside[name][real], "real test images")
-        if name == "jpeg75" and metrics.enough("ece_jpeg75", {"real test images": int(real.sum()),
-                                                              "generated test images": int((~real).sum())}):
+        if name == "jpeg75" and metrics.enough(
+            "ece_jpeg75", {"real test images": int(real.sum()), "generated test images": int((~real).sum())}
+        ):
             metrics["ece_jpeg75"] = ece(p, wild.data.labels)
     return metrics
 

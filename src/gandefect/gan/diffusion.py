@@ -60,14 +60,16 @@ class TimeUNet(nn.Module):
         levels, size = 0, image_size
         while levels < 2 and size % 2 == 0:
             levels, size = levels + 1, size // 2
-        widths = [width * 2 ** i for i in range(levels + 1)]
+        widths = [width * 2**i for i in range(levels + 1)]
         self.stem = nn.Conv2d(channels, width, 3, 1, 1)
         self.down = nn.ModuleList(_ResBlock(widths[i], widths[i], tdim) for i in range(levels))
         self.pool = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, 2, 1) for i in range(levels))
         self.mid = _ResBlock(widths[-1], widths[-1], tdim)
         # nearest-neighbour resize + conv, as diffusion U-Nets up-sample (not the zoo's transposed convolutions)
-        self.unpool = nn.ModuleList(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                                  nn.Conv2d(widths[i + 1], widths[i], 3, 1, 1)) for i in range(levels))
+        self.unpool = nn.ModuleList(
+            nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(widths[i + 1], widths[i], 3, 1, 1))
+            for i in range(levels)
+        )
         self.up = nn.ModuleList(_ResBlock(2 * widths[i], widths[i], tdim) for i in range(levels))
         self.out = nn.Sequential(nn.GroupNorm(_groups(width), width), nn.SiLU(), nn.Conv2d(width, channels, 3, 1, 1))
 

@@ -35,10 +35,16 @@ class MLPGenerator(nn.Module):
     def __init__(self, cfg: DCGANConfig):
         super().__init__()
         self.cfg = cfg
-        out = cfg.channels * cfg.image_size ** 2
-        self.net = nn.Sequential(nn.Linear(cfg.z_dim, 256), nn.LeakyReLU(0.2, True),
-                                 nn.Linear(256, 512), nn.BatchNorm1d(512), nn.LeakyReLU(0.2, True),
-                                 nn.Linear(512, out), nn.Tanh())
+        out = cfg.channels * cfg.image_size**2
+        self.net = nn.Sequential(
+            nn.Linear(cfg.z_dim, 256),
+            nn.LeakyReLU(0.2, True),
+            nn.Linear(256, 512),
+            nn.BatchNorm1d(512),
+            nn.LeakyReLU(0.2, True),
+            nn.Linear(512, out),
+            nn.Tanh(),
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         c, s = self.cfg.channels, self.cfg.image_size
@@ -52,9 +58,14 @@ class MLPDiscriminator(nn.Module):
     def __init__(self, cfg: DCGANConfig):
         super().__init__()
         self.cfg = cfg
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(cfg.channels * cfg.image_size ** 2, 512),
-                                 nn.LeakyReLU(0.2, True), nn.Linear(512, 256), nn.LeakyReLU(0.2, True),
-                                 nn.Linear(256, 1))
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(cfg.channels * cfg.image_size**2, 512),
+            nn.LeakyReLU(0.2, True),
+            nn.Linear(512, 256),
+            nn.LeakyReLU(0.2, True),
+            nn.Linear(256, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)
@@ -67,7 +78,7 @@ class _ResizeDecoder(nn.Module):
         super().__init__()
         self.cfg, self.mode = cfg, mode
         base, ups = cfg.plan()
-        ch = cfg.g_width * 2 ** ups
+        ch = cfg.g_width * 2**ups
         self.base_shape = (ch, base, base)
         self.project = nn.Sequential(nn.Linear(cfg.z_dim, ch * base * base), nn.ReLU(True))
         blocks = []
@@ -112,11 +123,12 @@ class VAE(nn.Module):
         return self.decoder(z), mu, logvar
 
 
-def vae_loss(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-             beta: float) -> tuple[torch.Tensor, dict[str, float]]:
+def vae_loss(
+    x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Gaussian negative ELBO per image: squared error (pixels in [-1, 1]) + beta * KL(q(z|x) || N(0, I))."""
     rec = ((recon - x) ** 2).flatten(1).sum(1).mean()
-    kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum(1)).mean()
+    kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)).mean()
     return rec + beta * kl, {"reconstruction": rec.item(), "kl": kl.item()}
 
 
@@ -140,24 +152,66 @@ class Family:
     ema: float = 0.0  # diffusion only: decay of the sampled weights' moving average (0: none)
 
     def settings(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "loss": self.loss, "lr": self.lr, "beta": self.beta,
-                "build": self.build, "generator": getattr(self.generator, "__name__", None),
-                "discriminator": getattr(self.discriminator, "__name__", None),
-                **({"width": self.width, "sample_steps": self.sample_steps, "ema": self.ema}
-                   if self.kind == "diffusion" else {})}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "loss": self.loss,
+            "lr": self.lr,
+            "beta": self.beta,
+            "build": self.build,
+            "generator": getattr(self.generator, "__name__", None),
+            "discriminator": getattr(self.discriminator, "__name__", None),
+            **(
+                {"width": self.width, "sample_steps": self.sample_steps, "ema": self.ema}
+                if self.kind == "diffusion"
+                else {}
+            ),
+        }
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in [
-    Family("vae", "vae", "convolutional VAE, bilinear-resize decoder (not adversarial)", "vae", beta=0.5),
-    Family("mlpgan", "gan", "fully-connected GAN, no convolution or up-sampling layer", "fully-connected",
-           loss="hinge", generator=MLPGenerator, discriminator=MLPDiscriminator),
-    Family("resizegan", "gan", "GAN with nearest-neighbour resize + convolution up-sampling", "resize-conv",
-           loss="nonsaturating", generator=ResizeGenerator, discriminator=Discriminator),
-    Family("ddpm", "diffusion", "denoising diffusion (DDPM noise prediction), deterministic DDIM sampler",
-           "diffusion", generator=DDPM, lr=2e-3, sample_steps=25, ema=0.995),
-    Family("rectflow", "diffusion", "rectified flow (flow matching), few-step Euler sampler", "diffusion",
-           generator=RectifiedFlow, lr=2e-3, sample_steps=8),
-]}
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family("vae", "vae", "convolutional VAE, bilinear-resize decoder (not adversarial)", "vae", beta=0.5),
+        Family(
+            "mlpgan",
+            "gan",
+            "fully-connected GAN, no convolution or up-sampling layer",
+            "fully-connected",
+            loss="hinge",
+            generator=MLPGenerator,
+            discriminator=MLPDiscriminator,
+        ),
+        Family(
+            "resizegan",
+            "gan",
+            "GAN with nearest-neighbour resize + convolution up-sampling",
+            "resize-conv",
+            loss="nonsaturating",
+            generator=ResizeGenerator,
+            discriminator=Discriminator,
+        ),
+        Family(
+            "ddpm",
+            "diffusion",
+            "denoising diffusion (DDPM noise prediction), deterministic DDIM sampler",
+            "diffusion",
+            generator=DDPM,
+            lr=2e-3,
+            sample_steps=25,
+            ema=0.995,
+        ),
+        Family(
+            "rectflow",
+            "diffusion",
+            "rectified flow (flow matching), few-step Euler sampler",
+            "diffusion",
+            generator=RectifiedFlow,
+            lr=2e-3,
+            sample_steps=8,
+        ),
+    ]
+}
 DCGAN_BUILD = "dcgan"  # every loss of the zoo trains the same transposed-convolution DCGAN
 
 

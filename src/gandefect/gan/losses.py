@@ -9,8 +9,9 @@ which never takes the log of a number that can round to 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -86,8 +87,9 @@ class AdversarialLoss:
         """The regularizer's kind and fields ({} without one), for tracking."""
         return {"kind": self.penalty.name, **asdict(self.penalty)} if self.penalty else {}
 
-    def discriminator_step(self, D: nn.Module, opt: torch.optim.Optimizer, real: Tensor, fake: Tensor,
-                           *condition: Tensor, step: int = 0) -> dict[str, Tensor]:
+    def discriminator_step(
+        self, D: nn.Module, opt: torch.optim.Optimizer, real: Tensor, fake: Tensor, *condition: Tensor, step: int = 0
+    ) -> dict[str, Tensor]:
         """One update of D (called as D(x, *condition)) on a real and a fake batch: objective plus
         weighted penalty (on the steps its `every` picks), then `after_d_step`. Returns the
         objective and penalty, detached."""
@@ -131,8 +133,9 @@ def selected(names: list[str] | None, setting: str = "gan.losses") -> list[str]:
     return registered(names, REGISTRY, setting, "loss")
 
 
-def gradient_penalty(critic: Callable[..., Tensor], real: Tensor, fake: Tensor, fraction: float = 1.0,
-                     condition: tuple[Tensor, ...] = ()) -> Tensor:
+def gradient_penalty(
+    critic: Callable[..., Tensor], real: Tensor, fake: Tensor, fraction: float = 1.0, condition: tuple[Tensor, ...] = ()
+) -> Tensor:
     """E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates x_hat (Gulrajani et al. 2017),
     with D called as critic(x_hat, *condition).
 
@@ -157,35 +160,53 @@ def clip_weights(critic: nn.Module, bound: float) -> None:
 ADAM_DCGAN = OptimizerSpec("adam", 2e-4, (0.5, 0.999))  # Radford et al. 2016
 
 # Goodfellow et al. 2014: D max log D(x) + log(1 - D(G(z))); G min log(1 - D(G(z))) (saturates).
-register(AdversarialLoss(
-    "minimax",
-    d_loss=lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
-    g_loss=lambda f: -F.softplus(f).mean(),
-    optimizer=ADAM_DCGAN, paper="Goodfellow et al. 2014 (saturating)"))
+register(
+    AdversarialLoss(
+        "minimax",
+        d_loss=lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
+        g_loss=lambda f: -F.softplus(f).mean(),
+        optimizer=ADAM_DCGAN,
+        paper="Goodfellow et al. 2014 (saturating)",
+    )
+)
 
 # Same D; G min -log D(G(z)) (the non-saturating heuristic of the same paper).
-register(AdversarialLoss(
-    "nonsaturating",
-    d_loss=lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
-    g_loss=lambda f: F.softplus(-f).mean(),
-    optimizer=ADAM_DCGAN, paper="Goodfellow et al. 2014 (non-saturating)"))
+register(
+    AdversarialLoss(
+        "nonsaturating",
+        d_loss=lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
+        g_loss=lambda f: F.softplus(-f).mean(),
+        optimizer=ADAM_DCGAN,
+        paper="Goodfellow et al. 2014 (non-saturating)",
+    )
+)
 
 # Mao et al. 2017, coding a=0 (fake), b=1 (real), c=1 (what G wants D to say of fakes):
 # D min 1/2 E[(D(x) - b)^2] + 1/2 E[(D(G(z)) - a)^2]; G min 1/2 E[(D(G(z)) - c)^2].
 LSGAN_A, LSGAN_B, LSGAN_C = 0.0, 1.0, 1.0
-register(AdversarialLoss(
-    "lsgan",
-    d_loss=lambda r, f: 0.5 * ((r - LSGAN_B) ** 2).mean() + 0.5 * ((f - LSGAN_A) ** 2).mean(),
-    g_loss=lambda f: 0.5 * ((f - LSGAN_C) ** 2).mean(),
-    optimizer=ADAM_DCGAN, paper=f"Mao et al. 2017 (a={LSGAN_A:g}, b={LSGAN_B:g}, c={LSGAN_C:g})"))
+register(
+    AdversarialLoss(
+        "lsgan",
+        d_loss=lambda r, f: 0.5 * ((r - LSGAN_B) ** 2).mean() + 0.5 * ((f - LSGAN_A) ** 2).mean(),
+        g_loss=lambda f: 0.5 * ((f - LSGAN_C) ** 2).mean(),
+        optimizer=ADAM_DCGAN,
+        paper=f"Mao et al. 2017 (a={LSGAN_A:g}, b={LSGAN_B:g}, c={LSGAN_C:g})",
+    )
+)
 
 # Arjovsky et al. 2017: critic min E[D(G(z))] - E[D(x)]; clip to +-0.01; 5 critic steps; RMSprop 5e-5.
-register(AdversarialLoss(
-    "wgan",
-    d_loss=lambda r, f: f.mean() - r.mean(),
-    g_loss=lambda f: -f.mean(),
-    optimizer=OptimizerSpec("rmsprop", 5e-5), n_critic=5, clip=0.01, wasserstein=True,
-    paper="Arjovsky et al. 2017"))
+register(
+    AdversarialLoss(
+        "wgan",
+        d_loss=lambda r, f: f.mean() - r.mean(),
+        g_loss=lambda f: -f.mean(),
+        optimizer=OptimizerSpec("rmsprop", 5e-5),
+        n_critic=5,
+        clip=0.01,
+        wasserstein=True,
+        paper="Arjovsky et al. 2017",
+    )
+)
 
 # Gulrajani et al. 2017: same objective, gradient penalty lambda=10, no batch norm in the
 # critic (layer norm instead), Adam lr 1e-4, betas (0, 0.9), 5 critic steps. The penalty is
@@ -194,18 +215,29 @@ register(AdversarialLoss(
 # (full batch: 19.3 / 0.35 / 0.95). It runs on every critic step: a lazy penalty (every=5,
 # 5x the weight) trained 30 % faster but reached FID ratio 0.097 / class entropy 0.84 after
 # 1000 updates instead of 0.042 / 0.94 (bench/gan_budgets.py).
-register(AdversarialLoss(
-    "wgan-gp",
-    d_loss=lambda r, f: f.mean() - r.mean(),
-    g_loss=lambda f: -f.mean(),
-    optimizer=OptimizerSpec("adam", 1e-4, (0.0, 0.9)), n_critic=5, penalty=GradientPenalty(10.0, fraction=0.5),
-    disc_norm="layer", wasserstein=True, paper="Gulrajani et al. 2017"))
+register(
+    AdversarialLoss(
+        "wgan-gp",
+        d_loss=lambda r, f: f.mean() - r.mean(),
+        g_loss=lambda f: -f.mean(),
+        optimizer=OptimizerSpec("adam", 1e-4, (0.0, 0.9)),
+        n_critic=5,
+        penalty=GradientPenalty(10.0, fraction=0.5),
+        disc_norm="layer",
+        wasserstein=True,
+        paper="Gulrajani et al. 2017",
+    )
+)
 
 # Lim & Ye 2017 / Miyato et al. 2018: D min E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]; G min -E[D(G(z))].
-register(AdversarialLoss(
-    "hinge",
-    d_loss=lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(),
-    g_loss=lambda f: -f.mean(),
-    optimizer=OptimizerSpec("adam", 2e-4, (0.0, 0.9)), paper="Lim & Ye 2017; Miyato et al. 2018"))
+register(
+    AdversarialLoss(
+        "hinge",
+        d_loss=lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(),
+        g_loss=lambda f: -f.mean(),
+        optimizer=OptimizerSpec("adam", 2e-4, (0.0, 0.9)),
+        paper="Lim & Ye 2017; Miyato et al. 2018",
+    )
+)
 
 LOSS_NAMES = tuple(REGISTRY)

@@ -43,7 +43,9 @@ class Generator(nn.Module):
         self.cfg = cfg
         base, ups = cfg.plan()
         ch = cfg.g_width * 2**ups
-        self.project = nn.Sequential(nn.Linear(cfg.z_dim, ch * base * base), nn.BatchNorm1d(ch * base * base), nn.ReLU(True))
+        self.project = nn.Sequential(
+            nn.Linear(cfg.z_dim, ch * base * base), nn.BatchNorm1d(ch * base * base), nn.ReLU(True)
+        )
         self.base_shape = (ch, base, base)
         blocks = []
         for _ in range(ups):
@@ -71,8 +73,11 @@ class Discriminator(nn.Module):
         layers = [nn.Conv2d(cfg.channels, ch, 3, 1, 1), nn.LeakyReLU(0.2, True)]
         for _ in range(ups):
             size //= 2
-            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=cfg.disc_norm == "none"),
-                       _norm(cfg.disc_norm, ch * 2, size), nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=cfg.disc_norm == "none"),
+                _norm(cfg.disc_norm, ch * 2, size),
+                nn.LeakyReLU(0.2, True),
+            ]
             ch *= 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(ch * base * base, 1)
@@ -92,7 +97,7 @@ def noise(generator_module: nn.Module, n: int, generator: torch.Generator | None
 def generate(generator_module: nn.Module, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """generator_module(z) in batches (a diffusion member runs its network many times per image:
     a whole fake set at once would hold every activation of it); the same images either way."""
-    return torch.cat([generator_module(z[i:i + batch_size]) for i in range(0, len(z), batch_size)])
+    return torch.cat([generator_module(z[i : i + batch_size]) for i in range(0, len(z), batch_size)])
 
 
 def init_weights(module: nn.Module) -> None:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from gandefect.gan.families import vae_loss
 from gandefect import hardware
-from gandefect.hardware import CPU
+from gandefect.gan.families import vae_loss
 from gandefect.gan.losses import AdversarialLoss
 from gandefect.gan.models import DCGANConfig, Discriminator, Generator, init_weights
+from gandefect.hardware import CPU
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -41,7 +41,7 @@ class Callback:
     """Hooks the trainer calls; the lifecycle layer implements them (MLflow, progress bars)."""
 
     def on_metrics(self, rows: list[tuple[int, dict[str, float]]]) -> None: ...
-    def on_epoch_end(self, epoch: int, trainer: "GANTrainer") -> None: ...
+    def on_epoch_end(self, epoch: int, trainer: GANTrainer) -> None: ...
     def on_early_generator(self, epoch: int, generator: Generator) -> None: ...
     def on_step(self, step: int, total: int) -> None: ...
 
@@ -110,7 +110,7 @@ class _Loop:
                 perm = perm.to(s.device)
                 perm_epoch = epoch
             torch.manual_seed(s.seed * 1_000_003 + self.step)
-            metrics = self.train_step(real[perm[pos * s.batch_size:(pos + 1) * s.batch_size]])
+            metrics = self.train_step(real[perm[pos * s.batch_size : (pos + 1) * s.batch_size]])
             self.step += 1
             if self.step % s.log_every == 0:
                 buffer.append((self.step, metrics))
@@ -135,9 +135,16 @@ class _Loop:
 
 
 class GANTrainer(_Loop):
-    def __init__(self, loss: AdversarialLoss, model_cfg: DCGANConfig, settings: TrainSettings,
-                 checkpoint_dir: Path | None = None, callback: Callback | None = None,
-                 generator: type = Generator, discriminator: type = Discriminator):
+    def __init__(
+        self,
+        loss: AdversarialLoss,
+        model_cfg: DCGANConfig,
+        settings: TrainSettings,
+        checkpoint_dir: Path | None = None,
+        callback: Callback | None = None,
+        generator: type = Generator,
+        discriminator: type = Discriminator,
+    ):
         self.loss, self.settings, self.callback = loss, settings, callback or Callback()
         self.model_cfg = DCGANConfig(**{**model_cfg.to_dict(), "disc_norm": loss.disc_norm})
         self.checkpoint_dir = checkpoint_dir
@@ -157,9 +164,16 @@ class GANTrainer(_Loop):
 
     # -- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "step": self.step, "generator_steps": self.generator_steps,
-                "loss": self.loss.name, "model_cfg": self.model_cfg.to_dict()}
+        return {
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "step": self.step,
+            "generator_steps": self.generator_steps,
+            "loss": self.loss.name,
+            "model_cfg": self.model_cfg.to_dict(),
+        }
 
     def load_state(self, state: dict) -> None:
         self.G.load_state_dict(state["G"])
@@ -201,8 +215,15 @@ class _OneModelLoop(_Loop):
 
     STATE_KEY = "model"  # the model's entry in a checkpoint
 
-    def __init__(self, model, sampler, settings: TrainSettings, lr: float, checkpoint_dir: Path | None = None,
-                 callback: Callback | None = None):
+    def __init__(
+        self,
+        model,
+        sampler,
+        settings: TrainSettings,
+        lr: float,
+        checkpoint_dir: Path | None = None,
+        callback: Callback | None = None,
+    ):
         self.model, self.G, self.settings = model, sampler, settings
         self.callback, self.checkpoint_dir = callback or Callback(), checkpoint_dir
         for module in (self.model, self.G):  # G may be a copy of the model (a moving average)
@@ -241,8 +262,15 @@ class VAETrainer(_OneModelLoop):
 
     STATE_KEY = "vae"
 
-    def __init__(self, vae, settings: TrainSettings, lr: float, beta: float,
-                 checkpoint_dir: Path | None = None, callback: Callback | None = None):
+    def __init__(
+        self,
+        vae,
+        settings: TrainSettings,
+        lr: float,
+        beta: float,
+        checkpoint_dir: Path | None = None,
+        callback: Callback | None = None,
+    ):
         super().__init__(vae, vae.decoder, settings, lr, checkpoint_dir, callback)
         self.vae, self.beta = vae, beta
 
@@ -255,8 +283,15 @@ class DiffusionTrainer(_OneModelLoop):
     every batch; `G`, which samples, is the exponential moving average of the trained weights
     (`ema` decay per step; 0: the weights themselves), as diffusion models are sampled."""
 
-    def __init__(self, model, settings: TrainSettings, lr: float, checkpoint_dir: Path | None = None,
-                 callback: Callback | None = None, ema: float = 0.0):
+    def __init__(
+        self,
+        model,
+        settings: TrainSettings,
+        lr: float,
+        checkpoint_dir: Path | None = None,
+        callback: Callback | None = None,
+        ema: float = 0.0,
+    ):
         super().__init__(model, copy.deepcopy(model) if ema else model, settings, lr, checkpoint_dir, callback)
         self.ema = ema
 

@@ -56,8 +56,9 @@ def _why_none(name: str) -> str:
     if latest is None:
         return f"{name} has no `{CHAMPION}`: none has been trained yet"
     why = latest.tags.get(gates.GATE_REASONS_TAG)
-    return (f"{name} has no `{CHAMPION}`: its newest version v{latest.version} "
-            + (f"failed its gate ({why})" if why else "has not passed its gate"))
+    return f"{name} has no `{CHAMPION}`: its newest version v{latest.version} " + (
+        f"failed its gate ({why})" if why else "has not passed its gate"
+    )
 
 
 def champions(cfg: Config) -> tuple[dict[str, Champion], dict[str, str]]:
@@ -74,8 +75,10 @@ def champions(cfg: Config) -> tuple[dict[str, Champion], dict[str, str]]:
             if role == "repairer":
                 missing[role] = _why_none(name)
                 continue
-            raise BadInputError(f"{name} has no `{CHAMPION}`: run `gandefect run` (or train and "
-                                f"`gandefect promote`) before building the service") from None
+            raise BadInputError(
+                f"{name} has no `{CHAMPION}`: run `gandefect run` (or train and "
+                f"`gandefect promote`) before building the service"
+            ) from None
         metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
         found[role] = Champion(name, str(mv.version), mv.run_id or "norun", dict(mv.tags), dict(metrics))
     return found, missing
@@ -101,16 +104,26 @@ def export_models(cfg: Config, found: dict[str, Champion]) -> dict[str, str]:
             continue
         uri = f"models:/{champ.name}/{champ.version}"
         obj = load_served_detector(cfg, uri) if role == "detector" else load_repairer(cfg, uri).net
-        meta = {"registered_model": champ.name, "version": champ.version, "run_id": champ.run_id,
-                "tags": champ.tags, "metrics": {k: float(v) for k, v in champ.metrics.items()},
-                "input": {"size": cfg.data.image_size, "mode": cfg.data.mode, "resize": cfg.data.resize}}
+        meta = {
+            "registered_model": champ.name,
+            "version": champ.version,
+            "run_id": champ.run_id,
+            "tags": champ.tags,
+            "metrics": {k: float(v) for k, v in champ.metrics.items()},
+            "input": {"size": cfg.data.image_size, "mode": cfg.data.mode, "resize": cfg.data.resize},
+        }
         if role == "detector" and getattr(obj, "envelope", None) is not None:
             meta["envelope"] = obj.envelope.to_dict()  # the conditions its gate validated (else: `uncertain`)
         if role == "repairer":
-            meta["repair"] = {"iterations": cfg.repair.iterations, "max_area": cfg.repair.max_area,
-                              "dilate": cfg.spliced.dilate, "local_max_area": cfg.repair.local_max_area}
-        with bentoml.models.create(champ.tag, metadata=meta,
-                                   labels={"registered_model": champ.name, "mlflow_version": champ.version}) as model:
+            meta["repair"] = {
+                "iterations": cfg.repair.iterations,
+                "max_area": cfg.repair.max_area,
+                "dilate": cfg.spliced.dilate,
+                "local_max_area": cfg.repair.local_max_area,
+            }
+        with bentoml.models.create(
+            champ.tag, metadata=meta, labels={"registered_model": champ.name, "mlflow_version": champ.version}
+        ) as model:
             torch.save(obj, model.path_of(f"{role}.pt"))
             Path(model.path_of("metadata.json")).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return tags
@@ -119,10 +132,15 @@ def export_models(cfg: Config, found: dict[str, Champion]) -> dict[str, str]:
 def bento_args(cfg: Config, tags: dict[str, str], missing: dict[str, str] | None = None) -> dict[str, str]:
     """The build arguments the service reads (`bentoml.use_arguments`); stored in the bento. A
     repairer without a champion is left out, with the reason its `repair` answers (503)."""
-    return {"detector": tags["detector"], "repairer": tags.get("repairer", ""),
-            "repairer_unavailable": (missing or {}).get("repairer", ""),
-            "max_bytes": str(int(cfg.serve.max_upload_mb * 2**20)), "max_pixels": str(cfg.serve.max_pixels),
-            "max_images": str(cfg.serve.max_images), "device": cfg.device}
+    return {
+        "detector": tags["detector"],
+        "repairer": tags.get("repairer", ""),
+        "repairer_unavailable": (missing or {}).get("repairer", ""),
+        "max_bytes": str(int(cfg.serve.max_upload_mb * 2**20)),
+        "max_pixels": str(cfg.serve.max_pixels),
+        "max_images": str(cfg.serve.max_images),
+        "device": cfg.device,
+    }
 
 
 def source_digest() -> str:
@@ -146,8 +164,7 @@ def _matching_bento(name: str, args: dict[str, str], digest: str):
     candidates = []
     for bento in bentos:
         info = bento.info
-        if {k: str(v) for k, v in (info.args or {}).items()} == args \
-                and info.labels.get("source_digest") == digest:
+        if {k: str(v) for k, v in (info.args or {}).items()} == args and info.labels.get("source_digest") == digest:
             candidates.append(bento)
     return max(candidates, key=lambda b: b.info.creation_time) if candidates else None
 
@@ -166,8 +183,10 @@ def build(cfg: Config, force: bool = False) -> BuiltBento:
     import bentoml  # lazy: importing BentoML takes seconds, and only building needs it
 
     if not BENTOFILE.is_file():
-        raise BadInputError(f"serving/bentofile.yaml not found beside gandefect's source ({SOURCE_ROOT}): "
-                            "install gandefect from its source tree with `pip install -e .`")
+        raise BadInputError(
+            f"serving/bentofile.yaml not found beside gandefect's source ({SOURCE_ROOT}): "
+            "install gandefect from its source tree with `pip install -e .`"
+        )
     found, missing = champions(cfg)
     tags = export_models(cfg, found)
     args = bento_args(cfg, tags, missing)
@@ -176,15 +195,31 @@ def build(cfg: Config, force: bool = False) -> BuiltBento:
     if existing is not None:
         return BuiltBento(str(existing.tag), Path(existing.path), True, tags, missing)
     # The real `bentoml build`, in its own process: it imports the service module with these arguments.
-    command = [_bentoml_cli(), "build", "-f", str(BENTOFILE), "-o", "tag",
-               "--name", cfg.serve.bento_name, "--label", f"gandefect_version={gandefect.__version__}",
-               "--label", f"source_digest={digest}"]
+    command = [
+        _bentoml_cli(),
+        "build",
+        "-f",
+        str(BENTOFILE),
+        "-o",
+        "tag",
+        "--name",
+        cfg.serve.bento_name,
+        "--label",
+        f"gandefect_version={gandefect.__version__}",
+        "--label",
+        f"source_digest={digest}",
+    ]
     for role, champ in found.items():
         command += ["--label", f"{role}_version={champ.version}"]
     for key, value in args.items():
         command += ["--arg", f"{key}={value}"]
-    proc = subprocess.run([*command, str(SOURCE_ROOT)], capture_output=True, text=True,
-                          env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"})
+    proc = subprocess.run(
+        [*command, str(SOURCE_ROOT)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"},
+        check=False,
+    )
     if proc.returncode != 0:
         raise ToolError(f"bentoml build failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     tag = proc.stdout.strip().splitlines()[-1].replace("__tag__:", "").strip()

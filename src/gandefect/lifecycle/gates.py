@@ -107,8 +107,10 @@ def _weigh_by_counts(spec: ModelGateConfig, t: pd.DataFrame, candidate: dict) ->
     at_threshold = [wilson(b, n) for b, n in zip(t["threshold"], t["n"])]
     # too few to judge: the threshold's own interval is wider than allowed, and the figure's
     # interval holds the threshold (one wholly on either side is a verdict at any count)
-    t["small"] = [pd.notna(b) and pd.notna(lo) and (hi - lo) / 2 > spec.ci_halfwidth and vlo <= b <= vhi
-                  for b, (lo, hi), vlo, vhi in zip(t["threshold"], at_threshold, t["ci_low"], t["ci_high"])]
+    t["small"] = [
+        pd.notna(b) and pd.notna(lo) and (hi - lo) / 2 > spec.ci_halfwidth and vlo <= b <= vhi
+        for b, (lo, hi), vlo, vhi in zip(t["threshold"], at_threshold, t["ci_low"], t["ci_high"])
+    ]
     sign = np.where(t["lower"].astype(bool), -1.0, 1.0)
     # a small slice misses its floor only when even its interval's best end does
     best_end = np.where(t["lower"].astype(bool), t["ci_low"], t["ci_high"])
@@ -120,8 +122,12 @@ def _weigh_by_counts(spec: ModelGateConfig, t: pd.DataFrame, candidate: dict) ->
     return t
 
 
-def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: dict[str, float] | None,
-                  recorded: dict[str, float] | None = None) -> pd.DataFrame:
+def metrics_table(
+    spec: ModelGateConfig,
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    recorded: dict[str, float] | None = None,
+) -> pd.DataFrame:
     """One row per (slice, metric) the gate names, with its threshold, the champion's value on
     the same (today's) data and, for reference, the value recorded at the champion's promotion;
     `missing` says why a value is missing (a Figures' reason, else that nothing computed it)."""
@@ -135,13 +141,24 @@ def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: 
         bound = (spec.ceiling if lower else spec.floors_for(candidate, generator)).get(metric)
         value = candidate.get(key, np.nan)
         champ = np.nan if champion is None or recorded_only(metric) else champion.get(key, np.nan)
-        missing = "; ".join(f"{who}: {why(figures, key)}" for who, v, figures in
-                            (("candidate", value, candidate), ("champion", champ, champion))
-                            if pd.isna(v) and (who == "candidate" or (champion is not None and not recorded_only(metric))))
-        rows.append({"generator": generator, "metric": metric, "value": value, "threshold": bound,
-                     "champion_value": champ, "champion_recorded": (recorded or {}).get(key, np.nan),
-                     "lower": lower, "missing": missing,
-                     "rule": "few-shot" if generator != "all" and spec.few_shot(candidate, generator) else ""})
+        missing = "; ".join(
+            f"{who}: {why(figures, key)}"
+            for who, v, figures in (("candidate", value, candidate), ("champion", champ, champion))
+            if pd.isna(v) and (who == "candidate" or (champion is not None and not recorded_only(metric)))
+        )
+        rows.append(
+            {
+                "generator": generator,
+                "metric": metric,
+                "value": value,
+                "threshold": bound,
+                "champion_value": champ,
+                "champion_recorded": (recorded or {}).get(key, np.nan),
+                "lower": lower,
+                "missing": missing,
+                "rule": "few-shot" if generator != "all" and spec.few_shot(candidate, generator) else "",
+            }
+        )
 
     for metric in sorted(set(spec.floor) | set(spec.ceiling) | set(spec.compare)):
         if metric not in spec.per_generator:
@@ -155,8 +172,20 @@ def metrics_table(spec: ModelGateConfig, candidate: dict[str, float], champion: 
             gens = {g for g in gens if spec.few_shot(candidate, g)}
         for gen in sorted(gens):
             add(gen, metric, prefix + gen)
-    t = pd.DataFrame(rows, columns=["generator", "metric", "value", "threshold", "champion_value",
-                                    "champion_recorded", "lower", "missing", "rule"])
+    t = pd.DataFrame(
+        rows,
+        columns=[
+            "generator",
+            "metric",
+            "value",
+            "threshold",
+            "champion_value",
+            "champion_recorded",
+            "lower",
+            "missing",
+            "rule",
+        ],
+    )
     sign = np.where(t["lower"].astype(bool), -1.0, 1.0)
     t["headroom"] = sign * (t["value"] - t["threshold"])
     t.loc[t["threshold"].isna(), "headroom"] = 0.0
@@ -182,8 +211,10 @@ def improvements(table: pd.DataFrame) -> list[str]:
         sign = -1.0 if r["lower"] else 1.0
         if sign * (r["champion_value"] - r["threshold"]) < 0 <= sign * (r["value"] - r["threshold"]):
             what = f"`{r['generator']}`" if r["generator"] != "all" else "the whole test set"
-            out.append(f"champion misses {what} ({r['metric']} {r['champion_value']:.3f}, "
-                       f"{'ceiling' if r['lower'] else 'floor'} {r['threshold']:.3f}); candidate {r['value']:.3f}")
+            out.append(
+                f"champion misses {what} ({r['metric']} {r['champion_value']:.3f}, "
+                f"{'ceiling' if r['lower'] else 'floor'} {r['threshold']:.3f}); candidate {r['value']:.3f}"
+            )
     return out
 
 
@@ -201,12 +232,18 @@ def run_suite(spec: ModelGateConfig, table: pd.DataFrame) -> ValidationReport:
     data = table.drop(columns=["lower", "small", "rule"])
     numeric = data.select_dtypes("number").columns
     data[numeric] = data[numeric].replace([np.inf, -np.inf], [1e9, -1e9])
-    batch = context.data_sources.add_pandas("metrics").add_dataframe_asset("table") \
+    batch = (
+        context.data_sources.add_pandas("metrics")
+        .add_dataframe_asset("table")
         .add_batch_definition_whole_dataframe("all")
+    )
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name="model-gate", data=batch, suite=context.suites.add(suite)))
-    result = definition.run(batch_parameters={"dataframe": data},
-                            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["row"]})
+        gx.ValidationDefinition(name="model-gate", data=batch, suite=context.suites.add(suite))
+    )
+    result = definition.run(
+        batch_parameters={"dataframe": data},
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["row"]},
+    )
     return ValidationReport(SUITE_NAME, bool(result.success), len(table), [_summarize(r) for r in result.results])
 
 
@@ -229,15 +266,23 @@ def _reasons(table: pd.DataFrame) -> list[str]:
     for _, r in table.iterrows():
         bound = "at most" if r["lower"] else "at least"
         if pd.isna(r["value"]) and pd.notna(r["threshold"]):
-            out.append(f"{r['row']} is missing ({r['missing']}), so its threshold ({bound} {r['threshold']:.4f}) "
-                       "cannot be checked")
+            out.append(
+                f"{r['row']} is missing ({r['missing']}), so its threshold ({bound} {r['threshold']:.4f}) "
+                "cannot be checked"
+            )
         elif r["headroom"] < 0:
-            interval = f" (95 % interval {r['ci_low']:.2f}-{r['ci_high']:.2f} of {r['n']:.0f})" if pd.notna(r["ci_low"]) else ""
+            interval = (
+                f" (95 % interval {r['ci_low']:.2f}-{r['ci_high']:.2f} of {r['n']:.0f})"
+                if pd.notna(r["ci_low"])
+                else ""
+            )
             out.append(f"{r['row']} = {r['value']:.4f}{interval}, needs {bound} {r['threshold']:.4f}")
         if pd.notna(r["regression"]) and r["over_margin"] > 0:
             value = f"missing ({r['missing']})" if pd.isna(r["value"]) else f"{r['value']:.4f}"
-            out.append(f"{r['row']} = {value}, worse than the champion's {r['champion_value']:.4f} "
-                       f"by more than {r['allowed']:.4f}")
+            out.append(
+                f"{r['row']} = {value}, worse than the champion's {r['champion_value']:.4f} "
+                f"by more than {r['allowed']:.4f}"
+            )
     return out
 
 
@@ -248,14 +293,21 @@ def not_judged(table: pd.DataFrame) -> list[str]:
     rows = table[table["missing"].astype(bool) & table["threshold"].isna() & table["regression"].isna()]
     out = [f"{r['row']}: {r['missing']}" for _, r in rows.iterrows()]
     for _, r in table[table["small"] & table["value"].notna()].iterrows():
-        out.append(f"{r['row']}: {r['value']:.3f} from {r['n']:.0f} test images (95 % interval "
-                   f"{r['ci_low']:.2f}-{r['ci_high']:.2f}) is too few to judge the threshold {r['threshold']:.2f}: "
-                   "refused only when the whole interval misses it")
+        out.append(
+            f"{r['row']}: {r['value']:.3f} from {r['n']:.0f} test images (95 % interval "
+            f"{r['ci_low']:.2f}-{r['ci_high']:.2f}) is too few to judge the threshold {r['threshold']:.2f}: "
+            "refused only when the whole interval misses it"
+        )
     return out
 
 
-def gate(cfg: Config, name: str, version: str, candidate: dict[str, float] | None = None,
-         champion_today: dict[str, float] | None = None) -> GateResult:
+def gate(
+    cfg: Config,
+    name: str,
+    version: str,
+    candidate: dict[str, float] | None = None,
+    champion_today: dict[str, float] | None = None,
+) -> GateResult:
     """Judge model version `version` of `name` against the thresholds and the current champion.
 
     `candidate`: its figures on today's data (default: those logged by its run). `champion_today`:
@@ -267,13 +319,18 @@ def gate(cfg: Config, name: str, version: str, candidate: dict[str, float] | Non
         raise BadInputError(f"{name}: re-evaluate champion v{other} on the candidate's data before the gate")
     spec = spec_for(cfg, name)
     recorded = version_metrics(name, other) if other else None
-    table = metrics_table(spec, candidate if candidate is not None else version_metrics(name, version),
-                          champion_today if other else None, recorded)
+    table = metrics_table(
+        spec,
+        candidate if candidate is not None else version_metrics(name, version),
+        champion_today if other else None,
+        recorded,
+    )
     report = run_suite(spec, table)
     reasons = _reasons(table)
     passed = report.success and not reasons
-    result = GateResult(name, str(version), champion, passed, reasons, table, improvements(table) if other else [],
-                        not_judged(table))
+    result = GateResult(
+        name, str(version), champion, passed, reasons, table, improvements(table) if other else [], not_judged(table)
+    )
     result.report = _write(cfg, result, report)
     return result
 
@@ -282,35 +339,80 @@ def _write(cfg: Config, result: GateResult, report: ValidationReport) -> Path:
     out = cfg.report_dir / "gates"
     out.mkdir(parents=True, exist_ok=True)
     verdict = "PASSED" if result.passed else "FAILED"
-    lines = [f"# Model gate: {result.name} v{result.version}: {verdict}", "",
-             f"Champion: {('v' + result.champion) if result.champion else 'none'}; "
-             f"margin {spec_for(cfg, result.name).margin}.", ""]
+    lines = [
+        f"# Model gate: {result.name} v{result.version}: {verdict}",
+        "",
+        (
+            f"Champion: {('v' + result.champion) if result.champion else 'none'}; "
+            f"margin {spec_for(cfg, result.name).margin}."
+        ),
+        "",
+    ]
     lines += [f"- {r}" for r in result.reasons] + ([""] if result.reasons else [])
-    lines += ["A share with its test count is judged by its 95 % interval: a slice too small for its threshold "
-              "is refused only when the whole interval misses it, and a slice may trail the champion by its "
-              "standard error (`regression allowed`) where that exceeds the margin.", ""]
+    lines += [
+        (
+            "A share with its test count is judged by its 95 % interval: a slice too small for its threshold "
+            "is refused only when the whole interval misses it, and a slice may trail the champion by its "
+            "standard error (`regression allowed`) where that exceeds the margin."
+        ),
+        "",
+    ]
     if result.improvements:
         lines += ["Reasons to promote:", ""] + [f"- {r}" for r in result.improvements] + [""]
     if result.not_judged:
-        lines += ["Not judged (no threshold and no figure from the data, or too few images for the threshold):", ""] + \
-            [f"- {r}" for r in result.not_judged] + [""]
-    lines += ["Both models are judged on today's data; `champion (at promotion)` is what the champion's "
-              "own run recorded (other data: shown, not compared). Leave-one-out figures are floors only.", "",
-              table_markdown(result.table), "", report.to_markdown("GX suite").strip()]
+        lines += (
+            ["Not judged (no threshold and no figure from the data, or too few images for the threshold):", ""]
+            + [f"- {r}" for r in result.not_judged]
+            + [""]
+        )
+    lines += [
+        (
+            "Both models are judged on today's data; `champion (at promotion)` is what the champion's "
+            "own run recorded (other data: shown, not compared). Leave-one-out figures are floors only."
+        ),
+        "",
+        table_markdown(result.table),
+        "",
+        report.to_markdown("GX suite").strip(),
+    ]
     path = out / f"{result.name}-v{result.version}.md"
     path.write_text("\n".join(lines) + "\n")
-    (path.with_suffix(".json")).write_text(json.dumps(
-        {"name": result.name, "version": result.version, "champion": result.champion, "passed": result.passed,
-         "reasons": result.reasons, "improvements": result.improvements, "not_judged": result.not_judged,
-         "suite": report.to_dict()}, indent=2, default=str) + "\n")
+    (path.with_suffix(".json")).write_text(
+        json.dumps(
+            {
+                "name": result.name,
+                "version": result.version,
+                "champion": result.champion,
+                "passed": result.passed,
+                "reasons": result.reasons,
+                "improvements": result.improvements,
+                "not_judged": result.not_judged,
+                "suite": report.to_dict(),
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
     return path
 
 
-TABLE_COLUMNS = {"generator": "slice", "metric": "metric", "value": "candidate", "n": "test images",
-                 "ci_low": "95 % low", "ci_high": "95 % high", "threshold": "threshold", "rule": "floor",
-                 "champion_value": "champion (today's data)", "champion_recorded": "champion (at promotion)",
-                 "headroom": "headroom", "regression": "regression", "allowed": "regression allowed",
-                 "missing": "missing (why)"}
+TABLE_COLUMNS = {
+    "generator": "slice",
+    "metric": "metric",
+    "value": "candidate",
+    "n": "test images",
+    "ci_low": "95 % low",
+    "ci_high": "95 % high",
+    "threshold": "threshold",
+    "rule": "floor",
+    "champion_value": "champion (today's data)",
+    "champion_recorded": "champion (at promotion)",
+    "headroom": "headroom",
+    "regression": "regression",
+    "allowed": "regression allowed",
+    "missing": "missing (why)",
+}
 
 
 def table_markdown(table: pd.DataFrame) -> str:
@@ -377,12 +479,20 @@ def status(names: list[str]) -> list[dict]:
             rows.append({"model": name, "champion": None, "challenger": None, "latest": None})
             continue
         champion = alias_version(name, CHAMPION)
-        row = {"model": name, "champion": champion, "challenger": alias_version(name, CHALLENGER),
-               "latest": str(latest.version), "history": _history(name)}
+        row = {
+            "model": name,
+            "champion": champion,
+            "challenger": alias_version(name, CHALLENGER),
+            "latest": str(latest.version),
+            "history": _history(name),
+        }
         if champion:
             mv = client.get_model_version(name, champion)
             row["data_version"] = mv.tags.get("data_version")
-            row["metrics"] = {k: v for k, v in version_metrics(name, champion).items()
-                              if k in ("auc_seen", "auc_unseen_min", "pixel_ap", "iou", "ece", "psnr_mask")}
+            row["metrics"] = {
+                k: v
+                for k, v in version_metrics(name, champion).items()
+                if k in ("auc_seen", "auc_unseen_min", "pixel_ap", "iou", "ece", "psnr_mask")
+            }
         rows.append(row)
     return rows

@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gandefect.errors import GandefectError
@@ -48,8 +48,13 @@ def describe(info: dict) -> str:
 
 
 @contextlib.contextmanager
-def project_lock(root: Path | str, command: str, wait: bool = False, poll_seconds: float = 2.0,
-                 on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+def project_lock(
+    root: Path | str,
+    command: str,
+    wait: bool = False,
+    poll_seconds: float = 2.0,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
     """Hold the project lock of `root` (the folder of params.yaml) while the block runs."""
     path = (Path(root) / LOCK_FILE).resolve()
     key = str(path)
@@ -71,15 +76,22 @@ def project_lock(root: Path | str, command: str, wait: bool = False, poll_second
             except BlockingIOError:
                 busy = describe(holder(Path(root)))
                 if not wait:
-                    raise ProjectBusyError(f"{busy} is running in this project and holds {LOCK_FILE}: "
-                                           "wait for it to finish, or pass --wait to queue behind it") from None
+                    raise ProjectBusyError(
+                        f"{busy} is running in this project and holds {LOCK_FILE}: "
+                        "wait for it to finish, or pass --wait to queue behind it"
+                    ) from None
                 if on_wait and not told:
                     on_wait(f"waiting for {busy} to finish ...")
                     told = True
                 time.sleep(poll_seconds)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"command": command, "pid": os.getpid(),
-                                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode(), 0)
+        os.pwrite(
+            fd,
+            json.dumps(
+                {"command": command, "pid": os.getpid(), "started": datetime.now(UTC).isoformat(timespec="seconds")}
+            ).encode(),
+            0,
+        )
         _held[key] = 1
         try:
             yield

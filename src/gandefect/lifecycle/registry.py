@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import mlflow
 import numpy as np
@@ -28,8 +28,13 @@ def pip_requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}", f"mlflow=={mlflow.__version__}"]
 
 
-def log_torch_model(model: torch.nn.Module, name: str, example_input: torch.Tensor,
-                    registered_name: str | None = None, tags: dict | None = None):
+def log_torch_model(
+    model: torch.nn.Module,
+    name: str,
+    example_input: torch.Tensor,
+    registered_name: str | None = None,
+    tags: dict | None = None,
+):
     """Log (and, given `registered_name`, register) a module; returns (model info, version or None).
 
     Logs with the MLflow PyTorch flavor as a pickle (not pt2, which needs an input example and
@@ -38,7 +43,10 @@ def log_torch_model(model: torch.nn.Module, name: str, example_input: torch.Tens
     with torch.no_grad():
         output = model(example_input)
     info = mlflow.pytorch.log_model(
-        model, name=name, serialization_format="pickle", code_paths=[str(PACKAGE_DIR)],
+        model,
+        name=name,
+        serialization_format="pickle",
+        code_paths=[str(PACKAGE_DIR)],
         signature=infer_signature(example_input.numpy(), output.numpy()),
         pip_requirements=pip_requirements(),
     )
@@ -54,8 +62,11 @@ def log_detector(detector: Detector, name: str, example: np.ndarray):
         path = Path(tmp) / "detector.pt"
         torch.save(detector, path)
         return mlflow.pyfunc.log_model(
-            name=name, python_model=DetectorModel(), artifacts={"detector": str(path)},
-            code_paths=[str(PACKAGE_DIR)], pip_requirements=pip_requirements() + ["scikit-learn", "scipy", "pillow"],
+            name=name,
+            python_model=DetectorModel(),
+            artifacts={"detector": str(path)},
+            code_paths=[str(PACKAGE_DIR)],
+            pip_requirements=pip_requirements() + ["scikit-learn", "scipy", "pillow"],
             signature=infer_signature(example, detector.score(example)),
         )
 
@@ -68,8 +79,9 @@ def register(model_uri: str, name: str, tags: dict | None = None) -> ModelVersio
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name)
     run_id = mlflow.active_run().info.run_id if mlflow.active_run() else None
-    return client.create_model_version(name, model_uri, run_id=run_id,
-                                       tags={k: str(v) for k, v in (tags or {}).items()})
+    return client.create_model_version(
+        name, model_uri, run_id=run_id, tags={k: str(v) for k, v in (tags or {}).items()}
+    )
 
 
 def latest_version(name: str, where: Callable[[ModelVersion], bool] | None = None) -> ModelVersion | None:

@@ -12,11 +12,14 @@ from gandefect.repair.pipeline import Repairer
 
 def load_repairer(cfg: Config, uri: str | None = None) -> Repairer:
     tracking.setup(cfg)
-    return Repairer(registry.load_torch_model(uri or gates.served_uri(REPAIRER_MODEL, "train-repairer")),
-                    hardware.resolve(cfg.device))
+    return Repairer(
+        registry.load_torch_model(uri or gates.served_uri(REPAIRER_MODEL, "train-repairer")),
+        hardware.resolve(cfg.device),
+    )
 
 
 def load_served_detector(cfg: Config, uri: str | None = None) -> Detector:
     tracking.setup(cfg)
-    return registry.load_detector(uri or gates.served_uri(DETECTOR_MODEL, "train-detectors"),
-                                  hardware.resolve(cfg.device))
+    return registry.load_detector(
+        uri or gates.served_uri(DETECTOR_MODEL, "train-detectors"), hardware.resolve(cfg.device)
+    )

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import mlflow
 
 from gandefect.config import Config
 from gandefect.lifecycle.versioning import git_commit
 
+
 def tracking_uri(cfg: Config) -> str:
     """The configured URI, with a relative SQLite path anchored at the project root."""
     uri = cfg.tracking.uri
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(cfg.path(uri[len(prefix):]).resolve())
+        return prefix + str(cfg.path(uri[len(prefix) :]).resolve())
     return uri
 
 
@@ -95,8 +96,13 @@ def start_run(
     active = mlflow.active_run()
     if parent_run_id is None and active is not None:
         parent_run_id = active.info.run_id  # a stage inside the retrain flow's run nests under it
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent_run_id,
-                          nested=parent_run_id is not None, tags=tags) as run:
+    with mlflow.start_run(
+        experiment_id=exp_id,
+        run_name=run_name,
+        parent_run_id=parent_run_id,
+        nested=parent_run_id is not None,
+        tags=tags,
+    ) as run:
         mlflow.log_params(flatten(cfg.to_params()))
         yield run
 
@@ -113,5 +119,6 @@ def last_runs(cfg: Config, experiment: str, n: int) -> list:
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    return mlflow.MlflowClient().search_runs([exp.experiment_id], "", order_by=["attribute.start_time DESC"],
-                                            max_results=n)
+    return mlflow.MlflowClient().search_runs(
+        [exp.experiment_id], "", order_by=["attribute.start_time DESC"], max_results=n
+    )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,19 +38,32 @@ class ValidationReport:
 
     def to_markdown(self, title: str) -> str:
         verdict = "PASSED" if self.success else "FAILED"
-        lines = [f"# {title}", "", f"Suite `{self.suite}` on {self.rows} images: **{verdict}** "
-                 f"({len(self.checks) - len(self.failures)}/{len(self.checks)} expectations met).", "",
-                 "| result | expectation | column | observed | failing rows | examples |",
-                 "| --- | --- | --- | --- | --- | --- |"]
+        lines = [
+            f"# {title}",
+            "",
+            (
+                f"Suite `{self.suite}` on {self.rows} images: **{verdict}** "
+                f"({len(self.checks) - len(self.failures)}/{len(self.checks)} expectations met)."
+            ),
+            "",
+            "| result | expectation | column | observed | failing rows | examples |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for c in sorted(self.checks, key=lambda c: c.success):
             ex = "; ".join(str(e) for e in c.examples) or "-"
-            lines.append(f"| {'pass' if c.success else '**FAIL**'} | `{c.expectation}` | {c.column} | "
-                         f"{c.summary} | {c.unexpected_count} | {ex} |")
+            lines.append(
+                f"| {'pass' if c.success else '**FAIL**'} | `{c.expectation}` | {c.column} | "
+                f"{c.summary} | {c.unexpected_count} | {ex} |"
+            )
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict:
-        return {"suite": self.suite, "success": self.success, "rows": self.rows,
-                "checks": [c.__dict__ for c in self.checks]}
+        return {
+            "suite": self.suite,
+            "success": self.success,
+            "rows": self.rows,
+            "checks": [c.__dict__ for c in self.checks],
+        }
 
 
 def _with_derived_columns(table: pd.DataFrame) -> pd.DataFrame:
@@ -92,9 +105,11 @@ def build_suite(cfg: Config, table: pd.DataFrame):
         # splits follow content hashes: on a few hundred images their shares vary by chance, so the
         # band is at least three binomial standard deviations wide (a broken split is far outside)
         band = max(v.split_tolerance, 3 * math.sqrt(fraction * (1 - fraction) / max(1, len(table))))
-        add(E.ExpectColumnMeanToBeBetween(column=f"is_{split}",
-                                          min_value=max(0.0, fraction - band),
-                                          max_value=min(1.0, fraction + band)))
+        add(
+            E.ExpectColumnMeanToBeBetween(
+                column=f"is_{split}", min_value=max(0.0, fraction - band), max_value=min(1.0, fraction + band)
+            )
+        )
     label_cols = [c for c in table.columns if c.startswith("is_label_")]
     if label_cols:
         # one class is no class: a capped or filtered export that kept a single label
@@ -102,8 +117,11 @@ def build_suite(cfg: Config, table: pd.DataFrame):
         share = 1.0 / len(label_cols)
         tol = v.class_balance_tolerance
         for col in label_cols:
-            add(E.ExpectColumnMeanToBeBetween(column=col, min_value=share * (1 - tol),
-                                              max_value=min(1.0, share * (1 + tol))))
+            add(
+                E.ExpectColumnMeanToBeBetween(
+                    column=col, min_value=share * (1 - tol), max_value=min(1.0, share * (1 + tol))
+                )
+            )
     return suite
 
 
@@ -112,8 +130,11 @@ def _summarize(result) -> CheckResult:
     kwargs = cfg.kwargs
     column = kwargs.get("column", "(table)")
     r = result.result or {}
-    bounds = {k: (round(kwargs[k], 4) if isinstance(kwargs[k], float) else kwargs[k])
-              for k in ("value_set", "min_value", "max_value") if kwargs.get(k) is not None}
+    bounds = {
+        k: (round(kwargs[k], 4) if isinstance(kwargs[k], float) else kwargs[k])
+        for k in ("value_set", "min_value", "max_value")
+        if kwargs.get(k) is not None
+    }
     if "observed_value" in r:
         observed = r["observed_value"]
         observed = round(float(observed), 4) if isinstance(observed, float) or hasattr(observed, "dtype") else observed
@@ -125,8 +146,7 @@ def _summarize(result) -> CheckResult:
         examples.append({k: (v.item() if hasattr(v, "item") else v) for k, v in item.items()})
     if not examples and r.get("partial_unexpected_list"):
         examples = [v.item() if hasattr(v, "item") else v for v in r["partial_unexpected_list"][:EXAMPLES]]
-    return CheckResult(cfg.type, column, bool(result.success), summary,
-                       int(r.get("unexpected_count") or 0), examples)
+    return CheckResult(cfg.type, column, bool(result.success), summary, int(r.get("unexpected_count") or 0), examples)
 
 
 def validate_table(cfg: Config, table: pd.DataFrame) -> ValidationReport:
@@ -134,8 +154,12 @@ def validate_table(cfg: Config, table: pd.DataFrame) -> ValidationReport:
     import great_expectations as gx  # lazy: importing Great Expectations takes seconds, and only a gate needs it
 
     if table.empty:
-        return ValidationReport(SUITE_NAME, False, 0, [CheckResult(
-            "expect_table_row_count_to_be_between", "(table)", False, "snapshot has no images")])
+        return ValidationReport(
+            SUITE_NAME,
+            False,
+            0,
+            [CheckResult("expect_table_row_count_to_be_between", "(table)", False, "snapshot has no images")],
+        )
     table = _with_derived_columns(table)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False, "metric_calculations": False}
@@ -143,7 +167,8 @@ def validate_table(cfg: Config, table: pd.DataFrame) -> ValidationReport:
     batch_definition = asset.add_batch_definition_whole_dataframe("all-images")
     suite = context.suites.add(build_suite(cfg, table))
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name="data-gate", data=batch_definition, suite=suite))
+        gx.ValidationDefinition(name="data-gate", data=batch_definition, suite=suite)
+    )
     result = definition.run(
         batch_parameters={"dataframe": table},
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]},

@@ -27,7 +27,7 @@ def _env() -> dict:
 
 def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     try:
-        proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True)
+        proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, check=False)
     except FileNotFoundError as exc:
         raise ToolError(f"{args[0]} is not installed: {exc}") from exc
     if check and proc.returncode != 0:

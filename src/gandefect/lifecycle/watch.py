@@ -83,11 +83,17 @@ def per_generator(metrics: dict[str, float], gate: ModelGateConfig) -> pd.DataFr
         row["tpr_fake_wild 95 %"] = "" if pd.isna(lo) else f"{lo:.2f}-{hi:.2f}"
         row["status"] = "MISSES: " + ", ".join(below) if below else "ok"
         rows.append(row)
-    return pd.DataFrame(rows, columns=["generator", "family", *WATCHED, "tpr_fake_wild 95 %", "train/val/test", "status"])
+    return pd.DataFrame(
+        rows, columns=["generator", "family", *WATCHED, "tpr_fake_wild 95 %", "train/val/test", "status"]
+    )
 
 
 def alerts(figures: ChampionFigures, gate: ModelGateConfig) -> list[str]:
     """One line per generator the champion misses."""
     table = per_generator(figures.metrics, gate)
-    return [f"{figures.name} v{figures.version} misses `{r.generator}` (family {r.family}): "
-            f"{r.status.removeprefix('MISSES: ')}" for r in table.itertuples() if r.status != "ok"]
+    return [
+        f"{figures.name} v{figures.version} misses `{r.generator}` (family {r.family}): "
+        f"{r.status.removeprefix('MISSES: ')}"
+        for r in table.itertuples()
+        if r.status != "ok"
+    ]

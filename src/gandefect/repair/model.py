@@ -69,7 +69,9 @@ class InpaintUNet(nn.Module):
         c, w = cfg.channels, cfg.width
         self.enc1 = nn.Sequential(*_conv(c + 1, w), *_conv(w, w))
         self.enc2 = nn.Sequential(*_conv(w, 2 * w, 2), *_conv(2 * w, 2 * w))
-        self.enc3 = nn.Sequential(*_conv(2 * w, 4 * w, 2), *_conv(4 * w, 4 * w, dilation=2), *_conv(4 * w, 4 * w, dilation=4))
+        self.enc3 = nn.Sequential(
+            *_conv(2 * w, 4 * w, 2), *_conv(4 * w, 4 * w, dilation=2), *_conv(4 * w, 4 * w, dilation=4)
+        )
         self.dec2 = nn.Sequential(*_conv(4 * w + 2 * w, 2 * w), *_conv(2 * w, 2 * w))
         self.dec1 = nn.Sequential(*_conv(2 * w + w, w), *_conv(w, w))
         self.out = nn.Conv2d(w, c, 3, 1, 1)
@@ -112,9 +114,12 @@ class PatchDiscriminator(nn.Module):
         super().__init__()
         sn = nn.utils.spectral_norm
         self.net = nn.Sequential(
-            sn(nn.Conv2d(channels + 1, width, 3, 1, 1)), nn.LeakyReLU(0.2, True),
-            sn(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(0.2, True),
-            sn(nn.Conv2d(2 * width, 2 * width, 3, 1, 1)), nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(channels + 1, width, 3, 1, 1)),
+            nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(width, 2 * width, 4, 2, 1)),
+            nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(2 * width, 2 * width, 3, 1, 1)),
+            nn.LeakyReLU(0.2, True),
             sn(nn.Conv2d(2 * width, 1, 3, 1, 1)),
         )
 

@@ -37,10 +37,10 @@ class Repairer:
         out = images.copy()
         with placed(self.net, self.device):
             for i in range(0, len(images), batch_size):
-                x = to_tensor(images[i:i + batch_size]).to(self.device)
-                m = torch.from_numpy(masks[i:i + batch_size, None].astype(np.float32)).to(self.device)
+                x = to_tensor(images[i : i + batch_size]).to(self.device)
+                m = torch.from_numpy(masks[i : i + batch_size, None].astype(np.float32)).to(self.device)
                 pred = to_uint8(self.net.inpaint(x, m))
-                out[i:i + batch_size] = composite_uint8(images[i:i + batch_size], pred, masks[i:i + batch_size])
+                out[i : i + batch_size] = composite_uint8(images[i : i + batch_size], pred, masks[i : i + batch_size])
         return out
 
 
@@ -81,17 +81,34 @@ class RepairResult:
     stopped: list[str] = field(default_factory=list)
 
     def rows(self, names: list[str]) -> list[dict]:
-        return [{"image": n, "score_before": float(b), "score_after": float(a), "mask_area": float(m.mean()),
-                 "iterations": int(it), "stopped": s}
-                for n, b, a, m, it, s in zip(names, self.score_before, self.score_after, self.masks,
-                                             self.iterations, self.stopped)]
+        return [
+            {
+                "image": n,
+                "score_before": float(b),
+                "score_after": float(a),
+                "mask_area": float(m.mean()),
+                "iterations": int(it),
+                "stopped": s,
+            }
+            for n, b, a, m, it, s in zip(
+                names, self.score_before, self.score_after, self.masks, self.iterations, self.stopped
+            )
+        ]
 
 
 WHOLE_IMAGE = "generated as a whole: nothing local to repair"  # the reason a `whole-image` stop gives
 
 
-def repair(images: np.ndarray, detector, repairer: Repairer, iterations: int = 3, max_area: float = 0.5,
-           dilate: int = 0, masks: np.ndarray | None = None, local_area: float = 1.0) -> RepairResult:
+def repair(
+    images: np.ndarray,
+    detector,
+    repairer: Repairer,
+    iterations: int = 3,
+    max_area: float = 0.5,
+    dilate: int = 0,
+    masks: np.ndarray | None = None,
+    local_area: float = 1.0,
+) -> RepairResult:
     """Repair a batch. With `masks`, inpaint exactly there once; otherwise loop on the detector's
     masks, leaving unchanged every flagged image whose defect mask covers more than `local_area`."""
     current = images.copy()
@@ -104,8 +121,9 @@ def repair(images: np.ndarray, detector, repairer: Repairer, iterations: int = 3
     if masks is not None:
         current = repairer.inpaint(current, masks)
         after = detector.score(current)
-        return RepairResult(current, masks.copy(), maps, before, after, np.ones(len(images), int),
-                            ["given-mask"] * len(images))
+        return RepairResult(
+            current, masks.copy(), maps, before, after, np.ones(len(images), int), ["given-mask"] * len(images)
+        )
     active = np.arange(len(images))
     flagged = before >= detector.threshold
     whole = flagged & (marked_area(detector, maps, dilate) > local_area)

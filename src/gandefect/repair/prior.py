@@ -15,6 +15,8 @@ any inpainting net, this one included.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -25,8 +27,15 @@ class PriorInpainter(nn.Module):
     """An inpainting net (`inpaint(x, hole)`, x in [-1, 1], hole 1 = rewrite) made of the zoo's
     DDPM and, optionally, the U-Net whose fill it refines; served like the U-Net alone."""
 
-    def __init__(self, ddpm: nn.Module, start: nn.Module | None = None, steps: int = 20, strength: float = 0.1,
-                 resample: int = 2, seed: int = 0):
+    def __init__(
+        self,
+        ddpm: nn.Module,
+        start: nn.Module | None = None,
+        steps: int = 20,
+        strength: float = 0.1,
+        resample: int = 2,
+        seed: int = 0,
+    ):
         super().__init__()
         if not 0 < strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
@@ -57,14 +66,14 @@ class PriorInpainter(nn.Module):
             init = pull_push_fill(known, hole)
         a = alpha_bar[start]
         x = a.sqrt() * init + (1 - a).sqrt() * randn(known)
-        for t, t_next in zip(steps[:-1], steps[1:]):
+        for t, t_next in itertools.pairwise(steps):
             a, a_next = alpha_bar[t], (alpha_bar[t_next] if t_next > 0 else torch.ones((), device=dev))
             for r in range(self.resample + 1):
                 eps = ddpm.net(x, torch.full((x.shape[0],), t / T, device=dev)).float()
                 x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
                 # DDPM posterior step from t to t_next (eta = 1): a fresh noise draw each step
                 sigma = ((1 - a_next) / (1 - a) * (1 - a / a_next)).clamp(min=0).sqrt()
-                unknown = a_next.sqrt() * x0 + (1 - a_next - sigma ** 2).clamp(min=0).sqrt() * eps + sigma * randn(x)
+                unknown = a_next.sqrt() * x0 + (1 - a_next - sigma**2).clamp(min=0).sqrt() * eps + sigma * randn(x)
                 seen = a_next.sqrt() * known + (1 - a_next).sqrt() * randn(x) if t_next > 0 else known
                 x_next = hole * unknown + (1 - hole) * seen
                 if r < self.resample and t_next > 0:  # one step back up, to denoise it again

@@ -8,7 +8,7 @@ composite (prediction in the hole, input elsewhere) and the mask.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,9 +21,15 @@ from gandefect.hardware import CPU
 from gandefect.repair.model import InpaintUNet, PatchDiscriminator, RepairerConfig, composite
 
 
-def train_repairer(images: np.ndarray, model_cfg: RepairerConfig, s: RepairConfig, seed: int,
-                   on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                   on_step: Callable[[int, int], None] | None = None, device: torch.device = CPU) -> InpaintUNet:
+def train_repairer(
+    images: np.ndarray,
+    model_cfg: RepairerConfig,
+    s: RepairConfig,
+    seed: int,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    device: torch.device = CPU,
+) -> InpaintUNet:
     """Train on uint8 real images (N, H, W[, 3]) with the training settings of `s` on `device`;
     returns the U-Net in eval mode, on the CPU."""
     rng = np.random.default_rng(seed)
@@ -33,8 +39,9 @@ def train_repairer(images: np.ndarray, model_cfg: RepairerConfig, s: RepairConfi
     opt_g = torch.optim.Adam(net.parameters(), lr=s.lr, betas=(0.5, 0.999))
     opt_d = adv.optimizer.build(disc.parameters())
     x_all = to_tensor(images).to(device)
-    pool = torch.from_numpy(mask_pool(rng, images.shape[1:3], MaskSpec(s.mask_min_area, s.mask_max_area), 4096)
-                            [:, None].astype(np.float32)).to(device)
+    pool = torch.from_numpy(
+        mask_pool(rng, images.shape[1:3], MaskSpec(s.mask_min_area, s.mask_max_area), 4096)[:, None].astype(np.float32)
+    ).to(device)
     steps = max(1, len(images) // s.batch_size)
     total = s.epochs * steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt_g, s.lr, total_steps=total)
@@ -43,7 +50,7 @@ def train_repairer(images: np.ndarray, model_cfg: RepairerConfig, s: RepairConfi
         sums = {"l1_hole": 0.0, "l1_valid": 0.0, "g_adv": 0.0, "d_loss": 0.0}
         net.train()
         for i in range(steps):
-            x = x_all[order[i * s.batch_size:(i + 1) * s.batch_size]]
+            x = x_all[order[i * s.batch_size : (i + 1) * s.batch_size]]
             flip = torch.from_numpy(rng.random(len(x)) < 0.5)[:, None, None, None].to(device)
             x = torch.where(flip, x.flip(3), x)  # mirror augmentation
             m = pool[torch.from_numpy(rng.integers(0, len(pool), len(x))).to(device)]

@@ -38,8 +38,9 @@ def save_pngs(images: np.ndarray, names: list[str], out: Path) -> list[Path]:
     return paths
 
 
-def run_repair(cfg: Config, paths: list[str], mask: str | None = None, out: str = "repaired",
-               iterations: int | None = None) -> tuple[pd.DataFrame, Path]:
+def run_repair(
+    cfg: Config, paths: list[str], mask: str | None = None, out: str = "repaired", iterations: int | None = None
+) -> tuple[pd.DataFrame, Path]:
     """Repair image files; writes <stem>.png and <stem>.mask.png per image and repair.csv to `out`."""
     images = read_images(cfg, paths)
     masks = None
@@ -47,8 +48,16 @@ def run_repair(cfg: Config, paths: list[str], mask: str | None = None, out: str 
         m = read_mask(mask, images.shape[1:3])
         masks = np.broadcast_to(m, images.shape[:3]).copy()
     detector, repairer = load_served_detector(cfg), load_repairer(cfg)
-    result = repair(images, detector, repairer, iterations or cfg.repair.iterations, cfg.repair.max_area,
-                    cfg.spliced.dilate, masks, cfg.repair.local_max_area)
+    result = repair(
+        images,
+        detector,
+        repairer,
+        iterations or cfg.repair.iterations,
+        cfg.repair.max_area,
+        cfg.spliced.dilate,
+        masks,
+        cfg.repair.local_max_area,
+    )
     out_dir = Path(out)
     stems = _unique_stems(paths)
     save_pngs(result.images, [f"{s}.png" for s in stems], out_dir)
@@ -70,8 +79,15 @@ def _unique_stems(paths: list[str]) -> list[str]:
     return stems
 
 
-def run_generate(cfg: Config, loss: str, n: int, clean: bool = False, reject: bool = False,
-                 out: str = "generated", seed: int | None = None) -> tuple[pd.DataFrame, Path]:
+def run_generate(
+    cfg: Config,
+    loss: str,
+    n: int,
+    clean: bool = False,
+    reject: bool = False,
+    out: str = "generated",
+    seed: int | None = None,
+) -> tuple[pd.DataFrame, Path]:
     """Sample a registered generator; with `clean`, pass every sample through the repair pipeline
     (after keeping the n least suspicious of reject_factor * n draws when `reject`)."""
     if n < 1:
@@ -85,8 +101,15 @@ def run_generate(cfg: Config, loss: str, n: int, clean: bool = False, reject: bo
         images = images[keep]
     names = [f"{loss}-{i:05d}.png" for i in range(n)]
     if clean:
-        result = repair(images, detector, load_repairer(cfg), cfg.repair.iterations, cfg.repair.max_area,
-                        cfg.spliced.dilate, local_area=cfg.repair.local_max_area)
+        result = repair(
+            images,
+            detector,
+            load_repairer(cfg),
+            cfg.repair.iterations,
+            cfg.repair.max_area,
+            cfg.spliced.dilate,
+            local_area=cfg.repair.local_max_area,
+        )
         images = result.images
         table = pd.DataFrame(result.rows(names))
     else:

@@ -23,7 +23,7 @@ from gandefect import faults, hardware
 from gandefect.config import Config
 from gandefect.data import conditions, sources
 from gandefect.data.datasets import load_pngs, to_tensor, to_uint8
-from gandefect.data.fakes import EXTERNAL_SOURCE, FakeSet, family_of, fakes_root, read_fakes, write_fake_set
+from gandefect.data.fakes import EXTERNAL_SOURCE, FakeSet, fakes_root, family_of, read_fakes, write_fake_set
 from gandefect.data.history import Envelope
 from gandefect.data.snapshot import Progress, read_manifest
 from gandefect.detect import components
@@ -40,7 +40,6 @@ from gandefect.lifecycle.registry import load_detector, log_detector
 from gandefect.names import DETECTOR_EXPERIMENT, DETECTOR_MODEL, FAKES_DIR, FAKES_STAGE, JUDGE_MODEL, STAGE_KEY
 from gandefect.stages.gans import registered_generators
 from gandefect.stages.localize import localize, run_build_spliced
-
 
 
 # -- fake sets -------------------------------------------------------------------------
@@ -67,8 +66,16 @@ def run_sample_fakes(cfg: Config, progress: Progress | None = None) -> tuple[lis
             # give an identical DVC hash on every machine
             sets.append(write_fake_set(cfg, name, _pil(arr), f"generator:{name}", family=family))
             if hasattr(g, "refine") and cfg.detect.aligned_per_generator and not early:
-                sets.append(write_fake_set(cfg, f"{name}{ALIGNED}", _pil(_aligned(cfg, g)), f"{ALIGNED_SOURCE}{name}",
-                                           family=family, split="train"))
+                sets.append(
+                    write_fake_set(
+                        cfg,
+                        f"{name}{ALIGNED}",
+                        _pil(_aligned(cfg, g)),
+                        f"{ALIGNED_SOURCE}{name}",
+                        family=family,
+                        split="train",
+                    )
+                )
         if progress:
             progress("sampling fakes", i, len(generators))
     sets += _component_sets(cfg, progress)
@@ -85,16 +92,34 @@ def _component_sets(cfg: Config, progress: Progress | None = None) -> list[FakeS
     real = read_manifest(cfg.real_dir)
     real = real[real["split"] == "train"]
     x = to_tensor(load_pngs(real["path"], cfg.real_dir, cfg.data.shape))
-    made = components.bank(x, cfg.detect.components_per_kind, cfg.detect.component_steps, cfg.seed + 31,
-                           hardware.resolve(cfg.device), progress)
+    made = components.bank(
+        x,
+        cfg.detect.components_per_kind,
+        cfg.detect.component_steps,
+        cfg.seed + 31,
+        hardware.resolve(cfg.device),
+        progress,
+    )
     for stale in fakes_root(cfg).glob(f"{COMPONENT}*"):
         if stale.is_dir() and stale.name.removeprefix(COMPONENT) not in made:
             shutil.rmtree(stale)
-    return [write_fake_set(cfg, f"{COMPONENT}{kind}", _pil(to_uint8(images)), f"{COMPONENT_SOURCE}{kind}",
-                           family=components.FAMILY, split="train") for kind, images in made.items()]
+    return [
+        write_fake_set(
+            cfg,
+            f"{COMPONENT}{kind}",
+            _pil(to_uint8(images)),
+            f"{COMPONENT_SOURCE}{kind}",
+            family=components.FAMILY,
+            split="train",
+        )
+        for kind, images in made.items()
+    ]
 
 
-ALIGNED, ALIGNED_SOURCE = "-aligned", "aligned:"  # a generator's aligned set: real train images it refined (training only)
+ALIGNED, ALIGNED_SOURCE = (
+    "-aligned",
+    "aligned:",
+)  # a generator's aligned set: real train images it refined (training only)
 ALIGNED_STRENGTHS = (0.2, 0.35, 0.5, 0.65)  # how far each quarter of them is noised before it is denoised
 
 
@@ -114,9 +139,18 @@ def _aligned(cfg: Config, g: torch.nn.Module) -> np.ndarray:
     z = noise(g, len(x), torch.Generator().manual_seed(cfg.seed + 29))
     device = next(g.parameters()).device
     groups = np.array_split(np.arange(len(x)), len(ALIGNED_STRENGTHS))
-    out = torch.cat([torch.cat([g.refine(x[idx[i:i + 256]].to(device), strength, z[idx[i:i + 256]])
-                                for i in range(0, len(idx), 256)])
-                     for idx, strength in zip(groups, ALIGNED_STRENGTHS) if len(idx)])
+    out = torch.cat(
+        [
+            torch.cat(
+                [
+                    g.refine(x[idx[i : i + 256]].to(device), strength, z[idx[i : i + 256]])
+                    for i in range(0, len(idx), 256)
+                ]
+            )
+            for idx, strength in zip(groups, ALIGNED_STRENGTHS)
+            if len(idx)
+        ]
+    )
     return to_uint8(out)
 
 
@@ -140,11 +174,19 @@ def load_labeled(cfg: Config, split: str) -> Labeled:
     if fakes.empty:
         raise BadInputError("no fake sets in data/fakes: run `gandefect train-detectors` after `train-gans`")
     fakes = fakes[fakes["split"] == split]
-    images = np.concatenate([load_pngs(real["path"], cfg.real_dir, cfg.data.shape),
-                             load_pngs(fakes["path"], fakes_root(cfg), cfg.data.shape)])
+    images = np.concatenate(
+        [
+            load_pngs(real["path"], cfg.real_dir, cfg.data.shape),
+            load_pngs(fakes["path"], fakes_root(cfg), cfg.data.shape),
+        ]
+    )
     labels = np.r_[np.zeros(len(real), int), np.ones(len(fakes), int)]
-    return Labeled(images, labels, np.r_[np.array(["real"] * len(real)), fakes["generator"].to_numpy()],
-                   np.r_[np.array(["real"] * len(real)), fakes["family"].to_numpy()].astype(object))
+    return Labeled(
+        images,
+        labels,
+        np.r_[np.array(["real"] * len(real)), fakes["generator"].to_numpy()],
+        np.r_[np.array(["real"] * len(real)), fakes["family"].to_numpy()].astype(object),
+    )
 
 
 # -- training and evaluation -------------------------------------------------------------
@@ -178,9 +220,11 @@ def envelope_for(gated: list[str]) -> Envelope:
     """The served envelope: what the gated conditions cover (a condition not gated is outside)."""
     validated = [conditions.get(c) for c in gated]
     qualities = [c.jpeg_quality for c in validated if c.jpeg_quality is not None]
-    return Envelope(min_jpeg_quality=min(qualities, default=101),
-                    max_downscale=max((c.shrink for c in validated), default=1.0),
-                    max_upscale=1 / min((c.detail for c in validated), default=1.0))
+    return Envelope(
+        min_jpeg_quality=min(qualities, default=101),
+        max_downscale=max((c.shrink for c in validated), default=1.0),
+        max_upscale=1 / min((c.detail for c in validated), default=1.0),
+    )
 
 
 @dataclass
@@ -210,10 +254,12 @@ def _check_both_classes(splits: dict[str, Labeled]) -> None:
     short = {name: split.class_counts() for name, split in splits.items() if split.class_counts().min() == 0}
     if short:
         what = "; ".join(f"{name}: {c[0]} real and {c[1]} generated images" for name, c in short.items())
-        raise BadInputError(f"the detectors need real and generated images in train and val, and have {what}. "
-                            "Generated samples are split like real ones (about "
-                            "80/10/10): a generator that collapsed to one or two distinct images gives val none. "
-                            "Ingest more real images, or more (distinct) generated ones; nothing was trained.")
+        raise BadInputError(
+            f"the detectors need real and generated images in train and val, and have {what}. "
+            "Generated samples are split like real ones (about "
+            "80/10/10): a generator that collapsed to one or two distinct images gives val none. "
+            "Ingest more real images, or more (distinct) generated ones; nothing was trained."
+        )
 
 
 def prepare_eval_data(cfg: Config) -> EvalData:
@@ -225,22 +271,37 @@ def prepare_eval_data(cfg: Config) -> EvalData:
     # many images: the conditions are encoded in worker processes, one per core (spawn: see
     # leave_one_out); a few: on threads, since a worker takes seconds to start
     many = len(val.labels) * len(w.gated) + len(test.labels) * len(w.conditions) >= WILD_PROCESSES_FROM
-    with (ProcessPoolExecutor(min(len(w.conditions), os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn"))
-          if many else contextlib.nullcontext()) as pool:
+    with (
+        ProcessPoolExecutor(
+            min(len(w.conditions), os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn")
+        )
+        if many
+        else contextlib.nullcontext()
+    ) as pool:
         wild_val = wild.build(val, w.gated, cfg.data.resize, pool=pool)
         wild_test = wild.build(test, w.conditions, cfg.data.resize, envelope_for(w.gated), pool)
     val_mix = val.tiled(len(w.gated), np.concatenate([wild_val.inputs[c] for c in w.gated]))
     groups = np.repeat(np.array(w.gated), len(val.labels))
     fakes = read_fakes(cfg)
     training_only = set(fakes.loc[fakes["source"].str.startswith((ALIGNED_SOURCE, COMPONENT_SOURCE)), "generator"])
-    generators = sorted({g for split in (train, val, test) for g in split.generators.tolist()} - {"real"} - training_only)
+    generators = sorted(
+        {g for split in (train, val, test) for g in split.generators.tolist()} - {"real"} - training_only
+    )
     external = fakes[fakes["source"].astype(str).str.startswith(EXTERNAL_SOURCE)]
     ingested = {str(g): int(n) for g, n in external.groupby("generator").size().items()}
     return EvalData(train, val, test, val_mix, groups, wild_test, generators, ingested)
 
 
-def fit_detector(cfg: Config, family: str, train: Labeled, val_mix: Labeled, groups: np.ndarray,
-                 progress: Progress | None = None, held_out: bool = False, start: Detector | None = None) -> Detector:
+def fit_detector(
+    cfg: Config,
+    family: str,
+    train: Labeled,
+    val_mix: Labeled,
+    groups: np.ndarray,
+    progress: Progress | None = None,
+    held_out: bool = False,
+    start: Detector | None = None,
+) -> Detector:
     """Train one detector (fine-tuned from `start` where its family can), calibrate it on the
     validation mix and set its served threshold and envelope."""
     det = detector_families.build(cfg, family, held_out, start).fit(train, progress)
@@ -268,8 +329,14 @@ def _held_out(cfg: Config, train: Labeled, data: EvalData, held: str) -> HeldOut
     test_families = data.test.families
     keep = (test_families == "real") | (test_families == held)
     mine = test_families == held
-    return HeldOut(held, without_family(train, held), *data.val_mix_without(held), data.test.labels[keep],
-                   data.test.images[keep], {c: data.wild_test.inputs[c][mine] for c in cfg.detect.wild.conditions})
+    return HeldOut(
+        held,
+        without_family(train, held),
+        *data.val_mix_without(held),
+        data.test.labels[keep],
+        data.test.images[keep],
+        {c: data.wild_test.inputs[c][mine] for c in cfg.detect.wild.conditions},
+    )
 
 
 def fit_held_out(cfg: Config, family: str, job: HeldOut, threads: int | None = None) -> tuple[Figures, list[str]]:
@@ -279,8 +346,9 @@ def fit_held_out(cfg: Config, family: str, job: HeldOut, threads: int | None = N
         hardware.setup(cfg.device, cfg.deterministic, threads)
     det = fit_detector(cfg, family, job.train, job.val_mix, job.val_groups, held_out=True)
     held, metrics = job.held, Figures(min_samples=cfg.gates.min_samples)
-    metrics.auc(f"auc_unseen_{held}", job.test_labels, det.score(job.test_images), "real test images",
-                f"test samples of {held}")
+    metrics.auc(
+        f"auc_unseen_{held}", job.test_labels, det.score(job.test_images), "real test images", f"test samples of {held}"
+    )
     for c, images in job.wild_held.items():
         metrics.share(f"tpr_unseen_{c}_{held}", det.score(images) >= det.threshold, f"test samples of {held}")
     metrics.worst(f"tpr_unseen_wild_{held}", [f"tpr_unseen_{c}_{held}" for c in cfg.detect.wild.gated])
@@ -291,7 +359,9 @@ def _not_held_out(cfg: Config, held: str) -> Figures:
     """The leave-one-out figures of a family no model can be trained without: missing, with why."""
     why = f"without {held}, train or val holds no generated image to learn from"
     metrics = Figures(min_samples=cfg.gates.min_samples)
-    for key in [f"auc_unseen_{held}", f"tpr_unseen_wild_{held}"] + [f"tpr_unseen_{c}_{held}" for c in cfg.detect.wild.conditions]:
+    for key in [f"auc_unseen_{held}", f"tpr_unseen_wild_{held}"] + [
+        f"tpr_unseen_{c}_{held}" for c in cfg.detect.wild.conditions
+    ]:
         metrics.lack(key, why)
     return metrics
 
@@ -318,8 +388,9 @@ def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress |
     train = capped(data.train, cfg.detect.loo_fakes_per_generator, cfg.seed)
     # the only family with samples in train or val: without it there is nothing to learn "generated" from
     others = [set(split.families) - {"real"} for split in (train, data.val_mix)]
-    results: dict[str, tuple[Figures, list[str]]] = {held: (_not_held_out(cfg, held), []) for held in fams
-                                                       if any(not (families - {held}) for families in others)}
+    results: dict[str, tuple[Figures, list[str]]] = {
+        held: (_not_held_out(cfg, held), []) for held in fams if any(not (families - {held}) for families in others)
+    }
     held_out = [held for held in fams if held not in results]
     workers = loo_workers(cfg, len(held_out), len(train.labels))
     if progress:  # each model can take minutes: say the phase has begun, before its first one ends
@@ -337,8 +408,10 @@ def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress |
         threads = max(1, (os.cpu_count() or 1) // workers)
         # spawn: a forked child of a process whose torch threads already ran can deadlock
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(fit_held_out, cfg, family, _held_out(cfg, train, data, held), threads): held
-                       for held in held_out}
+            futures = {
+                pool.submit(fit_held_out, cfg, family, _held_out(cfg, train, data, held), threads): held
+                for held in held_out
+            }
             for future in as_completed(futures):
                 done(futures[future], future.result())
     metrics = Figures(min_samples=cfg.gates.min_samples)
@@ -351,11 +424,14 @@ def _report(cfg: Config, results: dict[str, FamilyResult], test: Labeled, winner
     out = cfg.report_dir / "detectors"
     out.mkdir(parents=True, exist_ok=True)
     w = cfg.detect.wild
-    figures = [plots.roc_per_generator(r.p_test, test, out / f"roc-{f}.png", f"ROC per generator: {f}")
-               for f, r in results.items()]
+    figures = [
+        plots.roc_per_generator(r.p_test, test, out / f"roc-{f}.png", f"ROC per generator: {f}")
+        for f, r in results.items()
+    ]
     figures.append(plots.robustness({f: r.metrics for f, r in results.items()}, w.conditions, out / "robustness.png"))
-    figures.append(plots.wild_verdicts({f: r.metrics for f, r in results.items()}, w.conditions, w.gated,
-                                       out / "wild.png"))
+    figures.append(
+        plots.wild_verdicts({f: r.metrics for f, r in results.items()}, w.conditions, w.gated, out / "wild.png")
+    )
     figures.append(plots.reliability({f: (r.p_test, test.labels) for f, r in results.items()}, out / "reliability.png"))
     for f, r in results.items():
         wrong = np.flatnonzero((r.p_test >= r.detector.threshold) != test.labels.astype(bool))
@@ -364,36 +440,100 @@ def _report(cfg: Config, results: dict[str, FamilyResult], test: Labeled, winner
         pick = order if len(order) <= 12 else np.r_[order[:6], order[-6:]]
         caps = [f"{test.generators[i]} p={r.p_test[i]:.2f}" for i in pick]
         maps = r.detector.defect_map(test.images[pick]) if len(pick) else np.zeros((0,) + test.images.shape[1:3])
-        figures.append(plots.error_grid(test.images[pick], maps, caps, out / f"errors-{f}.png",
-                                        f"{f}: most (left) and least confident errors with defect maps"))
-    keys = ["auc_seen", "ap_seen", "auc_unseen_min", "auc_unseen_mean", "auc_unseen_min_all", "fpr_real_max", "tpr_wild_min",
-            "tpr_unseen_min", "ece", "ece_jpeg75", "threshold", "acc_real", "acc_fake", "pixel_ap", "iou",
-            "map_threshold", "train_seconds", "images_per_second"]
+        figures.append(
+            plots.error_grid(
+                test.images[pick],
+                maps,
+                caps,
+                out / f"errors-{f}.png",
+                f"{f}: most (left) and least confident errors with defect maps",
+            )
+        )
+    keys = [
+        "auc_seen",
+        "ap_seen",
+        "auc_unseen_min",
+        "auc_unseen_mean",
+        "auc_unseen_min_all",
+        "fpr_real_max",
+        "tpr_wild_min",
+        "tpr_unseen_min",
+        "ece",
+        "ece_jpeg75",
+        "threshold",
+        "acc_real",
+        "acc_fake",
+        "pixel_ap",
+        "iou",
+        "map_threshold",
+        "train_seconds",
+        "images_per_second",
+    ]
     table = pd.DataFrame({f: {k: r.metrics.get(k, float("nan")) for k in keys} for f, r in results.items()})
-    unseen = pd.DataFrame({f: {k.removeprefix("auc_unseen_"): v for k, v in r.metrics.items()
-                               if k.startswith("auc_unseen_") and k not in ("auc_unseen_min", "auc_unseen_mean", "auc_unseen_min_all")}
-                           for f, r in results.items()})
-    unseen_wild = pd.DataFrame({f: {k.removeprefix("tpr_unseen_wild_"): v for k, v in r.metrics.items()
-                                    if k.startswith("tpr_unseen_wild_") and k != "tpr_unseen_min"}
-                                for f, r in results.items()})
+    unseen = pd.DataFrame(
+        {
+            f: {
+                k.removeprefix("auc_unseen_"): v
+                for k, v in r.metrics.items()
+                if k.startswith("auc_unseen_") and k not in ("auc_unseen_min", "auc_unseen_mean", "auc_unseen_min_all")
+            }
+            for f, r in results.items()
+        }
+    )
+    unseen_wild = pd.DataFrame(
+        {
+            f: {
+                k.removeprefix("tpr_unseen_wild_"): v
+                for k, v in r.metrics.items()
+                if k.startswith("tpr_unseen_wild_") and k != "tpr_unseen_min"
+            }
+            for f, r in results.items()
+        }
+    )
     m = results[winner].metrics
-    wild_rows = [{"condition": c, "gated": "yes" if c in w.gated else "no", "fpr_real": m.get(f"fpr_real_{c}"),
-                  "uncertain_real": m.get(f"uncertain_real_{c}"), "tpr_fake (worst generator)": m.get(f"tpr_fake_{c}"),
-                  "auc": m.get(f"auc_{c}")} for c in w.conditions]
-    lines = ["# Detectors", "", f"Winner (by the wild verdicts: mean share caught over generators minus the worst fpr_real, ties by auc_seen; leave-one-family-out is run for it): **{winner}**.", "",
-             table.to_markdown(floatfmt=".4f"), "",
-             f"## Verdicts in the wild ({winner}, at its served threshold {results[winner].detector.threshold:.4f})", "",
-             "Each condition is applied to one class at a time, as a client would send the file (real JPEG bytes "
-             "for JPEG), and decoded by the service's upload path. fpr_real: real test images called fake; "
-             "tpr_fake: the worst test generator's share called fake; uncertain_real: real images outside the "
-             "validated envelope (answered `uncertain` by the service).", "",
-             pd.DataFrame(wild_rows).to_markdown(index=False, floatfmt=".3f"), "",
-             "## Leave-one-family-out: auc_unseen_<family> (clean) ", "",
-             unseen.to_markdown(floatfmt=".4f") if not unseen.empty else "(disabled)", "",
-             "## Leave-one-family-out: tpr_unseen_wild_<family> (worst gated condition, the held-out family's "
-             "samples called fake at the leave-one-out model's own threshold)", "",
-             unseen_wild.to_markdown(floatfmt=".3f") if not unseen_wild.empty else "(disabled)", "",
-             "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
+    wild_rows = [
+        {
+            "condition": c,
+            "gated": "yes" if c in w.gated else "no",
+            "fpr_real": m.get(f"fpr_real_{c}"),
+            "uncertain_real": m.get(f"uncertain_real_{c}"),
+            "tpr_fake (worst generator)": m.get(f"tpr_fake_{c}"),
+            "auc": m.get(f"auc_{c}"),
+        }
+        for c in w.conditions
+    ]
+    lines = [
+        "# Detectors",
+        "",
+        f"Winner (by the wild verdicts: mean share caught over generators minus the worst fpr_real, ties by auc_seen; leave-one-family-out is run for it): **{winner}**.",
+        "",
+        table.to_markdown(floatfmt=".4f"),
+        "",
+        f"## Verdicts in the wild ({winner}, at its served threshold {results[winner].detector.threshold:.4f})",
+        "",
+        (
+            "Each condition is applied to one class at a time, as a client would send the file (real JPEG bytes "
+            "for JPEG), and decoded by the service's upload path. fpr_real: real test images called fake; "
+            "tpr_fake: the worst test generator's share called fake; uncertain_real: real images outside the "
+            "validated envelope (answered `uncertain` by the service)."
+        ),
+        "",
+        pd.DataFrame(wild_rows).to_markdown(index=False, floatfmt=".3f"),
+        "",
+        "## Leave-one-family-out: auc_unseen_<family> (clean) ",
+        "",
+        unseen.to_markdown(floatfmt=".4f") if not unseen.empty else "(disabled)",
+        "",
+        (
+            "## Leave-one-family-out: tpr_unseen_wild_<family> (worst gated condition, the held-out family's "
+            "samples called fake at the leave-one-out model's own threshold)"
+        ),
+        "",
+        unseen_wild.to_markdown(floatfmt=".3f") if not unseen_wild.empty else "(disabled)",
+        "",
+        "## Figures",
+        "",
+    ] + [f"![{p.stem}]({p.name})" for p in figures]
     path = out / "detectors.md"
     path.write_text("\n".join(lines) + "\n")
     return path, figures
@@ -472,8 +612,12 @@ def evaluate_champion(cfg: Config, data: EvalData, found: tuple[str, Detector] |
         return None
     version, det = found
     families = dict(zip(data.train.generators.tolist(), data.train.families.tolist()))  # today's, by generator
-    return ChampionToday(version, evaluate_served(cfg, det, data),
-                         {families.get(g, family_of(g)) for g in det.trained_on}, list(det.trained_on))
+    return ChampionToday(
+        version,
+        evaluate_served(cfg, det, data),
+        {families.get(g, family_of(g)) for g in det.trained_on},
+        list(det.trained_on),
+    )
 
 
 def summarize_unseen(metrics: Figures, new: set[str]) -> None:
@@ -482,7 +626,11 @@ def summarize_unseen(metrics: Figures, new: set[str]) -> None:
     the champion's, on today's data), since holding it out of the candidate as well says nothing
     about the candidate against the champion; the minimum over every family stays as
     auc_unseen_min_all; tpr_unseen_min is the worst held-out family's share caught."""
-    unseen = [k for k in list(metrics) if k.startswith("auc_unseen_") and not k.startswith(("auc_unseen_min", "auc_unseen_mean"))]
+    unseen = [
+        k
+        for k in list(metrics)
+        if k.startswith("auc_unseen_") and not k.startswith(("auc_unseen_min", "auc_unseen_mean"))
+    ]
     known = [k for k in unseen if k.removeprefix("auc_unseen_") not in new] or unseen
     metrics.worst("auc_unseen_min", known)
     metrics.mean("auc_unseen_mean", known)
@@ -499,12 +647,15 @@ def gate_figures(cfg: Config, version: str, name: str = DETECTOR_MODEL) -> tuple
     logged = gates.version_metrics(name, version)
     candidate = Figures({k: v for k, v in logged.items() if gates.recorded_only(k)})
     candidate.missing.update({k: why for k, why in logged.missing.items() if gates.recorded_only(k)})
-    candidate.update(evaluate_served(cfg, load_detector(f"models:/{name}/{version}", hardware.resolve(cfg.device)), data))
+    candidate.update(
+        evaluate_served(cfg, load_detector(f"models:/{name}/{version}", hardware.resolve(cfg.device)), data)
+    )
     champion = gates.alias_version(name, gates.CHAMPION)
     if champion is None or champion == str(version):
         return candidate, None
-    return candidate, evaluate_served(cfg, load_detector(f"models:/{name}/{champion}", hardware.resolve(cfg.device)),
-                                      data)
+    return candidate, evaluate_served(
+        cfg, load_detector(f"models:/{name}/{champion}", hardware.resolve(cfg.device)), data
+    )
 
 
 def run_watch(cfg: Config) -> tuple[watch.ChampionFigures, list[str]]:
@@ -514,8 +665,15 @@ def run_watch(cfg: Config) -> tuple[watch.ChampionFigures, list[str]]:
     found = evaluate_champion(cfg, data)
     if found is None:
         raise BadInputError(f"no champion {DETECTOR_MODEL}: run `gandefect run` first")
-    figures = watch.ChampionFigures(DETECTOR_MODEL, found.version, versioning.data_version(cfg), _version_fakes(cfg), "watch",
-                                    found.metrics, trained_on=list(found.trained_on))
+    figures = watch.ChampionFigures(
+        DETECTOR_MODEL,
+        found.version,
+        versioning.data_version(cfg),
+        _version_fakes(cfg),
+        "watch",
+        found.metrics,
+        trained_on=list(found.trained_on),
+    )
     watch.write(cfg, figures)
     return figures, watch.alerts(figures, cfg.gates)
 
@@ -524,8 +682,12 @@ def score_histogram(det: Detector, data: EvalData) -> dict:
     """The detector's scores on the validation mix (every gated condition) as the service counts
     them: the reference its served traffic is compared with (gandefect.evaluate.drift)."""
     p = det.score(data.val_mix.images)
-    return {"buckets": list(drift.BUCKETS), "counts": drift.histogram(p),
-            "flagged": float((p >= det.threshold).mean()), "threshold": float(det.threshold)}
+    return {
+        "buckets": list(drift.BUCKETS),
+        "counts": drift.histogram(p),
+        "flagged": float((p >= det.threshold).mean()),
+        "threshold": float(det.threshold),
+    }
 
 
 def _rank(metrics: dict[str, float]) -> tuple[float, float]:
@@ -533,6 +695,7 @@ def _rank(metrics: dict[str, float]) -> tuple[float, float]:
     minus the worst condition's reals called fake; then the clean AUC. (The mean, not the worst
     generator: a generator no family catches yet would otherwise make the choice by fpr alone.) A
     missing figure counts as the worst it could be."""
+
     def known(key: str, worst: float) -> float:
         value = metrics.get(key, worst)
         return worst if np.isnan(value) else value
@@ -566,31 +729,57 @@ def resume_registered(cfg: Config, stage_key: str) -> DetectorSummary | None:
     family, metrics = mv.tags["family"], Figures(run.data.metrics)
     for key, why in missing_from_tags(run.data.tags).items():
         metrics.lack(key, why)
-    summary = DetectorSummary({family: FamilyResult(family, None, metrics, np.array([]), metrics.get("train_seconds", 0.0))},
-                              family, cfg.report_dir / "detectors" / "detectors.md", mv.tags.get("fakes_version", ""),
-                              run.data.tags.get("spliced_version", ""), str(mv.version),
-                              str(judge.version) if judge else None, resumed=True)
+    summary = DetectorSummary(
+        {family: FamilyResult(family, None, metrics, np.array([]), metrics.get("train_seconds", 0.0))},
+        family,
+        cfg.report_dir / "detectors" / "detectors.md",
+        mv.tags.get("fakes_version", ""),
+        run.data.tags.get("spliced_version", ""),
+        str(mv.version),
+        str(judge.version) if judge else None,
+        resumed=True,
+    )
     _gate_and_watch(cfg, summary, champion, mv.tags.get("data_version", ""))
     return summary
 
 
 def _gate_and_watch(cfg: Config, summary: DetectorSummary, champion: ChampionToday | None, version: str) -> None:
     """The model gate of the registered winner (aliases moved), and the served champion's figures for `watch`."""
-    result = gates.gate(cfg, DETECTOR_MODEL, summary.detector_version,
-                        champion_today=champion.metrics if champion else None)
+    result = gates.gate(
+        cfg, DETECTOR_MODEL, summary.detector_version, champion_today=champion.metrics if champion else None
+    )
     summary.gate = gates.apply_gate(cfg, result)
     # the champion after the gate, on today's data: the candidate if it was promoted, else the old one
     promoted = gates.CHAMPION in result.aliases
-    served = (str(summary.detector_version), summary.results[summary.winner].metrics) if promoted else \
-        ((champion.version, champion.metrics) if champion else None)
+    served = (
+        (str(summary.detector_version), summary.results[summary.winner].metrics)
+        if promoted
+        else ((champion.version, champion.metrics) if champion else None)
+    )
     if served is not None:
-        watch.write(cfg, watch.ChampionFigures(DETECTOR_MODEL, served[0], version, summary.fakes_version, "gate",
-                                               {k: v for k, v in served[1].items() if np.isfinite(v)}))
+        watch.write(
+            cfg,
+            watch.ChampionFigures(
+                DETECTOR_MODEL,
+                served[0],
+                version,
+                summary.fakes_version,
+                "gate",
+                {k: v for k, v in served[1].items() if np.isfinite(v)},
+            ),
+        )
 
 
-def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | None = None,
-                        progress: Progress | None = None, gate: bool = True, without: list[str] = (),
-                        stage_key: str | None = None, resume: bool = True) -> DetectorSummary:
+def run_train_detectors(
+    cfg: Config,
+    sample: bool = True,
+    flow_run_id: str | None = None,
+    progress: Progress | None = None,
+    gate: bool = True,
+    without: list[str] = (),
+    stage_key: str | None = None,
+    resume: bool = True,
+) -> DetectorSummary:
     """Sample fakes, train and evaluate both families, register the winner and the judge.
     `without`: generator families left out of training (and calibration), kept in the evaluation.
     `stage_key` (the flow's cache key): the registered versions carry it, and a candidate a
@@ -614,7 +803,9 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
     known = set(data.train.families) - {"real"}
     for family in without:
         if family not in known:
-            raise BadInputError(f"--without {family}: no such generator family in data/fakes ({', '.join(sorted(known))})")
+            raise BadInputError(
+                f"--without {family}: no such generator family in data/fakes ({', '.join(sorted(known))})"
+            )
         data.train = without_family(data.train, family)
         data.val_mix, data.val_groups = data.val_mix_without(family)
     tracking.setup(cfg)
@@ -650,29 +841,49 @@ def run_train_detectors(cfg: Config, sample: bool = True, flow_run_id: str | Non
             mlflow.set_tags({"fakes_version": fakes_version, "spliced_version": spliced_version})
             if generators:
                 mlflow.log_dict(generators, "generators.json")
-            mlflow.log_params({"family": family, "trained_on": ",".join(r.detector.trained_on),
-                               "trained_without": ",".join(without) or "none",
-                               "warm_start_from": found[0] if hasattr(r.detector, "started_from") else "none",
-                               "bf16": r.detector.bf16,  # the arithmetic `precision` resolved to on this machine
-                               "platt_a": r.detector.platt[0], "platt_b": r.detector.platt[1]})
+            mlflow.log_params(
+                {
+                    "family": family,
+                    "trained_on": ",".join(r.detector.trained_on),
+                    "trained_without": ",".join(without) or "none",
+                    "warm_start_from": found[0] if hasattr(r.detector, "started_from") else "none",
+                    "bf16": r.detector.bf16,  # the arithmetic `precision` resolved to on this machine
+                    "platt_a": r.detector.platt[0],
+                    "platt_b": r.detector.platt[1],
+                }
+            )
             mlflow.log_metrics(r.metrics.finite())
             mlflow.set_tags(r.metrics.missing_tags())  # what the data could not support, and why
-            mlflow.log_dict({"trained_on": r.detector.trained_on, "leave_one_out": r.loo_trained_on},
-                            "training_manifest.json")
+            mlflow.log_dict(
+                {"trained_on": r.detector.trained_on, "leave_one_out": r.loo_trained_on}, "training_manifest.json"
+            )
             mlflow.log_dict(score_histogram(r.detector, data), "score_histogram.json")
             if champion and family == winner:
-                mlflow.log_dict({"champion_version": champion.version, "metrics": champion.metrics.finite(),
-                                 "missing": champion.metrics.missing, "new_families": sorted(new_families)},
-                                "champion_today.json")
+                mlflow.log_dict(
+                    {
+                        "champion_version": champion.version,
+                        "metrics": champion.metrics.finite(),
+                        "missing": champion.metrics.missing,
+                        "new_families": sorted(new_families),
+                    },
+                    "champion_today.json",
+                )
             tracking.log_artifacts([report, *figures], "report")
             info = log_detector(r.detector, "detector", data.test.images[:2])
             role = {winner: DETECTOR_MODEL, judge: JUDGE_MODEL}.get(family)
             if role is None:  # neither winner nor judge: tracked and logged, not registered
                 continue
-            tags = {"data_version": version, "fakes_version": fakes_version, "family": family,
-                    "threshold": f"{r.detector.threshold:.6f}", "map_threshold": f"{r.detector.map_threshold:.6f}",
-                    "pixel_ap": f"{r.metrics['pixel_ap']:.4f}", "iou": f"{r.metrics['iou']:.4f}", "run_id": run.info.run_id,
-                    "auc_unseen_min": f"{r.metrics.get('auc_unseen_min', float('nan')):.4f}"}
+            tags = {
+                "data_version": version,
+                "fakes_version": fakes_version,
+                "family": family,
+                "threshold": f"{r.detector.threshold:.6f}",
+                "map_threshold": f"{r.detector.map_threshold:.6f}",
+                "pixel_ap": f"{r.metrics['pixel_ap']:.4f}",
+                "iou": f"{r.metrics['iou']:.4f}",
+                "run_id": run.info.run_id,
+                "auc_unseen_min": f"{r.metrics.get('auc_unseen_min', float('nan')):.4f}",
+            }
             if stage_key and not without:
                 tags[STAGE_KEY] = stage_key
             mv = registry.register(info.model_uri, role, tags)

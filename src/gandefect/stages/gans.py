@@ -20,20 +20,38 @@ from gandefect import faults, hardware
 from gandefect.config import Config
 from gandefect.data.datasets import Split, image_grid, load_split, to_uint8
 from gandefect.data.snapshot import Progress
-from gandefect.evaluate.features import (CONTRASTIVE, LABELLED, FeatureNet, FeatureNetConfig, accuracy,
-                                         knn_accuracy, train_contrastive_net, train_feature_net)
+from gandefect.errors import BadInputError
+from gandefect.evaluate.features import (
+    CONTRASTIVE,
+    LABELLED,
+    FeatureNet,
+    FeatureNetConfig,
+    accuracy,
+    knn_accuracy,
+    train_contrastive_net,
+    train_feature_net,
+)
 from gandefect.evaluate.generators import generator_metrics
 from gandefect.gan import families as family_registry
 from gandefect.gan import losses as loss_registry
 from gandefect.gan.models import DCGANConfig, Generator, init_weights, noise
 from gandefect.gan.trainer import Callback, DiffusionTrainer, GANTrainer, TrainSettings, VAETrainer
-from gandefect.errors import BadInputError
 from gandefect.lifecycle import registry, tracking, versioning
 from gandefect.names import FEATURE_MODEL, GAN_EXPERIMENT, generator_model
 
 RUN_ID_FILE = "mlflow_run_id"
-TABLE_COLUMNS = ["loss", "fid", "fid_ratio", "precision", "recall", "class_entropy_ratio",
-                 "confident_rate", "generator_steps", "train_seconds", "meets_targets"]
+TABLE_COLUMNS = [
+    "loss",
+    "fid",
+    "fid_ratio",
+    "precision",
+    "recall",
+    "class_entropy_ratio",
+    "confident_rate",
+    "generator_steps",
+    "train_seconds",
+    "meets_targets",
+]
 MAX_FID_RATIO, MIN_ENTROPY_RATIO = 0.10, 0.9  # "good enough to be a realistic source of fakes"
 
 
@@ -45,10 +63,12 @@ def zoo_members(cfg: Config) -> list[str]:
 def longest_first(cfg: Config, names: list[str]) -> list[str]:
     """Zoo members by their discriminator steps (updates x critic steps; a step costs about the
     same in every member), the longest first: what a pool of workers should start with."""
+
     def steps(name: str) -> int:
         family = family_registry.FAMILIES.get(name)
         loss = None if family else loss_registry.get(name)
         return cfg.gan.steps_for(name) * (loss.n_critic if loss else 1)
+
     return sorted(names, key=steps, reverse=True)
 
 
@@ -64,8 +84,13 @@ def member_settings(name: str) -> dict:
 
 def model_config(cfg: Config) -> DCGANConfig:
     g = cfg.gan
-    return DCGANConfig(image_size=cfg.data.image_size, channels=1 if cfg.data.mode == "L" else 3,
-                       z_dim=g.z_dim, g_width=g.g_width, d_width=g.d_width)
+    return DCGANConfig(
+        image_size=cfg.data.image_size,
+        channels=1 if cfg.data.mode == "L" else 3,
+        z_dim=g.z_dim,
+        g_width=g.g_width,
+        d_width=g.d_width,
+    )
 
 
 def feature_space(cfg: Config, train: Split, test: Split) -> str:
@@ -76,14 +101,17 @@ def feature_space(cfg: Config, train: Split, test: Split) -> str:
     if space == "auto":
         return LABELLED if labelled else CONTRASTIVE
     if space == LABELLED and not labelled:
-        raise BadInputError("features.space is labelled, but not every train and test image has a class label: "
-                            "set features.space to auto or contrastive (label-free), or ingest labelled data "
-                            "(the default MNIST digits, or --labels-from-subfolders)")
+        raise BadInputError(
+            "features.space is labelled, but not every train and test image has a class label: "
+            "set features.space to auto or contrastive (label-free), or ingest labelled data "
+            "(the default MNIST digits, or --labels-from-subfolders)"
+        )
     return space
 
 
-def ensure_feature_net(cfg: Config, train: Split, test: Split, version: str,
-                       progress: Progress | None = None) -> tuple[FeatureNet, float]:
+def ensure_feature_net(
+    cfg: Config, train: Split, test: Split, version: str, progress: Progress | None = None
+) -> tuple[FeatureNet, float]:
     """Load the feature net registered for this data version, profile and space, or train and
     register one. The figure returned is its quality: the labelled net's test accuracy, or
     the contrastive net's nearest-neighbour label accuracy where labels exist to check it (NaN
@@ -91,8 +119,16 @@ def ensure_feature_net(cfg: Config, train: Split, test: Split, version: str,
     space = feature_space(cfg, train, test)
     tracking.setup(cfg)
     # Reuse across GAN runs: only the data and the feature net's own settings define it.
-    settings = json.dumps({"features": cfg.features.model_dump(), "space": space, "seed": cfg.seed,
-                           "size": cfg.data.image_size, "mode": cfg.data.mode}, sort_keys=True)
+    settings = json.dumps(
+        {
+            "features": cfg.features.model_dump(),
+            "space": space,
+            "seed": cfg.seed,
+            "size": cfg.data.image_size,
+            "mode": cfg.data.mode,
+        },
+        sort_keys=True,
+    )
     key = f"{version}:{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
     found = registry.latest_version_with_tag(FEATURE_MODEL, "data_key", key)
     if found is not None and version != versioning.UNVERSIONED:
@@ -101,8 +137,9 @@ def ensure_feature_net(cfg: Config, train: Split, test: Split, version: str,
     f = cfg.features
     device = hardware.resolve(cfg.device)
     labelled = space == LABELLED
-    fcfg = FeatureNetConfig(cfg.data.image_size, train.images.shape[1], len(train.classes) if labelled else 0,
-                            f.n_features, space)
+    fcfg = FeatureNetConfig(
+        cfg.data.image_size, train.images.shape[1], len(train.classes) if labelled else 0, f.n_features, space
+    )
     epochs = f.epochs if labelled else f.contrastive_epochs
     with tracking.start_run(cfg, GAN_EXPERIMENT, "feature-net", version) as run:
         mlflow.log_param("feature_space", space)
@@ -113,21 +150,36 @@ def ensure_feature_net(cfg: Config, train: Split, test: Split, version: str,
                 progress(f"feature net ({space})", epoch + 1, epochs)
 
         if labelled:
-            net = train_feature_net(fcfg, train.images, train.labels, epochs, f.batch_size, f.lr, cfg.seed, on_epoch,
-                                    device)
+            net = train_feature_net(
+                fcfg, train.images, train.labels, epochs, f.batch_size, f.lr, cfg.seed, on_epoch, device
+            )
             acc = accuracy(net, test.images, test.labels, device=device)
             mlflow.set_tag("accuracy_ok", str(acc >= f.min_accuracy))
         else:
-            net = train_contrastive_net(fcfg, train.images, epochs, f.contrastive_batch_size, f.lr,
-                                        f.temperature, cfg.seed, on_epoch, device)
+            net = train_contrastive_net(
+                fcfg, train.images, epochs, f.contrastive_batch_size, f.lr, f.temperature, cfg.seed, on_epoch, device
+            )
             checkable = train.labels is not None and test.labels is not None
-            acc = knn_accuracy(net, train.images, train.labels, test.images, test.labels,
-                               device=device) if checkable else float("nan")
+            acc = (
+                knn_accuracy(net, train.images, train.labels, test.images, test.labels, device=device)
+                if checkable
+                else float("nan")
+            )
         if math.isfinite(acc):
             mlflow.log_metric("test_accuracy" if labelled else "knn_accuracy", acc)
-        registry.log_torch_model(net, "feature_net", test.images[:2], FEATURE_MODEL,
-                                 {"data_key": key, "data_version": version, "feature_space": space,
-                                  "test_accuracy": f"{acc:.4f}", "run_id": run.info.run_id})
+        registry.log_torch_model(
+            net,
+            "feature_net",
+            test.images[:2],
+            FEATURE_MODEL,
+            {
+                "data_key": key,
+                "data_version": version,
+                "feature_space": space,
+                "test_accuracy": f"{acc:.4f}",
+                "run_id": run.info.run_id,
+            },
+        )
     return net, acc
 
 
@@ -141,7 +193,7 @@ class _Tracker(Callback):
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for step, m in rows for k, v in m.items() if math.isfinite(v)]
         for i in range(0, len(batch), 1000):
-            self.client.log_batch(self.run_id, metrics=batch[i:i + 1000], synchronous=True)
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000], synchronous=True)
 
     def on_epoch_end(self, epoch, trainer):
         was_training = trainer.G.training
@@ -172,31 +224,54 @@ def untrained_metrics(cfg: Config, net: FeatureNet, test: Split) -> dict[str, fl
     torch.manual_seed(cfg.seed)
     g = Generator(model_config(cfg))
     g.apply(init_weights)
-    return generator_metrics(net, test.images, _samples(g, cfg.gan.eval_samples, cfg.seed),
-                             device=hardware.resolve(cfg.device))
+    return generator_metrics(
+        net, test.images, _samples(g, cfg.gan.eval_samples, cfg.seed), device=hardware.resolve(cfg.device)
+    )
 
 
-def build_trainer(cfg: Config, name: str, settings: TrainSettings, checkpoint_dir: Path | None = None,
-                  callback: Callback | None = None):
+def build_trainer(
+    cfg: Config,
+    name: str,
+    settings: TrainSettings,
+    checkpoint_dir: Path | None = None,
+    callback: Callback | None = None,
+):
     """The training loop of zoo member `name` (a loss of the DCGAN zoo or another family), seeded."""
     family = family_registry.FAMILIES.get(name)
     if family is None:
         return GANTrainer(loss_registry.get(name), model_config(cfg), settings, checkpoint_dir, callback)
     if family.kind == "gan":
-        return GANTrainer(loss_registry.get(family.loss), model_config(cfg), settings, checkpoint_dir, callback,
-                          family.generator, family.discriminator)
+        return GANTrainer(
+            loss_registry.get(family.loss),
+            model_config(cfg),
+            settings,
+            checkpoint_dir,
+            callback,
+            family.generator,
+            family.discriminator,
+        )
     torch.manual_seed(cfg.seed)  # the model's initial weights
     if family.kind == "vae":
-        return VAETrainer(family_registry.VAE(model_config(cfg)), settings, family.lr, family.beta, checkpoint_dir,
-                          callback)
+        return VAETrainer(
+            family_registry.VAE(model_config(cfg)), settings, family.lr, family.beta, checkpoint_dir, callback
+        )
     model = family.generator(model_config(cfg), width=family.width, sample_steps=family.sample_steps)
     return DiffusionTrainer(model, settings, family.lr, checkpoint_dir, callback, family.ema)
 
 
-def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: FeatureNet,
-              baseline: dict[str, float], version: str, resume: bool = False,
-              parent_run_id: str | None = None, flow_run_id: str | None = None,
-              progress: Progress | None = None) -> dict[str, float]:
+def train_gan(
+    cfg: Config,
+    loss_name: str,
+    train: Split,
+    test: Split,
+    net: FeatureNet,
+    baseline: dict[str, float],
+    version: str,
+    resume: bool = False,
+    parent_run_id: str | None = None,
+    flow_run_id: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, float]:
     """Train one GAN with MLflow tracking, evaluate it, register its generator; returns its metrics."""
     member_settings(loss_name)
     family = family_registry.FAMILIES.get(loss_name)
@@ -210,23 +285,41 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
     # the other families keep no early generators: one fake set each
     early = () if family else tuple(g.early_epochs)
     device = hardware.resolve(cfg.device)
-    settings = TrainSettings(g.steps_for(loss_name), g.batch_size, cfg.seed, early, g.checkpoint_every,
-                             device=device, bf16=hardware.use_bf16(cfg.precision, device, on_cpu=False))
+    settings = TrainSettings(
+        g.steps_for(loss_name),
+        g.batch_size,
+        cfg.seed,
+        early,
+        g.checkpoint_every,
+        device=device,
+        bf16=hardware.use_bf16(cfg.precision, device, on_cpu=False),
+    )
     tracking.setup(cfg)
-    with tracking.start_run(cfg, GAN_EXPERIMENT, f"gan-{loss_name}", version, flow_run_id,
-                            parent_run_id=parent_run_id, run_id=resume_run) as run:
+    with tracking.start_run(
+        cfg, GAN_EXPERIMENT, f"gan-{loss_name}", version, flow_run_id, parent_run_id=parent_run_id, run_id=resume_run
+    ) as run:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(run.info.run_id)
         if not resume_run:
             mlflow.log_param("bf16", settings.bf16)  # the arithmetic `precision` resolved to on this machine
             if family:
-                mlflow.log_params({f"family.{k}": v for k, v in family.settings().items()} | {"family.about": family.about})
+                mlflow.log_params(
+                    {f"family.{k}": v for k, v in family.settings().items()} | {"family.about": family.about}
+                )
             if loss is not None:
-                mlflow.log_params({"loss": loss.name, "loss.paper": loss.paper, "loss.n_critic": loss.n_critic,
-                                   "loss.clip": loss.clip,
-                                   "optimizer": loss.optimizer.name, "optimizer.lr": loss.optimizer.lr,
-                                   "optimizer.betas": loss.optimizer.betas, "disc_norm": loss.disc_norm,
-                                   **{f"loss.penalty.{k}": v for k, v in loss.penalty_settings().items()}})
+                mlflow.log_params(
+                    {
+                        "loss": loss.name,
+                        "loss.paper": loss.paper,
+                        "loss.n_critic": loss.n_critic,
+                        "loss.clip": loss.clip,
+                        "optimizer": loss.optimizer.name,
+                        "optimizer.lr": loss.optimizer.lr,
+                        "optimizer.betas": loss.optimizer.betas,
+                        "disc_norm": loss.disc_norm,
+                        **{f"loss.penalty.{k}": v for k, v in loss.penalty_settings().items()},
+                    }
+                )
         trainer = build_trainer(cfg, loss_name, settings, ckpt_dir)
         z = noise(trainer.G, g.grid_samples, torch.Generator().manual_seed(cfg.seed)).to(hardware.CPU)
         trainer.callback = _Tracker(mlflow.MlflowClient(), run.info.run_id, z, loss_name, progress)
@@ -236,16 +329,25 @@ def train_gan(cfg: Config, loss_name: str, train: Split, test: Split, net: Featu
         samples = _samples(trainer.G, g.eval_samples, cfg.seed + 1)
         metrics = generator_metrics(net, test.images, samples, device=device)
         trainer.G.to(hardware.CPU)  # registered on the CPU: loads anywhere
-        metrics.update(fid_untrained=baseline["fid"], fid_ratio=metrics["fid"] / baseline["fid"],
-                       train_seconds=seconds, generator_steps=result.generator_steps, steps=result.steps,
-                       resumed_from_step=result.resumed_from)
+        metrics.update(
+            fid_untrained=baseline["fid"],
+            fid_ratio=metrics["fid"] / baseline["fid"],
+            train_seconds=seconds,
+            generator_steps=result.generator_steps,
+            steps=result.steps,
+            resumed_from_step=result.resumed_from,
+        )
         mlflow.log_metrics(metrics)
         if not resume_run:
             mlflow.log_param("feature_space", "labelled" if net.labelled else "contrastive")
         mlflow.log_image(image_grid(samples[:64]), "samples/final.png")
-        _, mv = registry.log_torch_model(trainer.G, "generator", z[:2], generator_model(loss_name),
-                                         {"data_version": version, "loss": loss_name, "fid": f"{metrics['fid']:.3f}",
-                                          "run_id": run.info.run_id})
+        _, mv = registry.log_torch_model(
+            trainer.G,
+            "generator",
+            z[:2],
+            generator_model(loss_name),
+            {"data_version": version, "loss": loss_name, "fid": f"{metrics['fid']:.3f}", "run_id": run.info.run_id},
+        )
     return {**metrics, "run_id": run.info.run_id, "model_version": mv.version}
 
 
@@ -275,27 +377,39 @@ def zoo_table(rows: dict[str, dict[str, float]]) -> pd.DataFrame:
 
 SPACE_NOTES = {
     LABELLED: "FID, precision and recall in the labelled feature space (a classifier of the real images' "
-              "class labels).",
+    "class labels).",
     CONTRASTIVE: "FID, precision and recall in the label-free feature space (trained self-supervised, "
-                 "contrastive, on the real train images). Class entropy and the confident rate are absent: "
-                 "they count the feature net's classes, and this space has none.",
+    "contrastive, on the real train images). Class entropy and the confident rate are absent: "
+    "they count the feature net's classes, and this space has none.",
 }
 
 
-def write_zoo_report(table: pd.DataFrame, baseline: dict, setup: "ZooSetup", path: Path) -> Path:
+def write_zoo_report(table: pd.DataFrame, baseline: dict, setup: ZooSetup, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    quality = (f"Feature net test accuracy: {setup.feature_accuracy:.4f}." if setup.feature_space == LABELLED else
-               f"Feature net nearest-neighbour label accuracy: {setup.feature_accuracy:.4f}."
-               if math.isfinite(setup.feature_accuracy) else "")
+    quality = (
+        f"Feature net test accuracy: {setup.feature_accuracy:.4f}."
+        if setup.feature_space == LABELLED
+        else f"Feature net nearest-neighbour label accuracy: {setup.feature_accuracy:.4f}."
+        if math.isfinite(setup.feature_accuracy)
+        else ""
+    )
     untrained = f"Untrained generator: FID {baseline['fid']:.1f}"
     if "class_entropy_ratio" in baseline:
         untrained += f", class entropy ratio {baseline['class_entropy_ratio']:.3f}"
     targets = "fid_ratio = FID / untrained FID (target <= 0.10)"
     if setup.feature_space == LABELLED:
-        targets += ("; class_entropy_ratio = entropy of the sample-class histogram / ln(n_classes) "
-                    "(target >= 0.9)")
-    lines = ["# GAN zoo", "", SPACE_NOTES[setup.feature_space], "", f"{quality} {untrained}.".strip(), "",
-             f"{targets}.", "", table.to_markdown(index=False, floatfmt=".3f")]
+        targets += "; class_entropy_ratio = entropy of the sample-class histogram / ln(n_classes) (target >= 0.9)"
+    lines = [
+        "# GAN zoo",
+        "",
+        SPACE_NOTES[setup.feature_space],
+        "",
+        f"{quality} {untrained}.".strip(),
+        "",
+        f"{targets}.",
+        "",
+        table.to_markdown(index=False, floatfmt=".3f"),
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -323,17 +437,34 @@ def prepare_zoo(cfg: Config, progress: Progress | None = None) -> ZooSetup:
     return _zoo_inputs(cfg, progress)[0]
 
 
-def train_zoo_member(cfg: Config, loss_name: str, setup: ZooSetup, resume: bool = False,
-                     parent_run_id: str | None = None, flow_run_id: str | None = None,
-                     progress: Progress | None = None) -> dict[str, float]:
+def train_zoo_member(
+    cfg: Config,
+    loss_name: str,
+    setup: ZooSetup,
+    resume: bool = False,
+    parent_run_id: str | None = None,
+    flow_run_id: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, float]:
     """One GAN of the zoo in its own process or thread: loads the splits and the registered
     feature net itself (nothing large crosses a process boundary)."""
     member_settings(loss_name)
     faults.reached(f"gan:{loss_name}")
     train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
     net, _ = ensure_feature_net(cfg, train, test, setup.data_version)
-    return train_gan(cfg, loss_name, train, test, net, setup.baseline, setup.data_version, resume,
-                     parent_run_id, flow_run_id, progress)
+    return train_gan(
+        cfg,
+        loss_name,
+        train,
+        test,
+        net,
+        setup.baseline,
+        setup.data_version,
+        resume,
+        parent_run_id,
+        flow_run_id,
+        progress,
+    )
 
 
 def finish_zoo(cfg: Config, rows: dict[str, dict[str, float]], setup: ZooSetup) -> tuple[pd.DataFrame, Path]:
@@ -344,8 +475,13 @@ def finish_zoo(cfg: Config, rows: dict[str, dict[str, float]], setup: ZooSetup) 
     return table, report
 
 
-def run_train_gans(cfg: Config, losses: list[str] | None = None, resume: bool = False,
-                   flow_run_id: str | None = None, progress: Progress | None = None) -> ZooSummary:
+def run_train_gans(
+    cfg: Config,
+    losses: list[str] | None = None,
+    resume: bool = False,
+    flow_run_id: str | None = None,
+    progress: Progress | None = None,
+) -> ZooSummary:
     """Train the GAN zoo on the real train split; FID and precision/recall against the test split."""
     names = losses or zoo_members(cfg)
     for name in names:
@@ -361,14 +497,16 @@ def run_train_gans(cfg: Config, losses: list[str] | None = None, resume: bool = 
             mlflow.log_metric("feature_net_accuracy", acc)
         mlflow.log_metrics({f"untrained_{k}": v for k, v in setup.baseline.items()})
         for name in names:
-            rows[name] = train_gan(cfg, name, train, test, net, setup.baseline, version, resume,
-                                   parent.info.run_id, flow_run_id, progress)
+            rows[name] = train_gan(
+                cfg, name, train, test, net, setup.baseline, version, resume, parent.info.run_id, flow_run_id, progress
+            )
         table, report = finish_zoo(cfg, rows, setup)
         tracking.log_artifacts([report, report.with_suffix(".csv")], "zoo")
         seconds = time.perf_counter() - started
         mlflow.log_metric("zoo_seconds", seconds)
-    return ZooSummary(table, report, parent.info.run_id, setup.baseline, acc, version, seconds,
-                      feature_space=setup.feature_space)
+    return ZooSummary(
+        table, report, parent.info.run_id, setup.baseline, acc, version, seconds, feature_space=setup.feature_space
+    )
 
 
 def sample_generator(cfg: Config, loss: str, n: int, seed: int) -> np.ndarray:

@@ -43,8 +43,7 @@ def validate_snapshot(cfg: Config, progress: Progress | None = None) -> tuple[va
     """Run the data suite on the snapshot on disk and write its report under reports/."""
     table = snapshot.image_table(cfg.real_dir, progress)
     report = validation.validate_table(cfg, table)
-    md, _ = validation.write_report(report, cfg.report_dir, "data-validation",
-                                    f"Data validation: {cfg.data.real_dir}")
+    md, _ = validation.write_report(report, cfg.report_dir, "data-validation", f"Data validation: {cfg.data.real_dir}")
     return report, md
 
 
@@ -52,8 +51,13 @@ def _same(a: sources.Source, b: dict) -> bool:
     return (a.kind, a.location) == (b["kind"], b["location"])
 
 
-def sources_to_ingest(cfg: Config, named: list[str] | None = None, replace: bool = False,
-                      labels_from_subfolders: bool = False, exact: bool = False) -> list[sources.Source]:
+def sources_to_ingest(
+    cfg: Config,
+    named: list[str] | None = None,
+    replace: bool = False,
+    labels_from_subfolders: bool = False,
+    exact: bool = False,
+) -> list[sources.Source]:
     """The sources an ingest reads: those `named` (or `data.source`); with none named, the
     snapshot's own sources (refreshed: new files in a folder come in) or, on an empty snapshot,
     `data.default_source`. With `exact` (what `gandefect run` does), a snapshot holding sources
@@ -64,17 +68,25 @@ def sources_to_ingest(cfg: Config, named: list[str] | None = None, replace: bool
     specs = list(named or ([d.source] if d.source else []))
     if not specs and held:  # a folder that is gone is not read again; its images stay
         return [sources.Source(**r) for r in held if r["kind"] in sources.BUILT_IN or Path(r["location"]).is_dir()]
-    requested = [sources.resolve_source(spec, d.max_images, labels_from_subfolders) for spec in specs or [d.default_source]]
+    requested = [
+        sources.resolve_source(spec, d.max_images, labels_from_subfolders) for spec in specs or [d.default_source]
+    ]
     others = [r for r in held if not any(_same(s, r) for s in requested)]
     if exact and others:
-        what = "the sources you named (--from)" if named else f"data.source ({d.source})" if d.source else \
-            f"data.default_source ({d.default_source})"
+        what = (
+            "the sources you named (--from)"
+            if named
+            else f"data.source ({d.source})"
+            if d.source
+            else f"data.default_source ({d.default_source})"
+        )
         holds = ", ".join(sources.Source(**r).name for r in others)
         raise BadInputError(
             f"{d.real_dir} holds images from {holds}, which {what} does not include. `gandefect run` ingests "
             "exactly the sources configured and never adds one on top of another: set data.source: null to "
             "keep the snapshot's own sources, name every source with --from, or start over from the named "
-            "ones with --replace (the old snapshot stays in DVC's history).")
+            "ones with --replace (the old snapshot stays in DVC's history)."
+        )
     return requested
 
 
@@ -108,20 +120,28 @@ def run_ingest(
     mlflow = tracking.setup(cfg)
     with tracking.start_run(cfg, DATA_EXPERIMENT, "ingest", data_version, flow_run_id) as run:
         mlflow.log_params({"ingest.sources": ",".join(s.name for s in requested), "ingest.replace": replace})
-        mlflow.log_metrics({
-            "n_images": result.total, "n_added": result.added, "n_duplicates": result.duplicates,
-            "n_quarantined": len(result.quarantined), "validation_success": float(report.success),
-            "validation_failed_expectations": len(report.failures),
-            **{f"n_{split}": n for split, n in result.counts.items()},
-        })
+        mlflow.log_metrics(
+            {
+                "n_images": result.total,
+                "n_added": result.added,
+                "n_duplicates": result.duplicates,
+                "n_quarantined": len(result.quarantined),
+                "validation_success": float(report.success),
+                "validation_failed_expectations": len(report.failures),
+                **{f"n_{split}": n for split, n in result.counts.items()},
+            }
+        )
         mlflow.set_tag("validation", "passed" if report.success else "failed")
-        tracking.log_artifacts([report_path, report_path.with_suffix(".json"), quarantine,
-                                cfg.real_dir / snapshot.SNAPSHOT], "data")
+        tracking.log_artifacts(
+            [report_path, report_path.with_suffix(".json"), quarantine, cfg.real_dir / snapshot.SNAPSHOT], "data"
+        )
     summary = IngestSummary(result, data_version, report, report_path, quarantine, run.info.run_id, remote)
     if not report.success:
         failed = ", ".join(f"{c.expectation}({c.column})" for c in report.failures)
         raise DataValidationError(
             f"snapshot failed the data suite: {failed}. Report: {report_path}. "
             "It was not versioned; fix the data (or `dvc checkout data/real` to restore the last "
-            "valid version) and ingest again.", report_path)
+            "valid version) and ingest again.",
+            report_path,
+        )
     return summary

@@ -45,16 +45,28 @@ def run_build_spliced(cfg: Config, version: bool = True) -> tuple[pd.DataFrame, 
     for offset, split in enumerate(("val", "test")):
         r = real[real["split"] == split]
         f = fakes[fakes["split"] == split]
-        images, masks, kinds, picks = make_spliced(load_pngs(r["path"], cfg.real_dir, cfg.data.shape),
-                                                   load_pngs(f["path"], fakes_root(cfg), cfg.data.shape),
-                                                   spec, cfg.seed + 101 + offset, f["generator"].to_numpy())
+        images, masks, kinds, picks = make_spliced(
+            load_pngs(r["path"], cfg.real_dir, cfg.data.shape),
+            load_pngs(f["path"], fakes_root(cfg), cfg.data.shape),
+            spec,
+            cfg.seed + 101 + offset,
+            f["generator"].to_numpy(),
+        )
         for i, (img, mask, kind, j) in enumerate(zip(images, masks, kinds, picks)):
             name = f"{split}-{i:05d}.png"
             (tmp / "images" / name).write_bytes(encode_png(Image.fromarray(img, _mode(img))))
             (tmp / "masks" / name).write_bytes(encode_png(Image.fromarray(mask.astype(np.uint8) * 255, "L")))
-            rows.append({"path": f"images/{name}", "mask_path": f"masks/{name}", "split": split, "kind": kind,
-                         "area": round(float(mask.mean()), 6), "real_sha256": r["sha256"].iloc[i],
-                         "generator": f["generator"].iloc[j]})
+            rows.append(
+                {
+                    "path": f"images/{name}",
+                    "mask_path": f"masks/{name}",
+                    "split": split,
+                    "kind": kind,
+                    "area": round(float(mask.mean()), 6),
+                    "real_sha256": r["sha256"].iloc[i],
+                    "generator": f["generator"].iloc[j],
+                }
+            )
     manifest = pd.DataFrame(rows, columns=["path", "mask_path", "split", "kind", "area", "real_sha256", "generator"])
     manifest.to_csv(tmp / "manifest.csv", index=False, lineterminator="\n")
     shutil.rmtree(root, ignore_errors=True)
@@ -82,7 +94,9 @@ def localize(cfg: Config, detector, choose: bool = True) -> Figures:
     if choose:
         val_images, val_masks, _ = load_spliced(cfg, "val")
         if len(val_images):
-            detector.map_threshold = choose_map_threshold(detector.defect_map(val_images), val_masks, cfg.spliced.dilate)
+            detector.map_threshold = choose_map_threshold(
+                detector.defect_map(val_images), val_masks, cfg.spliced.dilate
+            )
     metrics = Figures({"map_threshold": detector.map_threshold}, cfg.gates.min_samples)
     if not metrics.enough("pixel_ap", {"spliced test images": len(test_images)}):
         metrics.lack("iou", metrics.missing["pixel_ap"])

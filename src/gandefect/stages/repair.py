@@ -53,14 +53,20 @@ class RepairSummary:
     run_id: str
     version: str
     train_seconds: float
-    evaluation: "RepairEvaluation | None" = None
+    evaluation: RepairEvaluation | None = None
     gate: object | None = None  # gandefect.lifecycle.gates.GateResult of the new repairer
     resumed: bool = False  # registered by an interrupted run with the same inputs, gated now
 
 
-def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | None = None,
-                       progress: Progress | None = None, gate: bool = True, stage_key: str | None = None,
-                       resume: bool = True) -> RepairSummary:
+def run_train_repairer(
+    cfg: Config,
+    evaluate: bool = True,
+    flow_run_id: str | None = None,
+    progress: Progress | None = None,
+    gate: bool = True,
+    stage_key: str | None = None,
+    resume: bool = True,
+) -> RepairSummary:
     """Train on real train images with random masks, register gandefect-repairer, then evaluate
     and gate it (the gate needs the evaluation's metrics).
 
@@ -86,8 +92,10 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
             client = mlflow.MlflowClient()
 
             def on_epoch(epoch: int, losses: dict[str, float]) -> None:
-                client.log_batch(run.info.run_id, metrics=[
-                    mlflow.entities.Metric(k, v, int(time.time() * 1000), epoch) for k, v in losses.items()])
+                client.log_batch(
+                    run.info.run_id,
+                    metrics=[mlflow.entities.Metric(k, v, int(time.time() * 1000), epoch) for k, v in losses.items()],
+                )
 
             on_step = (lambda done, total: progress("repairer", done, total)) if progress else None
             started = time.perf_counter()
@@ -110,7 +118,9 @@ def run_train_repairer(cfg: Config, evaluate: bool = True, flow_run_id: str | No
         if champion and champion != str(summary.version):  # judged on the same samples, with the same served detector
             champion_repairer = load_repairer(cfg, f"models:/{REPAIRER_MODEL}/{champion}")
             champion_today = run_evaluate_repair(cfg, champion_repairer, write_report=False).metrics
-        summary.gate = gates.apply_gate(cfg, gates.gate(cfg, REPAIRER_MODEL, summary.version, champion_today=champion_today))
+        summary.gate = gates.apply_gate(
+            cfg, gates.gate(cfg, REPAIRER_MODEL, summary.version, champion_today=champion_today)
+        )
     return summary
 
 
@@ -126,8 +136,12 @@ def with_prior(cfg: Config, unet: torch.nn.Module) -> tuple[torch.nn.Module, str
     ddpm = registry.load_torch_model(f"models:/{generator_model(r.prior)}/{found.version}")
     if not hasattr(ddpm, "alpha_bar"):
         raise BadInputError(f"repair.prior {r.prior!r} is not a diffusion model (DDPM); use ddpm or null")
-    return (PriorInpainter(ddpm.cpu().eval(), unet.cpu().eval(), r.prior_steps, r.prior_strength, r.prior_resample, cfg.seed),
-            f"{r.prior} v{found.version}")
+    return (
+        PriorInpainter(
+            ddpm.cpu().eval(), unet.cpu().eval(), r.prior_steps, r.prior_strength, r.prior_resample, cfg.seed
+        ),
+        f"{r.prior} v{found.version}",
+    )
 
 
 def _evaluate_into_run(cfg: Config, summary: RepairSummary, net, progress: Progress | None) -> None:
@@ -137,21 +151,24 @@ def _evaluate_into_run(cfg: Config, summary: RepairSummary, net, progress: Progr
     mlflow.set_tags(summary.evaluation.metrics.missing_tags())  # what the data could not support, and why
     mlflow.log_dict(summary.evaluation.table.to_dict(orient="index"), "evaluation/per_generator.json")
     tracking.log_artifacts([summary.evaluation.report, *summary.evaluation.figures], "report")
-    mlflow.MlflowClient().set_model_version_tag(REPAIRER_MODEL, summary.version, "psnr_mask",
-                                                f"{summary.evaluation.metrics['psnr_mask']:.3f}")
+    mlflow.MlflowClient().set_model_version_tag(
+        REPAIRER_MODEL, summary.version, "psnr_mask", f"{summary.evaluation.metrics['psnr_mask']:.3f}"
+    )
 
 
 def gate_figures(cfg: Config, version: str) -> tuple[Figures, Figures | None]:
     """Repairer version `version` and the champion, both evaluated on today's samples with the
     served detector, for a gate run on its own (`gandefect gate --model gandefect-repairer`)."""
     tracking.setup(cfg)
-    candidate = run_evaluate_repair(cfg, load_repairer(cfg, f"models:/{REPAIRER_MODEL}/{version}"),
-                                    write_report=False).metrics
+    candidate = run_evaluate_repair(
+        cfg, load_repairer(cfg, f"models:/{REPAIRER_MODEL}/{version}"), write_report=False
+    ).metrics
     champion = gates.alias_version(REPAIRER_MODEL, gates.CHAMPION)
     if champion is None or champion == str(version):
         return candidate, None
-    return candidate, run_evaluate_repair(cfg, load_repairer(cfg, f"models:/{REPAIRER_MODEL}/{champion}"),
-                                          write_report=False).metrics
+    return candidate, run_evaluate_repair(
+        cfg, load_repairer(cfg, f"models:/{REPAIRER_MODEL}/{champion}"), write_report=False
+    ).metrics
 
 
 # -- evaluation ------------------------------------------------------------------------------------
@@ -163,8 +180,15 @@ class RepairEvaluation:
     figures: list[Path] = field(default_factory=list)
 
 
-SPLICED_FIGURES = ("psnr_mask", "psnr_mask_mean_fill", "psnr_mask_biharmonic", "psnr_mask_pull_push",
-                   "psnr_mask_spliced_input", "spliced_outside_mask_change", "psnr_gain")
+SPLICED_FIGURES = (
+    "psnr_mask",
+    "psnr_mask_mean_fill",
+    "psnr_mask_biharmonic",
+    "psnr_mask_pull_push",
+    "psnr_mask_spliced_input",
+    "spliced_outside_mask_change",
+    "psnr_gain",
+)
 
 
 def _spliced_psnr(cfg: Config, repairer: Repairer) -> tuple[Figures, list[tuple[str, list[np.ndarray]]]]:
@@ -178,21 +202,32 @@ def _spliced_psnr(cfg: Config, repairer: Repairer) -> tuple[Figures, list[tuple[
     original = load_pngs(real.loc[manifest["real_sha256"], "path"], cfg.real_dir, cfg.data.shape)
     repaired = repairer.inpaint(images, masks)
     filled, classical = mean_fill(images, masks), biharmonic(images, masks)
-    figures.update({"psnr_mask": psnr_in_mask(repaired, original, masks),
-                    "psnr_mask_mean_fill": psnr_in_mask(filled, original, masks),
-                    "psnr_mask_biharmonic": psnr_in_mask(classical, original, masks),
-                    "psnr_mask_pull_push": psnr_in_mask(pull_push(images, masks), original, masks),
-                    "psnr_mask_spliced_input": psnr_in_mask(images, original, masks),
-                    "spliced_outside_mask_change": float(outside_change(images, repaired, masks))})
+    figures.update(
+        {
+            "psnr_mask": psnr_in_mask(repaired, original, masks),
+            "psnr_mask_mean_fill": psnr_in_mask(filled, original, masks),
+            "psnr_mask_biharmonic": psnr_in_mask(classical, original, masks),
+            "psnr_mask_pull_push": psnr_in_mask(pull_push(images, masks), original, masks),
+            "psnr_mask_spliced_input": psnr_in_mask(images, original, masks),
+            "spliced_outside_mask_change": float(outside_change(images, repaired, masks)),
+        }
+    )
     # what the learned repairer adds over the better of the two classical fills (dB; the gate's floor)
     figures["psnr_gain"] = figures["psnr_mask"] - max(figures["psnr_mask_mean_fill"], figures["psnr_mask_biharmonic"])
-    rows = [(f"spliced {i}", [images[i], masks[i].astype(np.float32), filled[i], classical[i], repaired[i], original[i]])
-            for i in range(min(6, len(images)))]
+    rows = [
+        (f"spliced {i}", [images[i], masks[i].astype(np.float32), filled[i], classical[i], repaired[i], original[i]])
+        for i in range(min(6, len(images)))
+    ]
     return figures, rows
 
 
-def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_uri: str | None = None,
-                        progress: Progress | None = None, write_report: bool = True) -> RepairEvaluation:
+def run_evaluate_repair(
+    cfg: Config,
+    repairer: Repairer | None = None,
+    detector_uri: str | None = None,
+    progress: Progress | None = None,
+    write_report: bool = True,
+) -> RepairEvaluation:
     """Per final generator: FID and judge p_fake before/after repair, change outside the masks;
     on the spliced benchmark: in-mask PSNR against the mean-fill and biharmonic baselines.
     `write_report=False`: the figures only (a champion judged beside a candidate)."""
@@ -209,34 +244,44 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
     generators = sorted(g for g in registered_generators(cfg) if "-epoch" not in g)
     for i, loss in enumerate(generators, start=1):
         images = sample_generator(cfg, loss, r.eval_samples, cfg.seed + 29)
-        res: RepairResult = repair(images, detector, repairer, r.iterations, r.max_area, cfg.spliced.dilate,
-                                   local_area=r.local_max_area)
+        res: RepairResult = repair(
+            images, detector, repairer, r.iterations, r.max_area, cfg.spliced.dilate, local_area=r.local_max_area
+        )
         j_before, j_after = judge.score(images), judge.score(res.images)
         changed = res.iterations > 0
         rows[loss] = {
             "fid_before": fid(extractor, test.images, to_tensor(images)),
             "fid_after": fid(extractor, test.images, to_tensor(res.images)),
-            "judge_pfake_before": float(j_before.mean()), "judge_pfake_after": float(j_after.mean()),
+            "judge_pfake_before": float(j_before.mean()),
+            "judge_pfake_after": float(j_after.mean()),
             "judge_flagged_before": float((j_before >= judge.threshold).mean()),
             "judge_flagged_after": float((j_after >= judge.threshold).mean()),
-            "detector_pfake_before": float(res.score_before.mean()), "detector_pfake_after": float(res.score_after.mean()),
+            "detector_pfake_before": float(res.score_before.mean()),
+            "detector_pfake_after": float(res.score_after.mean()),
             # the judge on the images the loop rewrote: what a user who keeps a repair sees
             "judge_ratio_changed": float(j_after[changed].mean() / max(j_before[changed].mean(), 1e-12))
-            if changed.any() else float("nan"),
+            if changed.any()
+            else float("nan"),
             # ... as the share of its suspicion above real images' that is left: 0 is a repair the judge finds as
             # real as the real test images (its p_fake on real images is far from 0, so the ratio above cannot reach 0)
-            "judge_excess_changed": float((j_after[changed].mean() - j_real.mean())
-                                          / max(j_before[changed].mean() - j_real.mean(), 1e-12))
-            if changed.any() else float("nan"),
+            "judge_excess_changed": float(
+                (j_after[changed].mean() - j_real.mean()) / max(j_before[changed].mean() - j_real.mean(), 1e-12)
+            )
+            if changed.any()
+            else float("nan"),
             "changed": float(changed.mean()),
             "refused": float(np.mean([s == "whole-image" for s in res.stopped])),
-            "mask_area": float(res.masks.mean()), "iterations": float(res.iterations.mean()),
+            "mask_area": float(res.masks.mean()),
+            "iterations": float(res.iterations.mean()),
             "outside_mask_change": float(outside_change(images, res.images, res.masks)),
         }
         for k in range(2):
-            grid.append((f"{loss} p {res.score_before[k]:.2f}>{res.score_after[k]:.2f}",
-                         [images[k], res.first_maps[k].astype(np.float32), res.masks[k].astype(np.float32),
-                          res.images[k]]))
+            grid.append(
+                (
+                    f"{loss} p {res.score_before[k]:.2f}>{res.score_after[k]:.2f}",
+                    [images[k], res.first_maps[k].astype(np.float32), res.masks[k].astype(np.float32), res.images[k]],
+                )
+            )
         if progress:
             progress("repair evaluation", i, len(generators) + 1)
     table = pd.DataFrame(rows).T
@@ -247,19 +292,36 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
     if progress:
         progress("repair evaluation", len(generators) + 1, len(generators) + 1)
     metrics = spliced
-    metrics.update({
-        "outside_mask_change": float(table["outside_mask_change"].max()),
-        "worst_fid_ratio": float(table["fid_ratio"].max()), "worst_judge_ratio": float(table["judge_ratio"].max()),
-        "worst_judge_ratio_changed": float(table["judge_ratio_changed"].max()),  # NaN where nothing was changed
-        "worst_judge_excess_changed": float(table["judge_excess_changed"].max()),
-        "changed": float(table["changed"].mean()), "refused": float(table["refused"].mean()),
-        "judge_pfake_real_test": float(j_real.mean()),
-        "judge_flagged_real_test": float((j_real >= judge.threshold).mean()),
-        **{f"{k}_{loss}": float(v) for loss, row in table.iterrows() for k, v in row.items()
-           if k in ("fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after", "changed", "refused")},
-        "repaired_generators": float(len(repaired)),
-        **{f"repaired_fid_ratio_{loss}": float(v) for loss, v in repaired["fid_ratio"].items()},
-    })
+    metrics.update(
+        {
+            "outside_mask_change": float(table["outside_mask_change"].max()),
+            "worst_fid_ratio": float(table["fid_ratio"].max()),
+            "worst_judge_ratio": float(table["judge_ratio"].max()),
+            "worst_judge_ratio_changed": float(table["judge_ratio_changed"].max()),  # NaN where nothing was changed
+            "worst_judge_excess_changed": float(table["judge_excess_changed"].max()),
+            "changed": float(table["changed"].mean()),
+            "refused": float(table["refused"].mean()),
+            "judge_pfake_real_test": float(j_real.mean()),
+            "judge_flagged_real_test": float((j_real >= judge.threshold).mean()),
+            **{
+                f"{k}_{loss}": float(v)
+                for loss, row in table.iterrows()
+                for k, v in row.items()
+                if k
+                in (
+                    "fid_before",
+                    "fid_after",
+                    "fid_ratio",
+                    "judge_pfake_before",
+                    "judge_pfake_after",
+                    "changed",
+                    "refused",
+                )
+            },
+            "repaired_generators": float(len(repaired)),
+            **{f"repaired_fid_ratio_{loss}": float(v) for loss, v in repaired["fid_ratio"].items()},
+        }
+    )
     for key in ("worst_judge_ratio_changed", "worst_judge_excess_changed"):
         if not math.isfinite(metrics[key]):
             metrics.lack(key, "the repair loop changed no sample")
@@ -267,12 +329,23 @@ def run_evaluate_repair(cfg: Config, repairer: Repairer | None = None, detector_
         return RepairEvaluation(metrics, table, None, [])
     out = cfg.report_dir / "repair"
     out.mkdir(parents=True, exist_ok=True)
-    figures = [plots.panel_grid(grid, ["input", "defect map", "mask", "repaired"], out / "repair-grid.png",
-                                "generated samples: input | defect map | mask (all passes) | repaired")]
+    figures = [
+        plots.panel_grid(
+            grid,
+            ["input", "defect map", "mask", "repaired"],
+            out / "repair-grid.png",
+            "generated samples: input | defect map | mask (all passes) | repaired",
+        )
+    ]
     if spliced_rows:
-        figures.append(plots.panel_grid(spliced_rows, ["spliced", "true mask", "mean fill", "biharmonic", "repairer",
-                                                       "original"], out / "spliced-grid.png",
-                                        "spliced test images repaired inside the true mask"))
+        figures.append(
+            plots.panel_grid(
+                spliced_rows,
+                ["spliced", "true mask", "mean fill", "biharmonic", "repairer", "original"],
+                out / "spliced-grid.png",
+                "spliced test images repaired inside the true mask",
+            )
+        )
     report = _write_report(cfg, table, metrics, figures, out)
     return RepairEvaluation(metrics, table, report, figures)
 
@@ -288,33 +361,64 @@ def _write_report(cfg: Config, table: pd.DataFrame, metrics: Figures, figures: l
 
     table.to_csv(out / "repair.csv", lineterminator="\n")
     (out / "repair.json").write_text(json.dumps({**metrics.finite(), "missing": metrics.missing}, indent=2) + "\n")
-    cols = ["fid_before", "fid_after", "fid_ratio", "judge_pfake_before", "judge_pfake_after", "judge_ratio",
-            "judge_flagged_before", "judge_flagged_after", "detector_pfake_before", "detector_pfake_after",
-            "judge_ratio_changed", "judge_excess_changed", "changed", "refused", "mask_area", "iterations", "outside_mask_change"]
+    cols = [
+        "fid_before",
+        "fid_after",
+        "fid_ratio",
+        "judge_pfake_before",
+        "judge_pfake_after",
+        "judge_ratio",
+        "judge_flagged_before",
+        "judge_flagged_after",
+        "detector_pfake_before",
+        "detector_pfake_after",
+        "judge_ratio_changed",
+        "judge_excess_changed",
+        "changed",
+        "refused",
+        "mask_area",
+        "iterations",
+        "outside_mask_change",
+    ]
     lines = [
-        "# Repair", "",
-        f"{cfg.repair.eval_samples} samples per generator, repaired by detect -> mask -> inpaint "
-        f"(at most {cfg.repair.iterations} passes, at most {cfg.repair.max_area:.0%} of the image per pass); "
-        f"`changed`: the share the loop rewrote; `refused`: the share whose defect mask covered more than "
-        f"{cfg.repair.local_max_area:.0%} of the image, left unchanged as generated as a whole. "
-        f"The repair applies to {_applies(table, cfg.repair.applies_at)}. "
-        "The judge is gandefect-judge, a detector the repair loop never used; on real test images its mean "
-        f"p_fake is {metrics['judge_pfake_real_test']:.3f} and it flags {metrics['judge_flagged_real_test']:.1%}, so "
-        "`judge_ratio_changed` (its mean p_fake after over before, on the changed samples) stays well above 0 even for "
-        "a repair it finds as real as real images; `judge_excess_changed` is the share of its p_fake above the real "
-        "images' mean that the repair leaves (0: as real as the real test images).", "",
-        table[cols].to_markdown(floatfmt=".3f"), "",
-        "## In-mask PSNR on the spliced test images (dB, pooled over all masked pixels)", "",
-        "| method | psnr_mask |", "|---|---|",
+        "# Repair",
+        "",
+        (
+            f"{cfg.repair.eval_samples} samples per generator, repaired by detect -> mask -> inpaint "
+            f"(at most {cfg.repair.iterations} passes, at most {cfg.repair.max_area:.0%} of the image per pass); "
+            f"`changed`: the share the loop rewrote; `refused`: the share whose defect mask covered more than "
+            f"{cfg.repair.local_max_area:.0%} of the image, left unchanged as generated as a whole. "
+            f"The repair applies to {_applies(table, cfg.repair.applies_at)}. "
+            "The judge is gandefect-judge, a detector the repair loop never used; on real test images its mean "
+            f"p_fake is {metrics['judge_pfake_real_test']:.3f} and it flags {metrics['judge_flagged_real_test']:.1%}, so "
+            "`judge_ratio_changed` (its mean p_fake after over before, on the changed samples) stays well above 0 even for "
+            "a repair it finds as real as real images; `judge_excess_changed` is the share of its p_fake above the real "
+            "images' mean that the repair leaves (0: as real as the real test images)."
+        ),
+        "",
+        table[cols].to_markdown(floatfmt=".3f"),
+        "",
+        "## In-mask PSNR on the spliced test images (dB, pooled over all masked pixels)",
+        "",
+        "| method | psnr_mask |",
+        "|---|---|",
         f"| spliced input (generated content) | {shown('psnr_mask_spliced_input')} |",
         f"| mean fill | {shown('psnr_mask_mean_fill')} |",
         f"| skimage inpaint_biharmonic | {shown('psnr_mask_biharmonic')} |",
         f"| gandefect repairer | **{shown('psnr_mask')}** |",
-        f"| the repairer's pull-push fill alone (its starting point; not a gate baseline) | "
-        f"{shown('psnr_mask_pull_push')} |", "",
-        f"Largest change outside the masks: {shown('outside_mask_change', '.0f')} (generated), "
-        f"{shown('spliced_outside_mask_change', '.0f')} (spliced).", "",
-        "## Figures", "", *[f"![{p.stem}]({p.name})" for p in figures],
+        (
+            f"| the repairer's pull-push fill alone (its starting point; not a gate baseline) | "
+            f"{shown('psnr_mask_pull_push')} |"
+        ),
+        "",
+        (
+            f"Largest change outside the masks: {shown('outside_mask_change', '.0f')} (generated), "
+            f"{shown('spliced_outside_mask_change', '.0f')} (spliced)."
+        ),
+        "",
+        "## Figures",
+        "",
+        *[f"![{p.stem}]({p.name})" for p in figures],
     ]
     path = out / "repair.md"
     path.write_text("\n".join(lines) + "\n")
