@@ -203,7 +203,7 @@ def main() -> None:
 
     cfg = load_config(args.params)
     data = load_labeled(cfg, "test")
-    names = cfg.detect.wild.conditions
+    names = conditions.evaluated(cfg.detect.wild)
     print(
         f"test split: {int((data.labels == 0).sum())} real, {int(data.labels.sum())} generated "
         f"({len(set(data.generators.tolist())) - 1} generators); conditions: {', '.join(names)}",

@@ -10,9 +10,11 @@ import sys
 
 import pytest
 import typer
+import yaml
 from typer.testing import CliRunner
 
 from gandefect.cli import app
+from tests.conftest import run_cli
 
 ROOT = typer.main.get_command(app)
 
@@ -95,3 +97,12 @@ def test_the_help_pages_import_no_heavy_stack():
     code = f"import sys, gandefect.cli; print(','.join(m for m in {heavy!r} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert loaded.stdout.strip() == "", f"importing gandefect.cli loads {loaded.stdout.strip()}"
+
+
+def test_config_prints_every_effective_setting_of_the_profile(project):
+    out = run_cli(project, "config", check=True).stdout
+    printed = yaml.safe_load(out)
+    assert out.startswith("# profile tiny, from ")
+    assert printed["data"]["max_images"] == 400  # the profile's value
+    assert printed["gan"]["families"] is None and printed["detect"]["cnn"]["epochs"] == 1
+    assert printed["gates"]["repairer"]["ceiling"] == {"outside_mask_change": 0.0}  # default merged with the profile

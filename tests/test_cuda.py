@@ -63,7 +63,13 @@ def test_a_gan_trains_on_the_gpu_in_bf16_and_its_generator_samples_anywhere(loss
 
 
 def test_generator_metrics_agree_between_gpu_and_cpu():
-    net = train_contrastive_net(FeatureNetConfig(16, 1, 0, 32, "contrastive"), _digits(), 1, 64, device=CUDA)
+    net = train_contrastive_net(
+        FeatureNetConfig(image_size=16, channels=1, n_classes=0, n_features=32, space="contrastive"),
+        _digits(),
+        1,
+        64,
+        device=CUDA,
+    )
     assert {p.device.type for p in net.parameters()} == {"cpu"}
     real, fake = _digits(200, seed=1), _digits(200, seed=2) * 0.8
     cpu = generator_metrics(net, real, fake)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -362,6 +363,15 @@ def rollback_cmd(model: str = typer.Option(DETECTOR_MODEL, "--model", help="Regi
 def _reused(cached: str | None) -> str:
     names = [n for n in (cached or "").split(",") if n and n != "none"]
     return f"{len(names)} tasks" if names else "-"
+
+
+@app.command("config")
+def config_cmd() -> None:
+    """The effective configuration as YAML: every setting, the typed defaults with params.yaml and
+    the profile applied (the reasons for the defaults are in src/gandefect/config.py)."""
+    cfg = _config()
+    typer.echo(f"# profile {cfg.profile}, from {Path(state.params).resolve()}")
+    typer.echo(yaml.safe_dump(cfg.to_params(), sort_keys=False, width=100), nl=False)
 
 
 @app.command("status")

@@ -89,12 +89,31 @@ class VersioningConfig(_Section):
 
 
 class GANConfig(_Section):
+    """The GAN zoo, the source of fakes: one MLflow run and registered generator per member."""
+
     losses: list[str] | None = None  # names in gandefect.gan.losses; None: every registered loss
-    # generators built another way than the DCGANs (gandefect.gan.families): held out family by family
-    families: list[str] = ["vae", "mlpgan", "resizegan", "ddpm", "rectflow"]
-    generator_steps: int = Field(700, ge=1)  # generator updates per GAN
-    # Per-loss overrides: critic losses pay n_critic discriminator steps per generator update.
-    generator_steps_by_loss: dict[str, int] = {}
+    # generators built another way than the DCGANs (gandefect.gan.families), held out family by
+    # family; None: every registered family
+    families: list[str] | None = None
+    generator_steps: int = Field(700, ge=1)  # generator updates per GAN (nonsaturating, hinge)
+    # Budgets by quality: the least number of updates after which a member meets the zoo's targets
+    # (fid_ratio <= 0.10 and class_entropy_ratio >= 0.9) at that and the next measurement, every
+    # 100 updates (bench/gan_budgets.py on the default data), keeping its FID within 10 % of what
+    # the detectors were validated on. minimax, wgan and mlpgan are sources of defective fakes by
+    # design, at the budget they are cheap at; vae is blurry by design; wgan-gp and resizegan meet
+    # the targets earlier but their FID rose in the flow at the lower budget, so they keep these.
+    # Critic losses pay n_critic discriminator steps per generator update.
+    generator_steps_by_loss: dict[str, int] = {
+        "minimax": 200,
+        "lsgan": 1800,
+        "wgan": 150,
+        "wgan-gp": 1000,
+        "vae": 600,
+        "mlpgan": 1500,
+        "resizegan": 700,
+        "ddpm": 3000,  # sampled from its weights' moving average
+        "rectflow": 1000,
+    }
     batch_size: int = Field(32, ge=2)
     z_dim: int = Field(64, ge=1)
     g_width: int = Field(16, ge=1)
@@ -127,7 +146,7 @@ class FeaturesConfig(_Section):
 
 class CNNDetectorConfig(_Section):
     width: int = Field(32, ge=2)
-    epochs: int = Field(4, ge=1)
+    epochs: int = Field(6, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0)
     p_process: float = Field(0.8, ge=0, le=1)  # training images sent through a random processing chain
@@ -140,12 +159,14 @@ class CNNDetectorConfig(_Section):
     # the image score: `linear` (a half-space) or `radial` (a ball around the real images; anything
     # outside it, in any direction, is generated)
     head: Literal["linear", "radial"] = "linear"
-    # the leave-one-family-out models (one per family); params.yaml gives them the served recipe
-    loo_width: int = Field(24, ge=2)
+    # the leave-one-family-out models (one per family): the served recipe, so that they describe
+    # the served model
+    loo_width: int = Field(32, ge=2)
     # members of the served model: this many nets of the recipe, each from its own initialisation,
-    # trained on the same batches, their logits averaged (the leave-one-out models keep one)
+    # trained on the same batches, their logits averaged (the leave-one-out models keep one); more
+    # than one did not steady the threshold (docs/benchmarks.md)
     members: int = Field(1, ge=1)
-    loo_epochs: int = Field(3, ge=1)
+    loo_epochs: int = Field(6, ge=1)
     # incremental learning (Marra et al. 2019): a retrained candidate starts from the champion's
     # weights when the champion is a CNN of the same shape, and fine-tunes on today's whole
     # training set (old generators and new alike) for `finetune_epochs` at `finetune_lr`
@@ -172,53 +193,38 @@ class SpectralDetectorConfig(_Section):
     p_process: float = Field(0.8, ge=0, le=1)  # training images sent through a random processing chain
 
 
-CONDITION_NAMES = [
+# the conditions that choose the served threshold and are gated (the rest are reported): all but
+# the harshest JPEG, the up-scaled file and added noise
+GATED_CONDITIONS = (
     "png",
     "jpeg95",
     "jpeg90",
     "jpeg75",
     "jpeg60",
-    "jpeg50",
     "jpeg90x75",
     "webp80",
     "blur0.5",
     "blur1.0",
     "resize",
-    "up2",
     "rgbjpeg85",
-    "noise",
-]
+)
 
 
 class WildConfig(_Section):
     """Conditions in the wild (gandefect.data.conditions): every one is evaluated; the `gated`
     ones choose the threshold, are judged by the model gate and make the served envelope."""
 
-    conditions: list[str] = CONDITION_NAMES
-    gated: list[str] = [
-        "png",
-        "jpeg95",
-        "jpeg90",
-        "jpeg75",
-        "jpeg60",
-        "jpeg90x75",
-        "webp80",
-        "blur0.5",
-        "blur1.0",
-        "resize",
-        "rgbjpeg85",
-    ]
+    conditions: list[str] | None = None  # names in gandefect.data.conditions; None: every registered one
+    gated: list[str] = list(GATED_CONDITIONS)
     # the served threshold: the lowest at which no gated condition calls more than this share of
     # the validation reals fake
     fpr_target: float = Field(0.02, gt=0, lt=1)
     val_fakes_per_generator: int = Field(100, ge=1)  # in the validation mix (every real image is in it)
 
     @model_validator(mode="after")
-    def _known(self) -> WildConfig:
-        unknown = sorted(set(self.conditions) - set(CONDITION_NAMES))
-        if unknown:
-            raise ValueError(f"unknown conditions {unknown}; known: {CONDITION_NAMES}")
-        if not set(self.gated) <= set(self.conditions):
+    def _gated_are_evaluated(self) -> WildConfig:
+        # the names themselves are checked against the registry where it is read (conditions.evaluated)
+        if self.conditions is not None and not set(self.gated) <= set(self.conditions):
             raise ValueError("detect.wild.gated must be a subset of detect.wild.conditions")
         return self
 
@@ -228,7 +234,7 @@ class DetectConfig(_Section):
     fakes_per_early_generator: int = Field(400, ge=1)  # the crude early checkpoints
     families: list[str] | None = None  # names in gandefect.detect.families; None: every registered family
     leave_one_out: bool = True
-    loo_fakes_per_generator: int = Field(800, ge=1)  # training images per generator of a leave-one-out model
+    loo_fakes_per_generator: int = Field(2000, ge=1)  # training images per generator of a leave-one-out model
     # real train images refined by each diffusion member into its aligned set (training only; 0: none)
     aligned_per_generator: int = Field(1000, ge=0)
     # real train images reconstructed by each kind of generator up-sampling (gandefect.detect.components;
@@ -342,10 +348,31 @@ class RepairerGateConfig(ModelGateConfig):
 class GatesConfig(ModelGateConfig):
     """The detector's gate (top level), the repairer's (`repairer`) and the promotion rule."""
 
-    floor: dict[str, float] = {"auc_gen": 0.9, "auc_seen": 0.95, "auc_unseen_min": 0.85, "pixel_ap": 0.5, "iou": 0.3}
-    ceiling: dict[str, float] = {"ece": 0.1}
-    compare: list[str] = ["auc_seen", "pixel_ap", "iou"]
-    per_generator: list[str] = ["auc_gen"]
+    # the candidate detector's metric must be at least this
+    floor: dict[str, float] = {
+        "auc_gen": 0.9,  # AUC of real test images against each generator's test samples
+        "auc_seen": 0.95,
+        # worst leave-one-family-out AUC (clean); it needs retraining, so a floor only, never compared
+        "auc_unseen_min": 0.9,
+        "pixel_ap": 0.5,  # localization on the spliced benchmark
+        "iou": 0.3,
+        # per generator: its test samples called fake under the worst gated condition (the same for
+        # a held-out family, tpr_unseen_wild_<family>, is logged and reported, not gated)
+        "tpr_fake_wild": 0.85,
+    }
+    # ... and at most this: calibration, and the real test images called fake at the served
+    # threshold under each gated condition (detect.wild.gated)
+    ceiling: dict[str, float] = {
+        "ece": 0.1,
+        "ece_jpeg75": 0.1,
+        **{f"fpr_real_{c}": 0.05 for c in GATED_CONDITIONS},
+    }
+    # a generator `ingest-fakes` brought with fewer than few_shot_below images is held to these
+    # instead of the floor's per-generator bounds: called fake as PNG, and under the worst gated
+    # condition (a few hundred samples are what a user finds of a new generator)
+    few_shot_floor: dict[str, float] = {"tpr_fake_png": 0.85, "tpr_fake_wild": 0.7}
+    compare: list[str] = ["auc_seen", "pixel_ap", "iou"]  # never worse than the champion on today's data
+    per_generator: list[str] = ["auc_gen", "tpr_fake_wild"]  # logged as <metric>_<generator>: a row each
     repairer: RepairerGateConfig = RepairerGateConfig()
     auto_promote: bool = True  # a candidate that passes becomes champion (else only challenger)
     # a figure from fewer images of a class it needs is missing, with the reason (never passed)
@@ -467,7 +494,10 @@ def load_config(
     if name not in profiles and name != "default":
         known = ", ".join(sorted(set(profiles) | {"default"}))
         raise ConfigError(f"unknown profile {name!r} in {params_path}; known: {known}")
-    merged = _deep_merge(raw, profiles.get(name) or {})
+    # the typed defaults are the values; params.yaml's base and then the profile are merged onto
+    # them by the same rule, so a profile's mapping merges into a default the base does not repeat
+    merged = _deep_merge(DEFAULTS, raw)
+    merged = _deep_merge(merged, profiles.get(name) or {})
     merged = _deep_merge(merged, overrides or {})
     merged["profile"] = name
     merged["root"] = params_path.resolve().parent
@@ -476,3 +506,6 @@ def load_config(
     except ValidationError as exc:
         lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         raise ConfigError(f"{params_path} (profile {name}) is invalid:\n" + "\n".join(lines)) from exc
+
+
+DEFAULTS = Config().model_dump(mode="json", exclude={"root", "profile"})

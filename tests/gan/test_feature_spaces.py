@@ -38,7 +38,7 @@ def test_nt_xent_is_low_when_each_view_finds_its_partner():
 
 def test_a_contrastive_space_learns_structure_without_labels():
     images, kind = _two_kinds(256, seed=0)
-    cfg = FeatureNetConfig(16, 3, 0, 32, CONTRASTIVE)
+    cfg = FeatureNetConfig(image_size=16, channels=3, n_classes=0, n_features=32, space=CONTRASTIVE)
     net = train_contrastive_net(cfg, images, epochs=3, batch_size=64, seed=0)
     assert not net.labelled and not hasattr(net, "classify")
     test, test_kind = _two_kinds(64, seed=1)
@@ -50,7 +50,7 @@ def test_a_contrastive_space_learns_structure_without_labels():
 
 
 def test_label_free_metrics_leave_the_class_metrics_out_and_the_report_says_why(tmp_path):
-    net = FeatureNet(FeatureNetConfig(16, 3, 0, 32, CONTRASTIVE)).eval()
+    net = FeatureNet(FeatureNetConfig(image_size=16, channels=3, n_classes=0, n_features=32, space=CONTRASTIVE)).eval()
     real, _ = _two_kinds(64, seed=2)
     metrics = generator_metrics(net, real, torch.rand(64, 3, 16, 16) * 2 - 1)
     assert set(metrics) == {"fid", "precision", "recall"} and all(math.isfinite(v) for v in metrics.values())

@@ -16,7 +16,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
+from gandefect.config import WildConfig, registered
 from gandefect.data.images import open_image, to_model_image
+from gandefect.errors import ConfigError
 
 NOISE_SIGMA = 3.0  # "mild" Gaussian noise, in 8-bit levels
 
@@ -91,6 +93,17 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in [
     Condition("noise", f"Gaussian noise sigma {NOISE_SIGMA:g} levels, PNG",
               lambda im, rng: png_bytes(noisy(im, NOISE_SIGMA, rng))),
 ]}
+
+
+def evaluated(wild: WildConfig) -> list[str]:
+    """The conditions `detect.wild.conditions` names (None: every registered one, in registry order),
+    after checking that the gated ones are among them; a ConfigError naming the known ones."""
+    names = registered(wild.conditions, CONDITIONS, "detect.wild.conditions", "condition")
+    registered(wild.gated, CONDITIONS, "detect.wild.gated", "condition")
+    outside = [c for c in wild.gated if c not in names]
+    if outside:
+        raise ConfigError(f"detect.wild.gated names {', '.join(outside)}, which detect.wild.conditions leaves out")
+    return names
 
 
 def get(name: str) -> Condition:

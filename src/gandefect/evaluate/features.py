@@ -22,17 +22,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandefect.config import DataConfig, FeaturesConfig
 from gandefect.hardware import CPU, placed
 
 LABELLED, CONTRASTIVE = "labelled", "contrastive"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FeatureNetConfig:
-    image_size: int = 28
+    """The feature net's shape, built from the `data` and `features` sections by name."""
+
+    image_size: int = DataConfig.model_fields["image_size"].default
     channels: int = 1
     n_classes: int = 10  # 0 in the contrastive space: no class head
-    n_features: int = 128
+    n_features: int = FeaturesConfig.model_fields["n_features"].default
     space: str = LABELLED
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandefect.config import registered
 from gandefect.errors import BadInputError
 from gandefect.gan.diffusion import DDPM, RectifiedFlow
 from gandefect.gan.models import DCGANConfig, Discriminator, noise
@@ -213,6 +214,11 @@ FAMILIES: dict[str, Family] = {
     ]
 }
 DCGAN_BUILD = "dcgan"  # every loss of the zoo trains the same transposed-convolution DCGAN
+
+
+def selected(names: list[str] | None) -> list[str]:
+    """The families `gan.families` names; None: every registered family, in registry order."""
+    return registered(names, FAMILIES, "gan.families", "family")
 
 
 def build_of(member: str) -> str:

@@ -7,16 +7,18 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from gandefect.config import size_plan
+from gandefect.config import DataConfig, GANConfig, size_plan
 
 
 @dataclass
 class DCGANConfig:
-    image_size: int = 28
+    """A DCGAN's shape, built from the `data` and `gan` sections by name; the defaults are theirs."""
+
+    image_size: int = DataConfig.model_fields["image_size"].default
     channels: int = 1  # 1 for L, 3 for RGB
-    z_dim: int = 64
-    g_width: int = 32  # generator feature maps at full resolution; doubles at each halving
-    d_width: int = 32  # discriminator feature maps at full resolution
+    z_dim: int = GANConfig.model_fields["z_dim"].default
+    g_width: int = GANConfig.model_fields["g_width"].default  # feature maps at full resolution, doubling per halving
+    d_width: int = GANConfig.model_fields["d_width"].default  # the discriminator's, at full resolution
     disc_norm: str = "batch"  # batch | layer | none (WGAN-GP's critic must not use batch norm)
 
     def plan(self) -> tuple[int, int]:

@@ -270,16 +270,15 @@ def prepare_eval_data(cfg: Config) -> EvalData:
     val = capped(val, w.val_fakes_per_generator, cfg.seed)
     # many images: the conditions are encoded in worker processes, one per core (spawn: see
     # leave_one_out); a few: on threads, since a worker takes seconds to start
-    many = len(val.labels) * len(w.gated) + len(test.labels) * len(w.conditions) >= WILD_PROCESSES_FROM
+    evaluated = conditions.evaluated(w)
+    many = len(val.labels) * len(w.gated) + len(test.labels) * len(evaluated) >= WILD_PROCESSES_FROM
     with (
-        ProcessPoolExecutor(
-            min(len(w.conditions), os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn")
-        )
+        ProcessPoolExecutor(min(len(evaluated), os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn"))
         if many
         else contextlib.nullcontext()
     ) as pool:
         wild_val = wild.build(val, w.gated, cfg.data.resize, pool=pool)
-        wild_test = wild.build(test, w.conditions, cfg.data.resize, envelope_for(w.gated), pool)
+        wild_test = wild.build(test, evaluated, cfg.data.resize, envelope_for(w.gated), pool)
     val_mix = val.tiled(len(w.gated), np.concatenate([wild_val.inputs[c] for c in w.gated]))
     groups = np.repeat(np.array(w.gated), len(val.labels))
     fakes = read_fakes(cfg)
@@ -335,7 +334,7 @@ def _held_out(cfg: Config, train: Labeled, data: EvalData, held: str) -> HeldOut
         *data.val_mix_without(held),
         data.test.labels[keep],
         data.test.images[keep],
-        {c: data.wild_test.inputs[c][mine] for c in cfg.detect.wild.conditions},
+        {c: data.wild_test.inputs[c][mine] for c in conditions.evaluated(cfg.detect.wild)},
     )
 
 
@@ -360,7 +359,7 @@ def _not_held_out(cfg: Config, held: str) -> Figures:
     why = f"without {held}, train or val holds no generated image to learn from"
     metrics = Figures(min_samples=cfg.gates.min_samples)
     for key in [f"auc_unseen_{held}", f"tpr_unseen_wild_{held}"] + [
-        f"tpr_unseen_{c}_{held}" for c in cfg.detect.wild.conditions
+        f"tpr_unseen_{c}_{held}" for c in conditions.evaluated(cfg.detect.wild)
     ]:
         metrics.lack(key, why)
     return metrics

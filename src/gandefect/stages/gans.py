@@ -57,7 +57,7 @@ MAX_FID_RATIO, MIN_ENTROPY_RATIO = 0.10, 0.9  # "good enough to be a realistic s
 
 def zoo_members(cfg: Config) -> list[str]:
     """Every generator the zoo trains: one DCGAN per loss, then the other families."""
-    return [*loss_registry.selected(cfg.gan.losses), *cfg.gan.families]
+    return [*loss_registry.selected(cfg.gan.losses), *family_registry.selected(cfg.gan.families)]
 
 
 def longest_first(cfg: Config, names: list[str]) -> list[str]:
@@ -138,7 +138,11 @@ def ensure_feature_net(
     device = hardware.resolve(cfg.device)
     labelled = space == LABELLED
     fcfg = FeatureNetConfig(
-        cfg.data.image_size, train.images.shape[1], len(train.classes) if labelled else 0, f.n_features, space
+        image_size=cfg.data.image_size,
+        channels=train.images.shape[1],
+        n_classes=len(train.classes) if labelled else 0,
+        n_features=f.n_features,
+        space=space,
     )
     epochs = f.epochs if labelled else f.contrastive_epochs
     with tracking.start_run(cfg, GAN_EXPERIMENT, "feature-net", version) as run:
