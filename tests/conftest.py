@@ -218,7 +218,7 @@ import gandefect.cli as cli
 # environment when imported, and each command has its own
 import great_expectations
 import mlflow
-import gandefect.evaluate.drift, gandefect.lifecycle.bento, gandefect.lifecycle.served, gandefect.lifecycle.watch
+import gandefect.evaluate.drift, gandefect.lifecycle.bento, gandefect.lifecycle.served, gandefect.lifecycle.champion_record
 import gandefect.stages.apply, gandefect.stages.detectors, gandefect.stages.gans, gandefect.stages.ingest
 import gandefect.stages.localize, gandefect.stages.repair
 

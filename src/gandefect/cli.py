@@ -423,15 +423,15 @@ def status_cmd(
 
 def _print_champion_figures(cfg: Config, champion: str | None) -> None:
     """The champion detector per generator on the current data (the last gate or watch)."""
-    from gandefect.lifecycle import watch as records
+    from gandefect.lifecycle import champion_record
 
-    record = records.read(cfg, DETECTOR_MODEL)
+    record = champion_record.read(cfg, DETECTOR_MODEL)
     if champion is None:
         return
     if record is None or record.version != champion:
         out.print(f"champion v{champion} per generator: not evaluated on the current data yet (`gandefect watch`)")
         return
-    per = records.per_generator(record.metrics, cfg.gates)
+    per = champion_record.per_generator(record.metrics, cfg.gates)
     out.print(
         f"champion v{record.version} per generator on data {record.data_version} "
         f"(fakes {record.fakes_version}; {record.source} at {record.when}):"
@@ -502,7 +502,7 @@ WATCH_ALERT_EXIT = 5  # `watch`: the champion misses a generator of the current 
 def watch_cmd() -> None:
     """Re-evaluate the champion detector on the current data (every generator, new fake sets
     included); exit 5 and a failed Prefect flow run when it misses a generator."""
-    from gandefect.lifecycle import watch as records
+    from gandefect.lifecycle import champion_record
 
     cfg = _config()
     state_ = flows().watch(str(state.params), state.profile, return_state=True)
@@ -510,10 +510,10 @@ def watch_cmd() -> None:
     if isinstance(result, BaseException):  # the flow itself failed (no champion, no data, ...)
         raise result
 
-    record = records.read(cfg, DETECTOR_MODEL)
+    record = champion_record.read(cfg, DETECTOR_MODEL)
     _print_champion_figures(cfg, record.version)
     if state_.is_failed():
-        for line in records.alerts(record, cfg.gates):
+        for line in champion_record.alerts(record, cfg.gates):
             out.print(f"[red]ALERT[/red] {line}")
         raise typer.Exit(WATCH_ALERT_EXIT)
     out.print("the champion catches every generator of the current data")

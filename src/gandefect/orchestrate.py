@@ -53,8 +53,7 @@ from gandefect import hardware
 from gandefect.config import Config, load_config
 from gandefect.data.fakes import external_digest
 from gandefect.errors import BadInputError, ConfigError, DataValidationError
-from gandefect.lifecycle import bento, registry, tracking
-from gandefect.lifecycle import watch as records
+from gandefect.lifecycle import bento, champion_record, registry, tracking
 from gandefect.lifecycle.gates import CHAMPION, alias_version
 from gandefect.lifecycle.lock import project_lock
 from gandefect.names import DETECTOR_MODEL, FLOW_STAGES, JUDGE_MODEL, RETRAIN_EXPERIMENT
@@ -555,7 +554,7 @@ def watch(params: str = "params.yaml", profile: str | None = None, retrain_deplo
     cfg = load_config(Path(params), profile)
     figures, alerts = run_watch(cfg)
     started = ""
-    learn = records.to_learn(figures, cfg.gates) if alerts and retrain_deployment else []
+    learn = champion_record.to_learn(figures, cfg.gates) if alerts and retrain_deployment else []
     refused = _refused_on_this_data(figures) if learn else None
     if refused is not None:  # the same data trains the same model: a person decides, or more samples come
         started = (
@@ -572,7 +571,7 @@ def watch(params: str = "params.yaml", profile: str | None = None, retrain_deplo
         else:
             run = run_deployment(deployment, timeout=0, parameters={"params": params, "profile": profile})
             started = f"retrain flow run {run.name} ({run.id}) started to learn {', '.join(learn)}"
-    table = records.per_generator(figures.metrics, cfg.gates)
+    table = champion_record.per_generator(figures.metrics, cfg.gates)
     lines = [
         f"# champion {figures.name} v{figures.version} on the current data",
         "",
@@ -598,7 +597,7 @@ def watch(params: str = "params.yaml", profile: str | None = None, retrain_deplo
     return {"version": figures.version, "alerts": alerts}
 
 
-def _refused_on_this_data(figures: records.ChampionFigures):
+def _refused_on_this_data(figures: champion_record.ChampionFigures):
     """The newest detector version when it is newer than the champion and was trained on the
     data and fake sets the champion was just judged on (so the gate refused it), else None."""
     newest = registry.latest_version(DETECTOR_MODEL)

@@ -9,7 +9,7 @@ from gandefect.config import RepairConfig
 from gandefect.detect.common import Detector, Labeled
 from gandefect.evaluate.repair import biharmonic, mean_fill, outside_change
 from gandefect.gan import losses
-from gandefect.repair.model import InpaintUNet, RepairerConfig
+from gandefect.repair.model import InpaintUNet, UNetShape
 from gandefect.repair.pipeline import Repairer, repair
 from gandefect.repair.train import train_repairer
 
@@ -34,7 +34,7 @@ class BlackNet(InpaintUNet):
     """A U-Net whose output is black everywhere (the last conv's bias pinned very negative)."""
 
     def __init__(self):
-        super().__init__(RepairerConfig(1, 8))
+        super().__init__(UNetShape(1, 8))
         with torch.no_grad():
             self.out.weight.zero_()
             self.out.bias.fill_(-20.0)
@@ -50,7 +50,7 @@ def _detector(threshold=0.5):
 def test_outside_mask_change_is_exactly_zero_on_random_images_and_masks():
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    repairer = Repairer(InpaintUNet(RepairerConfig(1, 8)))  # untrained: arbitrary output
+    repairer = Repairer(InpaintUNet(UNetShape(1, 8)))  # untrained: arbitrary output
     for shape in [(16, 28, 28), (5, 20, 36)]:
         images = rng.integers(0, 256, shape, dtype=np.uint8)
         masks = rng.random(shape) < rng.uniform(0.05, 0.6)
@@ -62,7 +62,7 @@ def test_outside_mask_change_is_exactly_zero_on_random_images_and_masks():
 
 def test_rgb_composite_keeps_every_channel_outside_the_mask():
     rng = np.random.default_rng(1)
-    repairer = Repairer(InpaintUNet(RepairerConfig(3, 8)))
+    repairer = Repairer(InpaintUNet(UNetShape(3, 8)))
     images = rng.integers(0, 256, (4, 24, 24, 3), dtype=np.uint8)
     masks = rng.random((4, 24, 24)) < 0.3
     out = repairer.inpaint(images, masks)
@@ -107,7 +107,7 @@ def test_a_trained_repairer_beats_both_classical_fills_on_held_out_structure():
     for img in x:
         img[:, int(rng.integers(0, 4)) :: 4] = 255  # vertical stripes, random phase
     net = train_repairer(
-        x[:192], RepairerConfig(1, 8), RepairConfig(epochs=8, batch_size=32, lr=3e-3, adversarial_weight=0.0), seed=0
+        x[:192], UNetShape(1, 8), RepairConfig(epochs=8, batch_size=32, lr=3e-3, adversarial_weight=0.0), seed=0
     )
     test, masks = x[192:], np.zeros((64, 16, 16), bool)
     masks[:, 4:12, 4:12] = True
@@ -123,7 +123,7 @@ class WhiteNet(InpaintUNet):
     """A U-Net whose output is white everywhere: every pass makes the bright-pixel score worse."""
 
     def __init__(self):
-        super().__init__(RepairerConfig(1, 8))
+        super().__init__(UNetShape(1, 8))
         with torch.no_grad():
             self.out.weight.zero_()
             self.out.bias.fill_(20.0)
@@ -159,7 +159,7 @@ def test_the_repairer_steps_its_critic_by_the_loss_entry_penalty_share_included(
     try:
         x = np.random.default_rng(0).integers(0, 256, (32, 16, 16), dtype=np.uint8)
         settings = RepairConfig(epochs=1, batch_size=16, adversarial_loss="wgan-gp-counted")
-        train_repairer(x, RepairerConfig(1, 8), settings, seed=0)
+        train_repairer(x, UNetShape(1, 8), settings, seed=0)
     finally:
         del losses.REGISTRY["wgan-gp-counted"]
     assert penalty.calls == [(8, 8)] * 2 * 2  # 2 batches x n_critic, on half of each batch and its masks
@@ -203,7 +203,7 @@ def test_the_diffusion_prior_rewrites_the_hole_only_and_repeats_itself():
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (4, 16, 16), dtype=np.uint8)
     masks = rng.random((4, 16, 16)) < 0.4
-    unet = InpaintUNet(RepairerConfig(1, 8))
+    unet = InpaintUNet(UNetShape(1, 8))
     for start, strength, resample in ((None, 1.0, 0), (None, 0.5, 1), (unet, 0.2, 2)):
         prior = Repairer(PriorInpainter(ddpm, start, steps=4, strength=strength, resample=resample, seed=1))
         out = prior.inpaint(images, masks)

@@ -210,11 +210,10 @@ register(
 
 # Gulrajani et al. 2017: same objective, gradient penalty lambda=10, no batch norm in the
 # critic (layer norm instead), Adam lr 1e-4, betas (0, 0.9), 5 critic steps. The penalty is
-# estimated on half of each batch's interpolates: 13 % less time per GAN on 2 CPU cores, and
-# on the default data FID 18.3 / recall 0.46 / class entropy 0.93 after 1000 updates
-# (full batch: 19.3 / 0.35 / 0.95). It runs on every critic step: a lazy penalty (every=5,
-# 5x the weight) trained 30 % faster but reached FID ratio 0.097 / class entropy 0.84 after
-# 1000 updates instead of 0.042 / 0.94 (bench/gan_budgets.py).
+# estimated on half of each batch's interpolates, which costs less and did not lower the zoo's
+# quality on the default data; it runs on every critic step, since a lazy penalty (every 5
+# steps, 5x the weight) missed the zoo's quality targets at the same budget
+# (bench/gan_budgets.py; figures in docs/benchmarks.md).
 register(
     AdversarialLoss(
         "wgan-gp",

@@ -153,7 +153,7 @@ class GANTrainer(_Loop):
         self.G.apply(init_weights)
         self.D.apply(init_weights)
         # initialized on the CPU (the same weights on every device); channels-last: oneDNN's and
-        # cuDNN's fast convolution layout (+25-30 % images/s for the default GAN on 2 CPU cores)
+        # cuDNN's fast convolution layout (measured in docs/benchmarks.md)
         self.G.to(settings.device, memory_format=torch.channels_last)
         self.D.to(settings.device, memory_format=torch.channels_last)
         self.mixed = settings.bf16

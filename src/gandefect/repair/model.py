@@ -8,7 +8,7 @@ inpaints like a smooth classical method, and training only has to add what a smo
 cannot (edges and texture that continue into the hole): on 64-px photo crops the fill alone
 is 0.9 dB above skimage's biharmonic inpainting, which a net that had to learn colour
 continuation from a mid-gray hole did not reach in a 4-epoch budget. Repairers saved before
-the fill existed (`RepairerConfig.prefill` absent) keep their mid-gray input when loaded.
+the fill existed (`UNetShape.prefill` absent) keep their mid-gray input when loaded.
 Any size works: inputs are padded to a multiple of 4 and cropped back.
 """
 
@@ -20,16 +20,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandefect.config import RepairConfig
+
 
 @dataclass
-class RepairerConfig:
+class UNetShape:
+    """The inpainting U-Net's shape, built from the `data` and `repair` sections by name."""
+
     channels: int = 1
-    width: int = 32
+    width: int = RepairConfig.model_fields["width"].default
     prefill: bool = True  # pull-push fill of the hole as the input and the base of the output
 
     def __setstate__(self, state: dict) -> None:
         state.setdefault("prefill", False)  # pickled before the fill existed: the mid-gray input it was trained on
         self.__dict__.update(state)
+
+
+RepairerConfig = UNetShape  # the name that repairers registered before the rename were pickled under
 
 
 SMOOTHING_PASSES = 10
@@ -63,7 +70,7 @@ class InpaintUNet(nn.Module):
     up-samplings with skip connections; the output, in [-1, 1], is the pull-push fill plus the
     net's correction (tanh of the net's output for a repairer saved before the fill existed)."""
 
-    def __init__(self, cfg: RepairerConfig):
+    def __init__(self, cfg: UNetShape):
         super().__init__()
         self.cfg = cfg
         c, w = cfg.channels, cfg.width

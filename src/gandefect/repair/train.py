@@ -18,12 +18,12 @@ from gandefect.data.datasets import to_tensor
 from gandefect.data.spliced import MaskSpec, mask_pool
 from gandefect.gan import losses
 from gandefect.hardware import CPU
-from gandefect.repair.model import InpaintUNet, PatchDiscriminator, RepairerConfig, composite
+from gandefect.repair.model import InpaintUNet, PatchDiscriminator, UNetShape, composite
 
 
 def train_repairer(
     images: np.ndarray,
-    model_cfg: RepairerConfig,
+    model_cfg: UNetShape,
     s: RepairConfig,
     seed: int,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,

@@ -35,7 +35,7 @@ from gandefect.evaluate.detection import evaluate
 from gandefect.evaluate.figures import Figures, missing_from_tags
 from gandefect.gan import families as gan_families
 from gandefect.gan.models import generate, noise
-from gandefect.lifecycle import gates, registry, tracking, versioning, watch
+from gandefect.lifecycle import champion_record, gates, registry, tracking, versioning
 from gandefect.lifecycle.registry import load_detector, log_detector
 from gandefect.names import DETECTOR_EXPERIMENT, DETECTOR_MODEL, FAKES_DIR, FAKES_STAGE, JUDGE_MODEL, STAGE_KEY
 from gandefect.stages.gans import registered_generators
@@ -657,14 +657,14 @@ def gate_figures(cfg: Config, version: str, name: str = DETECTOR_MODEL) -> tuple
     )
 
 
-def run_watch(cfg: Config) -> tuple[watch.ChampionFigures, list[str]]:
+def run_watch(cfg: Config) -> tuple[champion_record.ChampionFigures, list[str]]:
     """Re-evaluate the champion detector on the current data; record it and list the generators it misses."""
     tracking.setup(cfg)
     data = prepare_eval_data(cfg)
     found = evaluate_champion(cfg, data)
     if found is None:
         raise BadInputError(f"no champion {DETECTOR_MODEL}: run `gandefect run` first")
-    figures = watch.ChampionFigures(
+    figures = champion_record.ChampionFigures(
         DETECTOR_MODEL,
         found.version,
         versioning.data_version(cfg),
@@ -673,8 +673,8 @@ def run_watch(cfg: Config) -> tuple[watch.ChampionFigures, list[str]]:
         found.metrics,
         trained_on=list(found.trained_on),
     )
-    watch.write(cfg, figures)
-    return figures, watch.alerts(figures, cfg.gates)
+    champion_record.write(cfg, figures)
+    return figures, champion_record.alerts(figures, cfg.gates)
 
 
 def score_histogram(det: Detector, data: EvalData) -> dict:
@@ -756,9 +756,9 @@ def _gate_and_watch(cfg: Config, summary: DetectorSummary, champion: ChampionTod
         else ((champion.version, champion.metrics) if champion else None)
     )
     if served is not None:
-        watch.write(
+        champion_record.write(
             cfg,
-            watch.ChampionFigures(
+            champion_record.ChampionFigures(
                 DETECTOR_MODEL,
                 served[0],
                 version,

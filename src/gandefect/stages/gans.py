@@ -265,7 +265,7 @@ def build_trainer(
 
 def train_gan(
     cfg: Config,
-    loss_name: str,
+    member: str,
     train: Split,
     test: Split,
     net: FeatureNet,
@@ -277,11 +277,11 @@ def train_gan(
     progress: Progress | None = None,
 ) -> dict[str, float]:
     """Train one GAN with MLflow tracking, evaluate it, register its generator; returns its metrics."""
-    member_settings(loss_name)
-    family = family_registry.FAMILIES.get(loss_name)
-    loss = None if family and family.kind != "gan" else loss_registry.get(family.loss if family else loss_name)
+    member_settings(member)
+    family = family_registry.FAMILIES.get(member)
+    loss = None if family and family.kind != "gan" else loss_registry.get(family.loss if family else member)
     g = cfg.gan
-    ckpt_dir = cfg.path(g.checkpoint_dir) / loss_name
+    ckpt_dir = cfg.path(g.checkpoint_dir) / member
     run_file = ckpt_dir / RUN_ID_FILE
     resume_run = run_file.read_text().strip() if resume and run_file.exists() else None
     if not resume and ckpt_dir.exists():
@@ -290,7 +290,7 @@ def train_gan(
     early = () if family else tuple(g.early_epochs)
     device = hardware.resolve(cfg.device)
     settings = TrainSettings(
-        g.steps_for(loss_name),
+        g.steps_for(member),
         g.batch_size,
         cfg.seed,
         early,
@@ -300,7 +300,7 @@ def train_gan(
     )
     tracking.setup(cfg)
     with tracking.start_run(
-        cfg, GAN_EXPERIMENT, f"gan-{loss_name}", version, flow_run_id, parent_run_id=parent_run_id, run_id=resume_run
+        cfg, GAN_EXPERIMENT, f"gan-{member}", version, flow_run_id, parent_run_id=parent_run_id, run_id=resume_run
     ) as run:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(run.info.run_id)
@@ -324,9 +324,9 @@ def train_gan(
                         **{f"loss.penalty.{k}": v for k, v in loss.penalty_settings().items()},
                     }
                 )
-        trainer = build_trainer(cfg, loss_name, settings, ckpt_dir)
+        trainer = build_trainer(cfg, member, settings, ckpt_dir)
         z = noise(trainer.G, g.grid_samples, torch.Generator().manual_seed(cfg.seed)).to(hardware.CPU)
-        trainer.callback = _Tracker(mlflow.MlflowClient(), run.info.run_id, z, loss_name, progress)
+        trainer.callback = _Tracker(mlflow.MlflowClient(), run.info.run_id, z, member, progress)
         started = time.perf_counter()
         result = trainer.fit(train.images, resume=resume)
         seconds = time.perf_counter() - started
@@ -349,8 +349,8 @@ def train_gan(
             trainer.G,
             "generator",
             z[:2],
-            generator_model(loss_name),
-            {"data_version": version, "loss": loss_name, "fid": f"{metrics['fid']:.3f}", "run_id": run.info.run_id},
+            generator_model(member),
+            {"data_version": version, "loss": member, "fid": f"{metrics['fid']:.3f}", "run_id": run.info.run_id},
         )
     return {**metrics, "run_id": run.info.run_id, "model_version": mv.version}
 
@@ -443,7 +443,7 @@ def prepare_zoo(cfg: Config, progress: Progress | None = None) -> ZooSetup:
 
 def train_zoo_member(
     cfg: Config,
-    loss_name: str,
+    member: str,
     setup: ZooSetup,
     resume: bool = False,
     parent_run_id: str | None = None,
@@ -452,13 +452,13 @@ def train_zoo_member(
 ) -> dict[str, float]:
     """One GAN of the zoo in its own process or thread: loads the splits and the registered
     feature net itself (nothing large crosses a process boundary)."""
-    member_settings(loss_name)
-    faults.reached(f"gan:{loss_name}")
+    member_settings(member)
+    faults.reached(f"gan:{member}")
     train, test = load_split(cfg.real_dir, "train"), load_split(cfg.real_dir, "test")
     net, _ = ensure_feature_net(cfg, train, test, setup.data_version)
     return train_gan(
         cfg,
-        loss_name,
+        member,
         train,
         test,
         net,

@@ -27,7 +27,7 @@ from gandefect.evaluate.repair import biharmonic, mean_fill, outside_change, psn
 from gandefect.lifecycle import gates, registry, tracking, versioning
 from gandefect.lifecycle.served import load_repairer, load_served_detector
 from gandefect.names import JUDGE_MODEL, REPAIRER_EXPERIMENT, REPAIRER_MODEL, STAGE_KEY, generator_model
-from gandefect.repair.model import RepairerConfig
+from gandefect.repair.model import UNetShape
 from gandefect.repair.pipeline import Repairer, RepairResult, pull_push, repair
 from gandefect.repair.prior import PriorInpainter
 from gandefect.repair.train import train_repairer
@@ -87,7 +87,7 @@ def run_train_repairer(
         r = cfg.repair
         images = load_real(cfg, "train")
         version = versioning.data_version(cfg)
-        model_cfg = RepairerConfig(channels=_channels(cfg), width=r.width)
+        model_cfg = UNetShape(channels=_channels(cfg), width=r.width)
         with tracking.start_run(cfg, REPAIRER_EXPERIMENT, "repairer", version, flow_run_id) as run:
             client = mlflow.MlflowClient()
 

@@ -4,13 +4,13 @@ import numpy as np
 
 from gandefect.config import ModelGateConfig
 from gandefect.evaluate import drift
-from gandefect.lifecycle import watch
+from gandefect.lifecycle import champion_record
 
 FLOORS = ModelGateConfig(floor={"auc_gen": 0.9, "tpr_fake_wild": 0.85})
 
 
 def _figures(metrics):
-    return watch.ChampionFigures("gandefect-detector", "3", "data1", "fakes1", "watch", metrics)
+    return champion_record.ChampionFigures("gandefect-detector", "3", "data1", "fakes1", "watch", metrics)
 
 
 def test_a_generator_below_its_floor_is_an_alert_naming_it_and_its_family():
@@ -23,22 +23,22 @@ def test_a_generator_below_its_floor_is_an_alert_naming_it_and_its_family():
         "tpr_fake_wild_vae-epoch1": 0.97,
         "auc_seen": 0.5,
     }
-    table = watch.per_generator(metrics, FLOORS)
+    table = champion_record.per_generator(metrics, FLOORS)
     assert list(table["generator"]) == ["lsgan", "vae", "vae-epoch1"]
     assert list(table["family"]) == ["lsgan", "vae", "vae"]
-    assert watch.alerts(_figures(metrics), FLOORS) == [
+    assert champion_record.alerts(_figures(metrics), FLOORS) == [
         "gandefect-detector v3 misses `vae` (family vae): tpr_fake_wild 0.400 < 0.85"
     ]
-    assert watch.alerts(_figures({**metrics, "tpr_fake_wild_vae": 0.9}), FLOORS) == []
+    assert champion_record.alerts(_figures({**metrics, "tpr_fake_wild_vae": 0.9}), FLOORS) == []
 
 
 def test_a_family_ingested_with_few_images_is_watched_against_the_few_shot_floor():
     gate = ModelGateConfig(floor={"tpr_fake_wild": 0.85}, few_shot_floor={"tpr_fake_wild": 0.70}, few_shot_below=1000)
     metrics = {"tpr_fake_wild_pixelcnn": 0.82, "n_ingested_pixelcnn": 500, "tpr_fake_wild_lsgan": 0.82}
-    assert watch.alerts(_figures(metrics), gate) == [
+    assert champion_record.alerts(_figures(metrics), gate) == [
         "gandefect-detector v3 misses `lsgan` (family lsgan): tpr_fake_wild 0.820 < 0.85"
     ]
-    assert len(watch.alerts(_figures({**metrics, "n_ingested_pixelcnn": 1500}), gate)) == 2
+    assert len(champion_record.alerts(_figures({**metrics, "n_ingested_pixelcnn": 1500}), gate)) == 2
 
 
 def test_each_generator_row_says_how_many_samples_it_had_and_how_sure_its_figure_is():
@@ -49,7 +49,7 @@ def test_each_generator_row_says_how_many_samples_it_had_and_how_sure_its_figure
         "n_test_new": 50,
         "tpr_fake_wild_lsgan": 0.95,
     }
-    table = watch.per_generator(metrics, FLOORS).set_index("generator")
+    table = champion_record.per_generator(metrics, FLOORS).set_index("generator")
     assert table.loc["new", "train/val/test"] == "400/50/50"
     lo, hi = (float(x) for x in table.loc["new", "tpr_fake_wild 95 %"].split("-"))
     assert 0.6 < lo < 0.8 < hi < 0.9
@@ -63,9 +63,9 @@ def test_the_record_round_trips(tmp_path):
     cfg = load_config(REPO / "params.yaml", "tiny")
     cfg.root = tmp_path
     figures = _figures({"auc_gen_lsgan": 0.99})
-    watch.write(cfg, figures)
-    assert watch.read(cfg, "gandefect-detector") == figures
-    assert watch.read(cfg, "gandefect-repairer") is None
+    champion_record.write(cfg, figures)
+    assert champion_record.read(cfg, "gandefect-detector") == figures
+    assert champion_record.read(cfg, "gandefect-repairer") is None
 
 
 def test_scores_are_counted_in_the_buckets_prometheus_uses():
@@ -101,13 +101,16 @@ def test_traffic_of_a_new_family_is_flagged_as_a_shift_and_like_validation_is_no
 
 def test_a_retrain_is_worth_starting_only_for_missed_generators_the_champion_never_trained_on():
     metrics = {"tpr_fake_wild_lsgan": 0.70, "tpr_fake_wild_newddpm": 0.30, "tpr_fake_wild_hinge": 0.95}
-    figures = watch.ChampionFigures(
+    figures = champion_record.ChampionFigures(
         "gandefect-detector", "3", "d", "f", "watch", metrics, trained_on=["hinge", "lsgan"]
     )
-    assert watch.to_learn(figures, FLOORS) == ["newddpm"]  # lsgan is missed too, but its samples are not new
+    assert champion_record.to_learn(figures, FLOORS) == ["newddpm"]  # lsgan is missed too, but its samples are not new
     figures.trained_on.append("newddpm")
-    assert watch.to_learn(figures, FLOORS) == []
-    assert watch.to_learn(_figures(metrics), FLOORS) == ["lsgan", "newddpm"]  # a record written before trained_on
+    assert champion_record.to_learn(figures, FLOORS) == []
+    assert champion_record.to_learn(_figures(metrics), FLOORS) == [
+        "lsgan",
+        "newddpm",
+    ]  # a record written before trained_on
 
 
 def test_watch_starts_no_retrain_where_a_newer_version_already_learned_from_the_same_data(tmp_path):
@@ -126,14 +129,16 @@ def test_watch_starts_no_retrain_where_a_newer_version_already_learned_from_the_
             {"data_version": "data1", "fakes_version": "fakes0"},
         ):
             client.create_model_version("gandefect-detector", str(tmp_path), tags=tags)
-        champion = watch.ChampionFigures("gandefect-detector", "1", "data1", "fakes1", "watch", {})
+        champion = champion_record.ChampionFigures("gandefect-detector", "1", "data1", "fakes1", "watch", {})
         assert _refused_on_this_data(champion) is None  # v2 was trained before fakes1 was ingested
         client.create_model_version(
             "gandefect-detector", str(tmp_path), tags={"data_version": "data1", "fakes_version": "fakes1"}
         )
         assert int(_refused_on_this_data(champion).version) == 3
         assert (
-            _refused_on_this_data(watch.ChampionFigures("gandefect-detector", "3", "data1", "fakes1", "watch", {}))
+            _refused_on_this_data(
+                champion_record.ChampionFigures("gandefect-detector", "3", "data1", "fakes1", "watch", {})
+            )
             is None
         )
     finally:
