@@ -35,8 +35,8 @@ from gandefect.evaluate.features import FeatureExtractor
 from gandefect.evaluate.generators import _features, frechet_distance
 from gandefect.gan import losses as loss_registry
 from gandefect.lifecycle import registry, tracking, versioning
+from gandefect.lifecycle.zoo import ensure_feature_net
 from gandefect.names import generator_model
-from gandefect.stages.gans import ensure_feature_net
 
 SPACES = ("labelled", "contrastive")
 DECIDED = 0.95

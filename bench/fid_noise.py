@@ -23,7 +23,8 @@ from gandefect.gan import families as family_registry
 from gandefect.gan import losses as loss_registry
 from gandefect.gan.trainer import GANTrainer, TrainSettings, VAETrainer
 from gandefect.lifecycle import versioning
-from gandefect.stages.gans import _samples, ensure_feature_net, model_config, untrained_metrics
+from gandefect.lifecycle.zoo import ensure_feature_net
+from gandefect.stages.gans import _samples, model_config, untrained_metrics
 
 
 def trainer_for(cfg, name: str, seed: int):

@@ -23,14 +23,13 @@ from gandefect.data.datasets import load_split
 from gandefect.evaluate.generators import generator_metrics
 from gandefect.gan.trainer import Callback, TrainSettings
 from gandefect.lifecycle import tracking, versioning
+from gandefect.lifecycle.zoo import ensure_feature_net, zoo_members
 from gandefect.stages.gans import (
     MAX_FID_RATIO,
     MIN_ENTROPY_RATIO,
     _samples,
     build_trainer,
-    ensure_feature_net,
     untrained_metrics,
-    zoo_members,
 )
 
 

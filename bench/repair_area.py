@@ -23,10 +23,10 @@ import pandas as pd
 
 from gandefect import hardware
 from gandefect.config import load_config
+from gandefect.data.spliced import load_spliced
 from gandefect.lifecycle.served import load_served_detector
+from gandefect.lifecycle.zoo import registered_generators, sample_generator
 from gandefect.repair.pipeline import marked_area
-from gandefect.stages.gans import registered_generators, sample_generator
-from gandefect.stages.localize import load_spliced
 
 QUANTILES = [0.05, 0.25, 0.5, 0.75, 0.95, 0.99]
 

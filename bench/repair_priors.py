@@ -22,16 +22,16 @@ from gandefect import hardware
 from gandefect.config import load_config
 from gandefect.data.datasets import load_pngs, load_split, to_tensor
 from gandefect.data.snapshot import read_manifest
+from gandefect.data.spliced import load_spliced
 from gandefect.evaluate.features import FeatureExtractor
 from gandefect.evaluate.generators import fid
 from gandefect.evaluate.repair import biharmonic, psnr_in_mask
 from gandefect.lifecycle import registry, versioning
 from gandefect.lifecycle.served import load_repairer, load_served_detector
+from gandefect.lifecycle.zoo import ensure_feature_net, sample_generator
 from gandefect.names import JUDGE_MODEL, generator_model
 from gandefect.repair.pipeline import Repairer, pull_push, repair
 from gandefect.repair.prior import PriorInpainter
-from gandefect.stages.gans import ensure_feature_net, sample_generator
-from gandefect.stages.localize import load_spliced
 
 
 def _prior(spec: str, cfg, device):

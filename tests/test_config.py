@@ -72,7 +72,8 @@ def test_a_profile_removes_one_gate_bound_with_null_and_keeps_the_others():
 def test_the_zoo_is_submitted_longest_first():
     """A pool starts with the GAN of the most discriminator steps (updates x critic steps), so the
     longest one never starts last; every member is there once."""
-    from gandefect.stages.gans import longest_first, zoo_members
+    from gandefect.lifecycle.zoo import zoo_members
+    from gandefect.stages.gans import longest_first
 
     cfg = load_config(REPO / "params.yaml", "default")
     order = longest_first(cfg, zoo_members(cfg))

@@ -147,6 +147,21 @@ def test_every_package_has_a_layer():
     assert not unknown, f"packages without a layer in tests/test_layers.py: {sorted(unknown)}"
 
 
+def _stage(module: str) -> str | None:
+    """`gandefect.stages.detectors.fit` -> `detectors`: a stage is a module or a package of stages/."""
+    parts = module.split(".")
+    return parts[2] if parts[:2] == ["gandefect", "stages"] and len(parts) > 2 else None
+
+
+def test_stages_import_no_other_stage():
+    """What several stages share lives a layer below (lifecycle.zoo, lifecycle.spliced, ...)."""
+    graph, _, _ = scan(inside_too=True)
+    across = sorted(
+        f"{m} -> {t}" for m, ts in graph.items() for t in ts if _stage(m) and _stage(t) and _stage(m) != _stage(t)
+    )
+    assert not across, "stages importing another stage:\n" + "\n".join(across)
+
+
 def test_packages_only_import_downwards():
     graph, _, _ = scan()
     assert upward(package_graph(graph)) == [], (

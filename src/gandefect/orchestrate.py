@@ -56,18 +56,11 @@ from gandefect.errors import BadInputError, ConfigError, DataValidationError
 from gandefect.lifecycle import bento, champion_record, registry, tracking
 from gandefect.lifecycle.gates import CHAMPION, alias_version
 from gandefect.lifecycle.lock import project_lock
+from gandefect.lifecycle.zoo import registered_generators, zoo_members
 from gandefect.names import DETECTOR_MODEL, FLOW_STAGES, JUDGE_MODEL, RETRAIN_EXPERIMENT
 from gandefect.report import RetrainResult, write_retrain_reports
 from gandefect.stages.detectors import run_train_detectors, run_watch
-from gandefect.stages.gans import (
-    finish_zoo,
-    longest_first,
-    member_settings,
-    prepare_zoo,
-    registered_generators,
-    train_zoo_member,
-    zoo_members,
-)
+from gandefect.stages.gans import finish_zoo, longest_first, member_settings, prepare_zoo, train_zoo_member
 from gandefect.stages.ingest import run_ingest
 from gandefect.stages.repair import run_train_repairer
 

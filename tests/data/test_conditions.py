@@ -16,8 +16,8 @@ def digits(n: int = 6, rgb: bool = False) -> np.ndarray:
     x = np.zeros((n, 28, 28), np.uint8)
     for i in range(n):
         r, c = rng.integers(6, 14, 2)
-        x[i, r:r + 10, c:c + 3] = 255
-        x[i, r + 4:r + 6, c:c + 9] = 200
+        x[i, r : r + 10, c : c + 3] = 255
+        x[i, r + 4 : r + 6, c : c + 9] = 200
     return np.repeat(x[..., None], 3, -1) if rgb else x
 
 
@@ -25,8 +25,18 @@ def opened(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data))
 
 
-@pytest.mark.parametrize("name,quality", [("jpeg95", 95), ("jpeg90", 90), ("jpeg75", 75), ("jpeg60", 60),
-                                          ("jpeg50", 50), ("jpeg90x75", 75), ("rgbjpeg85", 85)])
+@pytest.mark.parametrize(
+    "name,quality",
+    [
+        ("jpeg95", 95),
+        ("jpeg90", 90),
+        ("jpeg75", 75),
+        ("jpeg60", 60),
+        ("jpeg50", 50),
+        ("jpeg90x75", 75),
+        ("rgbjpeg85", 85),
+    ],
+)
 def test_a_jpeg_condition_sends_jpeg_bytes_of_that_quality(name, quality):
     for data in conditions.client_bytes(digits(), name):
         im = opened(data)
@@ -109,8 +119,11 @@ def test_wild_sets_built_in_worker_processes_equal_the_threaded_build():
     from gandefect.stages.detectors import envelope_for
 
     rng = np.random.default_rng(0)
-    data = Labeled(rng.integers(0, 256, (24, 28, 28), dtype=np.uint8), np.r_[np.zeros(12), np.ones(12)].astype(int),
-                   np.array(["real"] * 12 + ["gan"] * 12))
+    data = Labeled(
+        rng.integers(0, 256, (24, 28, 28), dtype=np.uint8),
+        np.r_[np.zeros(12), np.ones(12)].astype(int),
+        np.array(["real"] * 12 + ["gan"] * 12),
+    )
     names = ["png", "jpeg75", "blur1.0", "resize", "noise"]
     threaded = wild.build(data, names, "crop", envelope_for(["jpeg75"]))
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:

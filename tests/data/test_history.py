@@ -52,7 +52,12 @@ def test_a_non_standard_table_gets_the_nearest_quality():
 
 def test_an_upscaled_picture_is_recognized_and_uncertain():
     small = digit().resize((7, 7), Image.Resampling.BICUBIC)
-    for kernel in (Image.Resampling.NEAREST, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS):
+    for kernel in (
+        Image.Resampling.NEAREST,
+        Image.Resampling.BILINEAR,
+        Image.Resampling.BICUBIC,
+        Image.Resampling.LANCZOS,
+    ):
         h = read_history(upload(small.resize((28, 28), kernel), "PNG"), 28, ENVELOPE)
         assert h.upscaled_by == 4 and not h.inside, kernel
         assert "enlarged about x4" in h.reasons[0] and "7x7" in h.reasons[0]

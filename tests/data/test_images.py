@@ -48,9 +48,18 @@ def test_split_is_a_function_of_content_and_follows_fractions():
 
 
 @settings(max_examples=200, deadline=None)
-@given(n=st.integers(0, 300), seed=st.integers(0, 2**32 - 1),
-       fractions=st.sampled_from([SPLITS, {"train": 0.7, "val": 0.15, "test": 0.15}, {"train": 1.0, "val": 0.0, "test": 0.0},
-                                  {"train": 0.5, "val": 0.0, "test": 0.5}]))
+@given(
+    n=st.integers(0, 300),
+    seed=st.integers(0, 2**32 - 1),
+    fractions=st.sampled_from(
+        [
+            SPLITS,
+            {"train": 0.7, "val": 0.15, "test": 0.15},
+            {"train": 1.0, "val": 0.0, "test": 0.0},
+            {"train": 0.5, "val": 0.0, "test": 0.5},
+        ]
+    ),
+)
 def test_a_generated_set_fills_every_split_in_proportion_whatever_its_size(n, seed, fractions):
     hashes = [hashlib.sha256(f"{seed}-{i}".encode()).hexdigest() for i in range(n)]
     splits = splits_by_rank(hashes, fractions)

@@ -78,7 +78,9 @@ def test_unusable_folders_are_clear_errors_and_write_nothing(cfg, tmp_path, case
         target.write_text("x")
     with pytest.raises(BadInputError) as err:
         _ingest(cfg, str(target))
-    assert case.split("-")[0] in str(err.value) or "not a folder" in str(err.value) or "does not exist" in str(err.value)
+    assert (
+        case.split("-")[0] in str(err.value) or "not a folder" in str(err.value) or "does not exist" in str(err.value)
+    )
     assert not cfg.real_dir.exists()
 
 

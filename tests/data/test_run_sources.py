@@ -47,8 +47,9 @@ def test_run_from_a_folder_the_snapshot_does_not_hold_stops_before_the_flow(proj
     manifest = snapshot.read_manifest(project / "data" / "real")
     stopped = run_cli(project, "run", "--from", str(other))
     assert stopped.returncode == 2, stopped.stdout + stopped.stderr
-    assert "holds images from folder:mine, which the sources you named (--from) does not include" in \
-        " ".join((stopped.stdout + stopped.stderr).split())
+    assert "holds images from folder:mine, which the sources you named (--from) does not include" in " ".join(
+        (stopped.stdout + stopped.stderr).split()
+    )
     assert snapshot.read_manifest(project / "data" / "real").equals(manifest)  # nothing touched
 
 

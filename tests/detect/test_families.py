@@ -8,7 +8,8 @@ from gandefect.detect import families
 from gandefect.detect.cnn import CNNDetector
 from gandefect.detect.spectral import SpectralDetector
 from gandefect.errors import ConfigError
-from gandefect.stages.detectors import FamilyResult, _judge
+from gandefect.stages.detectors import FamilyResult
+from gandefect.stages.detectors.train import _judge
 
 CFG = Config(
     seed=9,

@@ -116,7 +116,7 @@ def served(tmp_path_factory, trained):
     base = tmp_path_factory.mktemp("serving")
     root = copy_project(trained.root, base / "project")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["serve"] = {**params["serve"], **LIMITS}
+    params["serve"] = {**params.get("serve", {}), **LIMITS}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BENTOML_HOME", str(base / "bentoml"))

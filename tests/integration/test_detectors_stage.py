@@ -154,6 +154,7 @@ def test_leave_one_out_side_by_side_gives_the_serial_loop_s_figures(trained, mon
     import torch
 
     from gandefect.stages import detectors
+    from gandefect.stages.detectors import held_out
 
     cfg = load_config(trained.root / "params.yaml")
     cfg.detect.loo_fakes_per_generator = 40  # small models: the point is the equality
@@ -162,13 +163,13 @@ def test_leave_one_out_side_by_side_gives_the_serial_loop_s_figures(trained, mon
     for family in set(data.train.families) - {"real"} - kept:
         data.train = detectors.without_family(data.train, family)
     threads = torch.get_num_threads()
-    monkeypatch.setattr(detectors, "loo_workers", lambda cfg, n, n_train: 2)
-    monkeypatch.setattr(detectors.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(held_out, "loo_workers", lambda cfg, n, n_train: 2)
+    monkeypatch.setattr(held_out.os, "cpu_count", lambda: 2)
     calls = []
     pooled, pooled_on = detectors.leave_one_out(cfg, "cnn", data, lambda *call: calls.append(call))
     # the phase is announced before its first model ends, then each finished model is counted
     assert calls == [("leave-one-out cnn", i, 3) for i in range(4)]
-    monkeypatch.setattr(detectors, "loo_workers", lambda cfg, n, n_train: 1)
+    monkeypatch.setattr(held_out, "loo_workers", lambda cfg, n, n_train: 1)
     torch.set_num_threads(1)
     try:
         serial, serial_on = detectors.leave_one_out(cfg, "cnn", data)
@@ -214,7 +215,7 @@ def test_spliced_benchmark_and_localization_metrics(trained, tmp_path):
     proc = run_cli(root, "build-spliced", check=True)
     assert "spliced version:" in proc.stdout and ".dir" in proc.stdout
     cfg = load_config(root / "params.yaml")
-    from gandefect.stages.localize import load_spliced
+    from gandefect.data.spliced import load_spliced
 
     images, masks, manifest = load_spliced(cfg, "test")
     assert len(images) == len(masks) == len(manifest) > 0
@@ -346,7 +347,7 @@ def test_generate_clean_repairs_samples_and_reject_keeps_the_least_suspicious(tr
     assert table["iterations"].between(0, cfg.repair.iterations).all()
     # --reject drew reject_factor x 6 samples (the same seed) and kept the 6 the served detector scores lowest
     from gandefect.lifecycle.served import load_served_detector
-    from gandefect.stages.gans import sample_generator
+    from gandefect.lifecycle.zoo import sample_generator
 
     drawn = load_served_detector(cfg).score(sample_generator(cfg, "hinge", 6 * cfg.repair.reject_factor, cfg.seed))
     assert cfg.repair.reject_factor > 1
@@ -394,9 +395,8 @@ def test_model_gate_keeps_a_worse_candidate_out_promotes_a_better_one_and_rolls_
     params = yaml.safe_load(original)
     params["detect"]["leave_one_out"] = False  # the gate is the point here; leave-one-out is the flow's (above)
     params["profiles"]["tiny"]["detect"]["cnn"]["lr"] = 1e-9
-    params["detect"]["cnn"]["warm_start"] = (
-        False  # from scratch: a candidate fine-tuned from v1 would know what v1 knows
-    )
+    # from scratch: a candidate fine-tuned from v1 would know what v1 knows
+    params["detect"].setdefault("cnn", {})["warm_start"] = False
     params["detect"]["families"] = ["cnn"]
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:

@@ -85,7 +85,7 @@ def test_the_ephemeral_prefect_server_gets_three_minutes_to_start_unless_the_use
 def _set_params(project: Path, **settings) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
     for key, value in settings.items():
-        params[key] = {**params[key], **value} if isinstance(value, dict) else value
+        params[key] = {**params.get(key, {}), **value} if isinstance(value, dict) else value
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -10,8 +10,8 @@ with random strengths (`random_chain`), for both classes alike, so processing ca
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -75,24 +75,49 @@ class Condition:
     detail: float = 1.0  # the picture's detail as a share of the model's size
 
 
-CONDITIONS: dict[str, Condition] = {c.name: c for c in [
-    Condition("png", "PNG, as stored", lambda im, rng: png_bytes(im)),
-    *[Condition(f"jpeg{q}", f"JPEG quality {q}", (lambda q: lambda im, rng: jpeg_bytes(im, q))(q), jpeg_quality=q)
-      for q in (95, 90, 75, 60, 50)],
-    Condition("jpeg90x75", "JPEG quality 90, decoded, saved again at 75",
-              lambda im, rng: jpeg_bytes(open_image(jpeg_bytes(im, 90)), 75), jpeg_quality=75),
-    Condition("webp80", "WebP quality 80", lambda im, rng: webp_bytes(im, 80)),
-    Condition("blur0.5", "Gaussian blur sigma 0.5, PNG", lambda im, rng: png_bytes(blurred(im, 0.5))),
-    Condition("blur1.0", "Gaussian blur sigma 1.0, PNG", lambda im, rng: png_bytes(blurred(im, 1.0))),
-    Condition("resize", "down x0.5 and back (bicubic), PNG",
-              lambda im, rng: png_bytes(rescaled(im, 0.5, back=True)), detail=0.5),
-    Condition("up2", "up x2 (bicubic), PNG of twice the size",
-              lambda im, rng: png_bytes(rescaled(im, 2.0, back=False)), shrink=2.0),
-    Condition("rgbjpeg85", "gray saved as RGB JPEG quality 85 (4:2:0)",
-              lambda im, rng: jpeg_bytes(im.convert("RGB"), 85, subsampling=2), jpeg_quality=85),
-    Condition("noise", f"Gaussian noise sigma {NOISE_SIGMA:g} levels, PNG",
-              lambda im, rng: png_bytes(noisy(im, NOISE_SIGMA, rng))),
-]}
+def _jpeg_at(quality: int) -> Callable[[Image.Image, np.random.Generator], bytes]:
+    return lambda im, rng: jpeg_bytes(im, quality)
+
+
+CONDITIONS: dict[str, Condition] = {
+    c.name: c
+    for c in [
+        Condition("png", "PNG, as stored", lambda im, rng: png_bytes(im)),
+        *[Condition(f"jpeg{q}", f"JPEG quality {q}", _jpeg_at(q), jpeg_quality=q) for q in (95, 90, 75, 60, 50)],
+        Condition(
+            "jpeg90x75",
+            "JPEG quality 90, decoded, saved again at 75",
+            lambda im, rng: jpeg_bytes(open_image(jpeg_bytes(im, 90)), 75),
+            jpeg_quality=75,
+        ),
+        Condition("webp80", "WebP quality 80", lambda im, rng: webp_bytes(im, 80)),
+        Condition("blur0.5", "Gaussian blur sigma 0.5, PNG", lambda im, rng: png_bytes(blurred(im, 0.5))),
+        Condition("blur1.0", "Gaussian blur sigma 1.0, PNG", lambda im, rng: png_bytes(blurred(im, 1.0))),
+        Condition(
+            "resize",
+            "down x0.5 and back (bicubic), PNG",
+            lambda im, rng: png_bytes(rescaled(im, 0.5, back=True)),
+            detail=0.5,
+        ),
+        Condition(
+            "up2",
+            "up x2 (bicubic), PNG of twice the size",
+            lambda im, rng: png_bytes(rescaled(im, 2.0, back=False)),
+            shrink=2.0,
+        ),
+        Condition(
+            "rgbjpeg85",
+            "gray saved as RGB JPEG quality 85 (4:2:0)",
+            lambda im, rng: jpeg_bytes(im.convert("RGB"), 85, subsampling=2),
+            jpeg_quality=85,
+        ),
+        Condition(
+            "noise",
+            f"Gaussian noise sigma {NOISE_SIGMA:g} levels, PNG",
+            lambda im, rng: png_bytes(noisy(im, NOISE_SIGMA, rng)),
+        ),
+    ]
+}
 
 
 def evaluated(wild: WildConfig) -> list[str]:
@@ -150,8 +175,11 @@ def random_chain(im: Image.Image, rng: np.random.Generator) -> bytes:
         if rng.random() < 0.25:  # double compression
             im = open_image(jpeg_bytes(im, int(rng.integers(70, 100))))
         rgb = rng.random() < 0.25
-        return jpeg_bytes(im.convert("RGB") if rgb else im, int(rng.integers(45, 100)),
-                          subsampling=int(rng.choice([0, 2])) if rgb else None)
+        return jpeg_bytes(
+            im.convert("RGB") if rgb else im,
+            int(rng.integers(45, 100)),
+            subsampling=int(rng.choice([0, 2])) if rgb else None,
+        )
     if kind < 0.65:
         return webp_bytes(im, int(rng.integers(60, 100)))
     return png_bytes(im)

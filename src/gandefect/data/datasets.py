@@ -71,5 +71,5 @@ def image_grid(x: torch.Tensor, ncols: int = 8) -> Image.Image:
     grid = np.full(shape, 64, dtype=np.uint8)
     for i, im in enumerate(arr):
         r, c = divmod(i, ncols)
-        grid[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + c * (w + 2):2 + c * (w + 2) + w] = im
+        grid[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + c * (w + 2) : 2 + c * (w + 2) + w] = im
     return Image.fromarray(grid)

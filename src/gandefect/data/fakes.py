@@ -12,16 +12,16 @@ import hashlib
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 from PIL import Image
 
 from gandefect.config import Config
-from gandefect.errors import BadInputError
 from gandefect.data.images import encode_png, pixel_sha256, splits_by_rank, to_model_image
+from gandefect.errors import BadInputError
 
 FAKES_DIR = "data/fakes"
 MANIFEST = "manifest.csv"
@@ -46,8 +46,15 @@ def fakes_root(cfg: Config) -> Path:
     return cfg.path(FAKES_DIR)
 
 
-def write_fake_set(cfg: Config, name: str, images: Iterable[Image.Image], source: str, least: int = 1,
-                   family: str | None = None, split: str | None = None) -> FakeSet:
+def write_fake_set(
+    cfg: Config,
+    name: str,
+    images: Iterable[Image.Image],
+    source: str,
+    least: int = 1,
+    family: str | None = None,
+    split: str | None = None,
+) -> FakeSet:
     """Replace data/fakes/<name>/ with these images, encoded like every real image; fewer than
     `least` distinct ones are refused and the old set stays. `family`: how the generator is built
     (default: the set's own generator, `family_of(name)`); `split`: one split for every image
@@ -68,15 +75,25 @@ def write_fake_set(cfg: Config, name: str, images: Iterable[Image.Image], source
             continue
         seen.add(sha)
         (tmp / "images" / f"{sha}.png").write_bytes(encode_png(im))
-        rows.append({"path": f"images/{sha}.png", "sha256": sha, "generator": name,
-                     "family": family, "source": source, "source_ref": str(i)})
+        rows.append(
+            {
+                "path": f"images/{sha}.png",
+                "sha256": sha,
+                "generator": name,
+                "family": family,
+                "source": source,
+                "source_ref": str(i),
+            }
+        )
     splits = [split] * len(rows) if split else splits_by_rank([r["sha256"] for r in rows], d.splits)
     for row, chosen in zip(rows, splits):
         row["split"] = chosen
     if len(rows) < least:
         shutil.rmtree(tmp)
-        raise BadInputError(f"{len(rows)} distinct image(s) for generator {name!r}: a family needs at least {least}, "
-                            "so that validation and test hold some of its samples; nothing was written")
+        raise BadInputError(
+            f"{len(rows)} distinct image(s) for generator {name!r}: a family needs at least {least}, "
+            "so that validation and test hold some of its samples; nothing was written"
+        )
     pd.DataFrame(rows).sort_values("sha256").to_csv(tmp / MANIFEST, index=False, lineterminator="\n")
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)  # the old set is replaced whole, never half-written

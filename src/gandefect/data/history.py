@@ -20,10 +20,75 @@ import numpy as np
 from PIL import Image
 
 # The IJG (libjpeg) base luminance table, natural order (the quality is read from it alone).
-_LUMA = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.float64)
+_LUMA = np.array(
+    [
+        16,
+        11,
+        10,
+        16,
+        24,
+        40,
+        51,
+        61,
+        12,
+        12,
+        14,
+        19,
+        26,
+        58,
+        60,
+        55,
+        14,
+        13,
+        16,
+        24,
+        40,
+        57,
+        69,
+        56,
+        14,
+        17,
+        22,
+        29,
+        51,
+        87,
+        80,
+        62,
+        18,
+        22,
+        37,
+        56,
+        68,
+        109,
+        103,
+        77,
+        24,
+        35,
+        55,
+        64,
+        81,
+        104,
+        113,
+        92,
+        49,
+        64,
+        78,
+        87,
+        103,
+        121,
+        120,
+        101,
+        72,
+        92,
+        95,
+        98,
+        112,
+        100,
+        103,
+        99,
+    ],
+    dtype=np.float64,
+)
 _KERNELS = ("NEAREST", "BILINEAR", "BICUBIC", "LANCZOS")
 UPSCALE_FACTORS = (2, 3, 4, 5, 6, 8)
 UPSCALE_RESIDUAL = 0.07  # residual / std below this: an interpolation (MNIST reals: >= 0.17 at k=2, blurred
@@ -69,7 +134,7 @@ def _residual(y: np.ndarray, k: int, kernel: str) -> float:
     h, w = y.shape
     ph, pw = _projector(max(1, round(h / k)), h, kernel), _projector(max(1, round(w / k)), w, kernel)
     r = y - np.clip(ph @ y @ pw.T, 0, 255)
-    return float(np.sqrt((r ** 2).mean()) / (y.std() + 1e-6))
+    return float(np.sqrt((r**2).mean()) / (y.std() + 1e-6))
 
 
 def upscale_factor(im: Image.Image) -> int | None:
@@ -127,21 +192,37 @@ def read_history(im: Image.Image, model_size: int, envelope: Envelope) -> Histor
     factor = upscale_factor(im)
     reasons = []
     if quality is not None and quality < envelope.min_jpeg_quality:
-        reasons.append(f"JPEG quality about {quality}, below the {envelope.min_jpeg_quality} the detector "
-                       f"was validated on")
+        reasons.append(
+            f"JPEG quality about {quality}, below the {envelope.min_jpeg_quality} the detector was validated on"
+        )
     if 1 / scale > envelope.max_downscale:
-        reasons.append(f"the image ({width}x{height}) is shrunk x{1 / scale:.1f} to the model's "
-                       f"{model_size}x{model_size}; validated up to x{envelope.max_downscale:g}")
+        reasons.append(
+            f"the image ({width}x{height}) is shrunk x{1 / scale:.1f} to the model's "
+            f"{model_size}x{model_size}; validated up to x{envelope.max_downscale:g}"
+        )
     # the content's own resolution, in model pixels: an up-scaled picture holds less detail than its size
     content = side / (factor or 1)
     if content * envelope.max_upscale < model_size - 1e-9:
         if (factor or 1) > 1:
-            reasons.append(f"the picture was enlarged about x{factor} before it was saved (its detail is that of a "
-                           f"{round(width / factor)}x{round(height / factor)} image); validated down to "
-                           f"{model_size / envelope.max_upscale:g} pixels across")
+            reasons.append(
+                f"the picture was enlarged about x{factor} before it was saved (its detail is that of a "
+                f"{round(width / factor)}x{round(height / factor)} image); validated down to "
+                f"{model_size / envelope.max_upscale:g} pixels across"
+            )
         else:  # a small picture (or a thin strip too long to analyse): enlarged by the model's resize
-            reasons.append(f"the picture ({width}x{height}) is {side} pixels across its short side and is enlarged "
-                           f"x{scale:.1f} to the model's {model_size}x{model_size}; validated down to "
-                           f"{model_size / envelope.max_upscale:g} pixels across")
-    return History(im.format or "unknown", im.mode, (width, height), round(scale, 4), quality, standard,
-                   factor, not reasons, reasons)
+            reasons.append(
+                f"the picture ({width}x{height}) is {side} pixels across its short side and is enlarged "
+                f"x{scale:.1f} to the model's {model_size}x{model_size}; validated down to "
+                f"{model_size / envelope.max_upscale:g} pixels across"
+            )
+    return History(
+        im.format or "unknown",
+        im.mode,
+        (width, height),
+        round(scale, 4),
+        quality,
+        standard,
+        factor,
+        not reasons,
+        reasons,
+    )

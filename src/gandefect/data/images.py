@@ -49,9 +49,7 @@ def _to_8bit(im: Image.Image) -> Image.Image:
 
 
 def _drop_alpha(im: Image.Image) -> Image.Image:
-    has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        im.mode == "P" and "transparency" in im.info
-    )
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info)
     if not has_alpha:
         return im
     rgba = im.convert("RGBA")
@@ -112,7 +110,7 @@ def splits_by_rank(sha256s: list[str], splits: dict[str, float]) -> list[str]:
     n, wanted = len(sha256s), [s for s in SPLITS if splits[s] > 0]
     exact = {s: n * splits[s] for s in SPLITS}
     counts = {s: int(exact[s]) for s in SPLITS}
-    for s in sorted(SPLITS, key=lambda s: exact[s] - counts[s], reverse=True)[:n - sum(counts.values())]:
+    for s in sorted(SPLITS, key=lambda s: exact[s] - counts[s], reverse=True)[: n - sum(counts.values())]:
         counts[s] += 1  # largest remainders first
     if n >= len(wanted):
         for s in wanted:

@@ -11,18 +11,18 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from gandefect import faults
 from gandefect.config import Config
 from gandefect.data import sources as src
 from gandefect.data.images import IMAGE_ERRORS, encode_png, pixel_sha256, split_for, to_model_image
-from gandefect import faults
 from gandefect.errors import BadInputError
 
 MANIFEST = "manifest.csv"
@@ -46,7 +46,7 @@ class IngestResult:
     added: int = 0
     duplicates: int = 0
     total: int = 0
-    rebuilt: bool = False   # the encoding settings changed: rebuilt from the recorded sources
+    rebuilt: bool = False  # the encoding settings changed: rebuilt from the recorded sources
     replaced: bool = False  # --replace: a new snapshot of the requested sources only
     skipped_sources: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
@@ -105,7 +105,8 @@ def check_enough(cfg: Config, counts: dict[str, int], duplicates: int = 0) -> No
         f"each of val and test (gates.min_samples, at least {MIN_EVAL_IMAGES}); the splits are about {cfg.data.splits['train']:.0%} / "
         f"{cfg.data.splits['val']:.0%} / {cfg.data.splits['test']:.0%} of the images. Nothing was written or trained: "
         "add images (several --from folders at once) or lower those settings"
-        + (" (e.g. --profile tiny, for a trial run)." if cfg.profile != "tiny" else "."))
+        + (" (e.g. --profile tiny, for a trial run)." if cfg.profile != "tiny" else ".")
+    )
 
 
 def _collect(source: src.Source, cfg: Config, known: set[str], progress: Progress | None):
@@ -124,11 +125,20 @@ def _collect(source: src.Source, cfg: Config, known: set[str], progress: Progres
         except IMAGE_ERRORS as exc:
             quarantined.append(Quarantined(source.name, raw.ref, f"{type(exc).__name__}: {exc}"))
             continue
-        low, high = image.getextrema() if d.mode == "L" else (min(e[0] for e in image.getextrema()),
-                                                               max(e[1] for e in image.getextrema()))
+        low, high = (
+            image.getextrema()
+            if d.mode == "L"
+            else (min(e[0] for e in image.getextrema()), max(e[1] for e in image.getextrema()))
+        )
         if low == high:  # the data suite would refuse the whole snapshot for it
-            quarantined.append(Quarantined(source.name, raw.ref, f"a single colour once it is {d.image_size}x"
-                                           f"{d.image_size} {d.mode}: it carries no signal to learn from"))
+            quarantined.append(
+                Quarantined(
+                    source.name,
+                    raw.ref,
+                    f"a single colour once it is {d.image_size}x"
+                    f"{d.image_size} {d.mode}: it carries no signal to learn from",
+                )
+            )
             continue
         good += 1
         sha = pixel_sha256(image)
@@ -136,20 +146,65 @@ def _collect(source: src.Source, cfg: Config, known: set[str], progress: Progres
             duplicates += 1
             continue
         blobs[sha] = encode_png(image)
-        rows.append({
-            "path": f"{IMAGES}/{sha}.png",
-            "sha256": sha,
-            "source": source.name,
-            "source_ref": raw.ref,
-            "label": raw.label,
-            "split": split_for(sha, d.splits),
-        })
+        rows.append(
+            {
+                "path": f"{IMAGES}/{sha}.png",
+                "sha256": sha,
+                "source": source.name,
+                "source_ref": raw.ref,
+                "label": raw.label,
+                "split": split_for(sha, d.splits),
+            }
+        )
     if good == 0:
         raise BadInputError(
             f"{source.location}: no usable images among {total} file(s); nothing was written"
             + (f" (first problem: {quarantined[0].ref}: {quarantined[0].reason})" if quarantined else "")
         )
     return rows, blobs, quarantined, duplicates
+
+
+def _plan(
+    info: dict, settings: dict, requested: list[src.Source], replace: bool, real_dir: Path, result: IngestResult
+) -> tuple[pd.DataFrame, list[src.Source], dict, bool]:
+    """(the manifest to add to, the sources to read, the sources recorded so far, whether the
+    snapshot is rebuilt): rebuilt when replaced or when the image settings changed, re-reading the
+    sources it was built from that are still there; else only new or changed sources are read."""
+    recorded = {json.dumps(s["source"], sort_keys=True): s for s in info.get("sources", [])}
+    rebuild = replace or (bool(info) and info.get("settings") != settings)
+    if rebuild:
+        result.rebuilt, result.replaced = not replace, replace
+        carried = []
+        if not replace:
+            for s in recorded.values():
+                rec = s["source"]
+                if rec["kind"] in src.BUILT_IN or Path(rec["location"]).is_dir():
+                    carried.append(src.Source(**rec))
+        todo = carried + [s for s in requested if s.to_record() not in [c.to_record() for c in carried]]
+        return pd.DataFrame(columns=MANIFEST_COLUMNS), todo, {}, True
+    todo = []
+    for s in requested:
+        key = json.dumps(s.to_record(), sort_keys=True)
+        if key in recorded and recorded[key]["fingerprint"] == src.fingerprint(s):
+            result.skipped_sources.append(s.name)
+        else:
+            todo.append(s)
+    return read_manifest(real_dir), todo, recorded, False
+
+
+def _write_images(real_dir: Path, blobs: dict[str, bytes], progress: Progress | None) -> None:
+    """Each new PNG written whole or not at all: a killed ingest leaves no half PNG."""
+    (real_dir / IMAGES).mkdir(parents=True, exist_ok=True)
+    for partial in (real_dir / IMAGES).glob("*.tmp"):  # left by an ingest that was killed mid-write
+        partial.unlink()
+    for i, (sha, blob) in enumerate(blobs.items(), start=1):
+        target = real_dir / IMAGES / f"{sha}.png"
+        if not target.exists():
+            tmp = target.with_suffix(".png.tmp")
+            tmp.write_bytes(blob)
+            os.replace(tmp, target)
+        if progress:
+            progress("writing PNGs", i, len(blobs))
 
 
 def ingest(
@@ -163,33 +218,11 @@ def ingest(
     `enough_for_the_flow`, a snapshot too small for the flow (`check_enough`) is refused before
     anything on disk changes."""
     real_dir = cfg.real_dir
-    info = read_snapshot_info(real_dir)
     settings = settings_of(cfg)
     result = IngestResult()
-    recorded = {json.dumps(s["source"], sort_keys=True): s for s in info.get("sources", [])}
-    rebuild = replace or (bool(info) and info.get("settings") != settings)
-    if rebuild:
-        result.rebuilt, result.replaced = not replace, replace
-        # Re-read the sources the old snapshot was built from (those still present), then the new ones.
-        carried = []
-        if not replace:
-            for s in recorded.values():
-                rec = s["source"]
-                if rec["kind"] in src.BUILT_IN or Path(rec["location"]).is_dir():
-                    carried.append(src.Source(**rec))
-        todo = carried + [s for s in requested if s.to_record() not in [c.to_record() for c in carried]]
-        manifest = pd.DataFrame(columns=MANIFEST_COLUMNS)
-        recorded = {}
-    else:
-        manifest = read_manifest(real_dir)
-        todo = []
-        for s in requested:
-            key = json.dumps(s.to_record(), sort_keys=True)
-            if key in recorded and recorded[key]["fingerprint"] == src.fingerprint(s):
-                result.skipped_sources.append(s.name)
-            else:
-                todo.append(s)
-
+    manifest, todo, recorded, rebuild = _plan(
+        read_snapshot_info(real_dir), settings, requested, replace, real_dir, result
+    )
     known = set(manifest["sha256"]) if len(manifest) else set()
     new_rows, new_blobs = [], {}
     for s in todo:
@@ -199,23 +232,14 @@ def ingest(
         result.quarantined += quarantined
         result.duplicates += duplicates
         recorded[json.dumps(s.to_record(), sort_keys=True)] = {
-            "source": s.to_record(), "fingerprint": src.fingerprint(s)
+            "source": s.to_record(),
+            "fingerprint": src.fingerprint(s),
         }
     if enough_for_the_flow:
         check_enough(cfg, Counter([*manifest["split"], *(r["split"] for r in new_rows)]), result.duplicates)
 
     # Everything is decoded and checked; only now touch the snapshot on disk.
-    (real_dir / IMAGES).mkdir(parents=True, exist_ok=True)
-    for partial in (real_dir / IMAGES).glob("*.tmp"):  # left by an ingest that was killed mid-write
-        partial.unlink()
-    for i, (sha, blob) in enumerate(new_blobs.items(), start=1):
-        target = real_dir / IMAGES / f"{sha}.png"
-        if not target.exists():  # written whole or not at all: a killed ingest leaves no half PNG
-            tmp = target.with_suffix(".png.tmp")
-            tmp.write_bytes(blob)
-            os.replace(tmp, target)
-        if progress:
-            progress("writing PNGs", i, len(new_blobs))
+    _write_images(real_dir, new_blobs, progress)
     faults.reached("ingest:images-written")
     if new_rows:
         added = pd.DataFrame(new_rows, columns=MANIFEST_COLUMNS).astype(_DTYPES)
@@ -248,20 +272,43 @@ def image_table(real_dir: Path, progress: Progress | None = None) -> pd.DataFram
     manifest = read_manifest(real_dir)
     records = []
     for i, row in enumerate(manifest.itertuples(index=False), start=1):
-        rec = {"path": row.path, "split": row.split, "label": row.label, "source": row.source,
-               "manifest_sha256": row.sha256}
+        rec = {
+            "path": row.path,
+            "split": row.split,
+            "label": row.label,
+            "source": row.source,
+            "manifest_sha256": row.sha256,
+        }
         try:
             with Image.open(real_dir / row.path) as im:
                 im.load()
                 arr = np.asarray(im)
-                rec.update(width=im.width, height=im.height, mode=im.mode, dtype=str(arr.dtype),
-                           pixel_min=int(arr.min()), pixel_max=int(arr.max()),
-                           pixel_mean=float(arr.mean()), pixel_std=float(arr.std()),
-                           sha256=pixel_sha256(im), readable=True)
+                rec.update(
+                    width=im.width,
+                    height=im.height,
+                    mode=im.mode,
+                    dtype=str(arr.dtype),
+                    pixel_min=int(arr.min()),
+                    pixel_max=int(arr.max()),
+                    pixel_mean=float(arr.mean()),
+                    pixel_std=float(arr.std()),
+                    sha256=pixel_sha256(im),
+                    readable=True,
+                )
         except (FileNotFoundError, *IMAGE_ERRORS) as exc:
-            rec.update(width=0, height=0, mode="", dtype="", pixel_min=0, pixel_max=0,
-                       pixel_mean=0.0, pixel_std=0.0, sha256=f"unreadable:{row.path}",
-                       readable=False, error=str(exc))
+            rec.update(
+                width=0,
+                height=0,
+                mode="",
+                dtype="",
+                pixel_min=0,
+                pixel_max=0,
+                pixel_mean=0.0,
+                pixel_std=0.0,
+                sha256=f"unreadable:{row.path}",
+                readable=False,
+                error=str(exc),
+            )
         records.append(rec)
         if progress:
             progress("reading snapshot", i, len(manifest))

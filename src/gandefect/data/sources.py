@@ -7,9 +7,9 @@ import gzip
 import hashlib
 import importlib.resources
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -22,11 +22,18 @@ PHOTOS = "photos"
 BUILT_IN = (MNIST5K, PHOTOS)
 PHOTO_CROPS = 3000  # crops the photo source yields unless data.max_images says otherwise
 # the colour photographs that ship inside the scikit-image and scikit-learn wheels
-PHOTO_FILES = (("skimage", "data/astronaut.png"), ("skimage", "data/chelsea.png"), ("skimage", "data/coffee.png"),
-               ("skimage", "data/hubble_deep_field.jpg"), ("skimage", "data/ihc.png"),
-               ("skimage", "data/motorcycle_left.png"), ("skimage", "data/retina.jpg"),
-               ("skimage", "data/rocket.jpg"), ("sklearn", "datasets/images/china.jpg"),
-               ("sklearn", "datasets/images/flower.jpg"))
+PHOTO_FILES = (
+    ("skimage", "data/astronaut.png"),
+    ("skimage", "data/chelsea.png"),
+    ("skimage", "data/coffee.png"),
+    ("skimage", "data/hubble_deep_field.jpg"),
+    ("skimage", "data/ihc.png"),
+    ("skimage", "data/motorcycle_left.png"),
+    ("skimage", "data/retina.jpg"),
+    ("skimage", "data/rocket.jpg"),
+    ("sklearn", "datasets/images/china.jpg"),
+    ("sklearn", "datasets/images/flower.jpg"),
+)
 
 
 @dataclass
@@ -71,10 +78,12 @@ def photo_paths() -> list[Path]:
     found = []
     for package, rel in PHOTO_FILES:
         spec = importlib.util.find_spec(package)
-        path = Path(list(spec.submodule_search_locations)[0]) / rel if spec else None
+        path = Path(next(iter(spec.submodule_search_locations))) / rel if spec else None
         if path is None or not path.is_file():
-            raise BadInputError(f"the photo source needs {package}/{rel}, which this installation lacks: "
-                                "reinstall with ./scripts/install.sh")
+            raise BadInputError(
+                f"the photo source needs {package}/{rel}, which this installation lacks: "
+                "reinstall with ./scripts/install.sh"
+            )
         found.append(path)
     return found
 

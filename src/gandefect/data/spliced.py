@@ -7,7 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
+
+from gandefect.config import Config
+from gandefect.data.datasets import load_pngs
+from gandefect.errors import BadInputError
+from gandefect.names import SPLICED_DIR
 
 
 @dataclass
@@ -23,7 +29,7 @@ def _rect(rng: np.random.Generator, h: int, w: int, area: float) -> np.ndarray:
     rw = int(np.clip(round(area * h * w / rh), 1, w))
     y, x = rng.integers(0, h - rh + 1), rng.integers(0, w - rw + 1)
     mask = np.zeros((h, w), bool)
-    mask[y:y + rh, x:x + rw] = True
+    mask[y : y + rh, x : x + rw] = True
     return mask
 
 
@@ -61,8 +67,7 @@ def splice(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(m, fake, real).astype(np.uint8)
 
 
-def make_spliced(real: np.ndarray, fakes: np.ndarray, spec: MaskSpec, seed: int,
-                 generators: np.ndarray | None = None):
+def make_spliced(real: np.ndarray, fakes: np.ndarray, spec: MaskSpec, seed: int, generators: np.ndarray | None = None):
     """One spliced image per real image, each with a random fake and mask; deterministic in seed.
 
     With `generators` (the generator of each fake), the generator is drawn uniformly first, so
@@ -86,3 +91,12 @@ def make_spliced(real: np.ndarray, fakes: np.ndarray, spec: MaskSpec, seed: int,
         kinds.append(kind)
         sources.append(j)
     return np.stack(out), np.stack(masks), kinds, sources
+
+
+def load_spliced(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    root = cfg.path(SPLICED_DIR)
+    if not (root / "manifest.csv").exists():
+        raise BadInputError("no spliced benchmark: run `gandefect build-spliced` first")
+    m = pd.read_csv(root / "manifest.csv")
+    m = m[m["split"] == split]
+    return load_pngs(m["path"], root, cfg.data.shape), load_pngs(m["mask_path"], root, cfg.data.shape[:2]) > 127, m

@@ -12,9 +12,9 @@ from gandefect.config import Config
 from gandefect.data.images import encode_png, open_image_file, to_model_image
 from gandefect.errors import BadInputError
 from gandefect.lifecycle.served import load_repairer, load_served_detector
+from gandefect.lifecycle.zoo import sample_generator
 from gandefect.repair.masks import mask_png, read_mask
 from gandefect.repair.pipeline import repair
-from gandefect.stages.gans import sample_generator
 
 
 def read_images(cfg: Config, paths: list[str]) -> np.ndarray:

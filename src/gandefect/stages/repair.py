@@ -18,6 +18,7 @@ from gandefect import faults, hardware
 from gandefect.config import Config
 from gandefect.data.datasets import load_pngs, load_split, to_tensor, to_uint8
 from gandefect.data.snapshot import Progress, read_manifest
+from gandefect.data.spliced import load_spliced
 from gandefect.errors import BadInputError
 from gandefect.evaluate import plots
 from gandefect.evaluate.features import FeatureExtractor
@@ -26,13 +27,12 @@ from gandefect.evaluate.generators import fid
 from gandefect.evaluate.repair import biharmonic, mean_fill, outside_change, psnr_in_mask
 from gandefect.lifecycle import gates, registry, tracking, versioning
 from gandefect.lifecycle.served import load_repairer, load_served_detector
+from gandefect.lifecycle.zoo import ensure_feature_net, registered_generators, sample_generator
 from gandefect.names import JUDGE_MODEL, REPAIRER_EXPERIMENT, REPAIRER_MODEL, STAGE_KEY, generator_model
 from gandefect.repair.model import UNetShape
 from gandefect.repair.pipeline import Repairer, RepairResult, pull_push, repair
 from gandefect.repair.prior import PriorInpainter
 from gandefect.repair.train import train_repairer
-from gandefect.stages.gans import ensure_feature_net, registered_generators, sample_generator
-from gandefect.stages.localize import load_spliced
 
 
 def _channels(cfg: Config) -> int:

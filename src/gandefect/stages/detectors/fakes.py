@@ -1,0 +1,147 @@
+"""Fake sets: every registered generator sampled into data/fakes/ (with the component bank and the
+aligned sets, training only), and folders of externally generated images ingested as generators."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gandefect import hardware
+from gandefect.config import Config
+from gandefect.data import sources
+from gandefect.data.datasets import load_pngs, to_tensor, to_uint8
+from gandefect.data.fakes import EXTERNAL_SOURCE, FakeSet, fakes_root, family_of, write_fake_set
+from gandefect.data.snapshot import Progress, read_manifest
+from gandefect.detect import components
+from gandefect.gan import families as gan_families
+from gandefect.gan.models import generate, noise
+from gandefect.lifecycle import registry, versioning
+from gandefect.lifecycle.zoo import registered_generators
+from gandefect.names import FAKES_DIR, FAKES_STAGE
+
+
+def _version_fakes(cfg: Config) -> str:
+    if not (cfg.versioning.enabled and versioning.is_dvc_repo(cfg.root)):
+        return versioning.UNVERSIONED
+    return versioning.version_stage(cfg, FAKES_STAGE, FAKES_DIR)
+
+
+def run_sample_fakes(cfg: Config, progress: Progress | None = None) -> tuple[list[FakeSet], str, dict[str, str]]:
+    """Sample every registered generator with a fixed seed into data/fakes/<name>/.
+
+    Returns the fake sets, their DVC version and the generator URIs they came from."""
+    sets = []
+    generators = registered_generators(cfg)
+    for i, (name, uri) in enumerate(sorted(generators.items()), start=1):
+        early = family_of(name) != name
+        n = cfg.detect.fakes_per_early_generator if early else cfg.detect.fakes_per_generator
+        g = registry.load_torch_model(uri)
+        family = gan_families.build_of(family_of(name))
+        with torch.no_grad(), hardware.placed(g, hardware.resolve(cfg.device)):
+            arr = to_uint8(generate(g, noise(g, n, torch.Generator().manual_seed(cfg.seed + 17))))
+            # the manifest names the generator, not its (run-specific) URI, so identical samples
+            # give an identical DVC hash on every machine
+            sets.append(write_fake_set(cfg, name, _pil(arr), f"generator:{name}", family=family))
+            if hasattr(g, "refine") and cfg.detect.aligned_per_generator and not early:
+                sets.append(
+                    write_fake_set(
+                        cfg,
+                        f"{name}{ALIGNED}",
+                        _pil(_aligned(cfg, g)),
+                        f"{ALIGNED_SOURCE}{name}",
+                        family=family,
+                        split="train",
+                    )
+                )
+        if progress:
+            progress("sampling fakes", i, len(generators))
+    sets += _component_sets(cfg, progress)
+    return sets, _version_fakes(cfg), generators
+
+
+COMPONENT, COMPONENT_SOURCE = "component-", "component:"  # the component bank's sets (training only, never held out)
+
+
+def _component_sets(cfg: Config, progress: Progress | None = None) -> list[FakeSet]:
+    """Real train images through each kind of generator up-sampling (`gandefect.detect.components`),
+    one training-only set per kind; none where `detect.components_per_kind` is 0 or the images have
+    nothing to up-sample from. Sets of a kind no longer made are removed."""
+    real = read_manifest(cfg.real_dir)
+    real = real[real["split"] == "train"]
+    x = to_tensor(load_pngs(real["path"], cfg.real_dir, cfg.data.shape))
+    made = components.bank(
+        x,
+        cfg.detect.components_per_kind,
+        cfg.detect.component_steps,
+        cfg.seed + 31,
+        hardware.resolve(cfg.device),
+        progress,
+    )
+    for stale in fakes_root(cfg).glob(f"{COMPONENT}*"):
+        if stale.is_dir() and stale.name.removeprefix(COMPONENT) not in made:
+            shutil.rmtree(stale)
+    return [
+        write_fake_set(
+            cfg,
+            f"{COMPONENT}{kind}",
+            _pil(to_uint8(images)),
+            f"{COMPONENT_SOURCE}{kind}",
+            family=components.FAMILY,
+            split="train",
+        )
+        for kind, images in made.items()
+    ]
+
+
+ALIGNED, ALIGNED_SOURCE = (
+    "-aligned",
+    "aligned:",
+)  # a generator's aligned set: real train images it refined (training only)
+ALIGNED_STRENGTHS = (0.2, 0.35, 0.5, 0.65)  # how far each quarter of them is noised before it is denoised
+
+
+def _pil(arr: np.ndarray) -> list[Image.Image]:
+    return [Image.fromarray(a, "L" if arr.ndim == 3 else "RGB") for a in arr]
+
+
+def _aligned(cfg: Config, g: torch.nn.Module) -> np.ndarray:
+    """Real train images passed through generator `g`'s denoising (its `refine`): each keeps its
+    content and gains `g`'s traces, so beside its real twin it teaches the traces, not the content
+    (B-Free, Guillaro et al. 2025; Rajan et al. 2025). A seeded choice of the train split."""
+    real = read_manifest(cfg.real_dir)
+    real = real[real["split"] == "train"]
+    rng = np.random.default_rng(cfg.seed + 23)
+    pick = rng.choice(len(real), min(cfg.detect.aligned_per_generator, len(real)), replace=False)
+    x = to_tensor(load_pngs(real["path"].iloc[np.sort(pick)], cfg.real_dir, cfg.data.shape))
+    z = noise(g, len(x), torch.Generator().manual_seed(cfg.seed + 29))
+    device = next(g.parameters()).device
+    groups = np.array_split(np.arange(len(x)), len(ALIGNED_STRENGTHS))
+    out = torch.cat(
+        [
+            torch.cat(
+                [
+                    g.refine(x[idx[i : i + 256]].to(device), strength, z[idx[i : i + 256]])
+                    for i in range(0, len(idx), 256)
+                ]
+            )
+            for idx, strength in zip(groups, ALIGNED_STRENGTHS)
+            if len(idx)
+        ]
+    )
+    return to_uint8(out)
+
+
+MIN_FAMILY_IMAGES = 10  # a family's samples are split about 80/10/10: fewer leave val or test without one
+
+
+def run_ingest_fakes(cfg: Config, folder: str, name: str) -> tuple[FakeSet, int, str]:
+    """Add a folder of externally generated images as generator `name` (its own family)."""
+    source = sources.resolve_source(folder)
+    good = [raw.image for raw in sources.iter_images(source) if raw.image is not None]
+    skipped = sources.count(source) - len(good)
+    fake_set = write_fake_set(cfg, name, good, f"{EXTERNAL_SOURCE}{Path(folder).name}", least=MIN_FAMILY_IMAGES)
+    return fake_set, skipped, _version_fakes(cfg)
