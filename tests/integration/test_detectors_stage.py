@@ -11,7 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from gandefect.config import load_config
+from gandefect.config import GATED_CONDITIONS, load_config
+from gandefect.data.conditions import CONDITIONS
 from gandefect.data.fakes import read_fakes, write_fake_set
 from gandefect.data.snapshot import read_manifest
 from gandefect.detect import components
@@ -73,22 +74,7 @@ def test_train_detectors_registers_winner_and_judge_and_writes_the_report(traine
     text = (report / "detectors.md").read_text()
     assert "auc_unseen_min" in text and "Verdicts in the wild" in text and "| jpeg75 " in text and "ece" in text
     run = client.get_run(detector.tags["run_id"])
-    conditions = [
-        "png",
-        "jpeg95",
-        "jpeg90",
-        "jpeg75",
-        "jpeg60",
-        "jpeg50",
-        "jpeg90x75",
-        "webp80",
-        "blur0.5",
-        "blur1.0",
-        "resize",
-        "up2",
-        "rgbjpeg85",
-        "noise",
-    ]
+    conditions = list(CONDITIONS)  # every registered condition is evaluated
     families = BUILDS
     for key in [
         "auc_seen",
@@ -111,22 +97,7 @@ def test_train_detectors_registers_winner_and_judge_and_writes_the_report(traine
     ]:
         assert key in run.data.metrics, key
     metrics = run.data.metrics
-    assert metrics["fpr_real_max"] == max(
-        metrics[f"fpr_real_{c}"]
-        for c in [
-            "png",
-            "jpeg95",
-            "jpeg90",
-            "jpeg75",
-            "jpeg60",
-            "jpeg90x75",
-            "webp80",
-            "blur0.5",
-            "blur1.0",
-            "resize",
-            "rgbjpeg85",
-        ]
-    )
+    assert metrics["fpr_real_max"] == max(metrics[f"fpr_real_{c}"] for c in GATED_CONDITIONS)
     assert run.data.tags["data_version"].endswith(".dir") and run.data.tags["fakes_version"].endswith(".dir")
 
 

@@ -3,25 +3,13 @@
 import numpy as np
 import pytest
 
-from gandefect.config import load_config
+from gandefect.config import GATED_CONDITIONS, load_config
 from gandefect.evaluate.figures import Figures, wilson
 from gandefect.lifecycle.gates import _reasons, improvements, metrics_table, not_judged, run_suite, spec_for
 from gandefect.names import REPAIRER_MODEL
 from tests.conftest import REPO
 
-GATED = [
-    "png",
-    "jpeg95",
-    "jpeg90",
-    "jpeg75",
-    "jpeg60",
-    "jpeg90x75",
-    "webp80",
-    "blur0.5",
-    "blur1.0",
-    "resize",
-    "rgbjpeg85",
-]
+GATED = list(GATED_CONDITIONS)
 CHAMPION = {
     "auc_seen": 0.99,
     "auc_unseen_min": 0.95,
