@@ -207,100 +207,6 @@ def run_cli(root: Path, *args: str, check: bool = False) -> subprocess.Completed
     return proc
 
 
-# The interpreter of _CliForks. Requests come one JSON line at a time on stdin, answers go out the same
-# way: "run" forks a command and answers with its exit status; "start" forks one and answers with its
-# pid at once, "poll" and "wait" answer with a started command's status (null while it runs).
-_FORK_SERVER = r"""
-import atexit, json, os, random, sys, threading, time, traceback
-import gandefect.cli as cli
-# what the commands import when they run (seconds each; the CLI module itself imports none of it, so
-# that --help answers at once), imported once here. Not Prefect: it reads its settings from the
-# environment when imported, and each command has its own
-import great_expectations
-import mlflow
-import gandefect.evaluate.drift, gandefect.lifecycle.bento, gandefect.lifecycle.served, gandefect.lifecycle.champion_record
-import gandefect.stages.apply, gandefect.stages.detectors, gandefect.stages.gans, gandefect.stages.ingest
-import gandefect.stages.localize, gandefect.stages.repair
-
-WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-
-
-def command(request):
-    # in the child: what `python -m gandefect.cli ARGS` does after its imports
-    code = 1
-    try:
-        os.setsid()  # a process group of its own, as `start_new_session` gives (killed whole on timeout)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        stdin = os.open(os.devnull, os.O_RDONLY)
-        out = os.open(request["out"], WRITE, 0o644)
-        err = os.open(request["err"], WRITE, 0o644) if request["err"] else out
-        for fd, opened in ((0, stdin), (1, out), (2, err)):
-            os.dup2(opened, fd)
-        for opened in {stdin, out, err}:
-            os.close(opened)
-        random.seed()  # a fresh interpreter seeds these from the OS
-        if "numpy" in sys.modules:
-            sys.modules["numpy"].random.seed()
-        sys.argv = [cli.__file__, *request["args"]]
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)
-    except BaseException:
-        traceback.print_exc()  # what the interpreter prints for an uncaught exception
-    finally:  # the interpreter's own shutdown: wait for threads, run atexit, flush
-        try:
-            threading._shutdown()
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-
-
-def fork(request):
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        command(request)
-    return pid
-
-
-def status(pid, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        done, code = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(code)
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.02)
-
-
-print("ready", flush=True)
-for line in sys.stdin:
-    request = json.loads(line)
-    if request["op"] == "start":
-        answer = {"pid": fork(request)}
-    elif request["op"] == "run":
-        pid = fork(request)
-        code = status(pid, request["timeout"])
-        if code is None:
-            os.killpg(pid, 9)
-            os.waitpid(pid, 0)
-        answer = {"status": code}
-    else:  # poll, wait
-        answer = {"status": status(request["pid"], request.get("timeout", 0))}
-    print(json.dumps(answer), flush=True)
-"""
-
-
 class _CliForks:
     """Importing what the commands run (torch, MLflow, scikit-learn, ...) takes about 5 s of CPU, more than
     most commands the tests run; the integration tests run some fifty. One interpreter imports it
@@ -325,7 +231,11 @@ class _CliForks:
             cls.close()
         if cls._server is None:
             cls._server = subprocess.Popen(
-                [sys.executable, "-c", _FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO
+                [sys.executable, "-m", "tests.fork_server"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
             )
             cls._stamp = stamp
             ready = cls._server.stdout.readline().strip()
