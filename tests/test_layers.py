@@ -23,6 +23,7 @@ LAYERS = [
     ["gandefect.repair"],
     ["gandefect.lifecycle"],
     ["gandefect.stages"],
+    ["gandefect.flow_results"],
     ["gandefect.report"],
     ["gandefect.orchestrate"],
     ["gandefect.cli", "serving", "flows"],

@@ -5,20 +5,19 @@ from __future__ import annotations
 import math
 
 from gandefect.config import load_config
+from gandefect.flow_results import DetectorsResult, GateVerdict
 from gandefect.report import RetrainResult, markdown, number, write_retrain_reports
 from tests.conftest import write_params
 
 RESULT = RetrainResult(
     data_version="abc123",
     zoo={"hinge": {"fid": 12.3456, "fid_ratio": 0.04213, "generator_steps": 200.0, "train_seconds": 10.8}},
-    detector={
-        "version": "3",
-        "winner": "cnn",
-        "gate_passed": True,
-        "aliases": {"champion": "3"},
-        "champion_before": "2",
-        "metrics": {"auc_seen": 0.987654, "ece": 0.0312},
-    },
+    detector=DetectorsResult(
+        version="3",
+        winner="cnn",
+        metrics={"auc_seen": 0.987654, "ece": 0.0312},
+        gate=GateVerdict(passed=True, aliases={"champion": "3"}, champion_before="2"),
+    ),
     repairer=None,
     seconds={"ingest": 3.04, "gans": 61.0},
 )

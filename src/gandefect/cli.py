@@ -575,10 +575,10 @@ def run_cmd(
     out.print(f"retrain {result.state}: data {result.data_version}; {times}")
     if result.cached:
         out.print(f"reused (inputs unchanged): {', '.join(result.cached)}")
-    for role, part in (("detector", result.detector), ("repairer", result.repairer or {})):
-        if part.get("resumed"):
+    for role, part in (("detector", result.detector), ("repairer", result.repairer)):
+        if part is not None and part.resumed:
             out.print(
-                f"resumed: {role} v{part['version']}, registered by an interrupted run with "
+                f"resumed: {role} v{part.version}, registered by an interrupted run with "
                 "these inputs, gated now instead of trained again"
             )
     for path in result.reports:

@@ -1,5 +1,7 @@
-"""The `retrain` Prefect flow: every stage of gandefect as a task, in order, with the GAN zoo
-submitted concurrently through the flow's task runner (processes, threads, or Dask).
+"""The `retrain` Prefect flow: the rows of `STAGE_TABLE` in order, each stage a task, with the
+GAN zoo submitted concurrently through the flow's task runner (processes, threads, or Dask).
+Each row names the stage, what it reads, its cache key and the typed result it returns
+(`gandefect.flow_results`); docs/architecture.md ("A flow stage") says how to add one.
 
 Tasks call the stage functions of gandefect.stages (no second implementation). One parent
 MLflow run in `gandefect-retrain` per flow run; every stage run carries the same
@@ -20,6 +22,8 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,11 +57,13 @@ from gandefect import hardware
 from gandefect.config import Config, load_config
 from gandefect.data.fakes import external_digest
 from gandefect.errors import BadInputError, ConfigError, DataValidationError
+from gandefect.flow_results import DetectorsResult, GateVerdict, RepairerResult
 from gandefect.lifecycle import bento, champion_record, registry, tracking
+from gandefect.lifecycle.bento import BuiltBento
 from gandefect.lifecycle.gates import CHAMPION, alias_version
 from gandefect.lifecycle.lock import project_lock
 from gandefect.lifecycle.zoo import registered_generators, zoo_members
-from gandefect.names import DETECTOR_MODEL, FLOW_STAGES, JUDGE_MODEL, RETRAIN_EXPERIMENT
+from gandefect.names import DETECTOR_MODEL, JUDGE_MODEL, RETRAIN_EXPERIMENT
 from gandefect.report import RetrainResult, write_retrain_reports
 from gandefect.stages.detectors import run_train_detectors, run_watch
 from gandefect.stages.gans import finish_zoo, longest_first, member_settings, prepare_zoo, train_zoo_member
@@ -66,16 +72,15 @@ from gandefect.stages.repair import run_train_repairer
 
 CACHE_DIR = ".gandefect/cache"
 RESULTS_DIR = ".gandefect/results"
-STAGES = FLOW_STAGES
 
 
 def _flow_run_id() -> str | None:
     return str(flow_run.id) if flow_run.id else None
 
 
-# Results moved from Prefect's home into the project: records written before name results this
-# layout cannot read, so they never match.
-CACHE_LAYOUT = 2
+# Records written under an earlier layout name results this code cannot read (layout 2 moved
+# results from Prefect's home into the project; layout 3 made them typed records), so they never match.
+CACHE_LAYOUT = 3
 
 
 def digest(*parts) -> str:
@@ -212,7 +217,7 @@ def _detectors_key(_, p) -> str:
 @task(name="detectors", cache_policy=CachePolicy.from_cache_key_fn(_detectors_key), persist_result=True)
 def detectors_task(
     cfg: Config, data_version: str, generators: dict, external_fakes: str, store: str, resume: bool = True
-) -> dict:
+) -> DetectorsResult:
     """Fake sets + spliced benchmark, both detector families, registry, model gate, promotion.
     `resume`: gate a candidate an interrupted run registered with these inputs (not with --force)."""
     s = run_train_detectors(
@@ -222,17 +227,17 @@ def detectors_task(
         stage_key=_detectors_key(None, task_run.parameters),
         resume=resume,
     )
-    return {
-        "winner": s.winner,
-        "version": s.detector_version,
-        "judge": s.judge_version,
-        "metrics": s.results[s.winner].metrics,
-        "fakes_version": s.fakes_version,
-        "spliced_version": s.spliced_version,
-        "report": str(s.report),
-        "resumed": s.resumed,
-        **_gate_dict(s.gate),
-    }
+    return DetectorsResult(
+        version=s.detector_version,
+        winner=s.winner,
+        metrics=s.results[s.winner].metrics,
+        gate=GateVerdict.of(s.gate),
+        judge=s.judge_version,
+        fakes_version=s.fakes_version,
+        spliced_version=s.spliced_version,
+        report=str(s.report),
+        resumed=s.resumed,
+    )
 
 
 def _repairer_key(_, p) -> str:
@@ -256,7 +261,7 @@ def _repairer_key(_, p) -> str:
 @task(name="repairer", cache_policy=CachePolicy.from_cache_key_fn(_repairer_key), persist_result=True)
 def repairer_task(
     cfg: Config, data_version: str, generators: dict, detectors: dict, store: str, resume: bool = True
-) -> dict:
+) -> RepairerResult:
     """Train, register, evaluate and gate the repairer (evaluated with the served detector).
     `resume`: gate a version an interrupted run registered with these inputs (not with --force)."""
     s = run_train_repairer(
@@ -266,65 +271,21 @@ def repairer_task(
         stage_key=_repairer_key(None, task_run.parameters),
         resume=resume,
     )
-    return {
-        "version": s.version,
-        "metrics": s.evaluation.metrics if s.evaluation else {},
-        "resumed": s.resumed,
-        "report": str(s.evaluation.report) if s.evaluation else None,
-        **_gate_dict(s.gate),
-    }
+    return RepairerResult(
+        version=s.version,
+        metrics=s.evaluation.metrics if s.evaluation else {},
+        gate=GateVerdict.of(s.gate),
+        report=str(s.evaluation.report) if s.evaluation else None,
+        resumed=s.resumed,
+    )
 
 
 @task(name="bento", retries=1, retry_delay_seconds=5)
-def bento_task(cfg: Config) -> dict:
+def bento_task(cfg: Config) -> BuiltBento:
     """Package the champions as a bento; one built from the same champions and code is reused."""
     built = bento.build(cfg)
     get_run_logger().info("bento %s (%s)", built.tag, "reused" if built.reused else "built")
-    return {
-        "tag": built.tag,
-        "path": str(built.path),
-        "reused": built.reused,
-        "models": built.models,
-        "unavailable": built.unavailable,
-    }
-
-
-def _gate_dict(result) -> dict:
-    if result is None:
-        return {
-            "gate_passed": None,
-            "gate_reasons": [],
-            "gate_improvements": [],
-            "gate_not_judged": [],
-            "aliases": {},
-            "gate_table": [],
-            "champion_before": None,
-        }
-    cols = [
-        "row",
-        "generator",
-        "metric",
-        "value",
-        "n",
-        "ci_low",
-        "ci_high",
-        "threshold",
-        "champion_value",
-        "champion_recorded",
-        "headroom",
-        "regression",
-        "allowed",
-        "missing",
-    ]
-    return {
-        "gate_passed": result.passed,
-        "gate_reasons": result.reasons,
-        "gate_improvements": result.improvements,
-        "gate_not_judged": result.not_judged,
-        "aliases": dict(result.aliases),
-        "gate_table": result.table[cols].to_dict(orient="records"),
-        "champion_before": result.champion,
-    }
+    return built
 
 
 # -- the flow ------------------------------------------------------------------------------
@@ -392,6 +353,180 @@ def _shared_api_url():
         os.environ.pop("PREFECT_API_URL", None)
 
 
+# -- the stage table -----------------------------------------------------------------------
+@dataclass
+class FlowRun:
+    """One retrain run as its stages see it: the settings, the run's bookkeeping (each stage's
+    seconds, the tasks the cache answered, the state) and every finished stage's result."""
+
+    cfg: Config
+    store: str  # the MLflow store's identity, part of every cache key
+    force: bool
+    parent_run_id: str
+    threads: int | None  # torch threads per concurrent GAN worker
+    cache_dir: Path
+    results_storage: str
+    sources: list[str] | None = None
+    replace: bool = False
+    results: dict[str, object] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    ended: dict[str, float] = field(default_factory=dict)  # each stage's end, wall clock
+    cached: list[str] = field(default_factory=list)
+    state: str = "completed"  # completed | failed gate
+    _generators: dict | None = None
+
+    @property
+    def data_version(self) -> str:
+        return self.results["ingest"]
+
+    def generators(self) -> dict:
+        """The registered generators the detectors and the repairer learn from (read once, after the zoo)."""
+        if self._generators is None:
+            self._generators = registered_generators(self.cfg)
+        return self._generators
+
+    def cached_task(self, t):
+        # records and results live with the project (a fresh clone starts with none); results
+        # in Prefect's home would fail to load under another PREFECT_HOME instead of retraining
+        return t.with_options(
+            cache_policy=t.cache_policy.configure(key_storage=self.cache_dir),
+            result_storage=self.results_storage,
+            refresh_cache=self.force,
+        )
+
+    def call(self, name: str, t, *args):
+        """Run a cached task; note `name` among the cached when the cache answered."""
+        state = self.cached_task(t)(*args, return_state=True)
+        if state.name == "Cached":
+            self.cached.append(name)
+        return state.result()
+
+    def timed(self, name: str, started: float) -> None:
+        self.seconds[name] = time.perf_counter() - started
+        self.ended[name] = time.time()
+
+
+def _ingest(run: FlowRun) -> str:
+    version = ingest_task(run.cfg, run.sources, run.replace)
+    mlflow.set_tag("data_version", version)
+    get_run_logger().info("data version %s", version)
+    return version
+
+
+def _gans(run: FlowRun) -> dict[str, dict]:
+    """The zoo's set-up, then every member submitted at once (longest first) to the task runner."""
+    cfg, started = run.cfg, time.perf_counter()
+    setup = run.call("zoo-setup", zoo_setup_task, cfg, run.data_version, run.store)
+    run.timed("zoo-setup", started)
+    gan_task = run.cached_task(train_gan_task)
+    futures = {
+        loss: gan_task.submit(cfg, loss, setup, run.store, run.parent_run_id, _flow_run_id(), run.threads)
+        for loss in longest_first(cfg, zoo_members(cfg))
+    }
+    zoo = {loss: futures[loss].result() for loss in zoo_members(cfg)}
+    run.cached += [f"gan-{loss}" for loss, f in futures.items() if f.state.name == "Cached"]
+    _, report = finish_zoo(cfg, zoo, setup)
+    tracking.log_artifacts([report, report.with_suffix(".csv")], "zoo")
+    return zoo
+
+
+def _detectors(run: FlowRun) -> DetectorsResult:
+    args = (run.cfg, run.data_version, run.generators(), external_digest(run.cfg), run.store, not run.force)
+    return run.call("detectors", detectors_task, *args)
+
+
+def _repairer(run: FlowRun) -> RepairerResult:
+    detector = run.results.get("detectors")
+    served = {  # the repairer is evaluated with the detector the service runs
+        "detector": alias_version(DETECTOR_MODEL, CHAMPION) or (detector.version if detector else None),
+        "judge": (detector.judge if detector else None) or registry_latest(JUDGE_MODEL),
+    }
+    return run.call(
+        "repairer", repairer_task, run.cfg, run.data_version, run.generators(), served, run.store, not run.force
+    )
+
+
+def _bento(run: FlowRun) -> BuiltBento:
+    built = bento_task(run.cfg)
+    if built.reused:
+        run.cached.append("bento")
+    mlflow.set_tag("bento", built.tag)
+    return built
+
+
+def _after_a_failed_gate(run: FlowRun) -> str | None:
+    return "a gate failed earlier in this run" if run.state != "completed" else None
+
+
+def _without_champion(run: FlowRun) -> str | None:
+    # the bento packages the champions after the gates: the detector's champion is served even
+    # when the repairer's candidate was refused (its champion stays and is packaged; without
+    # one, the service answers repair with 503 and the reason)
+    return None if _has_champion(DETECTOR_MODEL) else "no champion detector to serve"
+
+
+def _never(run: FlowRun) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the retrain flow. `run` calls the stage's task with its inputs taken from the
+    run so far; `inputs` names what it reads (earlier stages' results, or the run's settings);
+    `key` is its task's cache key (None: it runs every time; the result says what it reused);
+    `returns` is the type of its result; `skip` gives a reason not to run it in this run."""
+
+    name: str
+    run: Callable[[FlowRun], object]
+    inputs: tuple[str, ...]
+    key: Callable | None
+    returns: type
+    skip: Callable[[FlowRun], str | None] = _never
+
+
+STAGE_TABLE: tuple[Stage, ...] = (
+    Stage("ingest", _ingest, ("sources",), None, str),
+    Stage("gans", _gans, ("ingest",), _gan_key, dict),
+    Stage(
+        "detectors", _detectors, ("ingest", "registered generators", "external fakes"), _detectors_key, DetectorsResult
+    ),
+    Stage(
+        "repairer",
+        _repairer,
+        ("ingest", "registered generators", "detectors"),
+        _repairer_key,
+        RepairerResult,
+        _after_a_failed_gate,
+    ),
+    Stage("bento", _bento, ("detectors", "repairer"), None, BuiltBento, _without_champion),
+)
+STAGES = [s.name for s in STAGE_TABLE]
+
+
+def run_stage(run: FlowRun, stage: Stage, logger) -> None:
+    """One row: skip it or run it, time it, check its result's type, and note what it says
+    about the run (a resumed candidate, a failed gate)."""
+    why = stage.skip(run)
+    if why:
+        logger.info("%s: skipped (%s)", stage.name, why)
+        return
+    started = time.perf_counter()
+    result = stage.run(run)
+    run.timed(stage.name, started)
+    if not isinstance(result, stage.returns):
+        raise TypeError(f"stage {stage.name} returned {type(result).__name__}, its row says {stage.returns.__name__}")
+    run.results[stage.name] = result
+    if getattr(result, "resumed", False):
+        logger.info(
+            "%s: v%s was registered by an interrupted run with these inputs; gated now, not trained again",
+            stage.name,
+            result.version,
+        )
+    gate = getattr(result, "gate", None)
+    if gate is not None and gate.passed is False:
+        run.state = "failed gate"
+
+
 @flow(name="retrain", log_prints=True)
 def retrain(
     params: str = "params.yaml",
@@ -402,123 +537,64 @@ def retrain(
     sources: list[str] | None = None,
     replace: bool = False,
 ) -> RetrainResult:
-    """ingest -> data gate -> GAN zoo (concurrent) -> fakes + spliced -> detectors -> model gate
-    -> promote -> repairer -> its gate -> the bento of the champions. `stages` limits the run (ingest always runs);
-    `force` retrains every stage even when its inputs are unchanged. The whole run holds the project
-    lock (gandefect.lifecycle.lock): a run started meanwhile stops with a message naming this one,
-    or with `wait` queues behind it. `sources`: what ingest reads (else `data.source`, else the
+    """The rows of STAGE_TABLE in order: ingest -> data gate -> GAN zoo (concurrent) -> fakes +
+    spliced -> detectors -> model gate -> promote -> repairer -> its gate -> the bento of the
+    champions. `stages` limits the run (ingest always runs); `force` retrains every stage even
+    when its inputs are unchanged. The whole run holds the project lock
+    (gandefect.lifecycle.lock): a run started meanwhile stops with a message naming this one, or
+    with `wait` queues behind it. `sources`: what ingest reads (else `data.source`, else the
     snapshot's own sources; see `stages.ingest.sources_to_ingest`); `replace` starts the snapshot over."""
     logger = get_run_logger()
     cfg = load_config(Path(params), profile)
     wanted = stages or STAGES
-    seconds: dict[str, float] = {}
-    ended: dict[str, float] = {}  # each stage's end, wall clock (its seconds_ metric's timestamp)
-    cached: list[str] = []
     tracking.setup(cfg)
-    store = store_identity(cfg)
     cache_dir = cfg.path(CACHE_DIR).resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    results = _results_storage(cfg)
-
-    def cached_task(t):
-        # records and results live with the project (a fresh clone starts with none); results
-        # in Prefect's home would fail to load under another PREFECT_HOME instead of retraining
-        return t.with_options(
-            cache_policy=t.cache_policy.configure(key_storage=cache_dir), result_storage=results, refresh_cache=force
-        )
-
-    threads = _worker_threads(FlowRunContext.get().task_runner)
-
-    def timed(name: str, started: float) -> None:
-        seconds[name] = time.perf_counter() - started
-        ended[name] = time.time()
-
-    def run_task(name: str, t, *args):
-        started = time.perf_counter()
-        state = cached_task(t)(*args, return_state=True)
-        timed(name, started)
-        if state.name == "Cached":
-            cached.append(name)
-        return state.result()
-
     with (
         project_lock(cfg.path("."), "run", wait, on_wait=logger.info),
         _shared_api_url(),
         tracking.start_run(cfg, RETRAIN_EXPERIMENT, "retrain", "pending", _flow_run_id()) as parent,
     ):
         mlflow.log_params({"stages": ",".join(wanted), "force": force})
-        started = time.perf_counter()
-        version = ingest_task(cfg, sources, replace)
-        timed("ingest", started)
-        mlflow.set_tag("data_version", version)
-        logger.info("data version %s", version)
-        zoo: dict[str, dict] = {}
-        if "gans" in wanted:
-            started = time.perf_counter()
-            setup = run_task("zoo-setup", zoo_setup_task, cfg, version, store)
-            gan_task = cached_task(train_gan_task)
-            futures = {
-                loss: gan_task.submit(cfg, loss, setup, store, parent.info.run_id, _flow_run_id(), threads)
-                for loss in longest_first(cfg, zoo_members(cfg))
-            }
-            zoo = {loss: futures[loss].result() for loss in zoo_members(cfg)}
-            cached += [f"gan-{loss}" for loss, f in futures.items() if f.state.name == "Cached"]
-            _, report = finish_zoo(cfg, zoo, setup)
-            tracking.log_artifacts([report, report.with_suffix(".csv")], "zoo")
-            timed("gans", started)
-        detector, repairer, state = {}, None, "completed"
-        generators = registered_generators(cfg) if {"detectors", "repairer"} & set(wanted) else {}
-        if "detectors" in wanted:
-            detector = run_task(
-                "detectors", detectors_task, cfg, version, generators, external_digest(cfg), store, not force
-            )
-            if detector.get("resumed"):
-                logger.info(
-                    "detectors: candidate v%s was registered by an interrupted run with these inputs; "
-                    "gated now, not trained again",
-                    detector["version"],
-                )
-            if detector["gate_passed"] is False:
-                state = "failed gate"
-        if "repairer" in wanted and state == "completed":
-            served = {
-                "detector": alias_version(DETECTOR_MODEL, CHAMPION) or detector.get("version"),
-                "judge": detector.get("judge") or registry_latest(JUDGE_MODEL),
-            }
-            repairer = run_task("repairer", repairer_task, cfg, version, generators, served, store, not force)
-            if repairer.get("resumed"):
-                logger.info(
-                    "repairer: v%s was registered by an interrupted run with these inputs; "
-                    "evaluated and gated now, not trained again",
-                    repairer["version"],
-                )
-            if repairer["gate_passed"] is False:
-                state = "failed gate"
-        bento = None
-        # the bento packages the champions after the gates: the detector's champion is served even
-        # when the repairer's candidate was refused (its champion stays and is packaged; without
-        # one, the service answers repair with 503 and the reason)
-        if "bento" in wanted and _has_champion(DETECTOR_MODEL):
-            started = time.perf_counter()
-            bento = bento_task(cfg)
-            timed("bento", started)
-            if bento["reused"]:
-                cached.append("bento")
-            mlflow.set_tag("bento", bento["tag"])
+        run = FlowRun(
+            cfg,
+            store_identity(cfg),
+            force,
+            parent.info.run_id,
+            _worker_threads(FlowRunContext.get().task_runner),
+            cache_dir,
+            _results_storage(cfg),
+            sources,
+            replace,
+        )
+        for stage in STAGE_TABLE:
+            if stage.name == "ingest" or stage.name in wanted:
+                run_stage(run, stage, logger)
         # each timestamped at its stage's end: with its seconds, the stage's wall-clock window
         mlflow.MlflowClient().log_batch(
-            parent.info.run_id, metrics=[Metric(f"seconds_{k}", v, int(ended[k] * 1000), 0) for k, v in seconds.items()]
+            parent.info.run_id,
+            metrics=[Metric(f"seconds_{k}", v, int(run.ended[k] * 1000), 0) for k, v in run.seconds.items()],
         )
-        mlflow.set_tags({"state": state, "cached": ",".join(cached) or "none"})
-        result = RetrainResult(version, zoo, detector, repairer, bento, seconds, state, cached)
+        mlflow.set_tags({"state": run.state, "cached": ",".join(run.cached) or "none"})
+        r = run.results
+        result = RetrainResult(
+            run.data_version,
+            r.get("gans", {}),
+            r.get("detectors"),
+            r.get("repairer"),
+            r.get("bento"),
+            run.seconds,
+            run.state,
+            run.cached,
+        )
         result.reports = write_retrain_reports(cfg, result, _flow_run_id())
         tracking.log_artifacts(result.reports, "report")
         create_markdown_artifact(
             result.reports[0].read_text(), key="retrain-summary", description=f"retrain {parent.info.run_id}"
         )
-    for name, part in (("detector", detector), ("repairer", repairer or {})):
-        if part.get("gate_passed") is False:
-            logger.warning("%s failed gate: %s", name, "; ".join(part.get("gate_reasons", [])))
+    for name, part in (("detector", result.detector), ("repairer", result.repairer)):
+        if part is not None and part.gate.passed is False:
+            logger.warning("%s failed gate: %s", name, "; ".join(part.gate.reasons))
     return result
 
 

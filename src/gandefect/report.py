@@ -18,15 +18,17 @@ import numpy as np
 import pandas as pd
 
 from gandefect.config import Config
+from gandefect.flow_results import DetectorsResult, GateVerdict, RepairerResult
+from gandefect.lifecycle.bento import BuiltBento
 
 
 @dataclass
 class RetrainResult:
     data_version: str
-    zoo: dict[str, dict]
-    detector: dict
-    repairer: dict | None
-    bento: dict | None = None  # tag, path, reused, models of the bento of the champions
+    zoo: dict[str, dict]  # member -> its figures
+    detector: DetectorsResult | None  # None: the stage did not run
+    repairer: RepairerResult | None
+    bento: BuiltBento | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     state: str = "completed"  # completed | failed gate
     cached: list[str] = field(default_factory=list)  # tasks whose result came from the cache
@@ -78,13 +80,13 @@ def zoo_table(r: RetrainResult) -> pd.DataFrame:
     return pd.DataFrame({loss: {c: row.get(c) for c in cols} for loss, row in r.zoo.items()}).T
 
 
-def gate_table(part: dict) -> pd.DataFrame:
+def gate_table(gate: GateVerdict) -> pd.DataFrame:
     """The candidate's metrics beside the champion's on the same data (and as recorded at its
     promotion), with each row's verdict."""
-    t = pd.DataFrame(part.get("gate_table") or [])
+    t = pd.DataFrame(gate.table)
     if t.empty:
         return t
-    reasons = part.get("gate_reasons", [])
+    reasons = gate.reasons
     failed = [row for row in t["row"] if any(x.startswith((f"{row} =", f"{row} is missing")) for x in reasons)]
     missing = t["missing"].astype(bool) if "missing" in t else pd.Series(False, index=t.index)
     t["verdict"] = np.where(t["row"].isin(failed), "fail", np.where(missing, "missing", "ok"))
@@ -98,13 +100,20 @@ def gate_table(part: dict) -> pd.DataFrame:
     )
 
 
-def _verdict(name: str, part: dict) -> str:
-    if part.get("gate_passed") is None:
+def _verdict(name: str, part: DetectorsResult | RepairerResult) -> str:
+    gate = part.gate
+    if gate.passed is None:
         return f"{name}: not gated"
-    before = f"v{part['champion_before']}" if part.get("champion_before") else "none"
-    if part["gate_passed"]:
-        return f"{name} v{part['version']}: gate passed (champion before: {before}); aliases {part['aliases'] or 'untouched'}"
-    return f"{name} v{part['version']}: FAILED gate (champion before: {before}, untouched)"
+    before = f"v{gate.champion_before}" if gate.champion_before else "none"
+    if gate.passed:
+        return f"{name} v{part.version}: gate passed (champion before: {before}); aliases {gate.aliases or 'untouched'}"
+    return f"{name} v{part.version}: FAILED gate (champion before: {before}, untouched)"
+
+
+def _trained(r: RetrainResult):
+    """(title, result, headline metrics) of the trained models the run reports on."""
+    parts = (("Detector", r.detector, HEADLINE), ("Repairer", r.repairer, REPAIR_HEADLINE))
+    return [(name, part, keys) for name, part, keys in parts if part is not None]
 
 
 def markdown(r: RetrainResult) -> str:
@@ -121,28 +130,27 @@ def markdown(r: RetrainResult) -> str:
     if r.bento:
         lines += [
             (
-                f"Bento `{r.bento['tag']}` ({'reused' if r.bento['reused'] else 'built'}): "
-                f"{', '.join(r.bento['models'].values())}. Serve it: `gandefect serve` or "
-                f"`bentoml serve {r.bento['tag']}`."
+                f"Bento `{r.bento.tag}` ({'reused' if r.bento.reused else 'built'}): "
+                f"{', '.join(r.bento.models.values())}. Serve it: `gandefect serve` or "
+                f"`bentoml serve {r.bento.tag}`."
             ),
             "",
         ]
-        for role, why in (r.bento.get("unavailable") or {}).items():
+        for role, why in r.bento.unavailable.items():
             lines += [f"Not served: {role} ({why}); its API answers 503 with this reason.", ""]
     if r.zoo:
         lines += ["## GAN zoo", "", readable(zoo_table(r)).to_markdown(), ""]
-    for name, part, keys in (("Detector", r.detector, HEADLINE), ("Repairer", r.repairer or {}, REPAIR_HEADLINE)):
-        if not part:
-            continue
-        title = f"## {name} v{part['version']}" + (f" ({part['winner']})" if part.get("winner") else "")
+    for name, part, keys in _trained(r):
+        winner = getattr(part, "winner", "")
+        title = f"## {name} v{part.version}" + (f" ({winner})" if winner else "")
         lines += [title, "", _verdict(name.lower(), part), ""]
-        lines += [f"- {reason}" for reason in part.get("gate_reasons", [])]
-        lines += [f"- reason to promote: {reason}" for reason in part.get("gate_improvements", [])]
-        lines += [f"- not judged, missing: {row}" for row in part.get("gate_not_judged", [])]
-        metrics = part.get("metrics", {})
+        lines += [f"- {reason}" for reason in part.gate.reasons]
+        lines += [f"- reason to promote: {reason}" for reason in part.gate.improvements]
+        lines += [f"- not judged, missing: {row}" for row in part.gate.not_judged]
+        metrics = part.metrics
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {number(metrics[k])} |" for k in keys if k in metrics]
-        t = gate_table(part)
+        t = gate_table(part.gate)
         if not t.empty:
             lines += [
                 "",
@@ -187,35 +195,33 @@ def to_html(cfg: Config, r: RetrainResult, flow_run_id: str | None) -> str:
     ]
     if r.bento:
         parts.append(
-            f"<p>Bento <code>{html.escape(r.bento['tag'])}</code> "
-            f"({'reused' if r.bento['reused'] else 'built'}): serve it with <code>gandefect serve</code> "
-            f"or <code>bentoml serve {html.escape(r.bento['tag'])}</code>.</p>"
+            f"<p>Bento <code>{html.escape(r.bento.tag)}</code> "
+            f"({'reused' if r.bento.reused else 'built'}): serve it with <code>gandefect serve</code> "
+            f"or <code>bentoml serve {html.escape(r.bento.tag)}</code>.</p>"
         )
-        for role, why in (r.bento.get("unavailable") or {}).items():
+        for role, why in r.bento.unavailable.items():
             parts.append(
                 f"<p>Not served: {html.escape(role)} ({html.escape(why)}); its API answers 503 with this reason.</p>"
             )
     if r.zoo:
         parts += ["<h2>GAN zoo</h2>", table(zoo_table(r), index=True)]
-    for name, part, keys in (("Detector", r.detector, HEADLINE), ("Repairer", r.repairer or {}, REPAIR_HEADLINE)):
-        if not part:
-            continue
-        ok = part.get("gate_passed")
+    for name, part, keys in _trained(r):
+        ok = part.gate.passed
         parts += [
-            f"<h2>{name} v{part['version']}</h2>",
+            f"<h2>{name} v{part.version}</h2>",
             f"<p class='{'ok' if ok or ok is None else 'fail'}'>{html.escape(_verdict(name.lower(), part))}</p>",
         ]
-        if part.get("gate_reasons"):
-            parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in part["gate_reasons"]) + "</ul>")
-        if part.get("gate_improvements"):
+        if part.gate.reasons:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in part.gate.reasons) + "</ul>")
+        if part.gate.improvements:
             parts.append(
                 "<p>Reasons to promote:</p><ul>"
-                + "".join(f"<li>{html.escape(x)}</li>" for x in part["gate_improvements"])
+                + "".join(f"<li>{html.escape(x)}</li>" for x in part.gate.improvements)
                 + "</ul>"
             )
-        metrics = part.get("metrics", {})
+        metrics = part.metrics
         parts.append(table(pd.DataFrame([{k: metrics[k] for k in keys if k in metrics}])))
-        t = gate_table(part)
+        t = gate_table(part.gate)
         if not t.empty:
             parts += [
                 "<p>Gate table: the candidate beside the champion, both judged on today's data.</p>",
@@ -223,7 +229,10 @@ def to_html(cfg: Config, r: RetrainResult, flow_run_id: str | None) -> str:
             ]
     reports = cfg.report_dir
     figures = [
-        _img(reports / "detectors" / f"roc-{r.detector.get('winner', 'cnn')}.png", "ROC per generator (winner)"),
+        _img(
+            reports / "detectors" / f"roc-{r.detector.winner if r.detector else 'cnn'}.png",
+            "ROC per generator (winner)",
+        ),
         _img(reports / "repair" / "repair-grid.png", "repair of generated samples: input | map | mask | repaired"),
         _img(reports / "repair" / "spliced-grid.png", "spliced test images repaired inside the true mask"),
     ]

@@ -52,12 +52,12 @@ def test_fake_sets_cover_every_generator_and_take_the_real_encoding_path(trained
 
 def test_train_detectors_registers_winner_and_judge_and_writes_the_report(trained):
     root, stage = trained.root, trained.flow.detector
-    assert (str(stage["version"]), str(stage["judge"])) == ("1", "1")
+    assert (str(stage.version), str(stage.judge)) == ("1", "1")
     client = _client(root)
     detector = client.get_model_version("gandefect-detector", "1")
     judge = client.get_model_version("gandefect-judge", "1")
     assert {detector.tags["family"], judge.tags["family"]} == {"cnn", "spectral"}
-    assert detector.tags["family"] == stage["winner"]
+    assert detector.tags["family"] == stage.winner
     assert 0 < float(detector.tags["threshold"]) < 1
     report = root / "reports" / "detectors"
     for name in [
@@ -220,7 +220,7 @@ def test_detectors_carry_their_localization_threshold_and_metrics(trained):
 
 def test_the_flow_s_repairer_is_registered_evaluated_reported_and_repairs_from_the_cli(trained, tmp_path):
     root = trained.root  # `repair` writes to --out only
-    assert str(trained.flow.repairer["version"]) == "1" and trained.flow.repairer["gate_passed"] is True
+    assert str(trained.flow.repairer.version) == "1" and trained.flow.repairer.gate.passed is True
     metrics = json.loads((root / "reports" / "repair" / "repair.json").read_text())
     assert metrics["outside_mask_change"] == 0 and metrics["spliced_outside_mask_change"] == 0
     for key in [
@@ -357,7 +357,7 @@ def test_model_gate_keeps_a_worse_candidate_out_promotes_a_better_one_and_rolls_
 
     from gandefect.lifecycle import gates
 
-    assert trained.flow.detector["gate_passed"] is True and str(trained.flow.detector["version"]) == "1"
+    assert trained.flow.detector.gate.passed is True and str(trained.flow.detector.version) == "1"
     root = copy_project(trained.root, tmp_path / "project")
     client = _client(root)
     assert _alias(client, "champion") == "1"

@@ -31,7 +31,7 @@ def test_the_gan_zoo_part_of_the_flow_runs_alone_in_worker_processes(trained):
     assert result.state == "completed" and result.data_version.endswith(".dir")
     assert set(result.zoo) == set(LOSSES + FAMILIES)  # the six DCGANs and the other families
     # only the stages asked for
-    assert result.detector == {} and result.repairer is None and result.bento is None
+    assert result.detector is None and result.repairer is None and result.bento is None
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     (parent,) = client.search_runs(
         [client.get_experiment_by_name("gandefect-retrain").experiment_id], "params.stages = 'ingest,gans'"
@@ -102,9 +102,9 @@ def test_whole_flow_reruns_from_cache_and_a_new_generator_retrains_the_detectors
     # what the cache reuses lives in the project, not in Prefect's home (PREFECT_HOME may change)
     assert len(list((project / ".gandefect" / "results").iterdir())) >= len(first.zoo) + 2
     for name, part in (("gandefect-detector", first.detector), ("gandefect-repairer", first.repairer)):
-        assert part["gate_passed"] is True
-        assert client.get_model_version_by_alias(name, "champion").version == part["version"]
-    assert first.bento["reused"] is False and set(first.bento["models"]) == {"detector", "repairer"}
+        assert part.gate.passed is True
+        assert client.get_model_version_by_alias(name, "champion").version == part.version
+    assert first.bento.reused is False and set(first.bento.models) == {"detector", "repairer"}
     assert (Path(os.environ["BENTOML_HOME"]) / "bentos" / "gandefect").is_dir()  # the session's store
     html = [Path(p) for p in first.reports if str(p).endswith(".html")]
     page = html[0].read_text()
@@ -143,9 +143,9 @@ def _reruns(project, first, registered, client, tmp_path):
     second = retrain.with_options(task_runner=task_runner_for("dask"))(params, None)
     assert second.state == "completed"
     assert set(second.cached) == {"zoo-setup", "detectors", "repairer", "bento"} | {f"gan-{g}" for g in first.zoo}
-    assert second.bento["tag"] == first.bento["tag"]
+    assert second.bento.tag == first.bento.tag
     assert _versions(client) == registered
-    assert second.detector["version"] == first.detector["version"] and second.zoo == first.zoo
+    assert second.detector.version == first.detector.version and second.zoo == first.zoo
     status = run_cli(project, "status", check=True).stdout
     assert (
         "last retrain flow runs" in status
@@ -164,14 +164,14 @@ def _reruns(project, first, registered, client, tmp_path):
         params, None, ["detectors", "repairer", "bento"]
     )
     assert "detectors" not in third.cached and third.zoo == {}
-    assert int(third.detector["version"]) == int(first.detector["version"]) + 1
-    run = client.get_run(client.get_model_version("gandefect-detector", third.detector["version"]).run_id)
-    first_run = client.get_run(client.get_model_version("gandefect-detector", first.detector["version"]).run_id)
+    assert int(third.detector.version) == int(first.detector.version) + 1
+    run = client.get_run(client.get_model_version("gandefect-detector", third.detector.version).run_id)
+    first_run = client.get_run(client.get_model_version("gandefect-detector", first.detector.version).run_id)
     assert (first_run.data.params["bf16"], run.data.params["bf16"]) == ("False", "True")
     assert "newgan" in run.data.params["trained_on"].split(",")
     # incremental: the candidate CNN was fine-tuned from the champion's weights
-    assert run.data.params["warm_start_from"] == str(first.detector["version"])
-    rows = {(r["generator"], r["metric"]): r for r in third.detector["gate_table"]}
+    assert run.data.params["warm_start_from"] == str(first.detector.version)
+    rows = {(r["generator"], r["metric"]): r for r in third.detector.gate.table}
     # the champion was re-evaluated on the candidate's data: judged on the new generator its own run
     # never saw, and on every old one, beside what its run recorded
     assert math.isfinite(rows[("newgan", "auc_gen")]["champion_value"])
@@ -182,18 +182,18 @@ def _reruns(project, first, registered, client, tmp_path):
             assert row["missing"].startswith("candidate: ") and f"test samples of {gen}" in row["missing"], row
         else:
             assert math.isfinite(row["champion_recorded"]) and not row["missing"]
-    old = client.get_run(client.get_model_version("gandefect-detector", first.detector["version"]).run_id).data.metrics
+    old = client.get_run(client.get_model_version("gandefect-detector", first.detector.version).run_id).data.metrics
     assert rows[("all", "auc_seen")]["champion_recorded"] == pytest.approx(old["auc_seen"])
     # the candidate that learned the new generator is promoted, and a new bento serves it
-    assert third.detector["gate_passed"] is True, third.detector["gate_reasons"]
-    assert client.get_model_version_by_alias("gandefect-detector", "champion").version == third.detector["version"]
-    assert third.state == "completed" and third.bento["tag"] != first.bento["tag"]
+    assert third.detector.gate.passed is True, third.detector.gate.reasons
+    assert client.get_model_version_by_alias("gandefect-detector", "champion").version == third.detector.version
+    assert third.state == "completed" and third.bento.tag != first.bento.tag
     report = next(Path(p) for p in third.reports if str(p).endswith(".md")).read_text()
     assert "champion (today's data)" in report and "champion (at promotion)" in report
 
     # the champion per generator on the current data, new family included
     status = run_cli(project, "status", check=True).stdout
-    assert f"champion v{third.detector['version']} per generator" in status and "newgan" in status
+    assert f"champion v{third.detector.version} per generator" in status and "newgan" in status
     watched = run_cli(project, "watch")
     assert watched.returncode == 0, watched.stdout + watched.stderr
     assert "catches every generator" in watched.stdout

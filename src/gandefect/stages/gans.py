@@ -198,26 +198,8 @@ def train_gan(
     ) as run:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(run.info.run_id)
-        if not resume_run:
-            mlflow.log_param("bf16", settings.bf16)  # the arithmetic `precision` resolved to on this machine
-            if family:
-                mlflow.log_params(
-                    {f"family.{k}": v for k, v in family.settings().items()} | {"family.about": family.about}
-                )
-            if loss is not None:
-                mlflow.log_params(
-                    {
-                        "loss": loss.name,
-                        "loss.paper": loss.paper,
-                        "loss.n_critic": loss.n_critic,
-                        "loss.clip": loss.clip,
-                        "optimizer": loss.optimizer.name,
-                        "optimizer.lr": loss.optimizer.lr,
-                        "optimizer.betas": loss.optimizer.betas,
-                        "disc_norm": loss.disc_norm,
-                        **{f"loss.penalty.{k}": v for k, v in loss.penalty_settings().items()},
-                    }
-                )
+        if not resume_run:  # a resumed run has its parameters already
+            _log_member_params(settings, family, loss)
         trainer = build_trainer(cfg, member, settings, ckpt_dir)
         z = noise(trainer.G, g.grid_samples, torch.Generator().manual_seed(cfg.seed)).to(hardware.CPU)
         trainer.callback = _Tracker(mlflow.MlflowClient(), run.info.run_id, z, member, progress)
@@ -247,6 +229,28 @@ def train_gan(
             {"data_version": version, "loss": member, "fid": f"{metrics['fid']:.3f}", "run_id": run.info.run_id},
         )
     return {**metrics, "run_id": run.info.run_id, "model_version": mv.version}
+
+
+def _log_member_params(settings: TrainSettings, family, loss) -> None:
+    """A member's parameters: the arithmetic `precision` resolved to on this machine, its family's
+    settings, and its adversarial loss and optimizer."""
+    mlflow.log_param("bf16", settings.bf16)
+    if family:
+        mlflow.log_params({f"family.{k}": v for k, v in family.settings().items()} | {"family.about": family.about})
+    if loss is not None:
+        mlflow.log_params(
+            {
+                "loss": loss.name,
+                "loss.paper": loss.paper,
+                "loss.n_critic": loss.n_critic,
+                "loss.clip": loss.clip,
+                "optimizer": loss.optimizer.name,
+                "optimizer.lr": loss.optimizer.lr,
+                "optimizer.betas": loss.optimizer.betas,
+                "disc_norm": loss.disc_norm,
+                **{f"loss.penalty.{k}": v for k, v in loss.penalty_settings().items()},
+            }
+        )
 
 
 @dataclass

@@ -247,50 +247,80 @@ def run_evaluate_repair(
         res: RepairResult = repair(
             images, detector, repairer, r.iterations, r.max_area, cfg.spliced.dilate, local_area=r.local_max_area
         )
-        j_before, j_after = judge.score(images), judge.score(res.images)
-        changed = res.iterations > 0
-        rows[loss] = {
-            "fid_before": fid(extractor, test.images, to_tensor(images)),
-            "fid_after": fid(extractor, test.images, to_tensor(res.images)),
-            "judge_pfake_before": float(j_before.mean()),
-            "judge_pfake_after": float(j_after.mean()),
-            "judge_flagged_before": float((j_before >= judge.threshold).mean()),
-            "judge_flagged_after": float((j_after >= judge.threshold).mean()),
-            "detector_pfake_before": float(res.score_before.mean()),
-            "detector_pfake_after": float(res.score_after.mean()),
-            # the judge on the images the loop rewrote: what a user who keeps a repair sees
-            "judge_ratio_changed": float(j_after[changed].mean() / max(j_before[changed].mean(), 1e-12))
-            if changed.any()
-            else float("nan"),
-            # ... as the share of its suspicion above real images' that is left: 0 is a repair the judge finds as
-            # real as the real test images (its p_fake on real images is far from 0, so the ratio above cannot reach 0)
-            "judge_excess_changed": float(
-                (j_after[changed].mean() - j_real.mean()) / max(j_before[changed].mean() - j_real.mean(), 1e-12)
+        rows[loss] = _generator_row(images, res, judge, j_real, extractor, test.images)
+        grid += [
+            (
+                f"{loss} p {res.score_before[k]:.2f}>{res.score_after[k]:.2f}",
+                [images[k], res.first_maps[k].astype(np.float32), res.masks[k].astype(np.float32), res.images[k]],
             )
-            if changed.any()
-            else float("nan"),
-            "changed": float(changed.mean()),
-            "refused": float(np.mean([s == "whole-image" for s in res.stopped])),
-            "mask_area": float(res.masks.mean()),
-            "iterations": float(res.iterations.mean()),
-            "outside_mask_change": float(outside_change(images, res.images, res.masks)),
-        }
-        for k in range(2):
-            grid.append(
-                (
-                    f"{loss} p {res.score_before[k]:.2f}>{res.score_after[k]:.2f}",
-                    [images[k], res.first_maps[k].astype(np.float32), res.masks[k].astype(np.float32), res.images[k]],
-                )
-            )
+            for k in range(2)
+        ]
         if progress:
             progress("repair evaluation", i, len(generators) + 1)
     table = pd.DataFrame(rows).T
     table["fid_ratio"] = table["fid_after"] / table["fid_before"]
     table["judge_ratio"] = table["judge_pfake_after"] / table["judge_pfake_before"].clip(lower=1e-12)
-    repaired = table[table["changed"] >= r.applies_at]  # the generators the repair applies to
     spliced, spliced_rows = _spliced_psnr(cfg, repairer)
     if progress:
         progress("repair evaluation", len(generators) + 1, len(generators) + 1)
+    metrics = _summary(spliced, table, j_real, judge.threshold, r.applies_at)
+    if not write_report:
+        return RepairEvaluation(metrics, table, None, [])
+    out = cfg.report_dir / "repair"
+    out.mkdir(parents=True, exist_ok=True)
+    figures = _grids(grid, spliced_rows, out)
+    report = _write_report(cfg, table, metrics, figures, out)
+    return RepairEvaluation(metrics, table, report, figures)
+
+
+def _generator_row(images, res: RepairResult, judge, j_real, extractor, real_test) -> dict[str, float]:
+    """One generator's samples before and after the repair loop: FID, the judge's and the
+    detector's p_fake, what the loop changed or refused, and the change outside its masks."""
+    j_before, j_after = judge.score(images), judge.score(res.images)
+    changed = res.iterations > 0
+    return {
+        "fid_before": fid(extractor, real_test, to_tensor(images)),
+        "fid_after": fid(extractor, real_test, to_tensor(res.images)),
+        "judge_pfake_before": float(j_before.mean()),
+        "judge_pfake_after": float(j_after.mean()),
+        "judge_flagged_before": float((j_before >= judge.threshold).mean()),
+        "judge_flagged_after": float((j_after >= judge.threshold).mean()),
+        "detector_pfake_before": float(res.score_before.mean()),
+        "detector_pfake_after": float(res.score_after.mean()),
+        # the judge on the images the loop rewrote: what a user who keeps a repair sees
+        "judge_ratio_changed": float(j_after[changed].mean() / max(j_before[changed].mean(), 1e-12))
+        if changed.any()
+        else float("nan"),
+        # ... as the share of its suspicion above real images' that is left: 0 is a repair the judge finds as
+        # real as the real test images (its p_fake on real images is far from 0, so the ratio above cannot reach 0)
+        "judge_excess_changed": float(
+            (j_after[changed].mean() - j_real.mean()) / max(j_before[changed].mean() - j_real.mean(), 1e-12)
+        )
+        if changed.any()
+        else float("nan"),
+        "changed": float(changed.mean()),
+        "refused": float(np.mean([s == "whole-image" for s in res.stopped])),
+        "mask_area": float(res.masks.mean()),
+        "iterations": float(res.iterations.mean()),
+        "outside_mask_change": float(outside_change(images, res.images, res.masks)),
+    }
+
+
+# the per-generator figures the evaluation also records as `<figure>_<generator>`
+PER_GENERATOR = (
+    "fid_before",
+    "fid_after",
+    "fid_ratio",
+    "judge_pfake_before",
+    "judge_pfake_after",
+    "changed",
+    "refused",
+)
+
+
+def _summary(spliced: Figures, table: pd.DataFrame, j_real, judge_threshold: float, applies_at: float) -> Figures:
+    """The evaluation's figures: the spliced benchmark's, the worst generator's, and each generator's."""
+    repaired = table[table["changed"] >= applies_at]  # the generators the repair applies to
     metrics = spliced
     metrics.update(
         {
@@ -302,22 +332,8 @@ def run_evaluate_repair(
             "changed": float(table["changed"].mean()),
             "refused": float(table["refused"].mean()),
             "judge_pfake_real_test": float(j_real.mean()),
-            "judge_flagged_real_test": float((j_real >= judge.threshold).mean()),
-            **{
-                f"{k}_{loss}": float(v)
-                for loss, row in table.iterrows()
-                for k, v in row.items()
-                if k
-                in (
-                    "fid_before",
-                    "fid_after",
-                    "fid_ratio",
-                    "judge_pfake_before",
-                    "judge_pfake_after",
-                    "changed",
-                    "refused",
-                )
-            },
+            "judge_flagged_real_test": float((j_real >= judge_threshold).mean()),
+            **{f"{k}_{loss}": float(v) for loss, row in table.iterrows() for k, v in row.items() if k in PER_GENERATOR},
             "repaired_generators": float(len(repaired)),
             **{f"repaired_fid_ratio_{loss}": float(v) for loss, v in repaired["fid_ratio"].items()},
         }
@@ -325,10 +341,11 @@ def run_evaluate_repair(
     for key in ("worst_judge_ratio_changed", "worst_judge_excess_changed"):
         if not math.isfinite(metrics[key]):
             metrics.lack(key, "the repair loop changed no sample")
-    if not write_report:
-        return RepairEvaluation(metrics, table, None, [])
-    out = cfg.report_dir / "repair"
-    out.mkdir(parents=True, exist_ok=True)
+    return metrics
+
+
+def _grids(grid: list, spliced_rows: list, out: Path) -> list[Path]:
+    """The picture grids of the report: generated samples through the loop, spliced images repaired."""
     figures = [
         plots.panel_grid(
             grid,
@@ -346,8 +363,7 @@ def run_evaluate_repair(
                 "spliced test images repaired inside the true mask",
             )
         )
-    report = _write_report(cfg, table, metrics, figures, out)
-    return RepairEvaluation(metrics, table, report, figures)
+    return figures
 
 
 def _applies(table: pd.DataFrame, at: float) -> str:

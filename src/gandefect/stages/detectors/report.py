@@ -15,98 +15,22 @@ from gandefect.evaluate import plots
 from gandefect.stages.detectors.fit import FamilyResult
 
 
-def _report(cfg: Config, results: dict[str, FamilyResult], test: Labeled, winner: str) -> tuple[Path, list[Path]]:
+def write_report(cfg: Config, results: dict[str, FamilyResult], test: Labeled, winner: str) -> tuple[Path, list[Path]]:
+    """`reports/detectors/detectors.md`: every family's figures, the winner's verdicts in the wild,
+    leave-one-family-out, and the figures it links; returns it and the figures."""
     out = cfg.report_dir / "detectors"
     out.mkdir(parents=True, exist_ok=True)
-    w = cfg.detect.wild
-    figures = [
-        plots.roc_per_generator(r.p_test, test, out / f"roc-{f}.png", f"ROC per generator: {f}")
-        for f, r in results.items()
-    ]
-    figures.append(
-        plots.robustness({f: r.metrics for f, r in results.items()}, conditions.evaluated(w), out / "robustness.png")
-    )
-    figures.append(
-        plots.wild_verdicts(
-            {f: r.metrics for f, r in results.items()}, conditions.evaluated(w), w.gated, out / "wild.png"
-        )
-    )
-    figures.append(plots.reliability({f: (r.p_test, test.labels) for f, r in results.items()}, out / "reliability.png"))
-    for f, r in results.items():
-        wrong = np.flatnonzero((r.p_test >= r.detector.threshold) != test.labels.astype(bool))
-        confidence = np.abs(r.p_test[wrong] - r.detector.threshold)
-        order = wrong[np.argsort(-confidence)]
-        pick = order if len(order) <= 12 else np.r_[order[:6], order[-6:]]
-        caps = [f"{test.generators[i]} p={r.p_test[i]:.2f}" for i in pick]
-        maps = r.detector.defect_map(test.images[pick]) if len(pick) else np.zeros((0,) + test.images.shape[1:3])
-        figures.append(
-            plots.error_grid(
-                test.images[pick],
-                maps,
-                caps,
-                out / f"errors-{f}.png",
-                f"{f}: most (left) and least confident errors with defect maps",
-            )
-        )
-    keys = [
-        "auc_seen",
-        "ap_seen",
-        "auc_unseen_min",
-        "auc_unseen_mean",
-        "auc_unseen_min_all",
-        "fpr_real_max",
-        "tpr_wild_min",
-        "tpr_unseen_min",
-        "ece",
-        "ece_jpeg75",
-        "threshold",
-        "acc_real",
-        "acc_fake",
-        "pixel_ap",
-        "iou",
-        "map_threshold",
-        "train_seconds",
-        "images_per_second",
-    ]
-    table = pd.DataFrame({f: {k: r.metrics.get(k, float("nan")) for k in keys} for f, r in results.items()})
-    unseen = pd.DataFrame(
-        {
-            f: {
-                k.removeprefix("auc_unseen_"): v
-                for k, v in r.metrics.items()
-                if k.startswith("auc_unseen_") and k not in ("auc_unseen_min", "auc_unseen_mean", "auc_unseen_min_all")
-            }
-            for f, r in results.items()
-        }
-    )
-    unseen_wild = pd.DataFrame(
-        {
-            f: {
-                k.removeprefix("tpr_unseen_wild_"): v
-                for k, v in r.metrics.items()
-                if k.startswith("tpr_unseen_wild_") and k != "tpr_unseen_min"
-            }
-            for f, r in results.items()
-        }
-    )
-    m = results[winner].metrics
-    wild_rows = [
-        {
-            "condition": c,
-            "gated": "yes" if c in w.gated else "no",
-            "fpr_real": m.get(f"fpr_real_{c}"),
-            "uncertain_real": m.get(f"uncertain_real_{c}"),
-            "tpr_fake (worst generator)": m.get(f"tpr_fake_{c}"),
-            "auc": m.get(f"auc_{c}"),
-        }
-        for c in conditions.evaluated(w)
-    ]
+    figures = _figures(cfg, results, test, out)
+    unseen = _per_family(results, "auc_unseen_", ("auc_unseen_min", "auc_unseen_mean", "auc_unseen_min_all"))
+    unseen_wild = _per_family(results, "tpr_unseen_wild_", ("tpr_unseen_min",))
     lines = [
         "# Detectors",
         "",
         f"Winner (by the wild verdicts: mean share caught over generators minus the worst fpr_real, ties by auc_seen; leave-one-family-out is run for it): **{winner}**.",
         "",
-        table.to_markdown(floatfmt=".4f"),
+        pd.DataFrame({f: {k: r.metrics.get(k, float("nan")) for k in SUMMARY} for f, r in results.items()}).to_markdown(
+            floatfmt=".4f"
+        ),
         "",
         f"## Verdicts in the wild ({winner}, at its served threshold {results[winner].detector.threshold:.4f})",
         "",
@@ -117,7 +41,7 @@ def _report(cfg: Config, results: dict[str, FamilyResult], test: Labeled, winner
             "validated envelope (answered `uncertain` by the service)."
         ),
         "",
-        pd.DataFrame(wild_rows).to_markdown(index=False, floatfmt=".3f"),
+        _wild_table(cfg, results[winner].metrics).to_markdown(index=False, floatfmt=".3f"),
         "",
         "## Leave-one-family-out: auc_unseen_<family> (clean) ",
         "",
@@ -138,7 +62,88 @@ def _report(cfg: Config, results: dict[str, FamilyResult], test: Labeled, winner
     return path, figures
 
 
-def _images_per_second(detector: Detector, images: np.ndarray, n: int = 1000) -> float:
+# the figures of the report's first table, one column per family
+SUMMARY = [
+    "auc_seen",
+    "ap_seen",
+    "auc_unseen_min",
+    "auc_unseen_mean",
+    "auc_unseen_min_all",
+    "fpr_real_max",
+    "tpr_wild_min",
+    "tpr_unseen_min",
+    "ece",
+    "ece_jpeg75",
+    "threshold",
+    "acc_real",
+    "acc_fake",
+    "pixel_ap",
+    "iou",
+    "map_threshold",
+    "train_seconds",
+    "images_per_second",
+]
+
+
+def _figures(cfg: Config, results: dict[str, FamilyResult], test: Labeled, out: Path) -> list[Path]:
+    """ROC per generator and the error grid of each family; robustness, verdicts in the wild and
+    reliability of all of them."""
+    w = cfg.detect.wild
+    metrics = {f: r.metrics for f, r in results.items()}
+    figures = [
+        plots.roc_per_generator(r.p_test, test, out / f"roc-{f}.png", f"ROC per generator: {f}")
+        for f, r in results.items()
+    ]
+    figures.append(plots.robustness(metrics, conditions.evaluated(w), out / "robustness.png"))
+    figures.append(plots.wild_verdicts(metrics, conditions.evaluated(w), w.gated, out / "wild.png"))
+    figures.append(plots.reliability({f: (r.p_test, test.labels) for f, r in results.items()}, out / "reliability.png"))
+    for f, r in results.items():
+        figures.append(_error_grid(r, test, out / f"errors-{f}.png"))
+    return figures
+
+
+def _error_grid(r: FamilyResult, test: Labeled, path: Path) -> Path:
+    """A family's six most and six least confident errors on the test set, with their defect maps."""
+    wrong = np.flatnonzero((r.p_test >= r.detector.threshold) != test.labels.astype(bool))
+    confidence = np.abs(r.p_test[wrong] - r.detector.threshold)
+    order = wrong[np.argsort(-confidence)]
+    pick = order if len(order) <= 12 else np.r_[order[:6], order[-6:]]
+    caps = [f"{test.generators[i]} p={r.p_test[i]:.2f}" for i in pick]
+    maps = r.detector.defect_map(test.images[pick]) if len(pick) else np.zeros((0,) + test.images.shape[1:3])
+    return plots.error_grid(
+        test.images[pick], maps, caps, path, f"{r.family}: most (left) and least confident errors with defect maps"
+    )
+
+
+def _per_family(results: dict[str, FamilyResult], prefix: str, summaries: tuple[str, ...]) -> pd.DataFrame:
+    """The figures named `<prefix><generator>` of each family (not its summaries), one column per family."""
+    return pd.DataFrame(
+        {
+            f: {k.removeprefix(prefix): v for k, v in r.metrics.items() if k.startswith(prefix) and k not in summaries}
+            for f, r in results.items()
+        }
+    )
+
+
+def _wild_table(cfg: Config, m: dict[str, float]) -> pd.DataFrame:
+    """The winner's verdicts per condition in the wild, at its served threshold."""
+    w = cfg.detect.wild
+    return pd.DataFrame(
+        [
+            {
+                "condition": c,
+                "gated": "yes" if c in w.gated else "no",
+                "fpr_real": m.get(f"fpr_real_{c}"),
+                "uncertain_real": m.get(f"uncertain_real_{c}"),
+                "tpr_fake (worst generator)": m.get(f"tpr_fake_{c}"),
+                "auc": m.get(f"auc_{c}"),
+            }
+            for c in conditions.evaluated(w)
+        ]
+    )
+
+
+def images_per_second(detector: Detector, images: np.ndarray, n: int = 1000) -> float:
     batch = np.resize(images, (n,) + images.shape[1:])
     start = time.perf_counter()
     detector.score(batch)

@@ -14,6 +14,7 @@ from gandefect import faults, hardware
 from gandefect.config import Config
 from gandefect.data.snapshot import Progress
 from gandefect.detect import families as detector_families
+from gandefect.detect.common import Detector
 from gandefect.errors import BadInputError
 from gandefect.evaluate.figures import Figures, missing_from_tags
 from gandefect.evaluate.localization import localize
@@ -21,7 +22,7 @@ from gandefect.lifecycle import champion_record, gates, registry, tracking, vers
 from gandefect.lifecycle.registry import log_detector
 from gandefect.lifecycle.spliced import build_spliced
 from gandefect.names import DETECTOR_EXPERIMENT, DETECTOR_MODEL, JUDGE_MODEL, STAGE_KEY
-from gandefect.stages.detectors.eval_data import prepare_eval_data, without_family
+from gandefect.stages.detectors.eval_data import EvalData, prepare_eval_data, without_family
 from gandefect.stages.detectors.evaluation import (
     ChampionToday,
     evaluate_champion,
@@ -33,7 +34,7 @@ from gandefect.stages.detectors.evaluation import (
 from gandefect.stages.detectors.fakes import _version_fakes, run_sample_fakes
 from gandefect.stages.detectors.fit import FamilyResult, fit_detector
 from gandefect.stages.detectors.held_out import leave_one_out
-from gandefect.stages.detectors.report import _images_per_second, _report
+from gandefect.stages.detectors.report import images_per_second, write_report
 
 
 @dataclass
@@ -155,9 +156,47 @@ def run_train_detectors(
     else:
         fakes_version = _version_fakes(cfg)
     # the spliced benchmark follows the fake sets it is made of
-
     _, spliced_version = build_spliced(cfg)
     version = versioning.data_version(cfg)
+    data = _training_data(cfg, without)
+    tracking.setup(cfg)
+    # the champion: the start of an incremental candidate (not one trained without a family: its
+    # weights know that family) and, after training, the baseline judged on the candidate's data
+    found = load_champion(hardware.resolve(cfg.device)) if gate else None
+    start = found[1] if found and cfg.detect.cnn.warm_start and not without else None
+    results = _fit_families(cfg, data, progress, start)
+    winner = max(results, key=lambda f: _rank(results[f].metrics))
+    judge = _judge(results, winner)
+    champion, new_families = _generalization(cfg, results[winner], data, found, progress)
+    report, figures = write_report(cfg, results, data.test, winner)
+    summary = DetectorSummary(results, winner, report, fakes_version, spliced_version)
+    provenance = _Provenance(
+        version,
+        fakes_version,
+        spliced_version,
+        generators,
+        list(without),
+        found[0] if found else "none",
+        stage_key if not without else None,
+        flow_run_id,
+        [report, *figures],
+    )
+    for family, r in results.items():
+        role = {winner: DETECTOR_MODEL, judge: JUDGE_MODEL}.get(family)
+        today = _champion_today(champion, new_families) if family == winner else None
+        registered = _track(cfg, r, role, provenance, data, today)
+        if role == DETECTOR_MODEL:
+            summary.detector_version = registered
+        elif role == JUDGE_MODEL:
+            summary.judge_version = registered
+    faults.reached("detectors:registered")
+    if gate and summary.detector_version:
+        _gate_and_watch(cfg, summary, champion, version)
+    return summary
+
+
+def _training_data(cfg: Config, without: list[str]) -> EvalData:
+    """The evaluation data, with each family in `without` left out of training and calibration."""
     data = prepare_eval_data(cfg)
     known = set(data.train.families) - {"real"}
     for family in without:
@@ -167,90 +206,113 @@ def run_train_detectors(
             )
         data.train = without_family(data.train, family)
         data.val_mix, data.val_groups = data.val_mix_without(family)
-    tracking.setup(cfg)
-    # the champion: the start of an incremental candidate (not one trained without a family: its
-    # weights know that family) and, after training, the baseline judged on the candidate's data
-    found = load_champion(hardware.resolve(cfg.device)) if gate else None
-    start = found[1] if found and cfg.detect.cnn.warm_start and not without else None
+    return data
+
+
+def _fit_families(
+    cfg: Config, data: EvalData, progress: Progress | None, start: Detector | None
+) -> dict[str, FamilyResult]:
+    """Every selected detector family trained on the same data and evaluated by the protocol."""
     results: dict[str, FamilyResult] = {}
     for family in detector_families.selected(cfg.detect.families):
         started = time.perf_counter()
         det = fit_detector(cfg, family, data.train, data.val_mix, data.val_groups, progress, start=start)
         seconds = time.perf_counter() - started
         metrics, p = evaluate_detector(cfg, det, data)
-        metrics.update(train_seconds=seconds, images_per_second=_images_per_second(det, data.test.images))
+        metrics.update(train_seconds=seconds, images_per_second=images_per_second(det, data.test.images))
         metrics.update(localize(cfg, det))
         results[family] = FamilyResult(family, det, metrics, p, seconds)
-    winner = max(results, key=lambda f: _rank(results[f].metrics))
-    judge = _judge(results, winner)
-    if cfg.detect.leave_one_out:  # the served family's generalization (the judge's is not served)
-        result = results[winner]
-        loo, result.loo_trained_on = leave_one_out(cfg, winner, data, progress)
+    return results
+
+
+def _generalization(
+    cfg: Config, result: FamilyResult, data: EvalData, found: tuple | None, progress: Progress | None
+) -> tuple[ChampionToday | None, set[str]]:
+    """Leave-one-out for the served family (the judge's is not served), then the champion judged
+    on exactly the candidate's data, before anything is registered; returns it and the families
+    the candidate is judged on that the champion never was."""
+    if cfg.detect.leave_one_out:
+        loo, result.loo_trained_on = leave_one_out(cfg, result.family, data, progress)
         result.metrics.update(loo)
         result.unseen = {k.removeprefix("auc_unseen_"): v for k, v in loo.items() if k.startswith("auc_unseen_")}
-    # the champion judged on exactly the candidate's data, before anything is registered
     champion = evaluate_champion(cfg, data, found) if found else None
     new_families = set(result.unseen) - champion.families if champion and cfg.detect.leave_one_out else set()
     if cfg.detect.leave_one_out:
         summarize_unseen(result.metrics, new_families)
-    report, figures = _report(cfg, results, data.test, winner)
-    summary = DetectorSummary(results, winner, report, fakes_version, spliced_version)
-    for family, r in results.items():
-        with tracking.start_run(cfg, DETECTOR_EXPERIMENT, f"detector-{family}", version, flow_run_id) as run:
-            mlflow.set_tags({"fakes_version": fakes_version, "spliced_version": spliced_version})
-            if generators:
-                mlflow.log_dict(generators, "generators.json")
-            mlflow.log_params(
-                {
-                    "family": family,
-                    "trained_on": ",".join(r.detector.trained_on),
-                    "trained_without": ",".join(without) or "none",
-                    "warm_start_from": found[0] if hasattr(r.detector, "started_from") else "none",
-                    "bf16": r.detector.bf16,  # the arithmetic `precision` resolved to on this machine
-                    "platt_a": r.detector.platt[0],
-                    "platt_b": r.detector.platt[1],
-                }
-            )
-            mlflow.log_metrics(r.metrics.finite())
-            mlflow.set_tags(r.metrics.missing_tags())  # what the data could not support, and why
-            mlflow.log_dict(
-                {"trained_on": r.detector.trained_on, "leave_one_out": r.loo_trained_on}, "training_manifest.json"
-            )
-            mlflow.log_dict(score_histogram(r.detector, data), "score_histogram.json")
-            if champion and family == winner:
-                mlflow.log_dict(
-                    {
-                        "champion_version": champion.version,
-                        "metrics": champion.metrics.finite(),
-                        "missing": champion.metrics.missing,
-                        "new_families": sorted(new_families),
-                    },
-                    "champion_today.json",
-                )
-            tracking.log_artifacts([report, *figures], "report")
-            info = log_detector(r.detector, "detector", data.test.images[:2])
-            role = {winner: DETECTOR_MODEL, judge: JUDGE_MODEL}.get(family)
-            if role is None:  # neither winner nor judge: tracked and logged, not registered
-                continue
-            tags = {
-                "data_version": version,
-                "fakes_version": fakes_version,
+    return champion, new_families
+
+
+def _champion_today(champion: ChampionToday | None, new_families: set[str]) -> dict | None:
+    """What the winner's run records of the champion it was judged against (a resumed run's gate reads it)."""
+    if champion is None:
+        return None
+    return {
+        "champion_version": champion.version,
+        "metrics": champion.metrics.finite(),
+        "missing": champion.metrics.missing,
+        "new_families": sorted(new_families),
+    }
+
+
+@dataclass(frozen=True)
+class _Provenance:
+    """What every detector run of one stage records beside its own figures."""
+
+    data_version: str
+    fakes_version: str
+    spliced_version: str
+    generators: dict | None  # the generator versions the fakes were sampled from (None: not sampled now)
+    without: list[str]
+    warm_start_from: str  # the champion's version a warm start began from, or "none"
+    stage_key: str | None  # the flow's cache key, when the registered versions may be resumed
+    flow_run_id: str | None
+    report: list[Path]
+
+
+def _track(
+    cfg: Config, r: FamilyResult, role: str | None, p: _Provenance, data: EvalData, champion_today: dict | None
+) -> str | None:
+    """One family's MLflow run: its parameters, figures, manifests and model; registered as `role`
+    (the detector or the judge) when it has one. Returns the registered version."""
+    family = r.family
+    with tracking.start_run(cfg, DETECTOR_EXPERIMENT, f"detector-{family}", p.data_version, p.flow_run_id) as run:
+        mlflow.set_tags({"fakes_version": p.fakes_version, "spliced_version": p.spliced_version})
+        if p.generators:
+            mlflow.log_dict(p.generators, "generators.json")
+        mlflow.log_params(
+            {
                 "family": family,
-                "threshold": f"{r.detector.threshold:.6f}",
-                "map_threshold": f"{r.detector.map_threshold:.6f}",
-                "pixel_ap": f"{r.metrics['pixel_ap']:.4f}",
-                "iou": f"{r.metrics['iou']:.4f}",
-                "run_id": run.info.run_id,
-                "auc_unseen_min": f"{r.metrics.get('auc_unseen_min', float('nan')):.4f}",
+                "trained_on": ",".join(r.detector.trained_on),
+                "trained_without": ",".join(p.without) or "none",
+                "warm_start_from": p.warm_start_from if hasattr(r.detector, "started_from") else "none",
+                "bf16": r.detector.bf16,  # the arithmetic `precision` resolved to on this machine
+                "platt_a": r.detector.platt[0],
+                "platt_b": r.detector.platt[1],
             }
-            if stage_key and not without:
-                tags[STAGE_KEY] = stage_key
-            mv = registry.register(info.model_uri, role, tags)
-            if role == DETECTOR_MODEL:
-                summary.detector_version = mv.version
-            else:
-                summary.judge_version = mv.version
-    faults.reached("detectors:registered")
-    if gate and summary.detector_version:
-        _gate_and_watch(cfg, summary, champion, version)
-    return summary
+        )
+        mlflow.log_metrics(r.metrics.finite())
+        mlflow.set_tags(r.metrics.missing_tags())  # what the data could not support, and why
+        mlflow.log_dict(
+            {"trained_on": r.detector.trained_on, "leave_one_out": r.loo_trained_on}, "training_manifest.json"
+        )
+        mlflow.log_dict(score_histogram(r.detector, data), "score_histogram.json")
+        if champion_today is not None:
+            mlflow.log_dict(champion_today, "champion_today.json")
+        tracking.log_artifacts(p.report, "report")
+        info = log_detector(r.detector, "detector", data.test.images[:2])
+        if role is None:  # neither winner nor judge: tracked and logged, not registered
+            return None
+        tags = {
+            "data_version": p.data_version,
+            "fakes_version": p.fakes_version,
+            "family": family,
+            "threshold": f"{r.detector.threshold:.6f}",
+            "map_threshold": f"{r.detector.map_threshold:.6f}",
+            "pixel_ap": f"{r.metrics['pixel_ap']:.4f}",
+            "iou": f"{r.metrics['iou']:.4f}",
+            "run_id": run.info.run_id,
+            "auc_unseen_min": f"{r.metrics.get('auc_unseen_min', float('nan')):.4f}",
+        }
+        if p.stage_key:
+            tags[STAGE_KEY] = p.stage_key
+        return registry.register(info.model_uri, role, tags).version
