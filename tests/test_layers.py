@@ -84,9 +84,11 @@ def scan(inside_too: bool = False) -> tuple[dict[str, set[str]], list[str], list
             targets = [t for t in _imported(node) if t.split(".")[0] in OWN]
             where = f"{path.relative_to(REPO)}:{node.lineno}: {lines[node.lineno - 1].strip()}"
             if id(node) in inside:
-                if "# lazy:" not in lines[node.lineno - 1] and name not in LAZY_BY_DESIGN:
+                if "# lazy:" not in lines[node.lineno - 1] and package_of(name) not in LAZY_BY_DESIGN:
                     (own_inside if targets else unexplained).append(where)
-                if not inside_too and name not in LAZY_BY_DESIGN:  # a lazy module's edges are its function imports
+                if (
+                    not inside_too and package_of(name) not in LAZY_BY_DESIGN
+                ):  # a lazy module's edges are its function imports
                     continue
             for t in targets:
                 # `import gandefect.x.y` / `from gandefect.x import y`: the deepest module that exists
