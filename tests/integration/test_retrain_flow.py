@@ -205,7 +205,7 @@ def test_schedule_registers_a_cron_deployment_without_blocking(tmp_path, prefect
     from prefect.deployments import run_deployment
 
     from gandefect.errors import BadInputError
-    from gandefect.orchestrate import _runs_under_way, register_schedule
+    from gandefect.orchestrate.keep_up import _runs_under_way, register_schedule
 
     params = write_params(tmp_path)
     deployment_id = register_schedule(str(params), "tiny", "0 3 * * 0", "weekly-test")

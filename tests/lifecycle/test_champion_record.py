@@ -118,7 +118,7 @@ def test_watch_starts_no_retrain_where_a_newer_version_already_learned_from_the_
     back) would come out the same from a second retrain: watch names it instead of starting one."""
     import mlflow
 
-    from gandefect.orchestrate import _refused_on_this_data
+    from gandefect.orchestrate.keep_up import _refused_on_this_data
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
