@@ -198,7 +198,7 @@ def run_stage(run: FlowRun, stage: Stage, logger) -> None:
     run.results[stage.name] = result
     if getattr(result, "resumed", False):
         logger.info(
-            "%s: v%s was registered by an interrupted run with these inputs; gated now, not trained again",
+            "%s: candidate v%s was registered by an interrupted run with these inputs; gated now, not trained again",
             stage.name,
             result.version,
         )
