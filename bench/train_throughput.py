@@ -15,6 +15,9 @@ on a shared machine hits both alike. The default GAN is the one params.yaml conf
 commit, with its own .venv) in alternating rounds and prints both side by side.
 `--side-by-side` compares one GAN on every core's thread with one GAN per core on one thread
 each (separate processes, as the flow's default runner trains the zoo), in total images/s.
+`--ensemble` trains the zoo's DCGAN members that share a critic's shape (or `--members`) one
+after another and then as one batched ensemble (gandefect.gan.ensemble), in alternating rounds,
+and prints both in images/s and as a share of the fp32 (and, on a GPU, bf16) matmul peak.
 `--flow` runs the whole `gandefect run` in a fresh clone of this checkout's HEAD (with
 `--profile`) and prints each stage's seconds and how many of the machine's cores it kept
 busy (sampled machine-wide from /proc/stat), so a change is measured where it matters and a
@@ -43,6 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from gandefect import hardware
 from gandefect.config import load_config
 from gandefect.gan import losses
+from gandefect.gan.ensemble import GANEnsemble, groups
 from gandefect.gan.models import DCGANConfig, Discriminator, Generator, init_weights
 from gandefect.gan.trainer import GANTrainer, TrainSettings
 from gandefect.names import RETRAIN_EXPERIMENT
@@ -160,14 +164,11 @@ def _counted(loss, cfg: DCGANConfig, batch: int, device: torch.device) -> float:
     return sum(per_step) / len(per_step) / batch
 
 
-def measure(args) -> dict:
-    """This checkout's figures (one JSON line with --json: what --compare reads)."""
-    device = hardware.setup(args.device or "cpu")
+def model_config(args, loss) -> DCGANConfig:
+    """The GAN params.yaml configures (its profile's), with the widths the options give."""
     cfg_all = load_config(ROOT / "params.yaml", args.profile)
     g = cfg_all.gan
-    batch = args.batch or g.batch_size
-    loss = losses.get(args.loss)
-    cfg = DCGANConfig(
+    return DCGANConfig(
         image_size=cfg_all.data.image_size,
         channels=1 if cfg_all.data.mode == "L" else 3,
         z_dim=g.z_dim,
@@ -175,6 +176,14 @@ def measure(args) -> dict:
         d_width=args.d_width or g.d_width,
         disc_norm=loss.disc_norm,
     )
+
+
+def measure(args) -> dict:
+    """This checkout's figures (one JSON line with --json: what --compare reads)."""
+    device = hardware.setup(args.device or "cpu")
+    batch = args.batch or load_config(ROOT / "params.yaml", args.profile).gan.batch_size
+    loss = losses.get(args.loss)
+    cfg = model_config(args, loss)
     real = torch.rand(4000, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1
     bare_loop(loss, cfg, real, batch, 20, device)  # warm-up
     bare, tracked = [], []
@@ -390,6 +399,78 @@ def side_by_side(args) -> None:
     print(f"{'side by side / one':<40} {b / a:>12.2f}")
 
 
+def _members(args, device: torch.device, steps: int) -> list[GANTrainer]:
+    """Fresh trainers of the members measured, each for `steps` discriminator steps."""
+    g = load_config(ROOT / "params.yaml", args.profile).gan
+    out = []
+    for name in args.members:
+        loss = losses.get(name)
+        cfg = model_config(args, loss)
+        settings = TrainSettings(
+            generator_steps=max(1, steps // loss.n_critic),
+            batch_size=args.batch or g.batch_size,
+            early_epochs=(),
+            checkpoint_every=10**9,
+            device=device,
+            bf16=hardware.use_bf16("auto", device, on_cpu=False),
+        )
+        out.append(GANTrainer(loss, cfg, settings))
+    return out
+
+
+def ensemble(args) -> None:
+    """One member after another against the batched ensemble, in images/s and share of the peak."""
+    device = hardware.setup(args.device or "cpu")
+    probe = _members(args, device, args.steps)
+    if len(groups(dict(zip(args.members, probe)))) != 1:
+        raise SystemExit(f"--members {' '.join(args.members)} do not share one shape: they cannot be batched")
+    cfg_all = load_config(ROOT / "params.yaml", args.profile)
+    batch = args.batch or cfg_all.gan.batch_size
+    real = torch.rand(4000, probe[0].model_cfg.channels, probe[0].model_cfg.image_size, probe[0].model_cfg.image_size)
+    real = real * 2 - 1
+    flops = sum(flops_per_image(m.loss, m.model_cfg, batch, device)[0] for m in probe)  # one image for each member
+
+    def alone() -> float:
+        members = _members(args, device, args.steps)
+        _sync(device)
+        start = time.perf_counter()
+        for m in members:
+            m.fit(real)
+        _sync(device)
+        return sum(m.step for m in members) * batch / (time.perf_counter() - start)
+
+    def batched() -> float:
+        members = _members(args, device, args.steps)
+        _sync(device)
+        start = time.perf_counter()
+        GANEnsemble(members).fit(real)
+        _sync(device)
+        return sum(m.step for m in members) * batch / (time.perf_counter() - start)
+
+    args_warm = argparse.Namespace(**{**vars(args), "steps": 5})
+    GANEnsemble(_members(args_warm, device, 5)).fit(real)  # warm-up
+    one, many = [], []
+    for r in range(args.rounds):  # alternate: drift on a shared machine hits both alike
+        one.append(alone())
+        many.append(batched())
+        print(f"round {r + 1}: one at a time {one[-1]:.0f} img/s, ensemble {many[-1]:.0f} img/s", flush=True)
+    peak = statistics.median(matmul_flops(device) for _ in range(3))
+    per_image = flops / len(probe)  # the members' mean: images/s counts each member's images
+    a, b = statistics.median(one), statistics.median(many)
+    print(
+        f"\nmembers {', '.join(args.members)}; batch {batch}, {args.steps} steps each, {torch.get_num_threads()} threads"
+    )
+    print(f"{'':<36} {'one at a time':>16} {'ensemble':>16}")
+    print(f"{'images/s (all members)':<36} {a:>16.0f} {b:>16.0f}")
+    print(f"{'GFLOP/s':<36} {a * per_image / 1e9:>16.1f} {b * per_image / 1e9:>16.1f}")
+    print(f"{'share of the fp32 matmul peak':<36} {a * per_image / peak:>16.3f} {b * per_image / peak:>16.3f}")
+    if device.type == "cuda":
+        bf16 = statistics.median(matmul_flops(device, torch.bfloat16) for _ in range(3))
+        print(f"{'share of the bf16 matmul peak':<36} {a * per_image / bf16:>16.3f} {b * per_image / bf16:>16.3f}")
+    print(f"{'fp32 matmul peak, GFLOP/s':<36} {peak / 1e9:>33.1f}")
+    print(f"{'ensemble / one at a time':<36} {b / a:>33.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=150)
@@ -412,6 +493,13 @@ def main() -> None:
         action="store_true",
         help="one GAN on every core vs one GAN per core on one thread (the zoo's runner)",
     )
+    ap.add_argument("--ensemble", action="store_true", help="the members one at a time vs as one batched ensemble")
+    ap.add_argument(
+        "--members",
+        nargs="+",
+        default=["minimax", "nonsaturating", "lsgan", "wgan", "hinge"],
+        help="with --ensemble: the zoo members measured (default: the DCGANs that share a batch-norm critic)",
+    )
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -423,6 +511,9 @@ def main() -> None:
         return
     if args.side_by_side:
         side_by_side(args)
+        return
+    if args.ensemble:
+        ensemble(args)
         return
     if args.flow:
         flow(args)

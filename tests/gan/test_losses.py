@@ -139,7 +139,7 @@ class R1(Penalty):
 
     name: ClassVar[str] = "r1"
 
-    def __call__(self, D, real, fake, *condition):
+    def __call__(self, D, real, fake, *condition, generator=None):  # draws nothing: the generator goes unused
         real = real.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(D(real, *condition).sum(), real, create_graph=True)
         return grad.flatten(1).pow(2).sum(1).mean()

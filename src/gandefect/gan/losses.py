@@ -48,8 +48,11 @@ class Penalty:
     every: int = 1
     name: ClassVar[str] = "penalty"
 
-    def __call__(self, D: nn.Module, real: Tensor, fake: Tensor, *condition: Tensor) -> Tensor:
-        """The penalty's value for D, called as D(x, *condition) (the condition is per image)."""
+    def __call__(
+        self, D: nn.Module, real: Tensor, fake: Tensor, *condition: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The penalty's value for D, called as D(x, *condition) (the condition is per image);
+        its randomness from `generator` (None: torch's global one)."""
         raise NotImplementedError
 
 
@@ -60,8 +63,10 @@ class GradientPenalty(Penalty):
     fraction: float = 1.0
     name: ClassVar[str] = "gradient_penalty"
 
-    def __call__(self, D: nn.Module, real: Tensor, fake: Tensor, *condition: Tensor) -> Tensor:
-        return gradient_penalty(D, real, fake, self.fraction, condition)
+    def __call__(
+        self, D: nn.Module, real: Tensor, fake: Tensor, *condition: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        return gradient_penalty(D, real, fake, self.fraction, condition, generator)
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,14 @@ class AdversarialLoss:
         return {"kind": self.penalty.name, **asdict(self.penalty)} if self.penalty else {}
 
     def discriminator_step(
-        self, D: nn.Module, opt: torch.optim.Optimizer, real: Tensor, fake: Tensor, *condition: Tensor, step: int = 0
+        self,
+        D: nn.Module,
+        opt: torch.optim.Optimizer,
+        real: Tensor,
+        fake: Tensor,
+        *condition: Tensor,
+        step: int = 0,
+        generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
         """One update of D (called as D(x, *condition)) on a real and a fake batch: objective plus
         weighted penalty (on the steps its `every` picks), then `after_d_step`. Returns the
@@ -97,7 +109,7 @@ class AdversarialLoss:
         d_loss = self.d_loss(real_out, fake_out)
         terms, total = {"d_loss": d_loss.detach()}, d_loss
         if self.penalty is not None and step % self.penalty.every == 0:
-            value = self.penalty(D, real, fake, *condition)
+            value = self.penalty(D, real, fake, *condition, generator=generator)
             total = d_loss + self.penalty.weight * self.penalty.every * value
             terms[self.penalty.name] = value.detach()
         if self.wasserstein:
@@ -134,7 +146,12 @@ def selected(names: list[str] | None, setting: str = "gan.losses") -> list[str]:
 
 
 def gradient_penalty(
-    critic: Callable[..., Tensor], real: Tensor, fake: Tensor, fraction: float = 1.0, condition: tuple[Tensor, ...] = ()
+    critic: Callable[..., Tensor],
+    real: Tensor,
+    fake: Tensor,
+    fraction: float = 1.0,
+    condition: tuple[Tensor, ...] = (),
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates x_hat (Gulrajani et al. 2017),
     with D called as critic(x_hat, *condition).
@@ -144,7 +161,7 @@ def gradient_penalty(
     if fraction < 1.0:
         n = max(1, round(real.shape[0] * fraction))
         real, fake, condition = real[:n], fake[:n], tuple(c[:n] for c in condition)
-    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
+    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, generator=generator)
     with torch.autocast(real.device.type, enabled=False):  # a double backward in bf16 loses the penalty's precision
         x_hat = (alpha * real.float() + (1 - alpha) * fake.float()).requires_grad_(True)
         (grad,) = torch.autograd.grad(critic(x_hat, *condition).sum(), x_hat, create_graph=True)

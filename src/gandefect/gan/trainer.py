@@ -91,44 +91,70 @@ class _Loop:
 
     def fit(self, real: torch.Tensor, resume: bool = False) -> TrainResult:
         """Train on real images (N, C, H, W) in [-1, 1] for `total_steps()` steps."""
+        self.begin(real, resume)
+        while not self.done:
+            self.after_step(self.train_step(self.next_batch()))
+        return self.end()
+
+    # -- the loop in parts: `fit` runs them in turn, an ensemble interleaves its members' ------
+    def begin(self, real: torch.Tensor, resume: bool = False) -> None:
+        """Put the real images on the device, resume from the checkpoint when asked, enter train mode."""
         s = self.settings
-        per_epoch = len(real) // s.batch_size
-        if per_epoch == 0:
+        self._per_epoch = len(real) // s.batch_size
+        if self._per_epoch == 0:
             raise ValueError(f"need at least batch_size={s.batch_size} real images, got {len(real)}")
-        total = self.total_steps()
+        self._total = self.total_steps()
         # the whole split on the device once, channels-last: batches are slices of it
-        real = real.to(s.device, memory_format=torch.channels_last) if real.dim() == 4 else real.to(s.device)
+        self._real = real.to(s.device, memory_format=torch.channels_last) if real.dim() == 4 else real.to(s.device)
         resumed_from = self.step if resume and self.load_checkpoint() else 0
-        result = TrainResult(0, 0, resumed_from)
+        self._result = TrainResult(0, 0, resumed_from)
         self.train_mode(True)
-        buffer: list[tuple[int, dict[str, float]]] = []
-        perm_epoch, perm = -1, None
-        while self.step < total:
-            epoch, pos = divmod(self.step, per_epoch)
-            if epoch != perm_epoch:
-                perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(s.seed * 7919 + epoch))
-                perm = perm.to(s.device)
-                perm_epoch = epoch
-            torch.manual_seed(s.seed * 1_000_003 + self.step)
-            metrics = self.train_step(real[perm[pos * s.batch_size : (pos + 1) * s.batch_size]])
-            self.step += 1
-            if self.step % s.log_every == 0:
-                buffer.append((self.step, metrics))
-            self.callback.on_step(self.step, total)
-            epoch_done = self.step % per_epoch == 0
-            if epoch_done or self.step % s.checkpoint_every == 0 or self.step == total:
-                self.callback.on_metrics(buffer)
-                buffer = []
-                self.save_checkpoint()
-            if epoch_done:
-                finished = self.step // per_epoch
-                if finished in s.early_epochs:
-                    early = copy.deepcopy(self.G).to(CPU).eval()  # stored on the CPU, as every model
-                    result.early[finished] = early
-                    self.callback.on_early_generator(finished, early)
-                self.callback.on_epoch_end(finished, self)
-        if buffer:
-            self.callback.on_metrics(buffer)
+        self._buffer: list[tuple[int, dict[str, float]]] = []
+        self._perm_epoch, self._perm = -1, None
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self._total
+
+    def next_batch(self) -> torch.Tensor:
+        """The real batch of the current step, and the step's randomness seeded from (seed, step):
+        torch's global generator, and `rng`, the same stream held by this member alone."""
+        s = self.settings
+        epoch, pos = divmod(self.step, self._per_epoch)
+        if epoch != self._perm_epoch:
+            perm = torch.randperm(len(self._real), generator=torch.Generator().manual_seed(s.seed * 7919 + epoch))
+            self._perm, self._perm_epoch = perm.to(s.device), epoch
+        seed = s.seed * 1_000_003 + self.step
+        torch.manual_seed(seed)
+        self.rng = torch.Generator(s.device).manual_seed(seed)
+        return self._real[self._perm[pos * s.batch_size : (pos + 1) * s.batch_size]]
+
+    def after_step(self, metrics: dict[str, float]) -> None:
+        """Count the step; record its metrics, checkpoint and keep early generators on schedule."""
+        s, per_epoch = self.settings, self._per_epoch
+        self.step += 1
+        if self.step % s.log_every == 0:
+            self._buffer.append((self.step, metrics))
+        self.callback.on_step(self.step, self._total)
+        epoch_done = self.step % per_epoch == 0
+        if epoch_done or self.step % s.checkpoint_every == 0 or self.step == self._total:
+            self.callback.on_metrics(self._buffer)
+            self._buffer = []
+            self.save_checkpoint()
+        if epoch_done:
+            finished = self.step // per_epoch
+            if finished in s.early_epochs:
+                early = copy.deepcopy(self.G).to(CPU).eval()  # stored on the CPU, as every model
+                self._result.early[finished] = early
+                self.callback.on_early_generator(finished, early)
+            self.callback.on_epoch_end(finished, self)
+
+    def end(self) -> TrainResult:
+        """Flush the last metrics, leave train mode; the run's steps and early generators."""
+        if self._buffer:
+            self.callback.on_metrics(self._buffer)
+            self._buffer = []
+        result = self._result
         result.steps, result.generator_steps = self.step, self.generator_steps
         self.train_mode(False)
         return result
@@ -161,6 +187,8 @@ class GANTrainer(_Loop):
         self.opt_d = loss.optimizer.build(self.D.parameters())
         self.step = 0
         self.generator_steps = 0
+        # the step's random stream; `next_batch` reseeds it from (seed, step) at every step
+        self.rng = torch.Generator(settings.device).manual_seed(settings.seed)
 
     # -- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -192,15 +220,16 @@ class GANTrainer(_Loop):
 
     def train_step(self, real: torch.Tensor) -> dict[str, float]:
         loss, b = self.loss, real.shape[0]
-        z = torch.randn(b, self.model_cfg.z_dim, device=real.device)
+        z = torch.randn(b, self.model_cfg.z_dim, device=real.device, generator=self.rng)
         with torch.no_grad(), hardware.autocast(self.mixed, real.device):
             fake = self.G(z)
         with hardware.autocast(self.mixed, real.device):
-            terms = loss.discriminator_step(self.D, self.opt_d, real, fake, step=self.step)
+            terms = loss.discriminator_step(self.D, self.opt_d, real, fake, step=self.step, generator=self.rng)
         metrics = {k: v.item() for k, v in terms.items()}
         if (self.step + 1) % loss.n_critic == 0:
             with hardware.autocast(self.mixed, real.device):
-                g_loss = loss.g_loss(self.D(self.G(torch.randn(b, self.model_cfg.z_dim, device=real.device))).float())
+                z = torch.randn(b, self.model_cfg.z_dim, device=real.device, generator=self.rng)
+                g_loss = loss.g_loss(self.D(self.G(z)).float())
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             self.opt_g.step()
