@@ -78,7 +78,8 @@ class EvalData:
         return self.val_mix.subset(keep), self.val_groups[keep]
 
 
-WILD_PROCESSES_FROM = 20_000  # encoded images (the default data's test set alone: 36,000)
+WILD_PROCESSES_FROM = 20_000  # images to encode (the default data's test set alone: 36,000 encodings)
+WILD_CACHE = ".gandefect/wild"  # the project's wild encodings (gandefect.evaluate.wild.EncodingCache)
 
 
 def _check_both_classes(splits: dict[str, Labeled]) -> None:
@@ -101,17 +102,19 @@ def prepare_eval_data(cfg: Config) -> EvalData:
     _check_both_classes({"train": train, "val": val})
     # the threshold rule reads only the real images; fakes are there for Platt scaling
     val = capped(val, w.val_fakes_per_generator, cfg.seed)
-    # many images: the conditions are encoded in worker processes, one per core (spawn: see
+    # encoded once: the cache holds every image's encodings, so a rerun or a keep-up run encodes
+    # only new images. Many to encode: in worker processes, one per core (spawn: see
     # leave_one_out); a few: on threads, since a worker takes seconds to start
-    evaluated = conditions.evaluated(w)
-    many = len(val.labels) * len(w.gated) + len(test.labels) * len(evaluated) >= WILD_PROCESSES_FROM
+    evaluated, envelope = conditions.evaluated(w), envelope_for(w.gated)
+    cache = wild.EncodingCache(cfg.path(WILD_CACHE))
+    todo = cache.to_encode(val, w.gated, cfg.data.resize) + cache.to_encode(test, evaluated, cfg.data.resize, envelope)
     with (
         ProcessPoolExecutor(min(len(evaluated), os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn"))
-        if many
+        if todo >= WILD_PROCESSES_FROM
         else contextlib.nullcontext()
     ) as pool:
-        wild_val = wild.build(val, w.gated, cfg.data.resize, pool=pool)
-        wild_test = wild.build(test, evaluated, cfg.data.resize, envelope_for(w.gated), pool)
+        wild_val = wild.build(val, w.gated, cfg.data.resize, pool=pool, cache=cache)
+        wild_test = wild.build(test, evaluated, cfg.data.resize, envelope, pool, cache)
     val_mix = val.tiled(len(w.gated), np.concatenate([wild_val.inputs[c] for c in w.gated]))
     groups = np.repeat(np.array(w.gated), len(val.labels))
     fakes = read_fakes(cfg)
