@@ -18,8 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gandefect.errors import ConfigError
-
-PARAMS_FILE = "params.yaml"
+from gandefect.names import PARAMS_FILE
 
 
 class _Section(BaseModel):

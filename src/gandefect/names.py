@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# the project's parameter file, and the real-image sources built into the package
+PARAMS_FILE = "params.yaml"
+MNIST5K_SOURCE, PHOTOS_SOURCE = "mnist5k", "photos"
+BUILT_IN_SOURCES = (MNIST5K_SOURCE, PHOTOS_SOURCE)
+
 # MLflow experiments
 DATA_EXPERIMENT = "gandefect-data"
 GAN_EXPERIMENT = "gandefect-gans"

@@ -7,6 +7,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,8 +15,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 # Only what the help pages need is imported here: each command imports its own stack (torch,
 # MLflow, Prefect, Great Expectations take seconds each) when it runs, so `--help` answers at once.
-from gandefect.config import PARAMS_FILE, Config, load_config
 from gandefect.lifecycle.lock import project_lock
+from gandefect.names import PARAMS_FILE
+
+if TYPE_CHECKING:
+    from gandefect.config import Config
 
 
 def flows():
@@ -77,6 +81,8 @@ def _global(
 
 
 def project_config() -> Config:
+    from gandefect.config import load_config  # pydantic and PyYAML: a command needs them, --help does not
+
     return load_config(state.params, state.profile)
 
 

@@ -7,9 +7,8 @@ import typer
 from rich.table import Table
 
 from gandefect.cli.common import app, data_app, out, progress_bars, project_config
-from gandefect.data import sources
 from gandefect.errors import DataValidationError
-from gandefect.names import INGEST_STAGE
+from gandefect.names import BUILT_IN_SOURCES, INGEST_STAGE
 
 
 @app.command()
@@ -18,7 +17,7 @@ def ingest(
         None,
         "--from",
         metavar="SOURCE",
-        help=f"Folder of images to add (any format, size, mode), or a built-in ({', '.join(sources.BUILT_IN)}); repeatable. Default: data.source, else the snapshot's own sources, else data.default_source.",
+        help=f"Folder of images to add (any format, size, mode), or a built-in ({', '.join(BUILT_IN_SOURCES)}); repeatable. Default: data.source, else the snapshot's own sources, else data.default_source.",
     ),
     replace: bool = typer.Option(False, "--replace", help="Start a new snapshot instead of adding to the current one."),
     labels_from_subfolders: bool = typer.Option(

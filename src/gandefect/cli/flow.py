@@ -8,10 +8,9 @@ from pathlib import Path
 import typer
 
 from gandefect.cli.common import GATE_FAILED_EXIT, app, flows, out, project_config, state
-from gandefect.data import sources
 from gandefect.errors import BadInputError
 from gandefect.lifecycle.lock import project_lock
-from gandefect.names import FLOW_STAGES
+from gandefect.names import BUILT_IN_SOURCES, FLOW_STAGES
 
 
 @app.command("run")
@@ -34,7 +33,7 @@ def run_cmd(
         None,
         "--from",
         metavar="SOURCE",
-        help=f"Ingest exactly this source (repeatable): a folder of images or a built-in ({', '.join(sources.BUILT_IN)}). Default: data.source, else the snapshot's own sources.",
+        help=f"Ingest exactly this source (repeatable): a folder of images or a built-in ({', '.join(BUILT_IN_SOURCES)}). Default: data.source, else the snapshot's own sources.",
     ),
     replace: bool = typer.Option(
         False, "--replace", help="Start the snapshot over from the named sources (the old one stays in DVC's history)."
@@ -51,7 +50,7 @@ def run_cmd(
     unknown = sorted(set(stages or []) - set(FLOW_STAGES))
     if unknown:
         raise BadInputError(f"--stage {', '.join(unknown)}: stages are {', '.join(FLOW_STAGES[1:])}")
-    named = [spec if spec in sources.BUILT_IN else str(Path(spec).expanduser().resolve()) for spec in from_ or []]
+    named = [spec if spec in BUILT_IN_SOURCES else str(Path(spec).expanduser().resolve()) for spec in from_ or []]
     sources_to_ingest(
         project_config(), named or None, replace, exact=True
     )  # a disagreement stops before the flow starts

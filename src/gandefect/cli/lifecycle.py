@@ -7,15 +7,17 @@ import json
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-import yaml
 from rich.table import Table
 
 from gandefect.cli.common import app, flows, out, print_gate, project_config, state
-from gandefect.config import Config
 from gandefect.errors import BadInputError
 from gandefect.names import DETECTOR_MODEL, REPAIRER_MODEL, RETRAIN_EXPERIMENT, SERVED_MODELS
+
+if TYPE_CHECKING:
+    from gandefect.config import Config
 
 
 @app.command("gate")
@@ -221,6 +223,8 @@ def watch_cmd() -> None:
 def config_cmd() -> None:
     """The effective configuration as YAML: every setting, the typed defaults with params.yaml and
     the profile applied (the reasons for the defaults are in src/gandefect/config.py)."""
+    import yaml
+
     cfg = project_config()
     typer.echo(f"# profile {cfg.profile}, from {Path(state.params).resolve()}")
     typer.echo(yaml.safe_dump(cfg.to_params(), sort_keys=False, width=100), nl=False)

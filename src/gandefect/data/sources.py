@@ -16,10 +16,10 @@ from PIL import Image
 
 from gandefect.data.images import IMAGE_ERRORS, open_image
 from gandefect.errors import BadInputError
+from gandefect.names import BUILT_IN_SOURCES as BUILT_IN
+from gandefect.names import MNIST5K_SOURCE as MNIST5K
+from gandefect.names import PHOTOS_SOURCE as PHOTOS
 
-MNIST5K = "mnist5k"
-PHOTOS = "photos"
-BUILT_IN = (MNIST5K, PHOTOS)
 PHOTO_CROPS = 3000  # crops the photo source yields unless data.max_images says otherwise
 # the colour photographs that ship inside the scikit-image and scikit-learn wheels
 PHOTO_FILES = (
