@@ -18,7 +18,6 @@ from gandefect.gan import losses
 from gandefect.gan.ensemble import GANEnsemble, groups
 from gandefect.gan.models import DCGANConfig
 from gandefect.gan.trainer import Callback, GANTrainer, TrainSettings
-from gandefect.stages.gans import build_trainer
 
 REAL = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
@@ -90,6 +89,8 @@ def test_a_killed_ensemble_resumes_every_member_from_its_own_checkpoint(tmp_path
 
 
 def test_the_zoo_groups_members_by_shape(tiny_cfg):
+    from gandefect.stages.gans import build_trainer  # MLflow: bench/gpu_check.sh runs this file without it
+
     trainers = {
         name: build_trainer(tiny_cfg, name, TrainSettings(1)) for name in ["minimax", "hinge", "wgan-gp", "vae"]
     }
