@@ -50,3 +50,9 @@ def test_the_members_that_get_an_aligned_set_are_those_that_can_refine(name):
     else:
         model = family.generator(cfg)
     assert refines(name) == hasattr(model, "refine")
+
+
+def test_a_logged_model_or_run_artifact_is_named_by_its_own_uri(tiny_cfg):
+    made = _MadeFrom(tiny_cfg)
+    for uri in ("models:/m-0123456789abcdef", "runs:/0123456789abcdef/early_generator_epoch1"):
+        assert made.model_id(uri) == uri  # the early generators: unique already, no registry lookup

@@ -95,11 +95,13 @@ class _MadeFrom:
         self._real_train: str | None = None
 
     def model_id(self, uri: str) -> str:
-        """A registered model version by its run (unique, unlike a version number in a wiped store)."""
-        if uri.startswith("models:/"):
-            name, version = uri.removeprefix("models:/").split("/", 1)
+        """A generator by something unique: a registered version (`models:/<name>/<version>`) by
+        the run that made it, since a wiped store numbers versions from 1 again; a logged model
+        (`models:/<model id>`, the early generators) or a run's artifact by its own URI."""
+        name, _, version = uri.removeprefix("models:/").partition("/")
+        if uri.startswith("models:/") and version.isdigit():
             return f"{uri}@{mlflow.MlflowClient().get_model_version(name, version).run_id}"
-        return uri  # runs:/<run id>/...: the early generators
+        return uri
 
     def real_train(self) -> str:
         """A digest of the real train images (what the aligned sets refine)."""
