@@ -256,40 +256,14 @@ class CNNDetector(Detector):
             )
             for i in range(steps_per_epoch):
                 idx = order[i * c.batch_size : (i + 1) * c.batch_size]
-                images = train.images[idx].copy()
-                target = np.broadcast_to(labels[idx][:, None, None], (len(idx),) + images.shape[1:3]).copy()
-                spliced = np.zeros(len(idx), bool)
-                if masks is not None:
-                    spliced = self._splice_batch(rng, train.images, real_idx, fake_idx, masks, images, target)
-                images[~spliced] = augment(images[~spliced], rng, c.p_process)
-                images[spliced] = augment(images[spliced], rng, c.p_process_spliced)
-                x = hardware.batch(_tensor(images), device)
-                # patch target = the fraction of the patch's pixels that are generated; the image
-                # score learns from whole images only, all processed alike (spliced ones, less
-                # processed so the maps stay sharp, would otherwise teach "clean = generated")
-                whole = torch.from_numpy(~spliced).to(device)
-                image_labels = torch.from_numpy(labels[idx]).to(device)
+                images, target, spliced = self._batch(rng, train, idx, labels, masks, real_idx, fake_idx)
                 held = known[idx] & ~spliced  # whole images of what the champion knew
+                taught = None
                 if teacher is not None and held.any():
-                    keep = torch.from_numpy(held).to(device)
                     with torch.no_grad(), hardware.autocast(self.bf16, device):
                         t_logits, t_image = teacher(hardware.batch(_tensor(images[held]), device))
-                    t_logits, t_image = t_logits.float(), t_image.float()
-                loss = 0.0
-                with hardware.autocast(self.bf16, device):
-                    outputs = _each(self.net, x)
-                t = F.adaptive_avg_pool2d(torch.from_numpy(target)[:, None].to(device), outputs[0][0].shape[2:])
-                for logits, image_logit in outputs:  # every member learns on its own; the mean is only served
-                    logits, image_logit = logits.float(), image_logit.float()
-                    loss = (
-                        loss
-                        + F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight)
-                        + _image_loss(image_logit[whole], image_labels[whole], pos_weight, c.focal_gamma)
-                    )
-                    if teacher is not None and held.any():
-                        loss = loss + c.distill * (
-                            _distillation(logits[keep], t_logits) + _distillation(image_logit[keep], t_image)
-                        )
+                    taught = (torch.from_numpy(held).to(device), t_logits.float(), t_image.float())
+                loss = self._loss(images, target, ~spliced, labels[idx], pos_weight, taught)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -301,6 +275,44 @@ class CNNDetector(Detector):
         # a warm-started net has seen its predecessor's generators as well
         self.trained_on = sorted((set(train.generators) | set(getattr(self, "started_from", []))) - {"real"})
         return self
+
+    def _batch(self, rng, train: Labeled, idx, labels, masks, real_idx, fake_idx):
+        """One step's images and per-pixel targets (1 where generated): spliced where the mask
+        pool allows, then through random processing chains; and which images were spliced."""
+        c = self.cfg
+        images = train.images[idx].copy()
+        target = np.broadcast_to(labels[idx][:, None, None], (len(idx),) + images.shape[1:3]).copy()
+        spliced = np.zeros(len(idx), bool)
+        if masks is not None:
+            spliced = self._splice_batch(rng, train.images, real_idx, fake_idx, masks, images, target)
+        images[~spliced] = augment(images[~spliced], rng, c.p_process)
+        images[spliced] = augment(images[spliced], rng, c.p_process_spliced)
+        return images, target, spliced
+
+    def _loss(self, images, target, whole, image_labels, pos_weight, taught) -> torch.Tensor:
+        """The step's loss: the patch targets are the share of each patch's pixels that is
+        generated; the image score learns from whole images only, all processed alike (spliced
+        ones, less processed so the maps stay sharp, would otherwise teach "clean = generated");
+        `taught` (the images the champion knew, its logits): distillation towards its verdicts."""
+        c, device = self.cfg, self.device
+        whole, image_labels = torch.from_numpy(whole).to(device), torch.from_numpy(image_labels).to(device)
+        loss = 0.0
+        with hardware.autocast(self.bf16, device):
+            outputs = _each(self.net, hardware.batch(_tensor(images), device))
+        t = F.adaptive_avg_pool2d(torch.from_numpy(target)[:, None].to(device), outputs[0][0].shape[2:])
+        for logits, image_logit in outputs:  # every member learns on its own; the mean is only served
+            logits, image_logit = logits.float(), image_logit.float()
+            loss = (
+                loss
+                + F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight)
+                + _image_loss(image_logit[whole], image_labels[whole], pos_weight, c.focal_gamma)
+            )
+            if taught is not None:
+                keep, t_logits, t_image = taught
+                loss = loss + c.distill * (
+                    _distillation(logits[keep], t_logits) + _distillation(image_logit[keep], t_image)
+                )
+        return loss
 
     def _splice_batch(self, rng, pool, real_idx, fake_idx, masks, images, target) -> np.ndarray:
         """Replace a p_splice share of the batch by spliced images and their pixel targets (in
