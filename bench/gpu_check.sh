@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks as one script, for a short lease of a GPU machine that has no network: run from
-# the repository root there, with .whl/ (made here by bench/gpu_wheels.sh) carried beside the
-# checkout. Everything it prints also goes to $OUT/gpu_check.log ($OUT: the folder the lease
+# the repository root there, with .site.tar.xz (made here by bench/gpu_wheels.sh) carried beside
+# the checkout (the device tool's `carry`). Everything it prints also goes to $OUT/gpu_check.log ($OUT: the folder the lease
 # brings back; reports/gpu/ without one).
 #
 #   bash bench/gpu_check.sh        # about 3 minutes on one H100 (needs bench/gpu_wheels.sh)
@@ -21,9 +21,10 @@ mkdir -p "$out"
 exec > >(tee "$out/gpu_check.log") 2>&1
 step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
-step "wheels"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/* || exit 1
+step "the packages the image lacks"
+mkdir -p /tmp/site
+if [ -f .site.tar.xz ]; then
+  tar -C /tmp/site -xJf .site.tar.xz || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD/src:$PWD PYTHONUNBUFFERED=1
 
