@@ -7,9 +7,9 @@
 #   bench/gpu_wheels.sh          # the throughput and ensemble benchmarks: pydantic and its parts
 #   bench/gpu_wheels.sh --full   # also the whole lifecycle (MLflow, Prefect, DVC, Great Expectations)
 #                                # for the timed `gandefect run`, without BentoML (the check leaves the
-#                                # bento stage out) and the test-only tools. Its wheels are about 70 MiB,
-#                                # over what one device call carries (64 MiB); installed and packed
-#                                # with xz they were 48 MiB.
+#                                # bento stage out) and the test-only tools. Its 153 wheels are about
+#                                # 70 MiB, over what one device call carries (64 MiB); installed (256 MiB)
+#                                # and packed with xz they were 42 MiB.
 #
 # The GPU image brings its own torch (a CUDA build), numpy, pandas, scipy, scikit-learn,
 # Pillow, PyYAML, typer, rich and pytest: PRESENT lists what is not downloaded.
