@@ -226,3 +226,17 @@ def test_a_lazy_penalty_runs_on_every_kth_step_with_k_times_the_weight():
     every, lazy = updates["every"] - updates["none"], updates["lazy"] - updates["none"]
     assert every.abs().max() > 0
     assert torch.allclose(lazy, 2 * every, rtol=1e-4, atol=1e-9)
+
+
+def test_a_penalty_written_without_a_generator_argument_still_works_where_none_is_given():
+    class OldStyle(Penalty):  # draws nothing, and predates the generator argument
+        name: ClassVar[str] = "old"
+
+        def __call__(self, D, real, fake, *condition):
+            return D(real, *condition).pow(2).mean()
+
+    loss = dataclasses.replace(losses.get("wgan"), name="wgan-old", penalty=OldStyle(1.0))
+    critic = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 1))
+    x = torch.rand(8, 1, 4, 4)
+    terms = loss.discriminator_step(critic, loss.optimizer.build(critic.parameters()), x, x.flip(0))
+    assert terms["old"] > 0

@@ -145,12 +145,12 @@ class CountedPenalty(losses.GradientPenalty):
 
     calls: list = dataclasses.field(default_factory=list, compare=False)
 
-    def __call__(self, D, real, fake, *condition):
+    def __call__(self, D, real, fake, *condition, generator=None):
         def critic(x, *c):
             self.calls.append((len(x), *(len(t) for t in c)))
             return D(x, *c)
 
-        return losses.gradient_penalty(critic, real, fake, self.fraction, condition)
+        return losses.gradient_penalty(critic, real, fake, self.fraction, condition, generator)
 
 
 def test_the_repairer_steps_its_critic_by_the_loss_entry_penalty_share_included():

@@ -109,7 +109,9 @@ class AdversarialLoss:
         d_loss = self.d_loss(real_out, fake_out)
         terms, total = {"d_loss": d_loss.detach()}, d_loss
         if self.penalty is not None and step % self.penalty.every == 0:
-            value = self.penalty(D, real, fake, *condition, generator=generator)
+            # a penalty drawing nothing may take no generator (the documented signature has one)
+            by = {"generator": generator} if generator is not None else {}
+            value = self.penalty(D, real, fake, *condition, **by)
             total = d_loss + self.penalty.weight * self.penalty.every * value
             terms[self.penalty.name] = value.detach()
         if self.wasserstein:
