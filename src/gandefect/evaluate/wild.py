@@ -16,7 +16,7 @@ import json
 import os
 import zipfile
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -128,10 +128,14 @@ class EncodingCache:
     images it has not seen; a file holds the images of the last set written."""
 
     root: Path
+    _digested: tuple = field(
+        default=(None, None), init=False, repr=False
+    )  # the last image array digested and its digests (`to_encode`, then `build`)
 
-    @staticmethod
-    def digests(images: np.ndarray) -> np.ndarray:
-        return np.array([conditions.image_digest(im) for im in images], dtype=np.uint64)
+    def digests(self, images: np.ndarray) -> np.ndarray:
+        if self._digested[0] is not images:
+            self._digested = (images, np.array([conditions.image_digest(im) for im in images], dtype=np.uint64))
+        return self._digested[1]
 
     def path(self, name: str, resize: str, envelope: Envelope | None) -> Path:
         c = conditions.get(name)
