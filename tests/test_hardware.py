@@ -106,6 +106,23 @@ def test_precision_forces_either_path_on_any_machine_and_auto_follows_the_hardwa
     assert load_config(_params(tmp_path)).precision == "auto"
 
 
+@pytest.mark.parametrize(
+    ("onednn", "avx512_bf16", "amx", "native"),
+    [(True, False, False, False), (True, True, False, True), (True, False, True, True), (False, True, True, False)],
+)
+def test_auto_takes_bf16_on_a_cpu_only_where_its_instructions_are_native(monkeypatch, onednn, avx512_bf16, amx, native):
+    # oneDNN says yes on any AVX-512 CPU (emulated bf16, slower than float32): the instructions decide
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    hardware._cpu_bf16.cache_clear()
+    try:
+        assert hardware.bf16_ok(hardware.CPU) is native
+        assert hardware.use_bf16("auto") is native
+    finally:
+        hardware._cpu_bf16.cache_clear()
+
+
 @pytest.mark.parametrize("bf16", [False, True])
 def test_the_cnn_detector_trains_in_the_forced_precision_and_stays_float32(bf16):
     """Either numeric path on any CPU (bf16 is emulated where the CPU lacks it: a small model)."""
