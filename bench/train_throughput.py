@@ -18,6 +18,10 @@ each (separate processes, as the flow's default runner trains the zoo), in total
 `--ensemble` trains the zoo's DCGAN members that share a critic's shape (or `--members`) one
 after another and then as one batched ensemble (gandefect.gan.ensemble), in alternating rounds,
 and prints both in images/s and as a share of the fp32 (and, on a GPU, bf16) matmul peak.
+`--detector` trains the CNN detector (the `detect.cnn` recipe of params.yaml, on random 8-bit
+images of the data's size) in float32 and under bf16 autocast, in alternating rounds, and prints
+both in images/s and as a share of the fp32 matmul peak, beside what `precision: auto` takes on
+this machine: bf16 pays only where the CPU computes it natively (AVX512-BF16, AMX).
 `--flow` runs the whole `gandefect run` in a fresh clone of this checkout's HEAD (with
 `--profile`) and prints each stage's seconds and how many of the machine's cores it kept
 busy (sampled machine-wide from /proc/stat), so a change is measured where it matters and a
@@ -40,11 +44,14 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from gandefect import hardware
 from gandefect.config import load_config
+from gandefect.detect.cnn import CNNDetector, PatchNet
+from gandefect.detect.common import Labeled
 from gandefect.gan import losses
 from gandefect.gan.ensemble import GANEnsemble, groups
 from gandefect.gan.models import DCGANConfig, Discriminator, Generator, init_weights
@@ -471,6 +478,55 @@ def ensemble(args) -> None:
     print(f"{'ensemble / one at a time':<36} {b / a:>33.2f}")
 
 
+def detector(args) -> None:
+    """The CNN detector's training step in float32 and in bf16 autocast, side by side."""
+    device = hardware.setup(args.device or "cpu")
+    cfg_all = load_config(ROOT / "params.yaml", args.profile)
+    c = cfg_all.detect.cnn.model_copy(update={"epochs": 1})
+    size, channels = cfg_all.data.image_size, 1 if cfg_all.data.mode == "L" else 3
+    n = args.steps * c.batch_size
+    rng = np.random.default_rng(0)
+    shape = (n, size, size) if channels == 1 else (n, size, size, channels)
+    labels = rng.permutation(n) % 2
+    train = Labeled(
+        rng.integers(0, 256, shape, dtype="uint8"),
+        labels,
+        np.where(labels == 1, "gan", "real").astype(object),
+        np.where(labels == 1, "gan", "real").astype(object),
+    )
+    net = PatchNet(channels, c.width, c.head == "radial")
+    x = torch.randn(c.batch_size, channels, size, size)
+    with FlopCounterMode(display=False) as counter:
+        patch, image = net(x)
+        (patch.mean() + image.mean()).backward()
+    per_image = counter.get_total_flops() / c.batch_size
+
+    def train_once(bf16: bool) -> float:
+        det = CNNDetector(c, channels, 0).on(device, bf16)
+        _sync(device)
+        start = time.perf_counter()
+        det.fit(train)
+        _sync(device)
+        return n / (time.perf_counter() - start)
+
+    fp32, bf16 = [], []
+    for r in range(args.rounds):  # alternate: drift on a shared machine hits both alike
+        fp32.append(train_once(False))
+        bf16.append(train_once(True))
+        print(f"round {r + 1}: float32 {fp32[-1]:.0f} img/s, bf16 autocast {bf16[-1]:.0f} img/s", flush=True)
+    peak = statistics.median(matmul_flops(device) for _ in range(3))
+    a, b = statistics.median(fp32), statistics.median(bf16)
+    print(f"\ndetect.cnn width {c.width}, batch {c.batch_size}, {args.steps} steps, {torch.get_num_threads()} threads")
+    print(f"{'':<36} {'float32':>16} {'bf16 autocast':>16}")
+    print(f"{'images/s':<36} {a:>16.0f} {b:>16.0f}")
+    print(f"{'share of the fp32 matmul peak':<36} {a * per_image / peak:>16.3f} {b * per_image / peak:>16.3f}")
+    print(f"{'fp32 matmul peak, GFLOP/s':<36} {peak / 1e9:>33.1f}")
+    print(f"{'bf16 / float32':<36} {b / a:>33.2f}")
+    native = hardware.bf16_ok(device)
+    print(f"{'bf16 native here':<36} {native!s:>33}")
+    print(f"{'precision: auto trains the CNN in':<36} {'bf16' if hardware.use_bf16('auto', device) else 'float32':>33}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=150)
@@ -494,6 +550,7 @@ def main() -> None:
         help="one GAN on every core vs one GAN per core on one thread (the zoo's runner)",
     )
     ap.add_argument("--ensemble", action="store_true", help="the members one at a time vs as one batched ensemble")
+    ap.add_argument("--detector", action="store_true", help="the CNN detector's training in float32 vs bf16 autocast")
     ap.add_argument(
         "--members",
         nargs="+",
@@ -514,6 +571,9 @@ def main() -> None:
         return
     if args.ensemble:
         ensemble(args)
+        return
+    if args.detector:
+        detector(args)
         return
     if args.flow:
         flow(args)
