@@ -9,6 +9,7 @@ from gandefect.detect.cnn import CNNDetector
 from gandefect.detect.spectral import SpectralDetector
 from gandefect.errors import ConfigError
 from gandefect.stages.detectors import FamilyResult
+from gandefect.stages.detectors.held_out import loo_threads
 from gandefect.stages.detectors.train import _judge
 
 CFG = Config(
@@ -82,3 +83,17 @@ def test_the_judge_is_the_best_ranked_family_after_the_winner():
     assert _judge(results, "a") == "c"  # 0.6 beats 0.4; then the clean AUC breaks c's tie with d
     assert _judge(results, "c") == "a"
     assert _judge({"a": results["a"]}, "a") is None
+
+
+@pytest.mark.parametrize(
+    ("n", "workers", "cores", "threads"),
+    [
+        (5, 2, 2, [1, 1, 1, 1, 2]),  # the fifth model ends the phase alone: both cores
+        (4, 2, 2, [1, 1, 1, 1]),
+        (3, 2, 16, [8, 8, 16]),
+        (7, 3, 6, [2, 2, 2, 2, 2, 2, 6]),
+        (5, 4, 4, [1, 1, 1, 1, 4]),
+    ],
+)
+def test_the_held_out_models_that_end_the_phase_alone_share_the_cores(n, workers, cores, threads):
+    assert loo_threads(n, workers, cores) == threads

@@ -136,6 +136,9 @@ def test_leave_one_out_side_by_side_gives_the_serial_loop_s_figures(trained, mon
     threads = torch.get_num_threads()
     monkeypatch.setattr(held_out, "loo_workers", lambda cfg, n, n_train: 2)
     monkeypatch.setattr(held_out.os, "cpu_count", lambda: 2)
+    # one thread each, as the serial loop below (the last model would take both cores: the
+    # figures of one model at two threads may round otherwise)
+    monkeypatch.setattr(held_out, "loo_threads", lambda n, workers, cores: [1] * n)
     calls = []
     pooled, pooled_on = detectors.leave_one_out(cfg, "cnn", data, lambda *call: calls.append(call))
     # the phase is announced before its first model ends, then each finished model is counted

@@ -89,6 +89,15 @@ def loo_workers(cfg: Config, n: int, n_train: int) -> int:
     return max(1, min(n, os.cpu_count() or 1)) if n_train >= LOO_PROCESSES_FROM else 1
 
 
+def loo_threads(n: int, workers: int, cores: int) -> list[int]:
+    """Torch threads of each of n leave-one-out models, in the order they are started: a core's
+    share each, but the last n % workers (the rounds do not divide evenly) share all the cores,
+    since they end the phase alone on a machine their siblings have left. Fixed before any model
+    starts, so a model's figures do not depend on which finished first."""
+    tail = n % workers
+    return [max(1, cores // (tail if i >= n - tail else workers)) for i in range(n)]
+
+
 def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress | None = None):
     """For each generator family F: train without any of F's samples (train and val), then score
     real test vs F's test: auc_unseen_<F> on clean images, and at the LOO model's own served
@@ -102,7 +111,8 @@ def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress |
     results: dict[str, tuple[Figures, list[str]]] = {
         held: (_not_held_out(cfg, held), []) for held in fams if any(not (families - {held}) for families in others)
     }
-    held_out = [held for held in fams if held not in results]
+    # the longest first: the smallest come last, when the machine is freeing up (below)
+    held_out = sorted((h for h in fams if h not in results), key=lambda h: -int((train.families != h).sum()))
     workers = loo_workers(cfg, len(held_out), len(train.labels))
     if progress:  # each model can take minutes: say the phase has begun, before its first one ends
         progress(f"leave-one-out {family}", len(results), len(fams))
@@ -116,12 +126,12 @@ def leave_one_out(cfg: Config, family: str, data: EvalData, progress: Progress |
         for held in held_out:
             done(held, fit_held_out(cfg, family, _held_out(cfg, train, data, held)))
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = loo_threads(len(held_out), workers, os.cpu_count() or 1)
         # spawn: a forked child of a process whose torch threads already ran can deadlock
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {
-                pool.submit(fit_held_out, cfg, family, _held_out(cfg, train, data, held), threads): held
-                for held in held_out
+                pool.submit(fit_held_out, cfg, family, _held_out(cfg, train, data, held), n): held
+                for held, n in zip(held_out, threads)
             }
             for future in as_completed(futures):
                 done(futures[future], future.result())
