@@ -74,7 +74,8 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo's names for the
 def _cpu_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX). oneDNN's own answer
     (`_is_mkldnn_bf16_supported`) is yes on every AVX-512 CPU, where it emulates bf16 through
-    float32 conversions: the CNN detector trained about 3x slower under autocast there."""
+    float32 conversions: the CNN detector trained at about half its float32 speed there
+    (`bench/train_throughput.py --detector`)."""
     try:
         if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
             return False
