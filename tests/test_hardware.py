@@ -123,6 +123,19 @@ def test_auto_takes_bf16_on_a_cpu_only_where_its_instructions_are_native(monkeyp
         hardware._cpu_bf16.cache_clear()
 
 
+@pytest.mark.parametrize(("flags", "native"), [({"avx512f", "avx512bw"}, False), ({"avx512f", "amx_bf16"}, True)])
+def test_a_torch_without_the_instruction_probes_reads_the_cpu_flags(monkeypatch, flags, native):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    monkeypatch.setattr(hardware, "_cpu_flags", lambda: flags)
+    hardware._cpu_bf16.cache_clear()
+    try:
+        assert hardware.bf16_ok(hardware.CPU) is native
+    finally:
+        hardware._cpu_bf16.cache_clear()
+
+
 @pytest.mark.parametrize("bf16", [False, True])
 def test_the_cnn_detector_trains_in_the_forced_precision_and_stays_float32(bf16):
     """Either numeric path on any CPU (bf16 is emulated where the CPU lacks it: a small model)."""

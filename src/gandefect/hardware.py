@@ -84,12 +84,16 @@ def _cpu_bf16() -> bool:
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if any(probes):
         return any(bool(probe()) for probe in probes if probe is not None)
-    try:  # a torch without the probes: the kernel's flags (Linux)
+    return any(flag in _cpu_flags() for flag in NATIVE_BF16_FLAGS)  # a torch without the probes
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's flags as the Linux kernel lists them (empty elsewhere)."""
+    try:
         with open("/proc/cpuinfo") as info:
-            flags = set(info.read().split())
+            return set(info.read().split())
     except OSError:
-        return False
-    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+        return set()
 
 
 def bf16_ok(device: torch.device = CPU) -> bool:
