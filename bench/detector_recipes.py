@@ -13,6 +13,8 @@ the held-out family's share caught on PNG and under the worst gated condition is
 
     .venv/bin/python bench/detector_recipes.py --variant balance=image --variant balance=family
     .venv/bin/python bench/detector_recipes.py --variant epochs=6 --hold-out dcgan diffusion
+    .venv/bin/python bench/detector_recipes.py --held-out-only --hold-out dcgan \
+        --variant precision=fp32,seed=0 --variant precision=bf16,seed=0 --variant precision=fp32,seed=1 ...
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from gandefect.config import load_config
 from gandefect.data.datasets import to_tensor, to_uint8
@@ -72,7 +75,7 @@ def main() -> None:
         "--variant",
         action="append",
         default=None,
-        help="comma-separated detect.cnn settings, seed=N (the detector's seed), aligned=off (without the aligned sets) bank=off (without the component bank) and bank=N (N reconstructions per component kind, made here); repeat to compare (default: the config's)",
+        help="comma-separated detect.cnn settings, seed=N (the detector's seed), precision=fp32|bf16|auto, aligned=off (without the aligned sets) bank=off (without the component bank) and bank=N (N reconstructions per component kind, made here); repeat to compare (default: the config's)",
     )
     ap.add_argument("--hold-out", nargs="*", default=[], help="generator families to hold out, one model each")
     ap.add_argument("--held-out-only", action="store_true", help="skip the served model; train the held-out ones alone")
@@ -88,9 +91,11 @@ def main() -> None:
         aligned = settings.pop("aligned", "on") != "off"
         bank = str(settings.pop("bank", "as sampled"))
         seed = int(settings.pop("seed", base.seed))
+        precision = str(settings.pop("precision", base.precision))
         cfg = base.model_copy(
             update={
                 "seed": seed,
+                "precision": precision,
                 "detect": base.detect.model_copy(update={"cnn": base.detect.cnn.model_copy(update=settings)}),
             }
         )
@@ -125,6 +130,10 @@ def main() -> None:
             scores = {c: det.score(data.wild_test.inputs[c][mine]) >= det.threshold for c in gated}
             called = {c: float(v.mean()) for c, v in scores.items()}
             real = data.test.labels == 0
+            png = data.wild_test.inputs["png"]
+            auc = roc_auc_score(
+                np.r_[np.zeros(real.sum()), np.ones(mine.sum())], det.score(np.concatenate([png[real], png[mine]]))
+            )
             fpr = max(float((det.score(data.wild_test.inputs[c][real]) >= det.threshold).mean()) for c in gated)
             ungated = {
                 c: float((det.score(data.wild_test.inputs[c][real]) >= det.threshold).mean())
@@ -141,6 +150,7 @@ def main() -> None:
                 {
                     "variant": spec or "config",
                     "held_out": held,
+                    "auc_png": auc,
                     "caught_png": called["png"],
                     "caught_worst": min(called.values()),
                     "worst_condition": min(called, key=called.get),

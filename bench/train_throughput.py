@@ -22,6 +22,11 @@ and prints both in images/s and as a share of the fp32 (and, on a GPU, bf16) mat
 images of the data's size) in float32 and under bf16 autocast, in alternating rounds, and prints
 both in images/s and as a share of the fp32 matmul peak, beside what `precision: auto` takes on
 this machine: bf16 pays only where the CPU computes it natively (AVX512-BF16, AMX).
+`--ceiling` records the convolutions and matrix products of one training step of `--loss`, and
+times the step, those calls alone on the same arguments, and the same products as dense GEMMs
+(their im2col form: forward, input and weight gradient each one product) batched over as many
+members as `--members` names: the share of the fp32 peak any implementation built on these
+products can reach, however the members are batched.
 `--flow` runs the whole `gandefect run` in a fresh clone of this checkout's HEAD (with
 `--profile`) and prints each stage's seconds and how many of the machine's cores it kept
 busy (sampled machine-wide from /proc/stat), so a change is measured where it matters and a
@@ -46,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
 from gandefect import hardware
@@ -478,6 +485,113 @@ def ensemble(args) -> None:
     print(f"{'ensemble / one at a time':<36} {b / a:>33.2f}")
 
 
+_PRODUCTS = {"convolution", "convolution_backward", "mm", "addmm", "bmm"}
+
+
+class _Products(TorchDispatchMode):
+    """Records every convolution and matrix product a training step runs (op, argument shapes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.overloadpacket.__name__ in _PRODUCTS:  # copies: the step goes on to change its tensors in place
+            copy = tree_map(lambda t: t.detach().clone() if isinstance(t, torch.Tensor) else t, (args, kwargs or {}))
+            self.calls.append((func, *copy))
+        return out
+
+
+def _gemms(func, args) -> list[tuple[int, int, int]]:
+    """The (M, K, N) matrix products one recorded call amounts to, in the im2col form a batched
+    implementation would run: a convolution's forward, input gradient and weight gradient are
+    each one product of the same FLOPs as the convolution's."""
+    name = func.overloadpacket.__name__
+    if name in ("mm", "addmm"):
+        a, b = args[-2], args[-1]
+        return [(a.shape[0], a.shape[1], b.shape[1])]
+    if name == "bmm":
+        return [(args[0].shape[1], args[0].shape[2], args[1].shape[2])] * args[0].shape[0]
+    if name == "convolution":
+        x, w, transposed = args[0], args[1], args[6]
+        out = func(*args)  # its output's shape
+    else:  # convolution_backward(grad_out, input, weight, bias_sizes, stride, padding, dilation, transposed, ...)
+        out, x, w, transposed = args[0], args[1], args[2], args[7]
+    b, spatial_in, spatial_out = x.shape[0], x.shape[2:].numel(), out.shape[2:].numel()
+    kernel = w.shape[2:].numel()
+    if transposed:  # weight (C_in, O, k, k): the forward is a convolution's input gradient
+        fwd = (b * spatial_in, w.shape[0], w.shape[1] * kernel)
+        dgrad, wgrad = (fwd[0], fwd[2], fwd[1]), (fwd[1], fwd[0], fwd[2])
+    else:  # weight (O, C, k, k)
+        fwd = (b * spatial_out, w.shape[1] * kernel, w.shape[0])
+        dgrad, wgrad = (fwd[0], fwd[2], fwd[1]), (fwd[1], fwd[0], fwd[2])
+    if name == "convolution":
+        return [fwd]
+    mask = args[-1]
+    return [g for g, on in zip((dgrad, wgrad), mask[:2]) if on]
+
+
+def ceiling(args) -> None:
+    """What the step's own convolutions and matrix products reach, alone and as dense batched GEMMs."""
+    device = hardware.setup(args.device or "cpu")
+    (m,) = _members(argparse.Namespace(**{**vars(args), "members": [args.loss]}), device, 10**6)
+    batch, mc = m.settings.batch_size, m.model_cfg
+    m.begin(torch.rand(4000, mc.channels, mc.image_size, mc.image_size) * 2 - 1)
+    for _ in range(5):
+        m.after_step(m.train_step(m.next_batch()))
+    with _Products() as rec, FlopCounterMode(display=False) as counter:
+        x = m.next_batch()
+        m.train_step(x)
+    step_flops = counter.get_total_flops()
+
+    def timed(fn, reps: int) -> float:
+        fn()
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        _sync(device)
+        return (time.perf_counter() - start) / reps
+
+    def step() -> None:
+        m.after_step(m.train_step(m.next_batch()))
+
+    def kernels() -> None:  # the recorded calls again, on the same arguments
+        for func, a, kw in rec.calls:
+            func(*a, **kw)
+
+    shapes = [g for func, a, _ in rec.calls for g in _gemms(func, a)]
+    k = len(args.members)
+    mats = [(torch.randn(k, mm, kk, device=device), torch.randn(k, kk, nn, device=device)) for mm, kk, nn in shapes]
+    gemm_flops = sum(2 * mm * kk * nn for mm, kk, nn in shapes)
+
+    def dense() -> None:  # the same products for k members at once, one batched matmul each
+        for a, b in mats:
+            torch.bmm(a, b)
+
+    t_step, t_kernels, t_dense = [], [], []
+    for _ in range(args.rounds):  # alternate: drift on a shared machine hits all alike
+        t_step.append(timed(step, 20))
+        t_kernels.append(timed(kernels, 20))
+        t_dense.append(timed(dense, 20) / k)
+    peak = statistics.median(matmul_flops(device) for _ in range(3))
+    a, b, c = (statistics.median(t) for t in (t_step, t_kernels, t_dense))
+    print(
+        f"\nloss {m.loss.name}, batch {batch}, {len(rec.calls)} convolutions and products a step, {torch.get_num_threads()} threads"
+    )
+    print(f"{'':<52} {'s/step':>10} {'GFLOP/s':>9} {'of peak':>8}")
+    print(f"{'the whole training step':<52} {a:>10.5f} {step_flops / a / 1e9:>9.1f} {step_flops / a / peak:>8.3f}")
+    print(
+        f"{'its convolutions and products alone':<52} {b:>10.5f} {step_flops / b / 1e9:>9.1f} {step_flops / b / peak:>8.3f}"
+    )
+    label = f"the same as dense GEMMs, {k} members batched (each)"
+    print(f"{label:<52} {c:>10.5f} {gemm_flops / c / 1e9:>9.1f} {gemm_flops / c / peak:>8.3f}")
+    print(f"{'fp32 matmul peak (2048^2), GFLOP/s':<52} {peak / 1e9:>29.1f}")
+    print(f"{'share of the step in its convolutions and products':<52} {b / a:>29.2f}")
+    print(f"{'GEMM-form FLOPs / counted FLOPs (a check: 1.00)':<52} {gemm_flops / step_flops:>29.2f}")
+
+
 def detector(args) -> None:
     """The CNN detector's training step in float32 and in bf16 autocast, side by side."""
     device = hardware.setup(args.device or "cpu")
@@ -552,6 +666,11 @@ def main() -> None:
     ap.add_argument("--ensemble", action="store_true", help="the members one at a time vs as one batched ensemble")
     ap.add_argument("--detector", action="store_true", help="the CNN detector's training in float32 vs bf16 autocast")
     ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="the step's convolutions and products alone, and as dense GEMMs batched over --members",
+    )
+    ap.add_argument(
         "--members",
         nargs="+",
         default=["minimax", "nonsaturating", "lsgan", "wgan", "hinge"],
@@ -574,6 +693,9 @@ def main() -> None:
         return
     if args.detector:
         detector(args)
+        return
+    if args.ceiling:
+        ceiling(args)
         return
     if args.flow:
         flow(args)
