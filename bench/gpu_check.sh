@@ -8,7 +8,8 @@
 #     1. the GPU and its torch;
 #     2. tests/test_cuda.py (the CUDA paths) and tests/gan/test_ensemble.py;
 #     3. bench/train_throughput.py --ensemble --device cuda: the zoo's DCGANs one at a time
-#        against one batched ensemble, images/s and share of the fp32 and bf16 matmul peaks.
+#        against one batched ensemble, images/s and share of the fp32 and bf16 matmul peaks;
+#        --ceiling: a step's convolutions and products alone and as dense batched GEMMs.
 #   bash bench/gpu_check.sh --run  # and (needs bench/gpu_wheels.sh --full) about 8 minutes more:
 #     4. bench/train_throughput.py --device cuda (the trainer with MLflow against a bare loop);
 #     5. a first `gandefect run` of the default data with `device: auto` (the GPU), timed, with
@@ -38,6 +39,9 @@ python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/gan/test_ensem
 
 step "ensemble throughput on the GPU"
 python3 bench/train_throughput.py --ensemble --device cuda --steps 150 --rounds 3
+
+step "the ceiling of a step's convolutions and products on the GPU"
+python3 bench/train_throughput.py --ceiling --device cuda --rounds 3
 
 if [ "${1:-}" != "--run" ]; then
   exit 0

@@ -589,6 +589,9 @@ def ceiling(args) -> None:
     print(f"{label:<52} {c:>10.5f} {gemm_flops / c / 1e9:>9.1f} {gemm_flops / c / peak:>8.3f}")
     print(f"{'fp32 matmul peak (2048^2), GFLOP/s':<52} {peak / 1e9:>29.1f}")
     print(f"{'share of the step in its convolutions and products':<52} {b / a:>29.2f}")
+    if device.type == "cuda":  # the trainer computes in bf16 there
+        bf16 = statistics.median(matmul_flops(device, torch.bfloat16) for _ in range(3))
+        print(f"{'the whole step, share of the bf16 matmul peak':<52} {step_flops / a / bf16:>29.4f}")
     print(f"{'GEMM-form FLOPs / counted FLOPs (a check: 1.00)':<52} {gemm_flops / step_flops:>29.2f}")
 
 
