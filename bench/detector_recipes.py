@@ -160,10 +160,11 @@ def main() -> None:
                 }
             )
             print(pd.DataFrame(held_rows[-1:]).to_string(index=False, float_format="%.3f"), flush=True)
-    print(
-        "\nserved model, tpr_fake_wild per generator (worst gated condition):\n"
-        + pd.DataFrame(served_rows).to_string(float_format="%.3f")
-    )
+    if served_rows:
+        print(
+            "\nserved model, tpr_fake_wild per generator (worst gated condition):\n"
+            + pd.DataFrame(served_rows).to_string(float_format="%.3f")
+        )
     if held_rows:
         print(
             "\nheld-out families, served recipe:\n"
