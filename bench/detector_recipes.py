@@ -24,12 +24,12 @@ import time
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from gandefect.config import load_config
 from gandefect.data.datasets import to_tensor, to_uint8
 from gandefect.detect import components
 from gandefect.detect.common import Labeled
+from gandefect.evaluate.detection import auc
 from gandefect.stages import detectors as stage
 
 
@@ -127,19 +127,14 @@ def main() -> None:
             keep = train.families != held  # its aligned sets too; the bank is recipe and stays
             det = stage.fit_detector(cfg, "cnn", train.subset(keep), *data.val_mix_without(held))
             mine = data.test.families == held
-            scores = {c: det.score(data.wild_test.inputs[c][mine]) >= det.threshold for c in gated}
-            called = {c: float(v.mean()) for c, v in scores.items()}
             real = data.test.labels == 0
-            png = data.wild_test.inputs["png"]
-            auc = roc_auc_score(
-                np.r_[np.zeros(real.sum()), np.ones(mine.sum())], det.score(np.concatenate([png[real], png[mine]]))
-            )
-            fpr = max(float((det.score(data.wild_test.inputs[c][real]) >= det.threshold).mean()) for c in gated)
-            ungated = {
-                c: float((det.score(data.wild_test.inputs[c][real]) >= det.threshold).mean())
-                for c in data.wild_test.inputs
-                if c not in gated
-            }
+            fake_p = {c: det.score(data.wild_test.inputs[c][mine]) for c in gated}
+            real_p = {c: det.score(x[real]) for c, x in data.wild_test.inputs.items()}  # each condition scored once
+            scores = {c: p >= det.threshold for c, p in fake_p.items()}
+            called = {c: float(v.mean()) for c, v in scores.items()}
+            auc_png = auc(np.r_[np.zeros(real.sum()), np.ones(mine.sum())], np.r_[real_p["png"], fake_p["png"]])
+            fpr = max(float((real_p[c] >= det.threshold).mean()) for c in gated)
+            ungated = {c: float((p >= det.threshold).mean()) for c, p in real_p.items() if c not in gated}
             names = data.test.generators[mine]
             worst = min(called, key=called.get)
             for g in np.unique(names):  # which of the family's members it misses
@@ -150,7 +145,7 @@ def main() -> None:
                 {
                     "variant": spec or "config",
                     "held_out": held,
-                    "auc_png": auc,
+                    "auc_png": auc_png,
                     "caught_png": called["png"],
                     "caught_worst": min(called.values()),
                     "worst_condition": min(called, key=called.get),

@@ -39,6 +39,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import statistics
@@ -499,11 +500,11 @@ class _Products(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         if func.overloadpacket.__name__ in _PRODUCTS:  # copies: the step goes on to change its tensors in place
             copy = tree_map(lambda t: t.detach().clone() if isinstance(t, torch.Tensor) else t, (args, kwargs or {}))
-            self.calls.append((func, *copy))
+            self.calls.append((func, *copy, tuple(out.shape) if isinstance(out, torch.Tensor) else None))
         return out
 
 
-def _gemms(func, args) -> list[tuple[int, int, int]]:
+def _gemms(func, args, out_shape) -> list[tuple[int, int, int]]:
     """The (M, K, N) matrix products one recorded call amounts to, in the im2col form a batched
     implementation would run: a convolution's forward, input gradient and weight gradient are
     each one product of the same FLOPs as the convolution's."""
@@ -515,17 +516,15 @@ def _gemms(func, args) -> list[tuple[int, int, int]]:
         return [(args[0].shape[1], args[0].shape[2], args[1].shape[2])] * args[0].shape[0]
     if name == "convolution":
         x, w, transposed = args[0], args[1], args[6]
-        out = func(*args)  # its output's shape
     else:  # convolution_backward(grad_out, input, weight, bias_sizes, stride, padding, dilation, transposed, ...)
-        out, x, w, transposed = args[0], args[1], args[2], args[7]
-    b, spatial_in, spatial_out = x.shape[0], x.shape[2:].numel(), out.shape[2:].numel()
+        out_shape, x, w, transposed = args[0].shape, args[1], args[2], args[7]
+    b, spatial_in, spatial_out = x.shape[0], x.shape[2:].numel(), math.prod(out_shape[2:])
     kernel = w.shape[2:].numel()
     if transposed:  # weight (C_in, O, k, k): the forward is a convolution's input gradient
         fwd = (b * spatial_in, w.shape[0], w.shape[1] * kernel)
-        dgrad, wgrad = (fwd[0], fwd[2], fwd[1]), (fwd[1], fwd[0], fwd[2])
     else:  # weight (O, C, k, k)
         fwd = (b * spatial_out, w.shape[1] * kernel, w.shape[0])
-        dgrad, wgrad = (fwd[0], fwd[2], fwd[1]), (fwd[1], fwd[0], fwd[2])
+    dgrad, wgrad = (fwd[0], fwd[2], fwd[1]), (fwd[1], fwd[0], fwd[2])
     if name == "convolution":
         return [fwd]
     mask = args[-1]
@@ -558,10 +557,10 @@ def ceiling(args) -> None:
         m.after_step(m.train_step(m.next_batch()))
 
     def kernels() -> None:  # the recorded calls again, on the same arguments
-        for func, a, kw in rec.calls:
+        for func, a, kw, _ in rec.calls:
             func(*a, **kw)
 
-    shapes = [g for func, a, _ in rec.calls for g in _gemms(func, a)]
+    shapes = [g for func, a, _, out in rec.calls for g in _gemms(func, a, out)]
     k = len(args.members)
     mats = [(torch.randn(k, mm, kk, device=device), torch.randn(k, kk, nn, device=device)) for mm, kk, nn in shapes]
     gemm_flops = sum(2 * mm * kk * nn for mm, kk, nn in shapes)
