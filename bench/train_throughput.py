@@ -22,6 +22,10 @@ and prints both in images/s and as a share of the fp32 (and, on a GPU, bf16) mat
 images of the data's size) in float32 and under bf16 autocast, in alternating rounds, and prints
 both in images/s and as a share of the fp32 matmul peak, beside what `precision: auto` takes on
 this machine: bf16 pays only where the CPU computes it natively (AVX512-BF16, AMX).
+`--prefetch` trains the CNN detector on the embedded digits (half of them as the fake class) with
+each step's batch made in turn, as before, and made one step ahead by a background thread
+(`hardware.prefetched`), in alternating rounds: on all the machine's threads (the main model)
+and on one (a leave-one-out worker), with the share of a step spent making its batch.
 `--ceiling` records the convolutions and matrix products of one training step of `--loss`, and
 times the step, those calls alone on the same arguments, and the same products as dense GEMMs
 (their im2col form: forward, input and weight gradient each one product) batched over as many
@@ -36,7 +40,9 @@ stage that leaves cores idle shows.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import gzip
 import json
 import logging
 import math
@@ -58,6 +64,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gandefect import hardware
 from gandefect.config import load_config
+from gandefect.data import sources
 from gandefect.detect.cnn import CNNDetector, PatchNet
 from gandefect.detect.common import Labeled
 from gandefect.gan import losses
@@ -643,6 +650,57 @@ def detector(args) -> None:
     print(f"{'precision: auto trains the CNN in':<36} {'bf16' if hardware.use_bf16('auto', device) else 'float32':>33}")
 
 
+def prefetch(args) -> None:
+    """The CNN detector's training with batches made in turn and prefetched, side by side."""
+    cfg_all = load_config(ROOT / "params.yaml", args.profile)
+    c = cfg_all.detect.cnn.model_copy(update={"epochs": 1})
+    with gzip.open(sources.mnist5k_path(), "rt") as fh:
+        digits = np.loadtxt(fh, delimiter=",", dtype=np.int64)[:, :-1].clip(0, 255).astype(np.uint8)
+    n = min(len(digits), args.steps * c.batch_size)
+    labels = np.arange(n) % 2  # the class does not change the work: half are called fake
+    names = np.where(labels == 1, "gan", "real").astype(object)
+    train = Labeled(digits[:n].reshape(-1, 28, 28), labels, names, names)
+    made = [0.0]
+    make = CNNDetector._batch
+
+    def timed(self, *a):
+        start = time.perf_counter()
+        try:
+            return make(self, *a)
+        finally:
+            made[0] += time.perf_counter() - start
+
+    def train_once(ahead: bool) -> tuple[float, float]:
+        made[0] = 0.0
+        with contextlib.ExitStack() as undo:
+            if not ahead:
+                saved = hardware.prefetched
+                hardware.prefetched = lambda items, depth=2: iter(items)
+                undo.callback(setattr, hardware, "prefetched", saved)
+            CNNDetector._batch = timed
+            undo.callback(setattr, CNNDetector, "_batch", make)
+            start = time.perf_counter()
+            CNNDetector(c, 1, 0).fit(train)
+            seconds = time.perf_counter() - start
+        return n / seconds, made[0] / seconds
+
+    cores = os.cpu_count() or 1
+    print(f"detect.cnn width {c.width}, batch {c.batch_size}, p_process {c.p_process}, {n // c.batch_size} steps")
+    print(
+        f"{'threads':<8} {'in turn, img/s':>15} {'prefetched, img/s':>18} {'ratio':>6} {'making, share of a step':>24}"
+    )
+    for threads in sorted({cores, 1}, reverse=True):
+        torch.set_num_threads(threads)
+        in_turn, ahead, share = [], [], []
+        for _ in range(args.rounds):  # alternate: drift on a shared machine hits both alike
+            rate, making = train_once(False)
+            in_turn.append(rate)
+            share.append(making)
+            ahead.append(train_once(True)[0])
+        a, b = statistics.median(in_turn), statistics.median(ahead)
+        print(f"{threads:<8} {a:>15.0f} {b:>18.0f} {b / a:>6.2f} {statistics.median(share):>24.2f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=150)
@@ -667,6 +725,7 @@ def main() -> None:
     )
     ap.add_argument("--ensemble", action="store_true", help="the members one at a time vs as one batched ensemble")
     ap.add_argument("--detector", action="store_true", help="the CNN detector's training in float32 vs bf16 autocast")
+    ap.add_argument("--prefetch", action="store_true", help="the CNN detector's batches made in turn vs prefetched")
     ap.add_argument(
         "--ceiling",
         action="store_true",
@@ -695,6 +754,9 @@ def main() -> None:
         return
     if args.detector:
         detector(args)
+        return
+    if args.prefetch:
+        prefetch(args)
         return
     if args.ceiling:
         ceiling(args)

@@ -166,3 +166,40 @@ def test_a_gan_trains_in_the_forced_precision_on_the_cpu(bf16):
     assert result.generator_steps == 2
     assert torch.bfloat16 in computed if bf16 else computed == {torch.float32}
     assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
+
+
+def test_a_detector_trained_on_prefetched_batches_equals_one_trained_on_batches_made_in_turn(monkeypatch):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (96, 16, 16), dtype=np.uint8)
+    data = Labeled(images, np.repeat([0, 1], 48), np.repeat(["real", "g"], 48))
+
+    def trained() -> list[torch.Tensor]:
+        det = CNNDetector(CNNDetectorConfig(width=8, epochs=2, batch_size=16), channels=1, seed=4)
+        return [p.detach().clone() for p in det.fit(data).net.parameters()]
+
+    ahead = trained()
+    monkeypatch.setattr(hardware, "prefetched", lambda items, depth=2: iter(items))
+    in_turn = trained()
+    assert all(torch.equal(a, b) for a, b in zip(ahead, in_turn, strict=True))
+
+
+def test_prefetched_keeps_the_order_raises_the_makers_error_and_stops_when_left_early():
+    assert list(hardware.prefetched(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("no such image")
+
+    with pytest.raises(ValueError, match="no such image"):
+        list(hardware.prefetched(failing()))
+    made = []
+
+    def counted():
+        for i in range(1000):
+            made.append(i)
+            yield i
+
+    items = hardware.prefetched(counted(), depth=2)
+    assert next(items) == 0
+    items.close()  # the thread stops: it does not make the other 999
+    assert len(made) <= 4

@@ -14,6 +14,7 @@ whole generated images keep their constant targets, so the net learns *where* as
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -248,15 +249,21 @@ class CNNDetector(Detector):
             hardware.channels_last(teacher)
         hardware.channels_last(self.net)
         self.net.to(device).train()
-        for epoch in range(c.epochs):
-            order = (
-                rng.permutation(len(train.labels))
-                if draw is None
-                else rng.choice(len(train.labels), len(train.labels), p=draw)
-            )
-            for i in range(steps_per_epoch):
-                idx = order[i * c.batch_size : (i + 1) * c.batch_size]
-                images, target, spliced = self._batch(rng, train, idx, labels, masks, real_idx, fake_idx)
+
+        def batches():  # every draw from rng from here on, in the order the steps take them
+            for epoch in range(c.epochs):
+                order = (
+                    rng.permutation(len(train.labels))
+                    if draw is None
+                    else rng.choice(len(train.labels), len(train.labels), p=draw)
+                )
+                for i in range(steps_per_epoch):
+                    idx = order[i * c.batch_size : (i + 1) * c.batch_size]
+                    yield idx, *self._batch(rng, train, idx, labels, masks, real_idx, fake_idx)
+
+        total = c.epochs * steps_per_epoch
+        with contextlib.closing(hardware.prefetched(batches())) as steps:
+            for step, (idx, images, target, spliced) in enumerate(steps, 1):
                 held = known[idx] & ~spliced  # whole images of what the champion knew
                 taught = None
                 if teacher is not None and held.any():
@@ -269,7 +276,7 @@ class CNNDetector(Detector):
                 opt.step()
                 sched.step()
                 if progress:
-                    progress("cnn detector", epoch * steps_per_epoch + i + 1, c.epochs * steps_per_epoch)
+                    progress("cnn detector", step, total)
         self.net.to(hardware.CPU).eval()
         self.__dict__.pop("_teacher", None)  # the champion is not part of this model
         # a warm-started net has seen its predecessor's generators as well
