@@ -25,7 +25,8 @@ this machine: bf16 pays only where the CPU computes it natively (AVX512-BF16, AM
 `--prefetch` trains the CNN detector on the embedded digits (half of them as the fake class) with
 each step's batch made in turn, as before, and made one step ahead by a background thread
 (`hardware.prefetched`), in alternating rounds: on all the machine's threads (the main model)
-and on one (a leave-one-out worker), with the share of a step spent making its batch.
+and on one (a leave-one-out worker), with the share of a step spent making its batch and which
+way `hardware.batches_ahead` has the detector make them on this machine.
 `--ceiling` records the convolutions and matrix products of one training step of `--loss`, and
 times the step, those calls alone on the same arguments, and the same products as dense GEMMs
 (their im2col form: forward, input and weight gradient each one product) batched over as many
@@ -673,10 +674,9 @@ def prefetch(args) -> None:
     def train_once(ahead: bool) -> tuple[float, float]:
         made[0] = 0.0
         with contextlib.ExitStack() as undo:
-            if not ahead:
-                saved = hardware.prefetched
-                hardware.prefetched = lambda items, depth=2: iter(items)
-                undo.callback(setattr, hardware, "prefetched", saved)
+            saved = hardware.batches_ahead
+            hardware.batches_ahead = lambda device: ahead  # either way, whatever this machine would pick
+            undo.callback(setattr, hardware, "batches_ahead", saved)
             CNNDetector._batch = timed
             undo.callback(setattr, CNNDetector, "_batch", make)
             start = time.perf_counter()
@@ -687,7 +687,7 @@ def prefetch(args) -> None:
     cores = os.cpu_count() or 1
     print(f"detect.cnn width {c.width}, batch {c.batch_size}, p_process {c.p_process}, {n // c.batch_size} steps")
     print(
-        f"{'threads':<8} {'in turn, img/s':>15} {'prefetched, img/s':>18} {'ratio':>6} {'making, share of a step':>24}"
+        f"{'threads':<8} {'in turn, img/s':>15} {'prefetched, img/s':>18} {'ratio':>6} {'making, share of a step':>24} {'this machine makes them':>24}"
     )
     for threads in sorted({cores, 1}, reverse=True):
         torch.set_num_threads(threads)
@@ -698,7 +698,11 @@ def prefetch(args) -> None:
             share.append(making)
             ahead.append(train_once(True)[0])
         a, b = statistics.median(in_turn), statistics.median(ahead)
-        print(f"{threads:<8} {a:>15.0f} {b:>18.0f} {b / a:>6.2f} {statistics.median(share):>24.2f}", flush=True)
+        picks = "ahead" if hardware.batches_ahead(hardware.CPU) else "in turn"
+        print(
+            f"{threads:<8} {a:>15.0f} {b:>18.0f} {b / a:>6.2f} {statistics.median(share):>24.2f} {picks:>24}",
+            flush=True,
+        )
 
 
 def main() -> None:

@@ -177,10 +177,28 @@ def test_a_detector_trained_on_prefetched_batches_equals_one_trained_on_batches_
         det = CNNDetector(CNNDetectorConfig(width=8, epochs=2, batch_size=16), channels=1, seed=4)
         return [p.detach().clone() for p in det.fit(data).net.parameters()]
 
+    monkeypatch.setattr(hardware, "batches_ahead", lambda device: True)
     ahead = trained()
-    monkeypatch.setattr(hardware, "prefetched", lambda items, depth=2: iter(items))
+    monkeypatch.setattr(hardware, "batches_ahead", lambda device: False)
+    monkeypatch.setattr(hardware, "prefetched", lambda items, depth=2: pytest.fail("made ahead when told not to"))
     in_turn = trained()
     assert all(torch.equal(a, b) for a, b in zip(ahead, in_turn, strict=True))
+
+
+def test_batches_are_made_ahead_on_a_gpu_or_where_no_thread_computes_on_a_core(monkeypatch):
+    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(hardware, "_own_cores", None)
+    threads = torch.get_num_threads()
+    try:
+        hardware.setup("cpu", threads=4)
+        assert not hardware.batches_ahead(hardware.CPU)  # torch computes on every core
+        assert hardware.batches_ahead(torch.device("cuda"))
+        hardware.setup("cpu", threads=1)
+        assert hardware.batches_ahead(hardware.CPU)  # three idle cores
+        hardware.setup("cpu", threads=1, share=True)
+        assert not hardware.batches_ahead(hardware.CPU)  # a worker whose siblings use the other three
+    finally:
+        hardware.setup("cpu", threads=threads)
 
 
 def test_prefetched_keeps_the_order_raises_the_makers_error_and_stops_when_left_early():

@@ -56,11 +56,19 @@ def resolve(setting: str = "auto") -> torch.device:
     return CPU
 
 
-def setup(setting: str = "auto", deterministic: bool = False, threads: int | None = None) -> torch.device:
-    """Resolve the device and apply the process-wide options once, at a stage's entry."""
+_own_cores: int | None = None  # the cores this process has to itself (None: the whole machine)
+
+
+def setup(
+    setting: str = "auto", deterministic: bool = False, threads: int | None = None, share: bool = False
+) -> torch.device:
+    """Resolve the device and apply the process-wide options once, at a stage's entry. `share`: the
+    `threads` are this process's share of the cores, its siblings computing on the others."""
+    global _own_cores
     device = resolve(setting)
     if threads:
         torch.set_num_threads(threads)
+    _own_cores = threads if share and threads else None
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = not deterministic  # float32 matmuls on tensor cores
         torch.backends.cudnn.allow_tf32 = not deterministic
@@ -145,6 +153,15 @@ def placed(module: torch.nn.Module, device: torch.device):
         yield module
     finally:
         module.to(CPU)
+
+
+def batches_ahead(device: torch.device = CPU) -> bool:
+    """Whether a training loop should make its batches in a background thread (`prefetched`): on
+    a GPU, which would otherwise wait for each batch, and on a CPU with a core that neither torch
+    nor a sibling worker (`setup(share=True)`) computes on. Where the cores all compute, the
+    thread only competes with them: on a 2-core CPU a fine-tune on both threads ran at 0.95x with
+    it, and two models side by side on one thread each at 0.84-0.93x."""
+    return device.type == "cuda" or torch.get_num_threads() < (_own_cores or os.cpu_count() or 1)
 
 
 class _Raised:

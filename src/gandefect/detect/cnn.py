@@ -262,7 +262,8 @@ class CNNDetector(Detector):
                     yield idx, *self._batch(rng, train, idx, labels, masks, real_idx, fake_idx)
 
         total = c.epochs * steps_per_epoch
-        with contextlib.closing(hardware.prefetched(batches())) as steps:
+        made = hardware.prefetched(batches()) if hardware.batches_ahead(device) else batches()
+        with contextlib.closing(made) as steps:
             for step, (idx, images, target, spliced) in enumerate(steps, 1):
                 held = known[idx] & ~spliced  # whole images of what the champion knew
                 taught = None

@@ -77,7 +77,7 @@ def results_storage(cfg: Config) -> str:
 
 def _set_threads(cfg: Config, threads: int | None) -> None:
     """The worker's torch threads (its share of the cores) and the device options."""
-    hardware.setup(cfg.device, cfg.deterministic, threads or cfg.threads)
+    hardware.setup(cfg.device, cfg.deterministic, threads or cfg.threads, share=bool(threads))
 
 
 # -- tasks ---------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def fit_held_out(cfg: Config, family: str, job: HeldOut, threads: int | None = N
     """Train detector family `family` without `job.held` and measure it on `job.held` (runs in a
     worker process, with `threads` torch threads); returns its metrics and what it trained on."""
     if threads:
-        hardware.setup(cfg.device, cfg.deterministic, threads)
+        hardware.setup(cfg.device, cfg.deterministic, threads, share=True)
     det = fit_detector(cfg, family, job.train, job.val_mix, job.val_groups, held_out=True)
     held, metrics = job.held, Figures(min_samples=cfg.gates.min_samples)
     metrics.auc(
