@@ -9,7 +9,8 @@
 #     2. tests/test_cuda.py (the CUDA paths) and tests/gan/test_ensemble.py;
 #     3. bench/train_throughput.py --ensemble --device cuda: the zoo's DCGANs one at a time
 #        against one batched ensemble, images/s and share of the fp32 and bf16 matmul peaks;
-#        --ceiling: a step's convolutions and products alone and as dense batched GEMMs.
+#        --ceiling: a step's convolutions and products alone and as dense batched GEMMs;
+#        --prefetch: the CNN detector's batches made in turn and one step ahead.
 #   bash bench/gpu_check.sh --run  # and (needs bench/gpu_wheels.sh --full) about 8 minutes more:
 #     4. bench/train_throughput.py --device cuda (the trainer with MLflow against a bare loop);
 #     5. a first `gandefect run` of the default data with `device: auto` (the GPU), timed, with
@@ -42,6 +43,9 @@ python3 bench/train_throughput.py --ensemble --device cuda --steps 150 --rounds 
 
 step "the ceiling of a step's convolutions and products on the GPU"
 python3 bench/train_throughput.py --ceiling --device cuda --rounds 3
+
+step "the CNN detector's batches made in turn and one step ahead, on the GPU"
+python3 bench/train_throughput.py --prefetch --device cuda --rounds 2
 
 if [ "${1:-}" != "--run" ]; then
   exit 0

@@ -26,7 +26,8 @@ this machine: bf16 pays only where the CPU computes it natively (AVX512-BF16, AM
 each step's batch made in turn, as before, and made one step ahead by a background thread
 (`hardware.prefetched`), in alternating rounds: on all the machine's threads (the main model)
 and on one (a leave-one-out worker), with the share of a step spent making its batch and which
-way `hardware.batches_ahead` has the detector make them on this machine.
+way `hardware.batches_ahead` has the detector make them on this machine; `--device cuda` on the
+GPU, where the step waits for its batch.
 `--ceiling` records the convolutions and matrix products of one training step of `--loss`, and
 times the step, those calls alone on the same arguments, and the same products as dense GEMMs
 (their im2col form: forward, input and weight gradient each one product) batched over as many
@@ -653,6 +654,7 @@ def detector(args) -> None:
 
 def prefetch(args) -> None:
     """The CNN detector's training with batches made in turn and prefetched, side by side."""
+    device = hardware.setup(args.device or "cpu")
     cfg_all = load_config(ROOT / "params.yaml", args.profile)
     c = cfg_all.detect.cnn.model_copy(update={"epochs": 1})
     with gzip.open(sources.mnist5k_path(), "rt") as fh:
@@ -680,25 +682,31 @@ def prefetch(args) -> None:
             CNNDetector._batch = timed
             undo.callback(setattr, CNNDetector, "_batch", make)
             start = time.perf_counter()
-            CNNDetector(c, 1, 0).fit(train)
+            CNNDetector(c, 1, 0).on(device).fit(train)
+            _sync(device)
             seconds = time.perf_counter() - start
         return n / seconds, made[0] / seconds
 
     cores = os.cpu_count() or 1
-    print(f"detect.cnn width {c.width}, batch {c.batch_size}, p_process {c.p_process}, {n // c.batch_size} steps")
+    print(
+        f"detect.cnn width {c.width}, batch {c.batch_size}, p_process {c.p_process}, {n // c.batch_size} steps, "
+        f"on {device.type}"
+    )
     print(
         f"{'threads':<8} {'in turn, img/s':>15} {'prefetched, img/s':>18} {'ratio':>6} {'making, share of a step':>24} {'this machine makes them':>24}"
     )
-    for threads in sorted({cores, 1}, reverse=True):
+    # on a GPU the threads only make the batches: one row, on all of them
+    for threads in sorted({cores, 1} if device.type == "cpu" else {cores}, reverse=True):
         torch.set_num_threads(threads)
         in_turn, ahead, share = [], [], []
+        train_once(False)  # warm-up (oneDNN's or cuDNN's first calls), not counted
         for _ in range(args.rounds):  # alternate: drift on a shared machine hits both alike
             rate, making = train_once(False)
             in_turn.append(rate)
             share.append(making)
             ahead.append(train_once(True)[0])
         a, b = statistics.median(in_turn), statistics.median(ahead)
-        picks = "ahead" if hardware.batches_ahead(hardware.CPU) else "in turn"
+        picks = "ahead" if hardware.batches_ahead(device) else "in turn"
         print(
             f"{threads:<8} {a:>15.0f} {b:>18.0f} {b / a:>6.2f} {statistics.median(share):>24.2f} {picks:>24}",
             flush=True,
