@@ -16,6 +16,9 @@ where the hardware computes it natively.
   FID rose). `fp32` and `bf16` force one path on any machine, so both are tested everywhere:
   bf16 on a CPU without it is emulated, slow but correct. Weights stay float32 and models
   are served in float32.
+- Batches made on the CPU (PIL processing chains) are made one step ahead in a background
+  thread where a GPU or an idle core would otherwise wait for them (`batches_ahead`,
+  `prefetched`): the same batches in the same order.
 """
 
 from __future__ import annotations
