@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import gzip
 import json
 import logging
 import math
@@ -657,12 +656,11 @@ def prefetch(args) -> None:
     device = hardware.setup(args.device or "cpu")
     cfg_all = load_config(ROOT / "params.yaml", args.profile)
     c = cfg_all.detect.cnn.model_copy(update={"epochs": 1})
-    with gzip.open(sources.mnist5k_path(), "rt") as fh:
-        digits = np.loadtxt(fh, delimiter=",", dtype=np.int64)[:, :-1].clip(0, 255).astype(np.uint8)
+    digits = np.stack([np.asarray(raw.image) for raw in sources.iter_images(sources.resolve_source("mnist5k"))])
     n = min(len(digits), args.steps * c.batch_size)
     labels = np.arange(n) % 2  # the class does not change the work: half are called fake
     names = np.where(labels == 1, "gan", "real").astype(object)
-    train = Labeled(digits[:n].reshape(-1, 28, 28), labels, names, names)
+    train = Labeled(digits[:n], labels, names, names)
     made = [0.0]
     make = CNNDetector._batch
 
